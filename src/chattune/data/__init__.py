@@ -1,0 +1,1 @@
+"""Chat data: reading files, the built-in demo dataset, validation."""

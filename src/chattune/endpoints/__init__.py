@@ -1,0 +1,1 @@
+"""Online endpoints: keys, deployments, the gateway in front of instances, and their processes."""

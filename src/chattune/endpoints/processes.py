@@ -1,0 +1,95 @@
+"""Start, watch and stop the server processes behind endpoints (a gateway each, and instances)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from chattune.errors import ChattuneError
+
+
+def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1") -> tuple[int, int]:
+    """Bind a free loopback port here, hand its socket to a new ``python -m module`` process; return (pid, port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, "--fd", str(sock.fileno()), *args],
+                pass_fds=(sock.fileno(),),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the CLI command; stopped by `endpoints delete`
+                env=os.environ.copy(),
+            )
+    finally:
+        sock.close()
+    return proc.pid, port
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until_ready(url: str, pid: int, log_path: Path, timeout_s: float) -> None:
+    """Poll ``url`` until it answers 200; fail early, with the log's tail, if the process dies."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise ChattuneError(f"server process {pid} exited while starting:\n{tail(log_path)}")
+        try:
+            r = httpx.get(url, timeout=2.0)
+            if r.status_code == 200:
+                return
+            last = r.text[:300]
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    stop(pid)
+    raise ChattuneError(f"server process {pid} not ready after {timeout_s:.0f}s ({last}):\n{tail(log_path)}")
+
+
+def stop(pid: int | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+    if not pid or not alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        psutil.Process(pid).wait(timeout_s)
+    except psutil.TimeoutExpired:
+        os.killpg(pid, signal.SIGKILL)
+    except psutil.NoSuchProcess:
+        pass
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+    except ChildProcessError:
+        pass
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

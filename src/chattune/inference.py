@@ -1,0 +1,136 @@
+"""Load a base model (plus an optional LoRA adapter) and generate chat answers, for evaluation and serving alike.
+
+Evaluation and the serving engine share this code, so the numbers a job reports are produced the way the
+endpoint answers (greedy decoding gives the same text in both).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chattune.errors import UserError
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_p: float = 1.0
+    do_sample: bool = False
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *, device: str | None = None) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = device or pick_device()
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path))
+    model.to(device)
+    model.eval()
+    return model
+
+
+def model_max_length(model: Any, tokenizer: Any) -> int:
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    return int(min(x for x in limits if isinstance(x, int) and x > 0) if any(limits) else 2048)
+
+
+class ChatGenerator:
+    """Batched chat generation over one loaded model. Thread-safe: one generate call at a time."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, chat_template: str | None = None, max_new_tokens_cap: int = 2048):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.max_new_tokens_cap = max_new_tokens_cap
+        self.max_length = model_max_length(model, tokenizer)
+        self._lock = threading.Lock()
+
+    def generate(self, conversations: list[list[dict[str, Any]]], params: GenerationParams) -> list[Generation]:
+        import torch
+
+        if not conversations:
+            return []
+        max_new = min(params.max_new_tokens, self.max_new_tokens_cap)
+        tok = self.tokenizer
+        tok.padding_side = "left"  # decoder-only generation continues from the right edge
+        batch = tok.apply_chat_template(
+            conversations,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+            padding=True,
+        )
+        prompt_len = batch["input_ids"].shape[1]
+        if prompt_len + max_new > self.max_length:
+            raise UserError(
+                f"prompt ({prompt_len} tokens) plus max_new_tokens ({max_new}) exceeds the model's context "
+                f"({self.max_length} tokens)",
+                remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
+            )
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": tok.eos_token_id,
+        }
+        if params.do_sample and params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=params.stop, tokenizer=tok)
+        with self._lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**batch, **kwargs)
+        results = []
+        for i, row in enumerate(out):
+            new = row[prompt_len:].tolist()
+            prompt_tokens = int(batch["attention_mask"][i].sum())
+            ended = tok.eos_token_id in new
+            if ended:
+                new = new[: new.index(tok.eos_token_id)]
+            new = [t for t in new if t != tok.pad_token_id]
+            text = tok.decode(new, skip_special_tokens=True)
+            finish = "stop" if ended else "length"
+            if params.stop:
+                for s in params.stop:
+                    if s in text:
+                        text, finish = text[: text.index(s)], "stop"
+            results.append(Generation(text.strip(), finish, prompt_tokens, len(new)))
+        return results

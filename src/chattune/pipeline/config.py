@@ -1,0 +1,305 @@
+"""The job spec: Azure ``chat_completion_pipeline`` parameter names and defaults, in one typed place.
+
+Values resolve as user > catalog ``model_specific_defaults`` > built-in defaults, and the resolved config records
+where each value came from. Every problem in a spec is reported at once, with the YAML line and the closest valid
+key for a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chattune.errors import ConfigError, Problem
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(Strict):
+    train: str = Field(description="Training file: jsonl, json, parquet or csv with a `messages` column.")
+    validation: str | None = Field(None, description="Validation file; default: the last 20% of train.")
+    test: str | None = Field(None, description="Test file for loss and perplexity.")
+    generation_test: str | None = Field(None, description="Conversations whose last assistant turn is regenerated.")
+    max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
+
+
+class TrainingParams(Strict):
+    """Azure's training parameters (REFERENCE.md section 3)."""
+
+    num_train_epochs: float = Field(1, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(1, gt=0)
+    per_device_eval_batch_size: int = Field(1, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = 2e-5
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optim: Literal["adamw_torch", "adafactor"] = "adamw_torch"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    # -1: the model's maximum context length.
+    max_seq_length: int = -1
+    evaluation_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: int = Field(500, gt=0)
+    logging_steps: int = Field(10, gt=0)
+    save_total_limit: int = -1
+    metric_for_best_model: str = "loss"
+    apply_early_stopping: bool = False
+    early_stopping_patience: int = 1
+    early_stopping_threshold: float = 0.0
+    resume_from_checkpoint: bool = False
+    auto_find_batch_size: bool = False
+
+
+class OptimizationParams(Strict):
+    """Azure's optimization parameters."""
+
+    apply_lora: bool = False
+    # Higher rank: more capacity, more memory. alpha/r scales the update.
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(128, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    merge_lora_weights: bool = True
+    apply_deepspeed: bool = False
+    deepspeed_stage: Literal[2, 3] = 2
+    # "16" means bf16 where the device supports it, else fp16.
+    precision: Literal["32", "16"] = "32"
+    number_of_gpu_to_use_finetuning: int = Field(1, gt=0)
+    num_nodes_finetune: int = Field(1, gt=0)
+
+
+class EvaluationSpec(Strict):
+    max_rows: int = Field(100, gt=0, description="Rows of the test files used (first N).")
+    max_new_tokens: int = Field(32, gt=0, description="Generation budget per answer on generation_test.")
+    batch_size: int = Field(16, gt=0)
+
+
+class JobSettings(Strict):
+    force_rerun: bool = False
+    continue_on_step_failure: bool = False
+    # strict: options this machine cannot honour (DeepSpeed or fp16 without a GPU) are errors, not downgrades.
+    strict: bool = False
+
+
+class JobSpec(Strict):
+    model: str = "smollm2-135m-instruct"
+    experiment_name: str = "chat_completion_demo"
+    display_name: str | None = None
+    data: DataSpec
+    training: dict[str, Any] = Field(default_factory=dict)
+    optimization: dict[str, Any] = Field(default_factory=dict)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    settings: JobSettings = Field(default_factory=JobSettings)
+
+
+PARAM_MODELS: dict[str, type[Strict]] = {"training": TrainingParams, "optimization": OptimizationParams}
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map dotted key paths to their 1-based YAML line, for error messages."""
+    index: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                index[path] = key.start_mark.line + 1
+                walk(value, path)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, "")
+    return index
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobSpec:
+    """Validate a raw mapping into a JobSpec, collecting every problem before raising ConfigError."""
+    lines = _line_index(text) if text else {}
+
+    def where(path: str) -> str:
+        line = lines.get(path)
+        return f"{source}:{line}: {path}" if line else f"{source}: {path}"
+
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [Problem(source, "the job file must be a YAML mapping (see CLI.md)")])
+    problems: list[Problem] = []
+    sections: dict[str, type[BaseModel]] = {
+        "data": DataSpec,
+        "evaluation": EvaluationSpec,
+        "settings": JobSettings,
+        **PARAM_MODELS,
+    }
+    top_level = list(JobSpec.model_fields)
+    for key in raw:
+        if key not in top_level:
+            problems.append(Problem(where(str(key)), f"unknown key{_closest(str(key), top_level)}", "unknown_key"))
+    for section, model in sections.items():
+        body = raw.get(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(Problem(where(section), "must be a mapping of keys to values", "invalid_type"))
+            continue
+        valid = list(model.model_fields)
+        for key in body:
+            if key not in valid:
+                problems.append(
+                    Problem(where(f"{section}.{key}"), f"unknown key{_closest(str(key), valid)}", "unknown_key")
+                )
+        known = {k: v for k, v in body.items() if k in valid}
+        try:
+            if section in PARAM_MODELS:
+                # Validate only what the user gave: defaults are applied at resolution time.
+                model.model_validate(known)
+            elif section != "data" or "train" in known:
+                model.model_validate(known)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(Problem(where(f"{section}.{loc}"), err["msg"], "invalid_value"))
+    if "data" not in raw or not isinstance(raw.get("data"), dict) or "train" not in raw["data"]:
+        problems.append(Problem(where("data.train"), "required: the training file", "missing_key"))
+    problems += cross_field_problems(raw.get("training") or {}, raw.get("optimization") or {}, where)
+    if problems:
+        raise ConfigError(source, problems)
+    cleaned = {k: v for k, v in raw.items() if k in top_level}
+    return JobSpec.model_validate(cleaned)
+
+
+def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p: p) -> list[Problem]:
+    """Azure's hard errors worth keeping, on user-given values (before defaults)."""
+    problems = []
+    if not isinstance(training, dict) or not isinstance(optimization, dict):
+        return problems
+    lr = training.get("learning_rate")
+    if isinstance(lr, (int, float)) and lr <= 0:
+        problems.append(Problem(where("training.learning_rate"), "must be > 0 (Azure refuses it too)", "invalid_value"))
+    if training.get("apply_early_stopping") and training.get("evaluation_strategy") == "no":
+        problems.append(
+            Problem(
+                where("training.apply_early_stopping"),
+                "early stopping needs an evaluation strategy; set evaluation_strategy to epoch or steps",
+                "invalid_combination",
+            )
+        )
+    if training.get("auto_find_batch_size") and optimization.get("apply_deepspeed"):
+        problems.append(
+            Problem(
+                where("training.auto_find_batch_size"),
+                "cannot be combined with apply_deepspeed; set a per_device_train_batch_size instead",
+                "invalid_combination",
+            )
+        )
+    return problems
+
+
+def load_spec(path: Path) -> JobSpec:
+    """Read and validate a job YAML file. Relative data paths are resolved against the file's directory."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(str(path), [Problem(str(path), "file not found")], remedy="Check the -f path.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(
+            str(path), [Problem(at, f"malformed YAML: {getattr(exc, 'problem', exc)}", "invalid_yaml")]
+        ) from exc
+    spec = parse_spec(raw, source=str(path), text=text)
+    base = path.parent.resolve()
+    for key in ("train", "validation", "test", "generation_test"):
+        value = getattr(spec.data, key)
+        if value and not Path(value).is_absolute():
+            setattr(spec.data, key, str((base / value).resolve()))
+    return spec
+
+
+def resolve(
+    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Resolve every training and optimization parameter with its source; return (resolved, warnings).
+
+    Raises ConfigError when the resolved combination is invalid or, with ``settings.strict``, when something
+    would have to be downgraded on this machine.
+    """
+    resolved: dict[str, dict[str, Any]] = {}
+    for section, model in PARAM_MODELS.items():
+        user = getattr(spec, section)
+        for name, field in model.model_fields.items():
+            if name in user:
+                resolved[name] = {"value": user[name], "source": "user"}
+            elif name in model_defaults:
+                resolved[name] = {"value": model_defaults[name], "source": "model_specific_defaults"}
+            else:
+                resolved[name] = {"value": field.default, "source": "default"}
+    warnings: list[str] = []
+    problems: list[Problem] = []
+
+    def downgrade(name: str, value: Any, why: str) -> None:
+        if spec.settings.strict:
+            problems.append(Problem(f"{name} (from {resolved[name]['source']})", f"{why}; strict mode refuses it"))
+            return
+        warnings.append(f"{name}={resolved[name]['value']!r} ({resolved[name]['source']}) -> {value!r}: {why}")
+        resolved[name] = {"value": value, "source": f"downgraded: {why}"}
+
+    if not has_cuda:
+        if resolved["apply_deepspeed"]["value"]:
+            downgrade("apply_deepspeed", False, "DeepSpeed needs a CUDA GPU and none was found")
+        if resolved["precision"]["value"] == "16":
+            downgrade("precision", "32", "16-bit training needs a CUDA GPU here")
+    flat = {k: v["value"] for k, v in resolved.items()}
+    try:
+        TrainingParams.model_validate({k: flat[k] for k in TrainingParams.model_fields})
+        OptimizationParams.model_validate({k: flat[k] for k in OptimizationParams.model_fields})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(Problem(f"{loc} (from {resolved[loc]['source']})", err["msg"]))
+    problems += cross_field_problems(flat, flat)
+    if flat["apply_deepspeed"] and flat["deepspeed_stage"] == 3 and flat["apply_lora"]:
+        problems.append(Problem("deepspeed_stage", "DeepSpeed stage 3 with LoRA is not supported; use stage 2"))
+    if problems:
+        raise ConfigError("resolved job config", problems)
+    return resolved, warnings
+
+
+def values(resolved: dict[str, dict[str, Any]]) -> tuple[TrainingParams, OptimizationParams]:
+    flat = {k: v["value"] for k, v in resolved.items()}
+    return (
+        TrainingParams.model_validate({k: flat[k] for k in TrainingParams.model_fields}),
+        OptimizationParams.model_validate({k: flat[k] for k in OptimizationParams.model_fields}),
+    )
+
+
+def display_name(model_name: str, resolved: dict[str, dict[str, Any]], gpus_per_node: int = 1) -> str:
+    """The seed's pipeline display-name formula."""
+    v = {k: x["value"] for k, x in resolved.items()}
+    batch = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"] * gpus_per_node * v["num_nodes_finetune"]
+    ds = f"ds{v['deepspeed_stage']}" if v["apply_deepspeed"] else "nods"
+    lora = "lora" if v["apply_lora"] else "nolora"
+    return (
+        f"{model_name}-ultrachat-bs{batch}-{v['lr_scheduler_type']}-{ds}-{lora}"
+        f"-save_limit{v['save_total_limit']}-seqlen{v['max_seq_length']}"
+    )

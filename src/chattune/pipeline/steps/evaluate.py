@@ -1,0 +1,112 @@
+"""evaluate: test loss and perplexity, and the task metric on generation_test, for base and fine-tuned side by side.
+
+Generation follows Azure's evaluation: the trailing assistant turn of each test conversation is removed and
+regenerated (greedy), then compared with the reference by exact match and ROUGE-L (rouge-score).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
+from chattune.pipeline.context import StepContext
+from chattune.pipeline.steps.preprocess import read_conversations
+
+
+def split_reference(conversation: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
+    if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
+        return None
+    return conversation[:-1], conversation[-1]["content"]
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    exact = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
+    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    n = max(1, len(predictions))
+    return {"exact_match": sum(exact) / n, "rougeL": sum(rouge) / n}
+
+
+def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[str, float]:
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(ctx.step_dir / "tmp"),
+        per_device_eval_batch_size=ctx.training.per_device_eval_batch_size,
+        report_to="none",
+        use_cpu=pick_device() == "cpu",
+        disable_tqdm=True,
+    )
+    # SFTTrainer insists on a train_dataset; giving it the test set (never trained on) keeps the loss and token
+    # accuracy computed exactly as during training.
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer
+    )
+    result = trainer.evaluate()
+    out = {"test_loss": float(result["eval_loss"]), "test_perplexity": math.exp(min(result["eval_loss"], 50))}
+    if "eval_mean_token_accuracy" in result:
+        out["test_mean_token_accuracy"] = float(result["eval_mean_token_accuracy"])
+    return out
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    from datasets import load_from_disk
+
+    base_path = ctx.inputs["model_import"]["path"]
+    tuned = ctx.inputs["finetune"]
+    tokenizer = load_tokenizer(base_path)
+    is_lora = tuned["kind"] == "lora"
+    tuned_model = load_model(base_path, tuned["trained_model"] if is_lora else None) if is_lora else None
+    base_model = None if is_lora else load_model(base_path)
+
+    @contextlib.contextmanager
+    def as_model(which: str) -> Iterator[Any]:
+        if is_lora:
+            assert tuned_model is not None
+            if which == "base":
+                with tuned_model.disable_adapter():
+                    yield tuned_model
+            else:
+                yield tuned_model
+        elif which == "base":
+            yield base_model
+        else:
+            yield load_model(tuned["trained_model"])
+
+    test_split = ctx.inputs["preprocess"]["splits"].get("test")
+    gen_cases: list[tuple[list[dict[str, Any]], str]] = []
+    if ctx.spec.data.generation_test:
+        rows = read_conversations(ctx.spec.data.generation_test)[: ctx.spec.evaluation.max_rows]
+        gen_cases = [case for case in (split_reference(r) for r in rows) if case is not None]
+
+    metrics: dict[str, dict[str, float]] = {"base": {}, "tuned": {}}
+    predictions: dict[str, list[str]] = {}
+    for which in ("base", "tuned"):
+        with as_model(which) as model:
+            if test_split:
+                metrics[which].update(_loss(model, tokenizer, load_from_disk(test_split["path"]), ctx))
+            if gen_cases:
+                gen = ChatGenerator(model, tokenizer)
+                params = GenerationParams(max_new_tokens=ctx.spec.evaluation.max_new_tokens)
+                outs: list[str] = []
+                size = ctx.spec.evaluation.batch_size
+                for i in range(0, len(gen_cases), size):
+                    chunk = gen_cases[i : i + size]
+                    outs += [g.text for g in gen.generate([c[0] for c in chunk], params)]
+                    ctx.progress(f"  {which}: generated {len(outs)}/{len(gen_cases)}")
+                predictions[which] = outs
+                metrics[which].update(text_metrics(outs, [c[1] for c in gen_cases]))
+        ctx.progress(f"  {which}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items()))
+
+    if gen_cases:
+        with (ctx.step_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+            for i, (conv, ref) in enumerate(gen_cases):
+                row = {"prompt": conv, "reference": ref, "base": predictions["base"][i], "tuned": predictions["tuned"][i]}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"metrics": metrics, "generation_rows": len(gen_cases)}

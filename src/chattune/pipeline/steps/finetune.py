@@ -1,0 +1,82 @@
+"""finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from chattune.inference import pick_device
+from chattune.pipeline.context import StepContext
+from chattune.training.builders import lora_config, sft_config
+from chattune.training.callbacks import ProgressCallback
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    from chattune.inference import load_tokenizer
+
+    pre = ctx.inputs["preprocess"]
+    base_path = ctx.inputs["model_import"]["path"]
+    has_cuda = pick_device() == "cuda"
+    bf16_ok = has_cuda and torch.cuda.is_bf16_supported()
+    train_ds = load_from_disk(pre["splits"]["train"]["path"])
+    eval_ds = load_from_disk(pre["splits"]["validation"]["path"]) if "validation" in pre["splits"] else None
+    tokenizer = load_tokenizer(base_path)
+    dtype = torch.bfloat16 if bf16_ok and ctx.optimization.precision == "16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+
+    args = sft_config(
+        ctx.training, ctx.optimization, output_dir=ctx.step_dir / "checkpoints", max_length=pre["max_seq_length"],
+        has_cuda=has_cuda, bf16_ok=bf16_ok, has_eval=eval_ds is not None,
+    )
+    callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled)]
+    if args.load_best_model_at_end:
+        callbacks.append(
+            EarlyStoppingCallback(ctx.training.early_stopping_patience, ctx.training.early_stopping_threshold)
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(ctx.optimization) if ctx.optimization.apply_lora else None,
+        callbacks=callbacks,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    ctx.progress(f"  training {trainable:,} of {total:,} parameters on {'cuda' if has_cuda else 'cpu'}")
+    started = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - started
+
+    out = ctx.outputs_dir / "trained_model"
+    trainer.model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
+    loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
+    metrics: dict[str, Any] = {
+        "train_loss": float(result.training_loss),
+        "train_runtime_s": round(wall, 2),
+        "global_steps": int(result.global_step),
+        "trained_tokens": int(loss_tokens * epochs),
+        "tokens_per_s": round(pre["splits"]["train"]["tokens"] * epochs / wall, 1) if wall > 0 else None,
+        "trainable_parameters": trainable,
+    }
+    if eval_ds is not None:
+        evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+        final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+        metrics["valid_loss"] = float(final_eval["eval_loss"])
+        metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
+        if "eval_mean_token_accuracy" in final_eval:
+            metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
+    return {
+        "trained_model": str(out),
+        "kind": "lora" if ctx.optimization.apply_lora else "full",
+        "metrics": metrics,
+    }

@@ -1,0 +1,106 @@
+"""preprocess: apply the model's chat template, mark assistant tokens for the loss, truncate, split.
+
+Azure's rules, with nothing dropped silently: validation defaults to the last 20% of train (a contiguous slice,
+as Azure does); a template without a system role gets the system message folded into the first user message;
+sequences are truncated to min(max_seq_length, model max); every assistant turn is trained and nothing else;
+rows that lose every assistant token to truncation are counted, and the step fails if none is left.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from chattune.data.formats import read_records
+from chattune.errors import DataError
+from chattune.inference import load_tokenizer
+from chattune.pipeline.context import StepContext
+from chattune.training.templates import fold_system, supports_system_role, template_hash, training_chat_template
+
+VALIDATION_FRACTION = 0.2
+
+
+def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
+    return [[{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))]
+
+
+def model_limit(model_path: str, tokenizer: Any) -> int:
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
+    return min(int(x) for x in limits if isinstance(x, (int, float)) and x > 0)
+
+
+def tokenize(
+    conversations: list[list[dict[str, Any]]], tokenizer: Any, template: str, max_len: int, fold: bool
+) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """Token ids and assistant masks per row (via the template's {% generation %} markers), truncated."""
+    columns: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": []}
+    counts = {"rows": len(conversations), "truncated": 0, "no_assistant_tokens": 0, "system_folded": 0, "tokens": 0}
+    for messages in conversations:
+        if fold and messages and messages[0]["role"] == "system":
+            messages = fold_system(messages)
+            counts["system_folded"] += 1
+        enc = tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        if len(ids) > max_len:
+            counts["truncated"] += 1
+            ids, mask = ids[:max_len], mask[:max_len]
+        if 1 not in mask:
+            counts["no_assistant_tokens"] += 1
+            continue
+        columns["input_ids"].append(ids)
+        columns["assistant_masks"].append(mask)
+        counts["tokens"] += len(ids)
+    return columns, counts
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    from datasets import Dataset
+
+    model_path = ctx.inputs["model_import"]["path"]
+    tokenizer = load_tokenizer(model_path)
+    train_template = training_chat_template(tokenizer)
+    fold = not supports_system_role(tokenizer)
+    limit = model_limit(model_path, tokenizer)
+    max_len = min(ctx.training.max_seq_length, limit) if ctx.training.max_seq_length > 0 else limit
+
+    data = ctx.spec.data
+    train = read_conversations(data.train)
+    if data.max_train_rows:
+        train = train[: data.max_train_rows]
+    if data.validation:
+        validation = read_conversations(data.validation)
+    else:
+        cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
+        train, validation = train[:cut], train[cut:]
+        ctx.progress(f"  validation: the last {len(validation)} rows of train (no validation file given)")
+    splits = {"train": train, "validation": validation}
+    if data.test:
+        splits["test"] = read_conversations(data.test)[: ctx.spec.evaluation.max_rows]
+
+    outputs: dict[str, Any] = {"max_seq_length": max_len, "system_folded_into_user": fold, "splits": {}}
+    for name, conversations in splits.items():
+        columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
+        if counts["no_assistant_tokens"]:
+            ctx.log.warning(
+                "%s: %d row(s) lost every assistant token to truncation at %d tokens; they are left out",
+                name, counts["no_assistant_tokens"], max_len,
+            )
+        if not columns["input_ids"]:
+            raise DataError(
+                f"{name}: no row keeps an assistant token after truncation to {max_len} tokens",
+                remedy="Raise training.max_seq_length (or shorten the conversations).",
+            )
+        path = ctx.step_dir / name
+        Dataset.from_dict(columns).save_to_disk(str(path))
+        outputs["splits"][name] = {"path": str(path), **counts, "kept": len(columns["input_ids"])}
+        ctx.progress(
+            f"  {name}: {len(columns['input_ids'])}/{counts['rows']} rows, {counts['tokens']} tokens, "
+            f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens"
+        )
+    (ctx.step_dir / "training_chat_template.jinja").write_text(train_template)
+    outputs["chat_template_sha256"] = template_hash(tokenizer.chat_template)
+    return outputs

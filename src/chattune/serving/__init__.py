@@ -1,0 +1,1 @@
+"""Serving: wire protocol (Azure /score, OpenAI chat completions), the engine, and the instance app."""

@@ -1,0 +1,31 @@
+"""Process entry of one deployment instance: ``python -m chattune.serving.instance --fd N ...``.
+
+The parent binds the loopback socket and passes its descriptor, so the port is known before the child starts and
+no other process can take it in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from chattune.serving.app import build_engine, create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", required=True, help="base model directory")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter directory")
+    parser.add_argument("--name", required=True, help="served model name (NAME:VERSION)")
+    parser.add_argument("--base-name", required=True)
+    parser.add_argument("--max-new-tokens-cap", type=int, default=1024)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(build_engine(args)), fd=args.fd, log_level="info", access_log=True)
+
+
+if __name__ == "__main__":
+    main()

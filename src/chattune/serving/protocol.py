@@ -1,0 +1,117 @@
+"""Wire models for the Azure ``/score`` and OpenAI ``/v1/chat/completions`` formats (apart from domain entities)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Wire(BaseModel):
+    # Unknown fields are refused with a 422 that names them: nothing the client sent is silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(Wire):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ScoreParameters(Wire):
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    do_sample: bool = False
+    max_new_tokens: int = Field(200, gt=0)
+
+
+class ScoreInput(Wire):
+    # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation.
+    input_string: list[list[ChatMessage]] | list[ChatMessage] = Field(min_length=1)
+    parameters: ScoreParameters = Field(default_factory=ScoreParameters)
+
+    def conversations(self) -> list[list[ChatMessage]]:
+        first = self.input_string[0]
+        if isinstance(first, ChatMessage):
+            return [self.input_string]  # type: ignore[list-item]
+        return self.input_string  # type: ignore[return-value]
+
+
+class ScoreRequest(Wire):
+    input_data: ScoreInput
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ScoreOutput(BaseModel):
+    output: str
+    finish_reason: str
+    usage: Usage
+
+
+class StreamOptions(Wire):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(Wire):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    n: int = Field(1, ge=1, le=8)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def stop_list(self) -> list[str] | None:
+        if self.stop is None:
+            return None
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class ChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: ChoiceMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "chattune"
+    root: str | None = None
+    parent: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -1,0 +1,58 @@
+"""Where chattune keeps its state: the workspace at ``$CHATTUNE_HOME`` (default ``~/.chattune``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Workspace settings, read from ``CHATTUNE_*`` environment variables.
+
+    Attributes:
+        home: The workspace directory. Everything chattune writes goes here, except files named with ``--out``.
+        mlflow_tracking_uri: Override for MLflow tracking (a team's server). Default: a SQLite file in ``home``.
+        host: Interface that gateways and instances bind. Loopback by default: nothing is exposed by accident.
+        ready_timeout_s: How long ``deployments create`` waits for an instance to load and warm up.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHATTUNE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".chattune")
+    mlflow_tracking_uri: str | None = None
+    host: str = "127.0.0.1"
+    ready_timeout_s: float = 300.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "chattune.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def endpoints_dir(self) -> Path:
+        return self.home / "endpoints"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"

@@ -1,0 +1,329 @@
+"""SQLite implementation of the store: WAL mode, JSON columns, driver errors turned into domain errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields as dc_fields
+from pathlib import Path
+from typing import Any
+
+from chattune.entities import (
+    Deployment,
+    Endpoint,
+    Job,
+    JobStatus,
+    ModelVersion,
+    ProvisioningState,
+    StepRun,
+    StepStatus,
+)
+from chattune.errors import ChattuneError, ConflictError, NotFoundError
+from chattune.store.base import Page
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, experiment_name TEXT NOT NULL, model TEXT NOT NULL,
+    status TEXT NOT NULL, created_at REAL NOT NULL, spec TEXT NOT NULL, resolved_config TEXT NOT NULL,
+    started_at REAL, finished_at REAL, pid INTEGER, mlflow_run_id TEXT,
+    outputs TEXT NOT NULL DEFAULT '{}', metrics TEXT NOT NULL DEFAULT '{}', error TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, name TEXT NOT NULL, position INTEGER NOT NULL,
+    status TEXT NOT NULL, started_at REAL, finished_at REAL, log_path TEXT, outputs TEXT NOT NULL DEFAULT '{}',
+    error TEXT, mlflow_run_id TEXT, PRIMARY KEY (job_id, name)
+);
+CREATE TABLE IF NOT EXISTS model_imports (
+    source_key TEXT PRIMARY KEY, content_hash TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    name TEXT NOT NULL, version TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    base_model TEXT NOT NULL, base_model_hash TEXT NOT NULL, base_model_path TEXT NOT NULL, job_id TEXT,
+    description TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '{}', lineage TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY, auth_mode TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
+    description TEXT NOT NULL DEFAULT '', traffic TEXT NOT NULL DEFAULT '{}', mirror_traffic TEXT NOT NULL DEFAULT '{}',
+    port INTEGER, pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS endpoint_keys (
+    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, key_type TEXT NOT NULL,
+    key_hash TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (endpoint, key_type)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, name TEXT NOT NULL,
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
+    instance_count INTEGER NOT NULL, request_timeout_ms INTEGER NOT NULL,
+    max_concurrent_requests_per_instance INTEGER NOT NULL, port INTEGER, pid INTEGER, log_path TEXT,
+    PRIMARY KEY (endpoint, name)
+);
+"""
+
+# Columns holding JSON, per table; everything else is stored as is.
+_JSON = {"spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic"}
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in _JSON:
+        return None if value is None else json.dumps(value)
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return value
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in row.keys():  # noqa: SIM118 - sqlite3.Row has no __iter__ over keys
+        value = row[key]
+        out[key] = json.loads(value) if key in _JSON and value is not None else value
+    return out
+
+
+def _only(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dc_fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+class SqliteStore:
+    """The workspace database. One connection per thread; WAL so that readers never block the writer."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        try:
+            self._db.executescript(SCHEMA)  # executescript manages its own transaction
+        except sqlite3.Error as exc:
+            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise ConflictError(f"already exists or still referenced: {exc}") from exc
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            return [_decode(r) for r in self._db.execute(sql, args).fetchall()]
+        except sqlite3.Error as exc:
+            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+
+    def _insert(self, table: str, data: dict[str, Any]) -> None:
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._tx() as db:
+            db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(_encode(k, v) for k, v in data.items()))
+
+    def _update(self, table: str, where: dict[str, Any], data: dict[str, Any]) -> None:
+        sets = ", ".join(f"{k} = ?" for k in data)
+        cond = " AND ".join(f"{k} = ?" for k in where)
+        args = tuple(_encode(k, v) for k, v in data.items()) + tuple(where.values())
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE {table} SET {sets} WHERE {cond}", args)
+            if cur.rowcount == 0:
+                raise NotFoundError(f"{table[:-1]} {'/'.join(map(str, where.values()))} not found")
+
+    # jobs -----------------------------------------------------------------------------------------------------
+    def create_job(self, job: Job) -> None:
+        data = job.to_dict()
+        data.pop("steps")
+        self._insert("jobs", data)
+        for i, step in enumerate(job.steps):
+            self._save_step(step, i)
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFoundError(f"job {job_id!r} not found", remedy="List jobs with `chattune jobs list`.")
+        return self._job(rows[0])
+
+    def _job(self, row: dict[str, Any]) -> Job:
+        row["status"] = JobStatus(row["status"])
+        job = Job(**_only(Job, row))
+        job.steps = self.list_steps(job.id)
+        return job
+
+    def list_jobs(self, *, limit: int = 50, after: str | None = None) -> Page[Job]:
+        if after:
+            created = self.get_job(after).created_at
+            rows = self._query(
+                "SELECT * FROM jobs WHERE created_at < ? ORDER BY created_at DESC LIMIT ?", (created, limit + 1)
+            )
+        else:
+            rows = self._query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit + 1,))
+        items = [self._job(r) for r in rows[:limit]]
+        return Page(items, items[-1].id if len(rows) > limit else None)
+
+    def update_job(self, job_id: str, **fields: Any) -> Job:
+        self._update("jobs", {"id": job_id}, fields)
+        return self.get_job(job_id)
+
+    def save_step(self, step: StepRun) -> None:
+        rows = self._query("SELECT position FROM steps WHERE job_id = ? AND name = ?", (step.job_id, step.name))
+        position = rows[0]["position"] if rows else len(self.list_steps(step.job_id))
+        self._save_step(step, position)
+
+    def _save_step(self, step: StepRun, position: int) -> None:
+        data = step.to_dict()
+        data.pop("duration_s")
+        data["position"] = position
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO steps ({cols}) VALUES ({marks})",
+                tuple(_encode(k, v) for k, v in data.items()),
+            )
+
+    def list_steps(self, job_id: str) -> list[StepRun]:
+        rows = self._query("SELECT * FROM steps WHERE job_id = ? ORDER BY position", (job_id,))
+        for r in rows:
+            r["status"] = StepStatus(r["status"])
+        return [StepRun(**_only(StepRun, r)) for r in rows]
+
+    # model imports --------------------------------------------------------------------------------------------
+    def record_import(self, source_key: str, content_hash: str, path: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO model_imports VALUES (?, ?, ?, ?)", (source_key, content_hash, path, time.time())
+            )
+
+    def find_import(self, source_key: str) -> tuple[str, str] | None:
+        rows = self._query("SELECT content_hash, path FROM model_imports WHERE source_key = ?", (source_key,))
+        return (rows[0]["content_hash"], rows[0]["path"]) if rows else None
+
+    # registry -------------------------------------------------------------------------------------------------
+    def add_model_version(self, mv: ModelVersion) -> None:
+        try:
+            self._insert("model_versions", mv.to_dict())
+        except ConflictError as exc:
+            raise ConflictError(
+                f"model {mv.name} version {mv.version} already exists",
+                remedy="Pick another --version, or leave it out to get the next one.",
+            ) from exc
+
+    def get_model_version(self, name: str, version: str | None = None) -> ModelVersion:
+        if version is None:
+            rows = self._query(
+                "SELECT * FROM model_versions WHERE name = ? ORDER BY created_at DESC LIMIT 1", (name,)
+            )
+        else:
+            rows = self._query("SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, version))
+        if not rows:
+            what = f"{name}:{version}" if version else name
+            raise NotFoundError(f"registered model {what!r} not found", remedy="See `chattune models list`.")
+        return ModelVersion(**_only(ModelVersion, rows[0]))
+
+    def list_model_versions(self, name: str | None = None) -> list[ModelVersion]:
+        if name:
+            rows = self._query("SELECT * FROM model_versions WHERE name = ? ORDER BY created_at", (name,))
+        else:
+            rows = self._query("SELECT * FROM model_versions ORDER BY name, created_at")
+        return [ModelVersion(**_only(ModelVersion, r)) for r in rows]
+
+    # endpoints ------------------------------------------------------------------------------------------------
+    def create_endpoint(self, ep: Endpoint, key_hashes: dict[str, str]) -> None:
+        try:
+            self._insert("endpoints", ep.to_dict())
+        except ConflictError as exc:
+            raise ConflictError(
+                f"endpoint {ep.name!r} already exists", remedy="Choose another name or delete the old endpoint."
+            ) from exc
+        for key_type, key_hash in key_hashes.items():
+            self.set_key_hash(ep.name, key_type, key_hash)
+
+    def _endpoint(self, row: dict[str, Any]) -> Endpoint:
+        row["state"] = ProvisioningState(row["state"])
+        return Endpoint(**_only(Endpoint, row))
+
+    def get_endpoint(self, name: str) -> Endpoint:
+        rows = self._query("SELECT * FROM endpoints WHERE name = ?", (name,))
+        if not rows:
+            raise NotFoundError(f"endpoint {name!r} not found", remedy="See `chattune endpoints list`.")
+        return self._endpoint(rows[0])
+
+    def list_endpoints(self) -> list[Endpoint]:
+        return [self._endpoint(r) for r in self._query("SELECT * FROM endpoints ORDER BY created_at")]
+
+    def update_endpoint(self, name: str, **fields: Any) -> Endpoint:
+        self._update("endpoints", {"name": name}, fields)
+        return self.get_endpoint(name)
+
+    def delete_endpoint(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+
+    def set_key_hash(self, endpoint: str, key_type: str, key_hash: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO endpoint_keys VALUES (?, ?, ?, ?)", (endpoint, key_type, key_hash, time.time())
+            )
+
+    def key_hashes(self, endpoint: str) -> dict[str, str]:
+        rows = self._query("SELECT key_type, key_hash FROM endpoint_keys WHERE endpoint = ?", (endpoint,))
+        return {r["key_type"]: r["key_hash"] for r in rows}
+
+    # deployments ----------------------------------------------------------------------------------------------
+    def create_deployment(self, dep: Deployment) -> None:
+        try:
+            self._insert("deployments", dep.to_dict())
+        except ConflictError as exc:
+            raise ConflictError(
+                f"deployment {dep.name!r} already exists on endpoint {dep.endpoint!r}",
+                remedy="Choose another --name or delete the old deployment.",
+            ) from exc
+
+    def _deployment(self, row: dict[str, Any]) -> Deployment:
+        row["state"] = ProvisioningState(row["state"])
+        return Deployment(**_only(Deployment, row))
+
+    def get_deployment(self, endpoint: str, name: str) -> Deployment:
+        rows = self._query("SELECT * FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
+        if not rows:
+            raise NotFoundError(
+                f"deployment {name!r} not found on endpoint {endpoint!r}",
+                remedy=f"See `chattune deployments list --endpoint {endpoint}`.",
+            )
+        return self._deployment(rows[0])
+
+    def list_deployments(self, endpoint: str) -> list[Deployment]:
+        rows = self._query("SELECT * FROM deployments WHERE endpoint = ? ORDER BY created_at", (endpoint,))
+        return [self._deployment(r) for r in rows]
+
+    def update_deployment(self, endpoint: str, name: str, **fields: Any) -> Deployment:
+        self._update("deployments", {"endpoint": endpoint, "name": name}, fields)
+        return self.get_deployment(endpoint, name)
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))

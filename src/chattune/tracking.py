@@ -1,0 +1,30 @@
+"""MLflow tracking inside the workspace: a SQLite backend and local artifacts, unless a server is configured."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chattune.settings import Settings
+
+
+def configure(settings: Settings) -> None:
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    import mlflow
+
+    configure(settings)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    return str(mlflow.create_experiment(name, artifact_location=(settings.artifacts_dir / name).as_uri()))
+
+
+def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}

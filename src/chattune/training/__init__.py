@@ -1,0 +1,1 @@
+"""Training building blocks: chat templates for training, model loading, the SFT trainer."""

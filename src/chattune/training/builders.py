@@ -1,0 +1,87 @@
+"""Builders from the resolved job config to library objects: PEFT LoRA config, DeepSpeed config, TRL SFTConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chattune.pipeline.config import OptimizationParams, TrainingParams
+
+
+def lora_config(opt: OptimizationParams) -> Any:
+    from peft import LoraConfig
+
+    # All linear layers: the QLoRA paper's finding that adapting every projection matches full fine-tuning better
+    # than attention-only adapters, at a small memory cost.
+    return LoraConfig(
+        r=opt.lora_r,
+        lora_alpha=opt.lora_alpha,
+        lora_dropout=opt.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def deepspeed_config(opt: OptimizationParams) -> dict[str, Any]:
+    """Azure's stage-2 config: ZeRO-2 with the optimizer offloaded to CPU, batch sizes left to the trainer."""
+    zero: dict[str, Any] = {"stage": opt.deepspeed_stage, "overlap_comm": True, "contiguous_gradients": True}
+    if opt.deepspeed_stage == 2:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+    }
+
+
+def sft_config(
+    train: TrainingParams, opt: OptimizationParams, *, output_dir: Path, max_length: int, has_cuda: bool,
+    bf16_ok: bool, has_eval: bool,
+) -> Any:
+    from trl import SFTConfig
+
+    eval_strategy = train.evaluation_strategy if has_eval else "no"
+    half = opt.precision == "16" and has_cuda
+    early = train.apply_early_stopping and eval_strategy != "no"
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        auto_find_batch_size=train.auto_find_batch_size,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler_type,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        optim=train.optim,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        data_seed=train.seed,
+        eval_strategy=eval_strategy,
+        eval_steps=train.eval_steps,
+        logging_steps=train.logging_steps,
+        # Checkpoints only when early stopping needs them to restore the best model (resume: a later issue).
+        save_strategy=eval_strategy if early else "no",
+        save_total_limit=None if train.save_total_limit < 0 else train.save_total_limit,
+        load_best_model_at_end=early,
+        metric_for_best_model=f"eval_{train.metric_for_best_model}" if early else None,
+        greater_is_better=False if early else None,
+        max_length=max_length,
+        bf16=half and bf16_ok,
+        fp16=half and not bf16_ok,
+        use_cpu=not has_cuda,
+        deepspeed=deepspeed_config(opt) if opt.apply_deepspeed and has_cuda else None,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+    )

@@ -1,0 +1,31 @@
+"""Trainer callbacks: progress lines for `jobs stream`, MLflow metrics, cooperative cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class ProgressCallback(TrainerCallback):
+    """Writes each log event as a progress line and as MLflow metrics of the active (step) run."""
+
+    def __init__(self, progress: Callable[[str], None], cancelled: Callable[[], bool]):
+        self.progress = progress
+        self.cancelled = cancelled
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        import mlflow
+
+        if not logs:
+            return
+        numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        if mlflow.active_run() is not None and numbers:
+            mlflow.log_metrics(numbers, step=state.global_step)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if k != "epoch")
+        self.progress(f"  step {state.global_step}/{state.max_steps} epoch {numbers.get('epoch', 0):.2f}: {shown}")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.cancelled():
+            control.should_training_stop = True

@@ -1,0 +1,67 @@
+"""Chat templates: which one trains (assistant-only loss needs {% generation %} markers) and system-role support."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from chattune.catalog import known_training_template
+from chattune.errors import UserError
+
+
+def template_hash(template: str) -> str:
+    return hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+
+def training_chat_template(tokenizer: Any) -> str:
+    """The template to tokenize training data with: the model's own when it marks assistant output already, else a
+    training variant that renders identically (chattune's own for ChatML/SmolLM2, TRL's for the families it knows).
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template
+    if not template:
+        raise UserError(
+            "the model's tokenizer has no chat template",
+            remedy="Use a chat (instruct) model, or add a chat_template to its tokenizer_config.json.",
+        )
+    if has_generation_markers(template):
+        return str(template)
+    ours = known_training_template(template)
+    if ours is not None:
+        return ours
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except ValueError as exc:
+        raise UserError(
+            "the model's chat template does not mark assistant turns, so loss cannot be restricted to them",
+            remedy="Add {% generation %}...{% endgeneration %} around assistant content in the template "
+            "(see TRL's *_training.jinja templates).",
+        ) from exc
+    return str(patched or template)
+
+
+def supports_system_role(tokenizer: Any, template: str | None = None) -> bool:
+    """True when a system message is rendered (not refused and not silently dropped) by the template."""
+    probe = "chattune-system-probe-7f3a"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}],
+            chat_template=template,
+            tokenize=False,
+        )
+    except Exception:  # templates refuse unsupported roles with raise_exception()
+        return False
+    return probe in text
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Azure's rule for templates without a system role: the system message joins the first user message."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0], [dict(m) for m in messages[1:]]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system['content']}\n\n{m['content']}"
+            break
+    return rest
