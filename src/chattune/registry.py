@@ -6,6 +6,7 @@ the base weights are never copied.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -112,7 +113,18 @@ class Registry:
 
     def get(self, ref: str) -> ModelVersion:
         name, version = parse_ref(ref)
-        return self.store.get_model_version(name, version)
+        try:
+            return self.store.get_model_version(name, version)
+        except NotFoundError as exc:
+            from chattune import catalog
+
+            known = sorted({v.name for v in self.list()} | {e.name for e in catalog.list_entries()})
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise NotFoundError(
+                f"model {ref!r} is neither registered nor in the catalog.{hint}",
+                remedy=f"Known models: {', '.join(known)} (see `chattune models list`).",
+            ) from exc
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
         return self.store.list_model_versions(name)

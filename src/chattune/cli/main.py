@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from chattune.cli import compute, data, deployments, endpoints, jobs, models, quickstart
@@ -26,14 +25,20 @@ app.command("quickstart")(quickstart.quickstart)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.ClickException as exc:  # usage errors: unknown flag, missing argument
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.exceptions.TyperException as exc:  # usage errors: unknown flag, missing argument (exit 2)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(str(exc))
+        sys.exit(getattr(exc, "exit_code", 2))
     except ChattuneError as exc:
         show_error(exc)
         sys.exit(exc.exit_code)

@@ -34,6 +34,6 @@ def progress(line: str) -> None:
 
 
 def show_error(exc: ChattuneError) -> None:
-    err.print("error: " + exc.message, markup=False, highlight=False, style="bold red")
+    err.print("error: " + exc.message, markup=False, highlight=False, style="bold red", soft_wrap=True)
     if exc.remedy:
-        err.print("hint: " + exc.remedy, markup=False, highlight=False)
+        err.print("hint: " + exc.remedy, markup=False, highlight=False, soft_wrap=True)

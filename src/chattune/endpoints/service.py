@@ -95,6 +95,7 @@ class EndpointService:
         return key
 
     def set_traffic(self, name: str, traffic: dict[str, int]) -> Endpoint:
+        self.store.get_endpoint(name)
         deployments = {d.name for d in self.store.list_deployments(name)}
         unknown = sorted(set(traffic) - deployments)
         if unknown:

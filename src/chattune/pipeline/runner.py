@@ -89,7 +89,7 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
             step.status, step.started_at = StepStatus.RUNNING, time.time()
             store.save_step(step)
             progress(f"step {name}: running")
-            with mlflow.start_run(run_name=name, nested=True) as child, _StepLog(step_dir / "step.log"):
+            with mlflow.start_run(experiment_id=exp, run_name=name, nested=True) as child, _StepLog(step_dir / "step.log"):
                 step.mlflow_run_id = child.info.run_id
                 ctx = StepContext(
                     job=job, spec=spec, training=training, optimization=optimization, settings=settings,
@@ -97,7 +97,9 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
                     inputs=outputs, progress=progress, cancelled=cancelled,
                 )
                 try:
+                    ctx.log.info("step %s of job %s started in %s", name, job_id, step_dir)
                     result = _run_step(name, ctx)
+                    ctx.log.info("step %s outputs: %s", name, result)
                     outputs[name] = result
                     step.outputs, step.status = result, StepStatus.SUCCEEDED
                     mlflow.log_metrics(flat_metrics("", result.get("metrics", {})))

@@ -1,0 +1,61 @@
+"""Shared fixtures: a throwaway workspace per test and a runner for the real `chattune` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "home"
+    monkeypatch.setenv("CHATTUNE_HOME", str(path))
+    yield path
+    _stop_leftovers(path)
+
+
+def _stop_leftovers(path: Path) -> None:
+    """Whatever a failed test left running in its workspace (gateways, instances, job runners) is stopped."""
+    db = path / "chattune.db"
+    if not db.exists():
+        return
+    from chattune.endpoints.processes import stop
+
+    with sqlite3.connect(db) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM endpoints UNION SELECT pid FROM deployments "
+                                           "UNION SELECT pid FROM jobs")]
+    for pid in pids:
+        if pid:
+            stop(pid, timeout_s=5)
+
+
+CliResult = subprocess.CompletedProcess
+
+
+@pytest.fixture
+def cli(home: Path) -> Callable[..., CliResult]:
+    """Run `python -m chattune.cli.main ARGS` in a real process against the test workspace."""
+
+    def run(*args: str, timeout: float = 300, cwd: Path | None = None) -> CliResult:
+        env = {**os.environ, "CHATTUNE_HOME": str(home)}
+        return subprocess.run(
+            [sys.executable, "-m", "chattune.cli.main", *args],
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+        )
+
+    return run
+
+
+def parse_json(result: CliResult) -> Any:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return json.loads(result.stdout)

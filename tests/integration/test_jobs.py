@@ -1,0 +1,86 @@
+"""A pipeline job from a YAML file: real runner process, step logs, MLflow runs, a failing data file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import parse_json
+
+pytestmark = pytest.mark.integration
+
+
+def _write_job(tmp_path: Path, data_dir: Path, extra: str = "") -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        f"""model: tiny-test
+experiment_name: it_jobs
+data:
+  train: {data_dir}/train_sft.jsonl
+  test: {data_dir}/test_sft.jsonl
+  generation_test: {data_dir}/test_gen.jsonl
+training:
+  per_device_train_batch_size: 8
+  learning_rate: 1.0e-3
+  max_seq_length: 128
+  logging_steps: 2
+optimization:
+  apply_lora: true
+  lora_r: 4
+evaluation:
+  max_rows: 6
+  max_new_tokens: 4
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    parse_json(cli("data", "demo", "--out", str(data_dir), "--rows", "30", "--json"))
+    result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
+    job = parse_json(result)
+    assert job["status"] == "succeeded"
+    assert "step finetune: succeeded" in result.stderr and "step evaluate: succeeded" in result.stderr
+
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    assert shown["resolved_config"]["learning_rate"] == {"value": 0.001, "source": "user"}
+    assert shown["resolved_config"]["lora_alpha"] == {"value": 128, "source": "default"}
+    assert Path(shown["outputs"]["trained_model"], "adapter_config.json").exists()
+    listed = parse_json(cli("jobs", "list", "--json"))
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+
+    # MLflow: one run for the job, a nested run per step, params and metrics logged
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["it_jobs"], output_format="list")
+    parent = [r for r in runs if r.info.run_id == shown["mlflow_run_id"]]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == shown["mlflow_run_id"]]
+    assert len(parent) == 1 and len(runs) == 6
+    assert sorted(r.info.run_name for r in children) == sorted(
+        ["validate", "model_import", "preprocess", "finetune", "evaluate"]
+    )
+    assert parent[0].data.params["learning_rate"] == "0.001"
+    assert "tuned_test_loss" in parent[0].data.metrics and "train_loss" in parent[0].data.metrics
+
+
+def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    parse_json(cli("data", "demo", "--out", str(data_dir), "--rows", "12", "--json"))
+    train = data_dir / "train_sft.jsonl"
+    lines = train.read_text().splitlines()
+    lines[3] = json.dumps({"messages": [{"role": "user", "content": "only a question"}]})
+    train.write_text("\n".join(lines) + "\n")
+    result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
+    assert result.returncode == 1
+    job = json.loads(result.stdout)
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    steps = {s["name"]: s for s in shown["steps"]}
+    assert shown["status"] == "failed" and steps["validate"]["status"] == "failed"
+    assert f"{train}:4" in steps["validate"]["error"]
+    assert steps["finetune"]["status"] == "skipped"
+    assert shown["error"]["details"]["errors"][0]["line"] == 4
