@@ -32,8 +32,12 @@ def _stop_leftovers(path: Path) -> None:
     from chattune.endpoints.processes import stop
 
     with sqlite3.connect(db) as conn:
-        pids = [r[0] for r in conn.execute("SELECT pid FROM endpoints UNION SELECT pid FROM deployments "
-                                           "UNION SELECT pid FROM jobs")]
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM endpoints UNION SELECT pid FROM deployments UNION SELECT pid FROM jobs"
+            )
+        ]
     for pid in pids:
         if pid:
             stop(pid, timeout_s=5)
@@ -50,7 +54,11 @@ def cli(home: Path) -> Callable[..., CliResult]:
         env = {**os.environ, "CHATTUNE_HOME": str(home)}
         return subprocess.run(
             [sys.executable, "-m", "chattune.cli.main", *args],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
         )
 
     return run

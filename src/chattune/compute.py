@@ -80,8 +80,16 @@ class CheckResult:
         return asdict(self)
 
 
-def estimate_training_memory_gb(parameters: int, *, lora: bool, precision: str = "32", seq_len: int = 512,
-                                batch_size: int = 1, hidden: int = 0, layers: int = 0) -> float:
+def estimate_training_memory_gb(
+    parameters: int,
+    *,
+    lora: bool,
+    precision: str = "32",
+    seq_len: int = 512,
+    batch_size: int = 1,
+    hidden: int = 0,
+    layers: int = 0,
+) -> float:
     """A rough upper bound: weights + (gradients + Adam moments of the trainable part) + activations.
 
     LoRA trains ~1% of the weights; full fine-tuning keeps gradients and two Adam moments for every weight.
@@ -97,8 +105,16 @@ def estimate_training_memory_gb(parameters: int, *, lora: bool, precision: str =
     return round((weights + optimizer + activations) / 2**30 * 1.2, 2)
 
 
-def check(entry: CatalogEntry, info: ComputeInfo, *, lora: bool = True, precision: str = "32",
-          seq_len: int = 512, batch_size: int = 1, allow_list_tag: str = "finetune_compute_allow_list") -> CheckResult:
+def check(
+    entry: CatalogEntry,
+    info: ComputeInfo,
+    *,
+    lora: bool = True,
+    precision: str = "32",
+    seq_len: int = 512,
+    batch_size: int = 1,
+    allow_list_tag: str = "finetune_compute_allow_list",
+) -> CheckResult:
     """The seed's compute checks, for this machine: allow list (or K80 deny list), GPUs, memory."""
     messages: list[str] = []
     allow = entry.tags.get(allow_list_tag)

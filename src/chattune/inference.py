@@ -53,7 +53,7 @@ def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *,
 
     device = device or pick_device()
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
     if adapter_path is not None:
         from peft import PeftModel
 

@@ -22,8 +22,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default": {
         "rows": 400,
         "training": {
-            "num_train_epochs": 1, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-            "learning_rate": 5e-4, "lr_scheduler_type": "cosine", "warmup_steps": 4, "max_seq_length": 256,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "learning_rate": 5e-4,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 4,
+            "max_seq_length": 256,
             "logging_steps": 5,
         },
         "optimization": {"apply_lora": True, "lora_r": 8, "lora_alpha": 16},
@@ -32,8 +37,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "tiny-test": {
         "rows": 40,
         "training": {
-            "num_train_epochs": 1, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8,
-            "learning_rate": 1e-3, "max_seq_length": 128, "logging_steps": 2,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "learning_rate": 1e-3,
+            "max_seq_length": 128,
+            "logging_steps": 2,
         },
         "optimization": {"apply_lora": True, "lora_r": 4, "lora_alpha": 8},
         "evaluation": {"max_rows": 8, "max_new_tokens": 8, "batch_size": 8},
@@ -61,9 +70,15 @@ def _dataset_dir(ws: Workspace, dataset: str, rows: int) -> Path:
     )
 
 
-def run(ws: Workspace, *, model: str = catalog.DEFAULT_MODEL, dataset: str = "demo",
-        max_train_rows: int | None = None, keep_endpoint: bool = False,
-        progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(
+    ws: Workspace,
+    *,
+    model: str = catalog.DEFAULT_MODEL,
+    dataset: str = "demo",
+    max_train_rows: int | None = None,
+    keep_endpoint: bool = False,
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     timestamp = str(int(time.time()))
     recipe = RECIPES.get(model, RECIPES["default"])
 
@@ -72,29 +87,39 @@ def run(ws: Workspace, *, model: str = catalog.DEFAULT_MODEL, dataset: str = "de
     progress(f"2/9 model: {entry.display_name} version {entry.version} ({entry.id})")
 
     info = compute.detect()
-    check = compute.check(entry, info, lora=True, seq_len=recipe["training"]["max_seq_length"],
-                          batch_size=recipe["training"]["per_device_train_batch_size"])
-    progress(f"3/9 compute: {info.size}, {info.cpu_cores} cores, {info.ram_gb} GB RAM, {len(info.gpus)} GPU(s); "
-             f"needs ~{check.estimated_memory_gb} GB")
+    check = compute.check(
+        entry,
+        info,
+        lora=True,
+        seq_len=recipe["training"]["max_seq_length"],
+        batch_size=recipe["training"]["per_device_train_batch_size"],
+    )
+    progress(
+        f"3/9 compute: {info.size}, {info.cpu_cores} cores, {info.ram_gb} GB RAM, {len(info.gpus)} GPU(s); "
+        f"needs ~{check.estimated_memory_gb} GB"
+    )
     if not check.ok:
         raise ComputeError("; ".join(check.messages), remedy="See `chattune compute check --model " + model + "`.")
 
     data_dir = _dataset_dir(ws, dataset, recipe["rows"])
     progress(f"4/9 data: {data_dir}")
 
-    spec = parse_spec({
-        "model": model,
-        "experiment_name": f"chat_completion_{entry.name}",
-        "data": {
-            "train": str(data_dir / "train_sft.jsonl"),
-            "test": str(data_dir / "test_sft.jsonl"),
-            "generation_test": str(data_dir / "test_gen.jsonl"),
-            "max_train_rows": max_train_rows,
+    spec = parse_spec(
+        {
+            "model": model,
+            "experiment_name": f"chat_completion_{entry.name}",
+            "data": {
+                "train": str(data_dir / "train_sft.jsonl"),
+                "test": str(data_dir / "test_sft.jsonl"),
+                "generation_test": str(data_dir / "test_gen.jsonl"),
+                "max_train_rows": max_train_rows,
+            },
+            "training": recipe["training"],
+            "optimization": recipe["optimization"],
+            "evaluation": recipe["evaluation"],
         },
-        "training": recipe["training"],
-        "optimization": recipe["optimization"],
-        "evaluation": recipe["evaluation"],
-    }, source="quickstart")
+        source="quickstart",
+    )
     job, warnings = ws.jobs.create(spec)
     progress(f"5/9 job {job.id}: {job.display_name}")
     job = ws.jobs.stream(job.id, lambda line: progress("    " + line))

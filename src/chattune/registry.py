@@ -44,8 +44,9 @@ class Registry:
         self.settings = settings
         self.store = store
 
-    def register(self, job_id: str, *, name: str | None = None, version: str | None = None,
-                 description: str = "") -> ModelVersion:
+    def register(
+        self, job_id: str, *, name: str | None = None, version: str | None = None, description: str = ""
+    ) -> ModelVersion:
         from chattune.pipeline.jobs import JobService
 
         job = JobService(self.settings, self.store).get(job_id)
@@ -118,7 +119,7 @@ class Registry:
         except NotFoundError as exc:
             from chattune import catalog
 
-            known = sorted({v.name for v in self.list()} | {e.name for e in catalog.list_entries()})
+            known = sorted({v.name for v in self.list_versions()} | {e.name for e in catalog.list_entries()})
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise NotFoundError(
@@ -126,5 +127,5 @@ class Registry:
                 remedy=f"Known models: {', '.join(known)} (see `chattune models list`).",
             ) from exc
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         return self.store.list_model_versions(name)

@@ -29,8 +29,11 @@ def test_unknown_model_names_the_closest(cli) -> None:
 
 def test_job_file_problems_are_all_reported(cli, tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text("")
-    path = _job_yaml(tmp_path, "model: tiny-test\ndata:\n  train: train.jsonl\ntraining:\n  learning_rat: 0.1\n"
-                               "  num_train_epochs: 1\n  lr_scheduler_type: wavy\noptimisation:\n  apply_lora: true\n")
+    path = _job_yaml(
+        tmp_path,
+        "model: tiny-test\ndata:\n  train: train.jsonl\ntraining:\n  learning_rat: 0.1\n"
+        "  num_train_epochs: 1\n  lr_scheduler_type: wavy\noptimisation:\n  apply_lora: true\n",
+    )
     result = cli("jobs", "create", "-f", str(path))
     _assert_user_error(result, "learning_rate", "job.yaml:5", "lr_scheduler_type", "optimization", "3 problem")
 
@@ -53,8 +56,10 @@ def test_missing_job_file_and_data_file(cli, tmp_path: Path) -> None:
 
 def test_invalid_data_lists_every_error(cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n'
-                   '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}\n')
+    bad.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n'
+        '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}\n'
+    )
     result = cli("data", "validate", str(bad))
     assert result.returncode == 2
     assert f"{bad}:1" in result.stdout and f"{bad}:2" in result.stdout and f"{bad}:3" in result.stdout

@@ -11,7 +11,6 @@ import httpx
 import openai
 import psutil
 import pytest
-
 from tests.conftest import parse_json
 
 pytestmark = pytest.mark.integration
@@ -37,7 +36,8 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     # the registry row, with lineage and the adapter only (no copy of the base weights)
     with sqlite3.connect(home / "chattune.db") as db:
         row = db.execute(
-            "SELECT kind, path, base_model, base_model_hash, job_id, lineage FROM model_versions WHERE name=? AND version=?",
+            "SELECT kind, path, base_model, base_model_hash, job_id, lineage FROM model_versions "
+            "WHERE name=? AND version=?",
             (doc["model"]["name"], doc["model"]["version"]),
         ).fetchone()
     assert row is not None
@@ -57,8 +57,7 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     keys = doc["endpoint"]["keys"]
     shown = parse_json(cli("endpoints", "show", endpoint, "--json"))
     scoring_uri, base_url = shown["scoring_uri"], shown["openai_base_url"]
-    body = {"input_data": {"input_string": [[{"role": "user", "content": "Hi"}]],
-                           "parameters": {"max_new_tokens": 4}}}
+    body = {"input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 4}}}
 
     # key auth: no key and a wrong key are refused with 401; both real keys work
     assert httpx.post(scoring_uri, json=body, timeout=30).status_code == 401
@@ -87,11 +86,16 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
             model="x", messages=[{"role": "user", "content": "hi"}]
         )
     # a bad request gets a 4xx in OpenAI's shape, and the next request is served
-    r = httpx.post(f"{base_url}/chat/completions", json={"messages": "nope"},
-                   headers={"Authorization": f"Bearer {keys['primary']}"}, timeout=30)
+    r = httpx.post(
+        f"{base_url}/chat/completions",
+        json={"messages": "nope"},
+        headers={"Authorization": f"Bearer {keys['primary']}"},
+        timeout=30,
+    )
     assert r.status_code == 422 and "error" in r.json()
-    assert client.chat.completions.create(model=None or completion.model, messages=[{"role": "user", "content": "a"}],
-                                          max_tokens=2).choices
+    assert client.chat.completions.create(
+        model=None or completion.model, messages=[{"role": "user", "content": "a"}], max_tokens=2
+    ).choices
 
     # delete stops every process it started and frees the ports
     with sqlite3.connect(home / "chattune.db") as db:

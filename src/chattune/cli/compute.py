@@ -44,14 +44,19 @@ def check(
         v = {k: x["value"] for k, x in resolved.items()}
         lora, precision, batch = v["apply_lora"], v["precision"], v["per_device_train_batch_size"]
         seq = v["max_seq_length"] if v["max_seq_length"] > 0 else 4096
-    result = compute_lib.check(entry, compute_lib.detect(), lora=lora, precision=precision, seq_len=seq,
-                               batch_size=batch)
+    result = compute_lib.check(
+        entry, compute_lib.detect(), lora=lora, precision=precision, seq_len=seq, batch_size=batch
+    )
     if json_:
         emit_json(result.to_dict())
     else:
-        out.print(f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
-                  f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available")
+        out.print(
+            f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
+            f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
+        )
         for m in result.messages:
             out.print(f"  - {m}")
     if not result.ok:
-        raise ComputeError("; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine.")
+        raise ComputeError(
+            "; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine."
+        )

@@ -51,4 +51,6 @@ def validate(
             for w in r.warnings:
                 out.print(f"  warning {r.path}:{w.line}: {w.field or '-'}: {w.message} [{w.code}]", markup=False)
     if not valid:
-        raise DataError(f"{sum(len(r.errors) for r in reports)} error(s) in {sum(not r.valid for r in reports)} file(s)")
+        raise DataError(
+            f"{sum(len(r.errors) for r in reports)} error(s) in {sum(not r.valid for r in reports)} file(s)"
+        )

@@ -22,8 +22,14 @@ def create(
     json_: bool = JSON,
 ) -> None:
     """Start an instance serving the model; returns when it is loaded and ready."""
-    dep = Workspace().endpoints.deploy(endpoint, name, model, instance_count=instances,
-                                       request_timeout_ms=request_timeout_ms, max_concurrent=max_concurrent)
+    dep = Workspace().endpoints.deploy(
+        endpoint,
+        name,
+        model,
+        instance_count=instances,
+        request_timeout_ms=request_timeout_ms,
+        max_concurrent=max_concurrent,
+    )
     if json_:
         emit_json(dep.to_dict())
     else:
@@ -36,13 +42,19 @@ def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -
     if json_:
         emit_json([d.to_dict() for d in deps])
     else:
-        table("deployments", ["name", "state", "model", "port"],
-              [[d.name, d.state, f"{d.model_name}:{d.model_version}", d.port] for d in deps])
+        table(
+            "deployments",
+            ["name", "state", "model", "port"],
+            [[d.name, d.state, f"{d.model_name}:{d.model_version}", d.port] for d in deps],
+        )
 
 
 @app.command("logs")
-def logs(endpoint: str = typer.Option(..., "--endpoint"), name: str = typer.Option(..., "--name"),
-         lines: int = typer.Option(50, "--lines")) -> None:
+def logs(
+    endpoint: str = typer.Option(..., "--endpoint"),
+    name: str = typer.Option(..., "--name"),
+    lines: int = typer.Option(50, "--lines"),
+) -> None:
     out.print(Workspace().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
 
 

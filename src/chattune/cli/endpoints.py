@@ -32,12 +32,15 @@ def create(name: str, description: str = typer.Option("", "--description"), json
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     ws = Workspace()
-    docs = [ws.endpoints.describe(e) for e in ws.endpoints.list()]
+    docs = [ws.endpoints.describe(e) for e in ws.endpoints.list_endpoints()]
     if json_:
         emit_json(docs)
     else:
-        table("endpoints", ["name", "state", "scoring uri", "traffic"],
-              [[d["name"], d["state"], d["scoring_uri"], d["traffic"]] for d in docs])
+        table(
+            "endpoints",
+            ["name", "state", "scoring uri", "traffic"],
+            [[d["name"], d["state"], d["scoring_uri"], d["traffic"]] for d in docs],
+        )
 
 
 @app.command("show")
@@ -51,8 +54,9 @@ def show(name: str, json_: bool = JSON) -> None:
 
 
 @app.command("regenerate-keys")
-def regenerate_keys(name: str, key: str = typer.Option(..., "--key", help="primary or secondary"),
-                    json_: bool = JSON) -> None:
+def regenerate_keys(
+    name: str, key: str = typer.Option(..., "--key", help="primary or secondary"), json_: bool = JSON
+) -> None:
     """Replace one key; the old value is refused from the next request on."""
     new = Workspace().endpoints.regenerate_key(name, key)
     if json_:
@@ -62,8 +66,9 @@ def regenerate_keys(name: str, key: str = typer.Option(..., "--key", help="prima
 
 
 @app.command("traffic")
-def traffic(name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT ..."),
-            json_: bool = JSON) -> None:
+def traffic(
+    name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT ..."), json_: bool = JSON
+) -> None:
     """Set the traffic split; it must sum to 0 or 100."""
     parsed: dict[str, int] = {}
     for item in split:
@@ -88,10 +93,11 @@ def invoke(
     json_: bool = JSON,
 ) -> None:
     """POST the request file to the endpoint's /score and print the answer."""
-    key = key or os.environ.get("CHATTUNE_ENDPOINT_KEY")
+    key = key or os.environ.get("CHATTUNE_ENDPOINT_KEY", "")
     if not key:
         raise UserError(
-            "an endpoint key is needed", remedy="Pass --key (printed by `endpoints create`) or set CHATTUNE_ENDPOINT_KEY."
+            "an endpoint key is needed",
+            remedy="Pass --key (printed by `endpoints create`) or set CHATTUNE_ENDPOINT_KEY.",
         )
     result = Workspace().endpoints.invoke(name, request_file, key, deployment)
     if json_:

@@ -38,15 +38,24 @@ def create(
 
 
 @app.command("list")
-def list_(limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"),
-          json_: bool = JSON) -> None:
+def list_(
+    limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"), json_: bool = JSON
+) -> None:
     page = Workspace().jobs.list(limit=limit, after=after)
     if json_:
-        emit_json({"data": [job_summary(j) for j in page.items], "has_more": page.next_cursor is not None,
-                   "next_cursor": page.next_cursor})
+        emit_json(
+            {
+                "data": [job_summary(j) for j in page.items],
+                "has_more": page.next_cursor is not None,
+                "next_cursor": page.next_cursor,
+            }
+        )
         return
-    table("jobs", ["id", "status", "model", "display name"],
-          [[j.id, j.status, j.model, j.display_name] for j in page.items])
+    table(
+        "jobs",
+        ["id", "status", "model", "display name"],
+        [[j.id, j.status, j.model, j.display_name] for j in page.items],
+    )
 
 
 @app.command("show")
@@ -58,8 +67,11 @@ def show(job_id: str, json_: bool = JSON) -> None:
         emit_json(doc)
         return
     out.print(f"{job.id} {job.status}  {job.display_name}")
-    table("steps", ["step", "status", "seconds", "log", "error"],
-          [[s.name, s.status, f"{s.duration_s:.1f}" if s.duration_s else "", s.log_path, s.error] for s in job.steps])
+    table(
+        "steps",
+        ["step", "status", "seconds", "log", "error"],
+        [[s.name, s.status, f"{s.duration_s:.1f}" if s.duration_s else "", s.log_path, s.error] for s in job.steps],
+    )
     for which in ("base", "tuned"):
         if which in job.metrics:
             out.print(f"{which}: " + ", ".join(f"{k} {v:.4g}" for k, v in job.metrics[which].items()))

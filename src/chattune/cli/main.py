@@ -11,8 +11,11 @@ from chattune.cli.output import err, show_error
 from chattune.errors import ChattuneError
 
 app = typer.Typer(
-    name="chattune", help="Fine-tune and serve chat models, self-hosted.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    name="chattune",
+    help="Fine-tune and serve chat models, self-hosted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 app.add_typer(models.app, name="models")
 app.add_typer(compute.app, name="compute")

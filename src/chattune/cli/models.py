@@ -18,19 +18,45 @@ def list_(json_: bool = JSON) -> None:
     """Catalog entries and registered model versions."""
     ws = Workspace()
     entries = catalog.list_entries()
-    versions = ws.registry.list()
+    versions = ws.registry.list_versions()
     if json_:
-        emit_json({
-            "catalog": [{"name": e.name, "display_name": e.display_name, "version": e.version, "id": e.id,
-                         "parameters": e.parameters, "source": e.source.kind} for e in entries],
-            "registered": [{"name": v.name, "version": v.version, "kind": v.kind, "base_model": v.base_model,
-                            "job_id": v.job_id, "created_at": v.created_at} for v in versions],
-        })
+        emit_json(
+            {
+                "catalog": [
+                    {
+                        "name": e.name,
+                        "display_name": e.display_name,
+                        "version": e.version,
+                        "id": e.id,
+                        "parameters": e.parameters,
+                        "source": e.source.kind,
+                    }
+                    for e in entries
+                ],
+                "registered": [
+                    {
+                        "name": v.name,
+                        "version": v.version,
+                        "kind": v.kind,
+                        "base_model": v.base_model,
+                        "job_id": v.job_id,
+                        "created_at": v.created_at,
+                    }
+                    for v in versions
+                ],
+            }
+        )
         return
-    table("catalog", ["name", "display name", "version", "parameters", "source"],
-          [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source.kind] for e in entries])
-    table("registered", ["name", "version", "kind", "base", "job"],
-          [[v.name, v.version, v.kind, v.base_model, v.job_id] for v in versions])
+    table(
+        "catalog",
+        ["name", "display name", "version", "parameters", "source"],
+        [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source.kind] for e in entries],
+    )
+    table(
+        "registered",
+        ["name", "version", "kind", "base", "job"],
+        [[v.name, v.version, v.kind, v.base_model, v.job_id] for v in versions],
+    )
 
 
 @app.command("show")
@@ -53,8 +79,12 @@ def import_(name: str = typer.Argument(..., help="catalog name or local model di
     """Materialize base weights into the workspace (once; stored by content hash)."""
     ws = Workspace()
     imported = import_model(ws.settings, ws.store, name)
-    doc = {"name": imported.name, "path": imported.path, "content_hash": imported.content_hash,
-           "reused": imported.reused}
+    doc = {
+        "name": imported.name,
+        "path": imported.path,
+        "content_hash": imported.content_hash,
+        "reused": imported.reused,
+    }
     if json_:
         emit_json(doc)
     else:

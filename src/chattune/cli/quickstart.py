@@ -8,7 +8,7 @@ import typer
 
 from chattune import catalog
 from chattune import quickstart as quickstart_lib
-from chattune.cli.output import emit_json, out, progress, table
+from chattune.cli.output import emit_json, progress, table
 from chattune.workspace import Workspace
 
 
@@ -21,20 +21,33 @@ def quickstart(
 ) -> None:
     """Catalog -> compute check -> data -> job -> evaluate -> register -> endpoint -> invoke -> delete."""
     started = time.perf_counter()
-    result = quickstart_lib.run(Workspace(), model=model, dataset=dataset, max_train_rows=max_train_rows,
-                                keep_endpoint=keep_endpoint, progress=progress)
+    result = quickstart_lib.run(
+        Workspace(),
+        model=model,
+        dataset=dataset,
+        max_train_rows=max_train_rows,
+        keep_endpoint=keep_endpoint,
+        progress=progress,
+    )
     result["wall_time_s"] = round(time.perf_counter() - started, 1)
     if json_:
         emit_json(result)
         return
     base, tuned = result["metrics"]["base"], result["metrics"]["tuned"]
-    rows = [[k, f"{base.get(k, float('nan')):.4g}", f"{tuned.get(k, float('nan')):.4g}"] for k in sorted(set(base) | set(tuned))]
+    rows = [
+        [k, f"{base.get(k, float('nan')):.4g}", f"{tuned.get(k, float('nan')):.4g}"]
+        for k in sorted(set(base) | set(tuned))
+    ]
     table("base vs fine-tuned", ["metric", "base", "fine-tuned"], rows)
-    table("result", ["", ""], [
-        ["job", f"{result['job']['id']} ({result['job']['status']})"],
-        ["model version", f"{result['model']['name']}:{result['model']['version']}"],
-        ["endpoint", f"{result['endpoint']['name']} ({'deleted' if result['endpoint']['deleted'] else 'running'})"],
-        ["sample request", result["request"]["question"]],
-        ["answer", result["response"][0]["output"]],
-        ["wall time", f"{result['wall_time_s']} s"],
-    ])
+    table(
+        "result",
+        ["", ""],
+        [
+            ["job", f"{result['job']['id']} ({result['job']['status']})"],
+            ["model version", f"{result['model']['name']}:{result['model']['version']}"],
+            ["endpoint", f"{result['endpoint']['name']} ({'deleted' if result['endpoint']['deleted'] else 'running'})"],
+            ["sample request", result["request"]["question"]],
+            ["answer", result["response"][0]["output"]],
+            ["wall time", f"{result['wall_time_s']} s"],
+        ],
+    )

@@ -69,7 +69,9 @@ def _read_jsonl(path: Path) -> list[Record]:
         try:
             records.append(Record(number, json.loads(text)))
         except json.JSONDecodeError as exc:
-            records.append(Record(number, error_code="invalid_json", error=f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            records.append(
+                Record(number, error_code="invalid_json", error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            )
     return records
 
 

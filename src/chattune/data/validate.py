@@ -89,7 +89,9 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
                 ok = False
         for key in sorted(set(msg) - MESSAGE_KEYS):
             report.errors.append(
-                Issue(where, "message_unrecognized_key", f"{path}.{key}", f"unknown key `{key}`; allowed: role, content")
+                Issue(
+                    where, "message_unrecognized_key", f"{path}.{key}", f"unknown key `{key}`; allowed: role, content"
+                )
             )
             ok = False
         role = msg.get("role")
@@ -109,7 +111,12 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
     roles = [m["role"] for m in messages]
     if len(messages) < 2:
         report.errors.append(
-            Issue(where, "too_few_messages", "messages", f"{len(messages)} message(s); a row needs a user and an assistant turn")
+            Issue(
+                where,
+                "too_few_messages",
+                "messages",
+                f"{len(messages)} message(s); a row needs a user and an assistant turn",
+            )
         )
         return None
     if "assistant" not in roles:
@@ -134,7 +141,7 @@ def _dist(values: list[int]) -> dict[str, float]:
     return {
         "min": ordered[0],
         "median": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
+        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
         "max": ordered[-1],
     }
 

@@ -47,7 +47,9 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         key = bearer(request.headers.get("authorization"))
         if not matches(key, store.key_hashes(endpoint)):
             return error_response(
-                401, "missing or invalid key; send `Authorization: Bearer <key>`", "invalid_api_key",
+                401,
+                "missing or invalid key; send `Authorization: Bearer <key>`",
+                "invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return await call_next(request)
@@ -66,15 +68,19 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         if wanted:
             if wanted not in deployments:
                 return error_response(
-                    404, f"deployment {wanted!r} not found on endpoint {endpoint!r}; have: "
-                    f"{', '.join(deployments) or 'none'}", "deployment_not_found", DEPLOYMENT_HEADER,
+                    404,
+                    f"deployment {wanted!r} not found on endpoint {endpoint!r}; have: "
+                    f"{', '.join(deployments) or 'none'}",
+                    "deployment_not_found",
+                    DEPLOYMENT_HEADER,
                 )
             name: str | None = wanted
         else:
             name = pick_deployment(store.get_endpoint(endpoint).traffic, rng)
             if name is None:
                 return error_response(
-                    503, f"no deployment receives traffic on {endpoint!r}; set it with "
+                    503,
+                    f"no deployment receives traffic on {endpoint!r}; set it with "
                     f"`chattune endpoints traffic {endpoint} NAME=100` or send the {DEPLOYMENT_HEADER} header",
                     "no_traffic",
                 )
@@ -85,12 +91,16 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         headers = {"content-type": request.headers.get("content-type", "application/json")}
         try:
             upstream = await client.request(
-                request.method, url, content=await request.body(), headers=headers,
+                request.method,
+                url,
+                content=await request.body(),
+                headers=headers,
                 timeout=dep.request_timeout_ms / 1000,
             )
         except httpx.TimeoutException:
             return error_response(
-                408, f"deployment {dep.name!r} did not answer within request_timeout_ms={dep.request_timeout_ms}",
+                408,
+                f"deployment {dep.name!r} did not answer within request_timeout_ms={dep.request_timeout_ms}",
                 "request_timeout",
             )
         except httpx.HTTPError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,10 +83,8 @@ def stop(pid: int | None, timeout_s: float = 10.0) -> None:
         os.killpg(pid, signal.SIGKILL)
     except psutil.NoSuchProcess:
         pass
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
-    except ChildProcessError:
-        pass
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -66,7 +66,10 @@ class EndpointService:
             raise UserError(f"auth_mode {auth_mode!r} is not supported", remedy="Use auth_mode 'key'.")
         keys = {t: generate_key() for t in KEY_TYPES}
         ep = Endpoint(
-            name=name, auth_mode=auth_mode, state=ProvisioningState.CREATING, created_at=time.time(),
+            name=name,
+            auth_mode=auth_mode,
+            state=ProvisioningState.CREATING,
+            created_at=time.time(),
             description=description,
         )
         self.store.create_endpoint(ep, {t: hash_key(k) for t, k in keys.items()})
@@ -83,7 +86,7 @@ class EndpointService:
     def get(self, name: str) -> Endpoint:
         return self.store.get_endpoint(name)
 
-    def list(self) -> list[Endpoint]:
+    def list_endpoints(self) -> list[Endpoint]:
         return self.store.list_endpoints()
 
     def regenerate_key(self, name: str, key_type: str) -> str:
@@ -121,8 +124,16 @@ class EndpointService:
         self.store.delete_endpoint(name)
 
     # deployments ----------------------------------------------------------------------------------------------
-    def deploy(self, endpoint: str, name: str, model_ref: str, *, instance_count: int = 1,
-               request_timeout_ms: int = 5000, max_concurrent: int = 1) -> Deployment:
+    def deploy(
+        self,
+        endpoint: str,
+        name: str,
+        model_ref: str,
+        *,
+        instance_count: int = 1,
+        request_timeout_ms: int = 5000,
+        max_concurrent: int = 1,
+    ) -> Deployment:
         check_name("deployment", name)
         ep = self.store.get_endpoint(endpoint)
         if ep.state != ProvisioningState.SUCCEEDED:
@@ -130,7 +141,8 @@ class EndpointService:
         if instance_count != 1:
             raise UserError(
                 "--instances other than 1 is not supported yet (multi-instance deployments come with the "
-                "serving issue)", remedy="Use --instances 1."
+                "serving issue)",
+                remedy="Use --instances 1.",
             )
         if not 0 < request_timeout_ms <= MAX_REQUEST_TIMEOUT_MS:
             raise UserError(f"--request-timeout-ms must be in 1..{MAX_REQUEST_TIMEOUT_MS}, not {request_timeout_ms}")
@@ -138,9 +150,15 @@ class EndpointService:
             raise UserError("--max-concurrent must be at least 1")
         mv = self.registry.get(model_ref)
         dep = Deployment(
-            endpoint=endpoint, name=name, model_name=mv.name, model_version=mv.version,
-            state=ProvisioningState.CREATING, created_at=time.time(), instance_count=instance_count,
-            request_timeout_ms=request_timeout_ms, max_concurrent_requests_per_instance=max_concurrent,
+            endpoint=endpoint,
+            name=name,
+            model_name=mv.name,
+            model_version=mv.version,
+            state=ProvisioningState.CREATING,
+            created_at=time.time(),
+            instance_count=instance_count,
+            request_timeout_ms=request_timeout_ms,
+            max_concurrent_requests_per_instance=max_concurrent,
         )
         self.store.create_deployment(dep)
         log = self._dir(endpoint) / f"{name}.log"
@@ -180,8 +198,9 @@ class EndpointService:
         return processes.tail(Path(dep.log_path), lines) if dep.log_path else ""
 
     # invoke ---------------------------------------------------------------------------------------------------
-    def invoke(self, endpoint: str, request_file: Path, key: str, deployment: str | None = None,
-               timeout_s: float = 180.0) -> Any:
+    def invoke(
+        self, endpoint: str, request_file: Path, key: str, deployment: str | None = None, timeout_s: float = 180.0
+    ) -> Any:
         """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does."""
         ep = self.store.get_endpoint(endpoint)
         try:

@@ -100,8 +100,8 @@ class JobSpec(Strict):
     data: DataSpec
     training: dict[str, Any] = Field(default_factory=dict)
     optimization: dict[str, Any] = Field(default_factory=dict)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    settings: JobSettings = Field(default_factory=JobSettings)
+    evaluation: EvaluationSpec = Field(default_factory=lambda: EvaluationSpec())
+    settings: JobSettings = Field(default_factory=lambda: JobSettings())
 
 
 PARAM_MODELS: dict[str, type[Strict]] = {"training": TrainingParams, "optimization": OptimizationParams}
@@ -188,7 +188,7 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
 
 def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p: p) -> list[Problem]:
     """Azure's hard errors worth keeping, on user-given values (before defaults)."""
-    problems = []
+    problems: list[Problem] = []
     if not isinstance(training, dict) or not isinstance(optimization, dict):
         return problems
     lr = training.get("learning_rate")
@@ -296,7 +296,9 @@ def values(resolved: dict[str, dict[str, Any]]) -> tuple[TrainingParams, Optimiz
 def display_name(model_name: str, resolved: dict[str, dict[str, Any]], gpus_per_node: int = 1) -> str:
     """The seed's pipeline display-name formula."""
     v = {k: x["value"] for k, x in resolved.items()}
-    batch = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"] * gpus_per_node * v["num_nodes_finetune"]
+    batch = (
+        v["per_device_train_batch_size"] * v["gradient_accumulation_steps"] * gpus_per_node * v["num_nodes_finetune"]
+    )
     ds = f"ds{v['deepspeed_stage']}" if v["apply_deepspeed"] else "nods"
     lora = "lora" if v["apply_lora"] else "nolora"
     return (

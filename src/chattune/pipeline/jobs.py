@@ -106,8 +106,9 @@ class JobService:
         (self.job_dir(job_id) / CANCEL_FLAG).touch()
         return job
 
-    def stream(self, job_id: str, emit: Callable[[str], None], *, poll_s: float = 0.5,
-               timeout_s: float | None = None) -> Job:
+    def stream(
+        self, job_id: str, emit: Callable[[str], None], *, poll_s: float = 0.5, timeout_s: float | None = None
+    ) -> Job:
         """Emit the job log as it grows until the job ends; return the final job."""
         path = self.job_dir(job_id) / JOB_LOG
         position = 0

@@ -89,12 +89,24 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
             step.status, step.started_at = StepStatus.RUNNING, time.time()
             store.save_step(step)
             progress(f"step {name}: running")
-            with mlflow.start_run(experiment_id=exp, run_name=name, nested=True) as child, _StepLog(step_dir / "step.log"):
+            with (
+                mlflow.start_run(experiment_id=exp, run_name=name, nested=True) as child,
+                _StepLog(step_dir / "step.log"),
+            ):
                 step.mlflow_run_id = child.info.run_id
                 ctx = StepContext(
-                    job=job, spec=spec, training=training, optimization=optimization, settings=settings,
-                    store=store, job_dir=job_dir, step_dir=step_dir, log=logging.getLogger(f"chattune.step.{name}"),
-                    inputs=outputs, progress=progress, cancelled=cancelled,
+                    job=job,
+                    spec=spec,
+                    training=training,
+                    optimization=optimization,
+                    settings=settings,
+                    store=store,
+                    job_dir=job_dir,
+                    step_dir=step_dir,
+                    log=logging.getLogger(f"chattune.step.{name}"),
+                    inputs=outputs,
+                    progress=progress,
+                    cancelled=cancelled,
                 )
                 try:
                     ctx.log.info("step %s of job %s started in %s", name, job_id, step_dir)
@@ -130,8 +142,12 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
             mlflow.log_metrics(flat_metrics("", outputs["finetune"]["metrics"]))
     job_outputs = {"trained_model": outputs["finetune"]["trained_model"]} if "finetune" in outputs else {}
     store.update_job(
-        job_id, status=final, finished_at=time.time(), outputs=job_outputs,
-        metrics={**metrics, "finetune": outputs.get("finetune", {}).get("metrics", {})}, error=error,
+        job_id,
+        status=final,
+        finished_at=time.time(),
+        outputs=job_outputs,
+        metrics={**metrics, "finetune": outputs.get("finetune", {}).get("metrics", {})},
+        error=error,
     )
     progress(f"job {job_id}: {final}")
     return final
@@ -161,7 +177,9 @@ def main() -> None:
     except Exception as exc:  # outside any step (tracking store, database): the job still ends as failed
         traceback.print_exc()
         SqliteStore(settings.db_path).update_job(
-            job_id, status=JobStatus.FAILED, finished_at=time.time(),
+            job_id,
+            status=JobStatus.FAILED,
+            finished_at=time.time(),
             error={"code": "runner_failed", "message": f"{type(exc).__name__}: {exc}"},
         )
         sys.exit(1)

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, base_path: str, adapter_path: str | None, served_name: str, base_name: str,
-                 max_new_tokens_cap: int = 1024):
+    def __init__(
+        self, base_path: str, adapter_path: str | None, served_name: str, base_name: str, max_new_tokens_cap: int = 1024
+    ):
         self.base_path = base_path
         self.adapter_path = adapter_path
         self.served_name = served_name
@@ -36,8 +37,9 @@ class Engine:
     def _load(self) -> None:
         try:
             # The tokenizer (and chat template) saved with the fine-tuned model is the one used in training.
-            tokenizer = load_tokenizer(self.adapter_path if self.adapter_path and _has_tokenizer(self.adapter_path)
-                                       else self.base_path)
+            tokenizer = load_tokenizer(
+                self.adapter_path if self.adapter_path and _has_tokenizer(self.adapter_path) else self.base_path
+            )
             model = load_model(self.base_path, self.adapter_path)
             self._generator = ChatGenerator(model, tokenizer, max_new_tokens_cap=self.max_new_tokens_cap)
             self._generator.generate([[{"role": "user", "content": "warm up"}]], GenerationParams(max_new_tokens=1))

@@ -27,7 +27,7 @@ class ScoreParameters(Wire):
 class ScoreInput(Wire):
     # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation.
     input_string: list[list[ChatMessage]] | list[ChatMessage] = Field(min_length=1)
-    parameters: ScoreParameters = Field(default_factory=ScoreParameters)
+    parameters: ScoreParameters = Field(default_factory=lambda: ScoreParameters())
 
     def conversations(self) -> list[list[ChatMessage]]:
         first = self.input_string[0]

@@ -215,7 +215,8 @@ class SqliteStore:
     def record_import(self, source_key: str, content_hash: str, path: str) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO model_imports VALUES (?, ?, ?, ?)", (source_key, content_hash, path, time.time())
+                "INSERT OR REPLACE INTO model_imports VALUES (?, ?, ?, ?)",
+                (source_key, content_hash, path, time.time()),
             )
 
     def find_import(self, source_key: str) -> tuple[str, str] | None:
@@ -234,9 +235,7 @@ class SqliteStore:
 
     def get_model_version(self, name: str, version: str | None = None) -> ModelVersion:
         if version is None:
-            rows = self._query(
-                "SELECT * FROM model_versions WHERE name = ? ORDER BY created_at DESC LIMIT 1", (name,)
-            )
+            rows = self._query("SELECT * FROM model_versions WHERE name = ? ORDER BY created_at DESC LIMIT 1", (name,))
         else:
             rows = self._query("SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, version))
         if not rows:

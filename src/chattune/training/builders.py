@@ -39,8 +39,14 @@ def deepspeed_config(opt: OptimizationParams) -> dict[str, Any]:
 
 
 def sft_config(
-    train: TrainingParams, opt: OptimizationParams, *, output_dir: Path, max_length: int, has_cuda: bool,
-    bf16_ok: bool, has_eval: bool,
+    train: TrainingParams,
+    opt: OptimizationParams,
+    *,
+    output_dir: Path,
+    max_length: int,
+    has_cuda: bool,
+    bf16_ok: bool,
+    has_eval: bool,
 ) -> Any:
     from trl import SFTConfig
 

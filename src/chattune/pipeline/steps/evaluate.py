@@ -107,6 +107,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if gen_cases:
         with (ctx.step_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
             for i, (conv, ref) in enumerate(gen_cases):
-                row = {"prompt": conv, "reference": ref, "base": predictions["base"][i], "tuned": predictions["tuned"][i]}
+                row = {
+                    "prompt": conv,
+                    "reference": ref,
+                    "base": predictions["base"][i],
+                    "tuned": predictions["tuned"][i],
+                }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {"metrics": metrics, "generation_rows": len(gen_cases)}

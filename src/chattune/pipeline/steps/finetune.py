@@ -31,8 +31,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
 
     args = sft_config(
-        ctx.training, ctx.optimization, output_dir=ctx.step_dir / "checkpoints", max_length=pre["max_seq_length"],
-        has_cuda=has_cuda, bf16_ok=bf16_ok, has_eval=eval_ds is not None,
+        ctx.training,
+        ctx.optimization,
+        output_dir=ctx.step_dir / "checkpoints",
+        max_length=pre["max_seq_length"],
+        has_cuda=has_cuda,
+        bf16_ok=bf16_ok,
+        has_eval=eval_ds is not None,
     )
     callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled)]
     if args.load_best_model_at_end:
@@ -48,15 +53,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
         peft_config=lora_config(ctx.optimization) if ctx.optimization.apply_lora else None,
         callbacks=callbacks,
     )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
+    trained: Any = trainer.model
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trained.parameters())
     ctx.progress(f"  training {trainable:,} of {total:,} parameters on {'cuda' if has_cuda else 'cpu'}")
     started = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - started
 
     out = ctx.outputs_dir / "trained_model"
-    trainer.model.save_pretrained(str(out))
+    trained.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])

@@ -22,7 +22,9 @@ VALIDATION_FRACTION = 0.2
 
 
 def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
-    return [[{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))]
+    return [
+        [{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))
+    ]
 
 
 def model_limit(model_path: str, tokenizer: Any) -> int:
@@ -87,7 +89,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if counts["no_assistant_tokens"]:
             ctx.log.warning(
                 "%s: %d row(s) lost every assistant token to truncation at %d tokens; they are left out",
-                name, counts["no_assistant_tokens"], max_len,
+                name,
+                counts["no_assistant_tokens"],
+                max_len,
             )
         if not columns["input_ids"]:
             raise DataError(

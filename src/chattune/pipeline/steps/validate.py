@@ -30,7 +30,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         for w in report.warnings:
             ctx.log.warning("%s:%s: %s: %s [%s]", path, w.line, w.field, w.message, w.code)
         files[role] = {"path": path, "sha256": file_sha256(path), "rows": report.rows, "valid": report.valid}
-        ctx.progress(f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings)")
+        ctx.progress(
+            f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings)"
+        )
         if not report.valid:
             failed.append(report)
     if failed:
