@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import parse_json
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ import httpx
 import openai
 import psutil
 import pytest
+
 from tests.conftest import parse_json
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,28 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     assert client.chat.completions.create(
         model=None or completion.model, messages=[{"role": "user", "content": "a"}], max_tokens=2
     ).choices
+
+    # the CLI's invoke with the seed's request file; deployments list and logs
+    request_file = home / "datasets" / "sample_score.json"
+    assert json.loads(request_file.read_text())["input_data"]["parameters"]["max_new_tokens"] == 200
+    small = home / "small_score.json"
+    small.write_text(json.dumps(body))
+    invoked = parse_json(cli("endpoints", "invoke", endpoint, "--request-file", str(small), "--key", keys["primary"],
+                             "--deployment", "demo", "--json"))
+    assert invoked[0]["usage"]["completion_tokens"] <= 4
+    result = cli("endpoints", "invoke", endpoint, "--request-file", str(small), "--key", "wrong")
+    assert result.returncode == 2 and "401" in result.stderr
+    assert [d["name"] for d in parse_json(cli("deployments", "list", "--endpoint", endpoint, "--json"))] == ["demo"]
+    assert "POST /score" in cli("deployments", "logs", "--endpoint", endpoint, "--name", "demo").stdout
+
+    # regenerating a key refuses the old value at once; the other key keeps working
+    new_primary = parse_json(cli("endpoints", "regenerate-keys", endpoint, "--key", "primary", "--json"))["primary"]
+    auth = {"primary_old": keys["primary"], "primary_new": new_primary, "secondary": keys["secondary"]}
+    codes = {
+        k: httpx.post(scoring_uri, json=body, headers={"Authorization": f"Bearer {v}"}, timeout=60).status_code
+        for k, v in auth.items()
+    }
+    assert codes == {"primary_old": 401, "primary_new": 200, "secondary": 200}
 
     # delete stops every process it started and frees the ports
     with sqlite3.connect(home / "chattune.db") as db:
