@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -217,7 +216,3 @@ def build_random_model(source: ModelSource, out: Path) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def remove_model(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -162,11 +162,11 @@ class EndpointService:
         )
         self.store.create_deployment(dep)
         log = self._dir(endpoint) / f"{name}.log"
-        args = ["--base", mv.base_model_path, "--name", mv.id, "--base-name", mv.base_model]
+        # A LoRA version is served over its base model; a full fine-tune is a complete model of its own.
+        weights = mv.base_model_path if mv.kind == "lora" else mv.path
+        args = ["--base", weights, "--name", mv.id, "--base-name", mv.base_model]
         if mv.kind == "lora":
             args += ["--adapter", mv.path]
-        else:
-            args[1] = mv.path
         try:
             pid, port = processes.spawn("chattune.serving.instance", args, log, self.settings.host)
             self.store.update_deployment(endpoint, name, pid=pid, port=port, log_path=str(log))
