@@ -50,8 +50,8 @@ CliResult = subprocess.CompletedProcess
 def cli(home: Path) -> Callable[..., CliResult]:
     """Run `python -m chattune.cli.main ARGS` in a real process against the test workspace."""
 
-    def run(*args: str, timeout: float = 300, cwd: Path | None = None) -> CliResult:
-        env = {**os.environ, "CHATTUNE_HOME": str(home)}
+    def run(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+        env = {**os.environ, "CHATTUNE_HOME": str(home), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "chattune.cli.main", *args],
             capture_output=True,
