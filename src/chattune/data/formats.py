@@ -76,15 +76,40 @@ def _read_jsonl(path: Path) -> list[Record]:
 
 
 def _read_json(path: Path) -> list[Record]:
+    """A JSON array; each row is numbered by the file line its element starts on."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         return [Record(1, error_code="invalid_encoding", error=f"not UTF-8 ({exc.reason})")]
-    except json.JSONDecodeError as exc:
-        return [Record(exc.lineno, error_code="invalid_json", error=f"invalid JSON: {exc.msg} at column {exc.colno}")]
-    if not isinstance(data, list):
+    decoder = json.JSONDecoder()
+    pos = _skip(text, 0)
+    if not text.startswith("[", pos):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            return [Record(exc.lineno, error_code="invalid_json", error=error)]
         return [Record(1, error_code="data_type", error="a .json file must hold an array of rows")]
-    return [Record(i, row) for i, row in enumerate(data, start=1)]
+    records: list[Record] = []
+    pos = _skip(text, pos + 1)
+    while pos < len(text) and text[pos] != "]":
+        line = text.count("\n", 0, pos) + 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            records.append(Record(exc.lineno, error_code="invalid_json", error=f"invalid JSON: {exc.msg}"))
+            return records  # the rest of the array cannot be located reliably
+        records.append(Record(line, value))
+        pos = _skip(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return records
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _read_parquet(path: Path) -> list[Record]:
@@ -102,18 +127,23 @@ def _read_csv(path: Path) -> list[Record]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         return [Record(1, error_code="invalid_encoding", error=f"not UTF-8 ({exc.reason})")]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
     records = []
-    line = reader.line_num + 1
-    for row in reader:
-        value: dict[str, Any] = dict(row)
+    end = reader.line_num
+    for values in reader:
+        # A quoted field may span lines: a row starts on the line after the previous row ended.
+        line, end = end + 1, reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        value: dict[str, Any] = dict(zip(header, values, strict=False))
         if isinstance(value.get("messages"), str):
             try:
                 value["messages"] = json.loads(value["messages"])
             except json.JSONDecodeError as exc:
                 records.append(Record(line, error_code="invalid_json", error=f"`messages` is not JSON: {exc.msg}"))
-                line = reader.line_num + 1
                 continue
         records.append(Record(line, value))
-        line = reader.line_num + 1
     return records
