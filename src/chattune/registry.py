@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def check_name(kind: str, name: str) -> str:
     """Names become directory names: refuse path separators, traversal and odd characters."""
-    if not NAME_RE.match(name) or ".." in name:
+    if not NAME_RE.fullmatch(name) or ".." in name:
         raise UserError(
             f"invalid {kind} name {name!r}",
             remedy="Use letters, digits, '.', '_' and '-' (up to 128 characters, starting with a letter or digit).",

@@ -33,11 +33,24 @@ def test_full_finetune_registers_a_whole_model_and_serves_it(cli, tmp_path: Path
 
     ep = parse_json(cli("endpoints", "create", "full-ep", "--json"))
     try:
-        parse_json(cli("deployments", "create", "--endpoint", "full-ep", "--name", "blue", "--model", "tiny-full:1",
-                       "--json", timeout=240))
+        parse_json(
+            cli(
+                "deployments",
+                "create",
+                "--endpoint",
+                "full-ep",
+                "--name",
+                "blue",
+                "--model",
+                "tiny-full:1",
+                "--json",
+                timeout=240,
+            )
+        )
         # no traffic yet: the gateway says so, and the header still reaches the deployment
-        body = {"input_data": {"input_string": [[{"role": "user", "content": "Hi"}]],
-                               "parameters": {"max_new_tokens": 3}}}
+        body = {
+            "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 3}}
+        }
         auth = {"Authorization": f"Bearer {ep['keys']['primary']}"}
         r = httpx.post(ep["scoring_uri"], json=body, headers=auth, timeout=60)
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_traffic"

@@ -103,8 +103,20 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     assert json.loads(request_file.read_text())["input_data"]["parameters"]["max_new_tokens"] == 200
     small = home / "small_score.json"
     small.write_text(json.dumps(body))
-    invoked = parse_json(cli("endpoints", "invoke", endpoint, "--request-file", str(small), "--key", keys["primary"],
-                             "--deployment", "demo", "--json"))
+    invoked = parse_json(
+        cli(
+            "endpoints",
+            "invoke",
+            endpoint,
+            "--request-file",
+            str(small),
+            "--key",
+            keys["primary"],
+            "--deployment",
+            "demo",
+            "--json",
+        )
+    )
     assert invoked[0]["usage"]["completion_tokens"] <= 4
     result = cli("endpoints", "invoke", endpoint, "--request-file", str(small), "--key", "wrong")
     assert result.returncode == 2 and "401" in result.stderr

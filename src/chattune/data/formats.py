@@ -81,27 +81,27 @@ def _read_json(path: Path) -> list[Record]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         return [Record(1, error_code="invalid_encoding", error=f"not UTF-8 ({exc.reason})")]
-    decoder = json.JSONDecoder()
+    try:
+        json.loads(text)  # the whole file must be valid JSON (a cut-off download is not a shorter dataset)
+    except json.JSONDecodeError as exc:
+        error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+        return [Record(exc.lineno, error_code="invalid_json", error=error)]
     pos = _skip(text, 0)
     if not text.startswith("[", pos):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            error = f"invalid JSON: {exc.msg} at column {exc.colno}"
-            return [Record(exc.lineno, error_code="invalid_json", error=error)]
         return [Record(1, error_code="data_type", error="a .json file must hold an array of rows")]
+    # Walk the (valid) array once more to learn the line each element starts on; newlines are counted
+    # incrementally so that this stays linear in the file size.
+    decoder = json.JSONDecoder()
     records: list[Record] = []
+    line, counted = 1, 0
     pos = _skip(text, pos + 1)
     while pos < len(text) and text[pos] != "]":
-        line = text.count("\n", 0, pos) + 1
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            records.append(Record(exc.lineno, error_code="invalid_json", error=f"invalid JSON: {exc.msg}"))
-            return records  # the rest of the array cannot be located reliably
+        line += text.count("\n", counted, pos)
+        counted = pos
+        value, pos = decoder.raw_decode(text, pos)
         records.append(Record(line, value))
         pos = _skip(text, pos)
-        if pos < len(text) and text[pos] == ",":
+        if text.startswith(",", pos):
             pos = _skip(text, pos + 1)
     return records
 

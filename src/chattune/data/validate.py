@@ -90,7 +90,10 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
         for key in sorted(set(msg) - MESSAGE_KEYS):
             report.errors.append(
                 Issue(
-                    where, "message_unrecognized_key", f"{path}.{key}", f"unknown key `{key}`; allowed: role, content"
+                    where,
+                    "message_unrecognized_key",
+                    f"{path}.{key}",
+                    f"unknown key `{key}`; allowed: {', '.join(sorted(MESSAGE_KEYS))}",
                 )
             )
             ok = False

@@ -25,7 +25,7 @@ MAX_REQUEST_TIMEOUT_MS = 180_000
 
 
 def check_name(kind: str, name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UserError(
             f"invalid {kind} name {name!r}",
             remedy="Use 3-32 letters, digits or '-', starting with a letter and not ending with '-'.",

@@ -143,6 +143,7 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem(source, "the job file must be a YAML mapping (see CLI.md)")])
     problems: list[Problem] = []
+    validated: dict[str, dict[str, Any]] = {}
     sections: dict[str, type[BaseModel]] = {
         "data": DataSpec,
         "evaluation": EvaluationSpec,
@@ -167,22 +168,30 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
                     Problem(where(f"{section}.{key}"), f"unknown key{_closest(str(key), valid)}", "unknown_key")
                 )
         known = {k: v for k, v in body.items() if k in valid}
+        validated[section] = {}
         try:
             if section in PARAM_MODELS:
                 # Validate only what the user gave: defaults are applied at resolution time.
-                model.model_validate(known)
+                validated[section] = model.model_validate(known).model_dump(include=set(known))
             elif section != "data" or "train" in known:
                 model.model_validate(known)
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
                 problems.append(Problem(where(f"{section}.{loc}"), err["msg"], "invalid_value"))
+            if section in PARAM_MODELS:
+                # Keep the values that are valid on their own, so the cross-field checks still see them.
+                bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+                good = {k: v for k, v in known.items() if k not in bad}
+                validated[section] = model.model_validate(good).model_dump(include=set(good))
     if "data" not in raw or not isinstance(raw.get("data"), dict) or "train" not in raw["data"]:
         problems.append(Problem(where("data.train"), "required: the training file", "missing_key"))
-    problems += cross_field_problems(raw.get("training") or {}, raw.get("optimization") or {}, where)
+    problems += cross_field_problems(validated.get("training", {}), validated.get("optimization", {}), where)
     if problems:
         raise ConfigError(source, problems)
     cleaned = {k: v for k, v in raw.items() if k in top_level}
+    # Keep the user's values as validated (YAML reads `-1e-5` as a string; pydantic makes it a float).
+    cleaned.update({s: validated[s] for s in PARAM_MODELS if s in validated})
     return JobSpec.model_validate(cleaned)
 
 

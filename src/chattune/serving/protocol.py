@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +26,7 @@ class ScoreParameters(Wire):
 
 class ScoreInput(Wire):
     # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation.
-    input_string: list[list[ChatMessage]] | list[ChatMessage] = Field(min_length=1)
+    input_string: list[Annotated[list[ChatMessage], Field(min_length=1)]] | list[ChatMessage] = Field(min_length=1)
     parameters: ScoreParameters = Field(default_factory=lambda: ScoreParameters())
 
     def conversations(self) -> list[list[ChatMessage]]:

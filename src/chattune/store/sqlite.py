@@ -122,7 +122,9 @@ class SqliteStore:
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
-            raise ConflictError(f"already exists or still referenced: {exc}") from exc
+            if "FOREIGN KEY" in str(exc):
+                raise NotFoundError(f"refers to a row that does not exist: {exc}") from exc
+            raise ConflictError(f"already exists: {exc}") from exc
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -174,13 +176,16 @@ class SqliteStore:
         return job
 
     def list_jobs(self, *, limit: int = 50, after: str | None = None) -> Page[Job]:
+        # Newest first, ordered by (created_at, id) so that equal timestamps never lose a job between pages.
         if after:
             created = self.get_job(after).created_at
             rows = self._query(
-                "SELECT * FROM jobs WHERE created_at < ? ORDER BY created_at DESC LIMIT ?", (created, limit + 1)
+                "SELECT * FROM jobs WHERE created_at < ? OR (created_at = ? AND id < ?) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (created, created, after, limit + 1),
             )
         else:
-            rows = self._query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit + 1,))
+            rows = self._query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit + 1,))
         items = [self._job(r) for r in rows[:limit]]
         return Page(items, items[-1].id if len(rows) > limit else None)
 

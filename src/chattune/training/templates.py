@@ -63,5 +63,6 @@ def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in rest:
         if m["role"] == "user":
             m["content"] = f"{system['content']}\n\n{m['content']}"
-            break
-    return rest
+            return rest
+    # No user turn to join: the system text becomes the user turn rather than being lost.
+    return [{"role": "user", "content": system["content"]}, *rest]

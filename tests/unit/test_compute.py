@@ -1,0 +1,104 @@
+"""chattune.compute: detection, allow lists against catalog tags, the memory estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from chattune.catalog import get_entry
+from chattune.compute import ComputeInfo, Gpu, check, detect, estimate_training_memory_gb
+
+PHI3 = "phi-3-mini-4k-instruct"
+
+
+def cpu_box(ram: float = 64.0) -> ComputeInfo:
+    return ComputeInfo(size="local-cpu", cpu_cores=8, ram_gb=ram, ram_available_gb=ram, gpus=[])
+
+
+def gpu_box(memory_gb: float, count: int = 1) -> ComputeInfo:
+    gpus = [Gpu(i, "NVIDIA A100-SXM4-80GB", memory_gb) for i in range(count)]
+    return ComputeInfo(size=f"local-{count}xA100", cpu_cores=16, ram_gb=256, ram_available_gb=200, gpus=gpus)
+
+
+def test_detect_returns_sane_values() -> None:
+    info = detect()
+    assert info.cpu_cores >= 1
+    assert info.ram_gb > 0
+    assert 0 <= info.ram_available_gb <= info.ram_gb + 0.1
+    assert info.provisioning_state == "Succeeded"
+    assert info.has_cuda == bool(info.gpus)
+    if info.gpus:
+        assert info.size.startswith(f"local-{len(info.gpus)}x")
+        assert all(g.memory_gb > 0 for g in info.gpus)
+    else:
+        assert info.size == "local-cpu"
+    as_dict = info.to_dict()
+    assert as_dict["gpu_count"] == len(info.gpus)
+    assert as_dict["cpu_cores"] == info.cpu_cores
+
+
+def test_phi3_allow_list_fails_without_gpu() -> None:
+    result = check(get_entry(PHI3), cpu_box())
+    assert result.allow_list_ok is False
+    assert result.ok is False
+    assert result.device == "cpu"
+    assert result.allow_list == get_entry(PHI3).finetune_compute_allow_list
+    assert any("no CUDA GPU" in m for m in result.messages)
+    assert any("Standard_NC24ads_A100_v4" in m for m in result.messages)
+
+
+def test_phi3_allow_list_passes_on_80gb_gpu() -> None:
+    result = check(get_entry(PHI3), gpu_box(80.0))
+    assert result.allow_list_ok is True
+    assert result.device == "cuda"
+    assert result.available_memory_gb == 80.0
+    assert result.fits is True
+    assert result.ok is True
+    assert result.messages == []
+    assert result.to_dict()["model"] == PHI3
+
+
+def test_phi3_allow_list_refuses_a_small_gpu() -> None:
+    result = check(get_entry(PHI3), gpu_box(8.0))
+    assert result.allow_list_ok is False
+    assert any("best GPU has 8.0 GB" in m for m in result.messages)
+
+
+def test_inference_allow_list_tag_can_be_chosen() -> None:
+    result = check(get_entry(PHI3), gpu_box(80.0), allow_list_tag="inference_compute_allow_list")
+    assert result.allow_list == get_entry(PHI3).inference_compute_allow_list
+
+
+def test_smollm2_passes_on_cpu() -> None:
+    result = check(get_entry("smollm2-135m-instruct"), cpu_box(16.0))
+    assert result.allow_list is None
+    assert result.allow_list_ok is True
+    assert result.fits is True
+    assert result.ok is True
+    assert result.device == "cpu"
+    assert result.available_memory_gb == 16.0
+    assert 0 < result.estimated_memory_gb < 16.0
+
+
+def test_memory_that_does_not_fit_is_reported() -> None:
+    result = check(get_entry("smollm2-135m-instruct"), cpu_box(0.1))
+    assert result.fits is False
+    assert result.ok is False
+    assert any("GB needed for training, 0.1 GB available on cpu" in m for m in result.messages)
+
+
+@pytest.mark.parametrize("size", ["Standard_NC6", "standard_nc24r"])
+def test_k80_sizes_refused_when_model_has_no_allow_list(size: str) -> None:
+    info = ComputeInfo(size=size, cpu_cores=6, ram_gb=56, ram_available_gb=56, gpus=[Gpu(0, "Tesla K80", 12.0)])
+    result = check(get_entry("smollm2-135m-instruct"), info)
+    assert result.allow_list_ok is False
+    assert any("unsupported (K80)" in m for m in result.messages)
+
+
+def test_memory_estimate_orders() -> None:
+    full = estimate_training_memory_gb(3_821_079_552, lora=False)
+    lora = estimate_training_memory_gb(3_821_079_552, lora=True)
+    half = estimate_training_memory_gb(3_821_079_552, lora=True, precision="16")
+    assert full > lora > half > 0
+    # Full fine-tuning keeps 16 bytes per weight at least (fp32 weights + gradients + two Adam moments).
+    assert full > 3_821_079_552 * 16 / 2**30
+    assert estimate_training_memory_gb(1000, lora=True, batch_size=4) > estimate_training_memory_gb(1000, lora=True)

@@ -1,0 +1,58 @@
+"""chattune.endpoints.keys: generation, hashing, constant-time matching over both keys, bearer parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from chattune.endpoints.keys import KEY_TYPES, bearer, generate_key, hash_key, matches
+
+
+def test_generated_keys_are_long_distinct_and_url_safe() -> None:
+    keys = [generate_key() for _ in range(50)]
+    assert len(set(keys)) == 50
+    for key in keys:
+        assert len(key) >= 43  # 32 random bytes, base64url
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", key)
+
+
+def test_hash_key_is_sha256_hex() -> None:
+    assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    key = generate_key()
+    assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_key(key))
+    assert hash_key(key) != key
+
+
+def test_matches_either_key_only() -> None:
+    primary, secondary = generate_key(), generate_key()
+    hashes = {"primary": hash_key(primary), "secondary": hash_key(secondary)}
+    assert KEY_TYPES == ("primary", "secondary")
+    assert matches(primary, hashes) is True
+    assert matches(secondary, hashes) is True
+    assert matches(generate_key(), hashes) is False
+    assert matches(primary + "x", hashes) is False
+    assert matches(hashes["primary"], hashes) is False  # the stored hash is not a key
+    assert matches(None, hashes) is False
+    assert matches("", hashes) is False
+    assert matches(primary, {}) is False
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Bearer abc123", "abc123"),
+        ("bearer abc123", "abc123"),
+        ("BEARER  abc123 ", "abc123"),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("Basic abc123", None),
+        ("abc123", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer(header: str | None, expected: str | None) -> None:
+    assert bearer(header) == expected

@@ -1,0 +1,98 @@
+"""chattune.errors: codes, exit codes, HTTP statuses, and ConfigError listing every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from chattune.errors import (
+    AuthError,
+    ChattuneError,
+    ComputeError,
+    ConfigError,
+    ConflictError,
+    DataError,
+    NotFoundError,
+    OfflineError,
+    Problem,
+    ProblemList,
+    ServiceUnavailableError,
+    StepFailedError,
+    UserError,
+)
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "exit_code", "http_status"),
+    [
+        (ChattuneError, "internal_error", 1, 500),
+        (UserError, "invalid_input", 2, 400),
+        (NotFoundError, "not_found", 2, 404),
+        (ConflictError, "conflict", 2, 409),
+        (AuthError, "invalid_api_key", 2, 401),
+        (DataError, "invalid_data", 2, 400),
+        (ComputeError, "compute_unsupported", 2, 400),
+        (OfflineError, "offline", 2, 503),
+        (StepFailedError, "step_failed", 1, 500),
+        (ServiceUnavailableError, "service_unavailable", 1, 503),
+    ],
+)
+def test_codes_exit_codes_and_http_statuses(
+    cls: type[ChattuneError], code: str, exit_code: int, http_status: int
+) -> None:
+    err = cls("something went wrong")
+    assert (err.code, err.exit_code, err.http_status) == (code, exit_code, http_status)
+    assert isinstance(err, ChattuneError)
+    assert str(err) == "something went wrong"
+
+
+def test_user_errors_are_user_errors() -> None:
+    for cls in (NotFoundError, ConflictError, AuthError, DataError, ComputeError, OfflineError):
+        assert issubclass(cls, UserError)
+    assert not issubclass(StepFailedError, UserError)
+
+
+def test_to_dict_includes_remedy_and_details_only_when_given() -> None:
+    assert ChattuneError("boom").to_dict() == {"code": "internal_error", "message": "boom"}
+    err = NotFoundError("model 'x' not found", remedy="Use one of: a, b.", details={"name": "x"})
+    assert err.to_dict() == {
+        "code": "not_found",
+        "message": "model 'x' not found",
+        "remedy": "Use one of: a, b.",
+        "details": {"name": "x"},
+    }
+
+
+def test_config_error_lists_every_problem() -> None:
+    problems = [
+        Problem("job.yaml:3: training.learning_rat", "unknown key; did you mean `learning_rate`?", "unknown_key"),
+        Problem("job.yaml:7: optimization.lora_r", "must be > 0"),
+        Problem("job.yaml: data.train", "required: the training file", "missing_key"),
+    ]
+    err = ConfigError("job.yaml", problems)
+    assert err.problems == problems
+    assert len(err.problems) == 3
+    assert err.code == "invalid_config"
+    assert err.exit_code == 2
+    assert err.message.splitlines() == [
+        "job.yaml: 3 problem(s):",
+        "  - job.yaml:3: training.learning_rat: unknown key; did you mean `learning_rate`?",
+        "  - job.yaml:7: optimization.lora_r: must be > 0",
+        "  - job.yaml: data.train: required: the training file",
+    ]
+    assert err.remedy == "Fix the listed keys and run the command again."
+    assert err.details["problems"][1] == {
+        "where": "job.yaml:7: optimization.lora_r",
+        "message": "must be > 0",
+        "code": "invalid_value",
+    }
+    assert ConfigError("x", problems[:1], remedy="Do this.").remedy == "Do this."
+
+
+def test_problem_list() -> None:
+    found = ProblemList()
+    assert not found
+    found.add("a", "bad")
+    found.add("b", "worse", "invalid_combination")
+    assert found
+    assert [str(p) for p in found.problems] == ["a: bad", "b: worse"]
+    assert found.problems[1].code == "invalid_combination"

@@ -1,0 +1,157 @@
+"""chattune.serving.protocol: Azure /score request shapes and OpenAI chat completion request validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from chattune.serving.protocol import ChatCompletionRequest, ChatMessage, ScoreRequest, error_body
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello"},
+    {"role": "user", "content": "Bye"},
+]
+
+
+def score(input_string: Any, **extra: Any) -> ScoreRequest:
+    return ScoreRequest.model_validate({"input_data": {"input_string": input_string, **extra}, "params": {}})
+
+
+def as_dicts(conversations: list[list[ChatMessage]]) -> list[list[dict[str, str]]]:
+    return [[m.model_dump() for m in conv] for conv in conversations]
+
+
+def test_score_list_of_conversations() -> None:
+    second = [{"role": "user", "content": "Other"}]
+    req = score([CONVERSATION, second])
+    assert as_dicts(req.input_data.conversations()) == [CONVERSATION, second]
+
+
+def test_score_one_flat_conversation_is_normalised() -> None:
+    req = score(CONVERSATION)
+    conversations = req.input_data.conversations()
+    assert len(conversations) == 1
+    assert as_dicts(conversations) == [CONVERSATION]
+
+
+def test_score_seed_sample_shape_and_parameters() -> None:
+    body = {
+        "input_data": {
+            "input_string": [[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]],
+            "parameters": {"temperature": 0.6, "top_p": 0.9, "do_sample": True, "max_new_tokens": 200},
+        },
+        "params": {},
+    }
+    req = ScoreRequest.model_validate(body)
+    p = req.input_data.parameters
+    assert (p.temperature, p.top_p, p.do_sample, p.max_new_tokens) == (0.6, 0.9, True, 200)
+    defaults = score(CONVERSATION).input_data.parameters
+    assert (defaults.temperature, defaults.top_p, defaults.do_sample, defaults.max_new_tokens) == (1.0, 1.0, False, 200)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input_data": {"input_string": [CONVERSATION]}, "extra": 1},
+        {"input_data": {"input_string": [CONVERSATION], "unknown": 1}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"max_tokens": 5}}},
+        {"input_data": {"input_string": [[{"role": "user", "content": "x", "name": "bob"}]]}},
+        {"input_data": {"input_string": [[{"role": "tool", "content": "x"}]]}},
+        {"input_data": {"input_string": []}},
+        {"input_data": {"input_string": "just text"}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"temperature": 2.5}}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"top_p": 0}}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"max_new_tokens": 0}}},
+        {},
+    ],
+    ids=[
+        "top-level-extra",
+        "input-data-extra",
+        "parameters-extra",
+        "message-extra",
+        "bad-role",
+        "empty",
+        "string",
+        "temperature",
+        "top-p",
+        "max-new-tokens",
+        "no-input-data",
+    ],
+)
+def test_score_rejects_bad_bodies(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(body)
+
+
+def test_unknown_field_is_named_in_the_error() -> None:
+    with pytest.raises(ValidationError) as exc:
+        ScoreRequest.model_validate({"input_data": {"input_string": [CONVERSATION], "temprature": 0.5}})
+    errors = exc.value.errors()
+    assert errors[0]["type"] == "extra_forbidden"
+    assert errors[0]["loc"] == ("input_data", "temprature")
+
+
+def test_score_rejects_empty_conversation() -> None:
+    with pytest.raises(ValidationError):
+        score([[]])
+
+
+def chat_request(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], **fields})
+
+
+def test_chat_completion_defaults() -> None:
+    req = chat_request()
+    assert req.n == 1
+    assert req.stream is False
+    assert req.temperature is None
+    assert req.stop_list() is None
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_chat_completion_n_in_bounds(n: int) -> None:
+    assert chat_request(n=n).n == n
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n": 0},
+        {"n": 9},
+        {"temperature": -0.1},
+        {"temperature": 2.01},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"max_tokens": 0},
+        {"max_completion_tokens": -1},
+        {"stop": 3},
+        {"stop": ["a", 1]},
+        {"frobnicate": True},
+        {"messages": []},
+        {"stream_options": {"include_usage": True, "x": 1}},
+    ],
+)
+def test_chat_completion_rejects(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        chat_request(**fields)
+
+
+@pytest.mark.parametrize("temperature", [0, 0.7, 2])
+def test_chat_completion_temperature_bounds_inclusive(temperature: float) -> None:
+    assert chat_request(temperature=temperature).temperature == temperature
+
+
+def test_chat_completion_stop_str_or_list() -> None:
+    assert chat_request(stop="\n").stop_list() == ["\n"]
+    assert chat_request(stop=["a", "b"]).stop_list() == ["a", "b"]
+    assert chat_request(stop=[]).stop_list() == []
+
+
+def test_error_body_is_openai_shape() -> None:
+    assert error_body("bad key", "invalid_request_error", "invalid_api_key") == {
+        "error": {"message": "bad key", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    }
