@@ -66,6 +66,12 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
     )
     assert parent[0].data.params["learning_rate"] == "0.001"
     assert "tuned_test_loss" in parent[0].data.metrics and "train_loss" in parent[0].data.metrics
+    client = mlflow.MlflowClient()
+    assert "resolved_config.json" in [a.path for a in client.list_artifacts(shown["mlflow_run_id"])]
+    evaluate_run = next(r for r in children if r.info.run_name == "evaluate")
+    artifacts = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
+    assert {"step.log", "predictions.jsonl"} <= artifacts
+    assert Path(home, "mlartifacts").is_dir()
 
 
 def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: Path) -> None:

@@ -126,6 +126,11 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
                 finally:
                     step.finished_at = time.time()
                     store.save_step(step)
+                    # The step's own files (log, templates, predictions) become artifacts of its nested run;
+                    # datasets and weights stay in the job folder.
+                    for path in sorted(step_dir.glob("*")):
+                        if path.is_file():
+                            mlflow.log_artifact(str(path))
             took = step.duration_s or 0.0
             progress(f"step {name}: {step.status} in {took:.1f}s" + (f": {step.error}" if step.error else ""))
             if step.status == StepStatus.FAILED and not spec.settings.continue_on_step_failure:
@@ -140,6 +145,7 @@ def run_job(job_id: str, settings: Settings) -> JobStatus:
             mlflow.log_metrics(flat_metrics(f"{which}_", values_))
         if "finetune" in outputs:
             mlflow.log_metrics(flat_metrics("", outputs["finetune"]["metrics"]))
+        mlflow.log_dict({k: v for k, v in job.resolved_config.items()}, "resolved_config.json")
     job_outputs = {"trained_model": outputs["finetune"]["trained_model"]} if "finetune" in outputs else {}
     store.update_job(
         job_id,
