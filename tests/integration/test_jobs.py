@@ -41,12 +41,18 @@ evaluation:
 def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     parse_json(cli("data", "demo", "--out", str(data_dir), "--rows", "30", "--json"))
+    # a row with one message: Azure drops it silently; here validate warns and preprocess counts it
+    train = data_dir / "train_sft.jsonl"
+    train.write_text(json.dumps({"messages": [{"role": "user", "content": "alone"}]}) + "\n" + train.read_text())
     result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
     job = parse_json(result)
     assert job["status"] == "succeeded"
     assert "step finetune: succeeded" in result.stderr and "step evaluate: succeeded" in result.stderr
 
     shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    preprocess = next(s for s in shown["steps"] if s["name"] == "preprocess")
+    assert preprocess["outputs"]["splits"]["train"]["too_few_messages"] == 1
+    assert "1 with fewer than 2 messages" in result.stderr
     assert shown["resolved_config"]["learning_rate"] == {"value": 0.001, "source": "user"}
     assert shown["resolved_config"]["lora_alpha"] == {"value": 128, "source": "default"}
     assert Path(shown["outputs"]["trained_model"], "adapter_config.json").exists()
@@ -79,7 +85,7 @@ def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: 
     parse_json(cli("data", "demo", "--out", str(data_dir), "--rows", "12", "--json"))
     train = data_dir / "train_sft.jsonl"
     lines = train.read_text().splitlines()
-    lines[3] = json.dumps({"messages": [{"role": "user", "content": "only a question"}]})
+    lines[3] = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "a"}]})
     train.write_text("\n".join(lines) + "\n")
     result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
     assert result.returncode == 1

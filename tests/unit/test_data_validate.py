@@ -97,9 +97,24 @@ ROW_ERRORS = [
         "messages",
         id="no-assistant",
     ),
-    pytest.param({"messages": chat(("user", "q"))}, "too_few_messages", "messages", id="one-message"),
-    pytest.param({"messages": []}, "too_few_messages", "messages", id="no-message"),
+    pytest.param(
+        {"messages": chat(("user", "q"), ("assistant", "  "))},
+        "missing_content",
+        "messages[1].content",
+        id="blank-answer",
+    ),
 ]
+
+
+@pytest.mark.parametrize("messages", [chat(("user", "q")), []], ids=["one-message", "no-message"])
+def test_rows_with_fewer_than_two_messages_are_counted_warnings(tmp_path: Path, messages: Any) -> None:
+    # Azure's preprocess drops these rows; chattune keeps the file valid, warns per row and counts them.
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({"messages": messages}) + "\n", encoding="utf-8")
+    report = validate_file(path)
+    assert report.valid
+    assert triples(report.warnings) == [(3, "too_few_messages", "messages")]
+    assert report.stats["dropped_rows"] == 1 and report.stats["usable_rows"] == 1
 
 
 @pytest.mark.parametrize(("row", "code", "field"), ROW_ERRORS)
@@ -142,8 +157,9 @@ def test_too_few_rows_counts_only_usable_rows(tmp_path: Path) -> None:
     bad = {"messages": chat(("user", "q"))}
     path = jsonl(tmp_path / "t.jsonl", *([GOOD] * (MIN_TRAIN_ROWS - 1)), bad)
     report = validate_file(path, min_rows=MIN_TRAIN_ROWS)
-    assert triples(report.errors) == [(MIN_TRAIN_ROWS, "too_few_messages", "messages"), (1, "too_few_rows", "")]
-    assert f"{MIN_TRAIN_ROWS - 1} usable row(s); at least {MIN_TRAIN_ROWS}" in report.errors[1].message
+    assert triples(report.errors) == [(1, "too_few_rows", "")]
+    assert triples(report.warnings) == [(MIN_TRAIN_ROWS, "too_few_messages", "messages")]
+    assert f"{MIN_TRAIN_ROWS - 1} usable row(s); at least {MIN_TRAIN_ROWS}" in report.errors[0].message
     assert validate_file(jsonl(tmp_path / "ok.jsonl", *([GOOD] * MIN_TRAIN_ROWS)), min_rows=MIN_TRAIN_ROWS).valid
 
 
@@ -177,7 +193,6 @@ def test_every_error_in_a_file_is_reported(tmp_path: Path) -> None:
         (6, "unrecognized_role", "messages[2].role"),
         (7, "missing_content", "messages[1].content"),
         (8, "example_missing_assistant_message", "messages"),
-        (9, "too_few_messages", "messages"),
         (10, "invalid_json", ""),
         (11, "invalid_encoding", ""),
         (13, "message_missing_key", "messages[0].content"),
@@ -187,8 +202,9 @@ def test_every_error_in_a_file_is_reported(tmp_path: Path) -> None:
     assert report.rows == 13
     assert report.stats["usable_rows"] == 2
     summary = report.summary(limit=2).splitlines()
-    assert summary[0] == f"{report.path}:2: : each row must be a JSON object with a `messages` list [data_type]"
-    assert summary[-1].startswith("... and 11 more")
+    assert summary[0] == f"{report.path}:2: -: each row must be a JSON object with a `messages` list [data_type]"
+    assert summary[-1].startswith("... and 10 more")
+    assert triples(report.warnings) == [(9, "too_few_messages", "messages")]
     as_dict = report.to_dict()
     assert as_dict["valid"] is False
     assert as_dict["errors"][1] == {
@@ -264,7 +280,8 @@ def test_json_array_rows_are_numbered_from_one(tmp_path: Path) -> None:
     path.write_text("[" + ",\n".join(json.dumps(r) for r in [GOOD, bad, GOOD, {"messages": []}]) + "]\n", "utf-8-sig")
     report = validate_file(path)
     assert report.rows == 4
-    assert triples(report.errors) == [(2, "unrecognized_role", "messages[1].role"), (4, "too_few_messages", "messages")]
+    assert triples(report.errors) == [(2, "unrecognized_role", "messages[1].role")]
+    assert triples(report.warnings) == [(4, "too_few_messages", "messages")]
 
 
 def test_json_array_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -82,7 +82,14 @@ def test_chatml_masks_every_assistant_turn_and_nothing_else(tiny_tokenizer: Any,
     # The ids are exactly those of the model's own template: the training variant changes only the mask.
     own = tiny_tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"]
     assert ids == list(own)
-    assert counts == {"rows": 1, "truncated": 0, "no_assistant_tokens": 0, "system_folded": 0, "tokens": len(ids)}
+    assert counts == {
+        "rows": 1,
+        "too_few_messages": 0,
+        "truncated": 0,
+        "no_assistant_tokens": 0,
+        "system_folded": 0,
+        "tokens": len(ids),
+    }
 
 
 def test_truncation_counts_rows_without_assistant_tokens(tiny_tokenizer: Any) -> None:

@@ -1,6 +1,6 @@
 """Read chat data files (jsonl, json array, parquet, csv) into numbered records, keeping every column.
 
-Each record carries its 1-based line (jsonl, csv) or row number (json array, parquet) so that every problem can be
+Each record carries its 1-based line (jsonl, csv, json array) or row number (parquet) so that every problem can be
 reported where it is. Reading never drops a row: unreadable ones come back with ``error`` set.
 """
 
@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chattune.errors import UserError
 
@@ -20,10 +23,13 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "c
 
 @dataclass
 class Record:
+    """One row of a data file. JSON Lines rows may arrive undecoded (``raw``) for the validator's fast path."""
+
     line: int
     value: Any = None
     error_code: str | None = None
     error: str | None = None
+    raw: bytes | None = None
 
 
 def detect_format(path: Path) -> str:
@@ -36,43 +42,60 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_records(path: Path) -> list[Record]:
+def check_path(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found", remedy="Check the path (relative paths start at the job file).")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a data file")
+    return path
+
+
+def iter_records(path: Path, *, lazy: bool = False) -> Iterator[Record]:
+    """Stream the rows of ``path``. JSON Lines is read a line at a time (memory does not grow with the file);
+    with ``lazy`` its rows come undecoded in ``raw`` and the caller decodes them (see :func:`decode`)."""
+    path = check_path(path)
     fmt = detect_format(path)
     if fmt == "jsonl":
-        return _read_jsonl(path)
-    if fmt == "json":
-        return _read_json(path)
-    if fmt == "parquet":
-        return _read_parquet(path)
-    return _read_csv(path)
+        for rec in _iter_jsonl(path):
+            yield rec if lazy else decode(rec)
+    elif fmt == "json":
+        yield from _read_json(path)
+    elif fmt == "parquet":
+        yield from _iter_parquet(path)
+    else:
+        yield from _read_csv(path)
 
 
-def _read_jsonl(path: Path) -> list[Record]:
-    records = []
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        line = line.rstrip(b"\r")
-        if not line.strip():
-            continue  # blank lines (and a missing or present final newline) are fine
+def read_records(path: Path) -> list[Record]:
+    return list(iter_records(path))
+
+
+def decode(rec: Record) -> Record:
+    """Decode a raw JSON Lines row in place, classifying failures as invalid_encoding or invalid_json."""
+    if rec.raw is None:
+        return rec
+    raw, rec.raw = rec.raw, None
+    try:
+        rec.value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter inside strings
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            records.append(Record(number, error_code="invalid_encoding", error=f"not UTF-8 ({exc.reason})"))
-            continue
-        try:
-            records.append(Record(number, json.loads(text)))
-        except json.JSONDecodeError as exc:
-            records.append(
-                Record(number, error_code="invalid_json", error=f"invalid JSON: {exc.msg} at column {exc.colno}")
-            )
-    return records
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            rec.error_code, rec.error = "invalid_encoding", f"not UTF-8 ({uexc.reason} at byte {uexc.start})"
+        else:
+            rec.error_code, rec.error = "invalid_json", f"invalid JSON: {exc}"
+    return rec
+
+
+def _iter_jsonl(path: Path) -> Iterator[Record]:
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]  # a UTF-8 byte order mark
+            if not line.strip():
+                continue  # blank lines (and a missing or present final newline) are fine
+            yield Record(number, raw=line)  # CRLF: the \r is JSON whitespace
 
 
 def _read_json(path: Path) -> list[Record]:
@@ -112,14 +135,19 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-def _read_parquet(path: Path) -> list[Record]:
+def _iter_parquet(path: Path) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        table = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-        return [Record(1, error_code="invalid_parquet", error=f"unreadable parquet: {exc}")]
-    return [Record(i, row) for i, row in enumerate(rows, start=1)]
+        yield Record(1, error_code="invalid_parquet", error=f"unreadable parquet: {exc}")
+        return
+    number = 0
+    for batch in table.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield Record(number, row)
 
 
 def _read_csv(path: Path) -> list[Record]:

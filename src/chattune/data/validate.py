@@ -3,23 +3,51 @@
 Error codes follow OpenAI's fine-tuning data checks where they fit (``data_type``, ``missing_messages_list``,
 ``message_missing_key``, ``message_unrecognized_key``, ``unrecognized_role``, ``missing_content``,
 ``example_missing_assistant_message``) and chattune's own otherwise (``invalid_json``, ``invalid_encoding``,
-``empty_file``, ``too_few_rows``, ``too_few_messages``).
+``invalid_parquet``, ``empty_file``, ``too_few_rows``).
+
+Warnings never stop a job: ``too_few_messages`` (the row is dropped by preprocess, as Azure does, and counted),
+``missing_user_message``, ``system_not_first``, ``system_folded`` (the model's template has no system role),
+``duplicate_prompt_id``, ``row_in_other_file`` (e.g. a test row that is also in train), and with a model:
+``over_max_seq_length`` and ``no_assistant_tokens_after_truncation`` (an error at job time).
+
+JSON Lines files stream: a typed decoder (msgspec) checks well-formed rows in C, and only rows that fail it are
+decoded generically and inspected field by field, so large files validate fast in constant memory.
 """
 
 from __future__ import annotations
 
 import statistics
+from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from chattune.data.formats import Record, read_records
+import msgspec
+
+from chattune.data.formats import Record, decode, iter_records
+from chattune.data.tokens import TokenCounter
 
 ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = {"role", "content", "name", "weight"}
+MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
 # Azure's preprocess refuses fewer than 10 training rows.
 MIN_TRAIN_ROWS = 10
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None
+    weight: int | None = None
+
+
+class _Row(msgspec.Struct):
+    messages: list[_Message]
+    prompt_id: str | None = None
+
+
+_ROW = msgspec.json.Decoder(_Row)
 
 
 @dataclass
@@ -53,14 +81,14 @@ class FileReport:
         }
 
     def summary(self, limit: int = 20) -> str:
-        lines = [f"{self.path}:{e.line}: {e.field}: {e.message} [{e.code}]" for e in self.errors[:limit]]
+        lines = [f"{self.path}:{e.line}: {e.field or '-'}: {e.message} [{e.code}]" for e in self.errors[:limit]]
         if len(self.errors) > limit:
             lines.append(f"... and {len(self.errors) - limit} more (see `chattune data validate {self.path} --json`)")
         return "\n".join(lines)
 
 
-def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
-    """Append the row's errors and warnings; return its messages when the row is usable."""
+def _structure_problems(rec: Record, report: FileReport) -> list[tuple[str, str]] | None:
+    """Field-by-field checks of a row that the typed decoder refused; returns (role, content) pairs or None."""
     where = rec.line
     if rec.error_code:
         report.errors.append(Issue(where, rec.error_code, "", f"{rec.error}; fix or remove this line"))
@@ -77,6 +105,7 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
         )
         return None
     ok = True
+    pairs: list[tuple[str, str]] = []
     for i, msg in enumerate(messages):
         path = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -88,13 +117,9 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
                 report.errors.append(Issue(where, "message_missing_key", f"{path}.{key}", f"message has no `{key}`"))
                 ok = False
         for key in sorted(set(msg) - MESSAGE_KEYS):
+            allowed = ", ".join(sorted(MESSAGE_KEYS))
             report.errors.append(
-                Issue(
-                    where,
-                    "message_unrecognized_key",
-                    f"{path}.{key}",
-                    f"unknown key `{key}`; allowed: {', '.join(sorted(MESSAGE_KEYS))}",
-                )
+                Issue(where, "message_unrecognized_key", f"{path}.{key}", f"unknown key `{key}`; allowed: {allowed}")
             )
             ok = False
         role = msg.get("role")
@@ -104,40 +129,64 @@ def _check_row(rec: Record, report: FileReport) -> list[dict[str, Any]] | None:
             )
             ok = False
         content = msg.get("content")
-        if "content" in msg and (not isinstance(content, str) or (role == "assistant" and not content.strip())):
-            report.errors.append(
-                Issue(where, "missing_content", f"{path}.content", "content must be a non-empty string")
-            )
+        if "content" in msg and not isinstance(content, str):
+            report.errors.append(Issue(where, "missing_content", f"{path}.content", "content must be a string"))
             ok = False
-    if not ok:
-        return None
-    roles = [m["role"] for m in messages]
-    if len(messages) < 2:
-        report.errors.append(
+        if ok:
+            pairs.append((str(role), str(content)))
+    return pairs if ok else None
+
+
+def _conversation_problems(line: int, pairs: Sequence[tuple[str, str]], report: FileReport, folds_system: bool) -> bool:
+    """Checks on a well-formed conversation; True when the row will be trained on."""
+    roles = [r for r, _ in pairs]
+    if len(pairs) < 2:
+        report.warnings.append(
             Issue(
-                where,
+                line,
                 "too_few_messages",
                 "messages",
-                f"{len(messages)} message(s); a row needs a user and an assistant turn",
+                f"{len(pairs)} message(s): preprocess drops rows with fewer than 2 (as Azure does); it is counted",
             )
         )
-        return None
+        return False
+    usable = True
     if "assistant" not in roles:
         report.errors.append(
-            Issue(where, "example_missing_assistant_message", "messages", "no assistant message to learn from")
+            Issue(
+                line,
+                "example_missing_assistant_message",
+                "messages",
+                "no assistant message to learn from; add one or remove the row",
+            )
         )
-        return None
+        usable = False
+    for i, (role, content) in enumerate(pairs):
+        if role == "assistant" and not content.strip():
+            report.errors.append(
+                Issue(line, "missing_content", f"messages[{i}].content", "assistant content is empty; give the answer")
+            )
+            usable = False
     if "user" not in roles:
-        report.warnings.append(Issue(where, "missing_user_message", "messages", "no user message"))
+        report.warnings.append(Issue(line, "missing_user_message", "messages", "no user message"))
     if "system" in roles[1:]:
         i = roles.index("system", 1)
         report.warnings.append(
-            Issue(where, "system_not_first", f"messages[{i}].role", "a system message that is not first")
+            Issue(line, "system_not_first", f"messages[{i}].role", "a system message that is not first")
         )
-    return messages
+    elif folds_system and roles[0] == "system":
+        report.warnings.append(
+            Issue(
+                line,
+                "system_folded",
+                "messages[0].role",
+                "the model's chat template has no system role: this message will be folded into the first user message",
+            )
+        )
+    return usable
 
 
-def _dist(values: list[int]) -> dict[str, float]:
+def _dist(values: Sequence[int]) -> dict[str, float]:
     if not values:
         return {}
     ordered = sorted(values)
@@ -149,37 +198,141 @@ def _dist(values: list[int]) -> dict[str, float]:
     }
 
 
-def validate_file(path: Path, *, min_rows: int = 1) -> FileReport:
-    """Check one file; ``min_rows`` is the least number of usable rows (10 for a training file)."""
+def validate_file(
+    path: Path,
+    *,
+    min_rows: int = 1,
+    counter: TokenCounter | None = None,
+    seen_in_other_files: dict[int, tuple[str, int]] | None = None,
+) -> FileReport:
+    """Check one file, streaming it.
+
+    Args:
+        path: A jsonl, json (array), parquet or csv file with a ``messages`` column.
+        min_rows: The least number of usable rows (10 for a training file).
+        counter: Count tokens with a model's template and check truncation at its ``max_seq_length``.
+        seen_in_other_files: Shared between the files of one call: conversation fingerprint -> (path, line), to
+            warn about rows that are in two files (a test row that is also a training row).
+    """
     report = FileReport(path=str(path))
-    records = read_records(path)
-    report.rows = len(records)
-    usable: list[list[dict[str, Any]]] = []
-    seen_ids: dict[str, int] = {}
-    for rec in records:
-        messages = _check_row(rec, report)
-        if messages is not None:
-            usable.append(messages)
-        pid = rec.value.get("prompt_id") if isinstance(rec.value, dict) else None
-        if isinstance(pid, str):
-            if pid in seen_ids:
+    turns, chars, tokens = array("l"), array("l"), array("l")
+    roles: Counter[str] = Counter()
+    first_prompt_id: dict[str, int] = {}
+    usable = dropped = over = lose_all = 0
+    folds = counter.folds_system if counter else False
+    for rec in iter_records(path, lazy=True):
+        report.rows += 1
+        prompt_id: Any = None
+        pairs: Sequence[tuple[str, str]] | None
+        if rec.raw is not None:
+            try:
+                row = _ROW.decode(rec.raw)
+                pairs = [(m.role, m.content) for m in row.messages]
+                prompt_id = row.prompt_id
+            except (
+                msgspec.DecodeError,
+                UnicodeDecodeError,
+            ):  # not the happy shape: decode generically and say exactly what is wrong
+                rec = decode(rec)
+                pairs = _structure_problems(rec, report)
+        else:
+            pairs = _structure_problems(rec, report)
+        if prompt_id is None and isinstance(rec.value, dict):
+            prompt_id = rec.value.get("prompt_id")
+        if isinstance(prompt_id, str):
+            if prompt_id in first_prompt_id:
                 report.warnings.append(
-                    Issue(rec.line, "duplicate_prompt_id", "prompt_id", f"same prompt_id as line {seen_ids[pid]}")
+                    Issue(
+                        rec.line,
+                        "duplicate_prompt_id",
+                        "prompt_id",
+                        f"same prompt_id as line {first_prompt_id[prompt_id]}",
+                    )
                 )
             else:
-                seen_ids[pid] = rec.line
-    if not records:
+                first_prompt_id[prompt_id] = rec.line
+        if pairs is None:
+            continue
+        if not _conversation_problems(rec.line, pairs, report, folds):
+            dropped += len(pairs) < 2
+            continue
+        usable += 1
+        turns.append(len(pairs))
+        chars.append(sum(len(c) for _, c in pairs))
+        roles.update(r for r, _ in pairs)
+        if seen_in_other_files is not None:
+            fingerprint = hash(tuple(pairs))
+            other = seen_in_other_files.get(fingerprint)
+            if other is None:
+                seen_in_other_files[fingerprint] = (report.path, rec.line)
+            elif other[0] != report.path:
+                report.warnings.append(
+                    Issue(
+                        rec.line,
+                        "row_in_other_file",
+                        "messages",
+                        f"the same conversation is in {other[0]}:{other[1]}; a test row seen in training "
+                        "inflates test metrics",
+                    )
+                )
+        if counter is not None:
+            count = counter.count([{"role": r, "content": c} for r, c in pairs])
+            tokens.append(count.tokens)
+            if count.over_limit:
+                over += 1
+                report.warnings.append(
+                    Issue(
+                        rec.line,
+                        "over_max_seq_length",
+                        "messages",
+                        f"{count.tokens} tokens; truncated to {counter.max_seq_length}",
+                    )
+                )
+            if count.loses_all_assistant_tokens:
+                lose_all += 1
+                report.warnings.append(
+                    Issue(
+                        rec.line,
+                        "no_assistant_tokens_after_truncation",
+                        "messages",
+                        f"truncation to {counter.max_seq_length} tokens leaves no assistant token: the job will "
+                        "leave this row out; raise max_seq_length or shorten the conversation",
+                    )
+                )
+    if report.rows == 0:
         report.errors.append(Issue(1, "empty_file", "", "the file holds no rows"))
-    elif len(usable) < min_rows:
-        report.errors.append(
-            Issue(1, "too_few_rows", "", f"{len(usable)} usable row(s); at least {min_rows} are needed")
-        )
-    roles = Counter(m["role"] for msgs in usable for m in msgs)
+    elif usable < min_rows:
+        report.errors.append(Issue(1, "too_few_rows", "", f"{usable} usable row(s); at least {min_rows} are needed"))
     report.stats = {
-        "rows": len(records),
-        "usable_rows": len(usable),
-        "turns": _dist([len(m) for m in usable]),
-        "characters": _dist([sum(len(x["content"]) for x in m) for m in usable]),
+        "rows": report.rows,
+        "usable_rows": usable,
+        "dropped_rows": dropped,
+        "turns": _dist(turns),
+        "characters": _dist(chars),
         "roles": dict(roles),
     }
+    if counter is not None:
+        report.stats["tokens"] = _dist(tokens)
+        report.stats["truncation"] = {
+            "max_seq_length": counter.max_seq_length,
+            "rows_over": over,
+            "rows_losing_all_assistant_tokens": lose_all,
+        }
     return report
+
+
+def validate_files(
+    paths: Sequence[Path],
+    *,
+    min_rows: int = 1,
+    counter: TokenCounter | None = None,
+    min_rows_by_path: dict[str, int] | None = None,
+) -> list[FileReport]:
+    """Validate several files together: each on its own, plus rows that appear in more than one of them."""
+    seen: dict[int, tuple[str, int]] = {}
+    return [
+        validate_file(
+            p, min_rows=(min_rows_by_path or {}).get(str(p), min_rows), counter=counter, seen_in_other_files=seen
+        )
+        for p in paths
+    ]

@@ -55,6 +55,16 @@ def supports_system_role(tokenizer: Any, template: str | None = None) -> bool:
     return probe in text
 
 
+def encode(tokenizer: Any, messages: list[dict[str, Any]], template: str, fold: bool) -> tuple[list[int], list[int]]:
+    """Token ids and the assistant mask (1 = trained) of one conversation, via the template's generation markers."""
+    if fold:
+        messages = fold_system(messages)
+    enc = tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    return list(enc["input_ids"]), list(enc["assistant_masks"])
+
+
 def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Azure's rule for templates without a system role: the system message joins the first user message."""
     if not messages or messages[0]["role"] != "system":

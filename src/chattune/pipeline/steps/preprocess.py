@@ -16,7 +16,7 @@ from chattune.data.formats import read_records
 from chattune.errors import DataError
 from chattune.inference import load_tokenizer
 from chattune.pipeline.context import StepContext
-from chattune.training.templates import fold_system, supports_system_role, template_hash, training_chat_template
+from chattune.training.templates import encode, supports_system_role, template_hash, training_chat_template
 
 VALIDATION_FRACTION = 0.2
 
@@ -38,15 +38,21 @@ def tokenize(
 ) -> tuple[dict[str, list[Any]], dict[str, int]]:
     """Token ids and assistant masks per row (via the template's {% generation %} markers), truncated."""
     columns: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": []}
-    counts = {"rows": len(conversations), "truncated": 0, "no_assistant_tokens": 0, "system_folded": 0, "tokens": 0}
+    counts = {
+        "rows": len(conversations),
+        "too_few_messages": 0,
+        "truncated": 0,
+        "no_assistant_tokens": 0,
+        "system_folded": 0,
+        "tokens": 0,
+    }
     for messages in conversations:
+        if len(messages) < 2:  # Azure drops these; here they are counted and reported
+            counts["too_few_messages"] += 1
+            continue
         if fold and messages and messages[0]["role"] == "system":
-            messages = fold_system(messages)
             counts["system_folded"] += 1
-        enc = tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-        )
-        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        ids, mask = encode(tokenizer, messages, template, fold)
         if len(ids) > max_len:
             counts["truncated"] += 1
             ids, mask = ids[:max_len], mask[:max_len]
@@ -86,6 +92,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     outputs: dict[str, Any] = {"max_seq_length": max_len, "system_folded_into_user": fold, "splits": {}}
     for name, conversations in splits.items():
         columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
+        if counts["too_few_messages"]:
+            ctx.log.warning("%s: %d row(s) with fewer than 2 messages left out", name, counts["too_few_messages"])
         if counts["no_assistant_tokens"]:
             ctx.log.warning(
                 "%s: %d row(s) lost every assistant token to truncation at %d tokens; they are left out",
@@ -103,7 +111,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         outputs["splits"][name] = {"path": str(path), **counts, "kept": len(columns["input_ids"])}
         ctx.progress(
             f"  {name}: {len(columns['input_ids'])}/{counts['rows']} rows, {counts['tokens']} tokens, "
-            f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens"
+            f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens, "
+            f"{counts['too_few_messages']} with fewer than 2 messages"
         )
     (ctx.step_dir / "training_chat_template.jinja").write_text(train_template)
     outputs["chat_template_sha256"] = template_hash(tokenizer.chat_template)

@@ -1,0 +1,42 @@
+"""Token counts of conversations with a model's chat template, as preprocess will see them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chattune.training.templates import encode, supports_system_role, training_chat_template
+
+
+@dataclass
+class TokenCount:
+    tokens: int
+    over_limit: bool
+    loses_all_assistant_tokens: bool
+
+
+class TokenCounter:
+    """Encodes conversations exactly as the job's preprocess step does (same template, folding, truncation)."""
+
+    def __init__(self, tokenizer: Any, max_seq_length: int):
+        self.tokenizer = tokenizer
+        self.template = training_chat_template(tokenizer)
+        self.folds_system = not supports_system_role(tokenizer)
+        self.max_seq_length = max_seq_length
+
+    @classmethod
+    def for_model(cls, model_path: str, max_seq_length: int | None) -> TokenCounter:
+        from chattune.inference import load_tokenizer
+
+        tokenizer = load_tokenizer(model_path)
+        config = json.loads((Path(model_path) / "config.json").read_text())
+        limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
+        model_max = min(int(x) for x in limits if isinstance(x, (int, float)) and x > 0)
+        limit = min(max_seq_length, model_max) if max_seq_length and max_seq_length > 0 else model_max
+        return cls(tokenizer, limit)
+
+    def count(self, messages: list[dict[str, Any]]) -> TokenCount:
+        ids, mask = encode(self.tokenizer, messages, self.template, self.folds_system)
+        return TokenCount(len(ids), len(ids) > self.max_seq_length, 1 not in mask[: self.max_seq_length])
