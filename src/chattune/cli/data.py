@@ -1,18 +1,60 @@
-"""`chattune data`: the demo dataset and validation."""
+"""`chattune data`: download, import, demo, validate, show."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.panel import Panel
 
-from chattune.cli.output import emit_json, out
+from chattune.cli.output import emit_json, out, table
 from chattune.data import demo
-from chattune.data.validate import validate_file
-from chattune.errors import DataError
+from chattune.data.formats import iter_records
+from chattune.data.validate import FileReport, validate_file, validate_files
+from chattune.errors import DataError, UserError
 
-app = typer.Typer(help="Chat datasets: demo, validate.", no_args_is_help=True)
+app = typer.Typer(help="Chat datasets: download, import, demo, validate, show.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+@app.command("download")
+def download(
+    dataset: str = typer.Argument(..., help="hub id (e.g. HuggingFaceH4/ultrachat_200k) or a local dataset directory"),
+    out_dir: Path = typer.Option(..., "--out", help="directory for SPLIT.jsonl files"),
+    percent: int = typer.Option(5, "--percent", help="the FIRST P percent of each split (the seed's semantics)"),
+    split: list[str] = typer.Option(None, "--split", help="only these splits (repeat the flag)"),
+    json_: bool = JSON,
+) -> None:
+    """Download the first P% of every split with Hugging Face datasets."""
+    from chattune.data.download import download as download_lib
+
+    result = download_lib(dataset, out_dir, percent=percent, splits=split or None)
+    if json_:
+        emit_json({"dataset": dataset, "percent": percent, "splits": result})
+    else:
+        for name, info in result.items():
+            out.print(f"{name}: {info['rows']} rows -> {info['path']}", markup=False)
+
+
+@app.command("import")
+def import_(
+    files: list[Path] = typer.Argument(..., help="jsonl, json (array), parquet or csv (messages column as JSON)"),
+    out_dir: Path = typer.Option(..., "--out", help="directory for the canonical STEM.jsonl files"),
+    json_: bool = JSON,
+) -> None:
+    """Validate local files and write them as canonical JSON Lines, keeping every column."""
+    from chattune.data.imports import import_file
+
+    done = []
+    for f in files:
+        target, report = import_file(f, out_dir)
+        done.append({"source": str(f), "path": str(target), "rows": report.rows, "warnings": len(report.warnings)})
+    if json_:
+        emit_json({"files": done})
+    else:
+        for d in done:
+            out.print(f"{d['source']} -> {d['path']} ({d['rows']} rows, {d['warnings']} warnings)", markup=False)
 
 
 @app.command("demo")
@@ -28,29 +70,109 @@ def demo_(
         emit_json({split: str(p) for split, p in paths.items()})
     else:
         for split, p in paths.items():
-            out.print(f"{split}: {p}")
+            out.print(f"{split}: {p}", markup=False)
+
+
+def _counter(model: str | None, max_seq_length: int | None) -> Any:
+    if model is None:
+        if max_seq_length is not None:
+            raise UserError("--max-seq-length needs --model (tokens are counted with that model's chat template)")
+        return None
+    from chattune.catalog.importer import import_model
+    from chattune.data.tokens import TokenCounter
+    from chattune.workspace import Workspace
+
+    ws = Workspace()
+    imported = import_model(ws.settings, ws.store, model)
+    return TokenCounter.for_model(imported.path, max_seq_length)
+
+
+def _stats_rows(stats: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for key in ("turns", "characters", "tokens"):
+        d = stats.get(key)
+        if d:
+            rows.append([key, d["min"], d["median"], d["p95"], d["max"]])
+    return rows
 
 
 @app.command("validate")
 def validate(
     files: list[Path] = typer.Argument(..., help="jsonl, json, parquet or csv files"),
+    model: str = typer.Option(None, "--model", help="count tokens with this model's chat template"),
+    max_seq_length: int = typer.Option(None, "--max-seq-length", help="with --model: the truncation length"),
     min_rows: int = typer.Option(1, "--min-rows", help="least number of usable rows (a training file needs 10)"),
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
-    reports = [validate_file(f, min_rows=min_rows) for f in files]
+    reports = validate_files(files, min_rows=min_rows, counter=_counter(model, max_seq_length))
     valid = all(r.valid for r in reports)
     if json_:
         emit_json({"files": [r.to_dict() for r in reports], "valid": valid})
     else:
         for r in reports:
-            status = "valid" if r.valid else f"{len(r.errors)} error(s)"
-            out.print(f"{r.path}: {r.rows} rows, {status}, {len(r.warnings)} warning(s)", markup=False)
-            for e in r.errors:
-                out.print(f"  {r.path}:{e.line}: {e.field or '-'}: {e.message} [{e.code}]", markup=False)
-            for w in r.warnings:
-                out.print(f"  warning {r.path}:{w.line}: {w.field or '-'}: {w.message} [{w.code}]", markup=False)
+            _print_report(r)
     if not valid:
         raise DataError(
             f"{sum(len(r.errors) for r in reports)} error(s) in {sum(not r.valid for r in reports)} file(s)"
         )
+
+
+def _print_report(r: FileReport) -> None:
+    status = "valid" if r.valid else f"{len(r.errors)} error(s)"
+    out.print(f"{r.path}: {r.rows} rows, {status}, {len(r.warnings)} warning(s)", markup=False)
+    for e in r.errors:
+        out.print(f"  {r.path}:{e.line}: {e.field or '-'}: {e.message} [{e.code}]", markup=False)
+    for w in r.warnings:
+        out.print(f"  warning {r.path}:{w.line}: {w.field or '-'}: {w.message} [{w.code}]", markup=False)
+
+
+@app.command("show")
+def show(
+    file: Path = typer.Argument(..., help="a data file"),
+    rows: int = typer.Option(3, "--rows", min=0, help="conversations to render"),
+    model: str = typer.Option(None, "--model", help="also count tokens with this model's chat template"),
+    json_: bool = JSON,
+) -> None:
+    """Render a few conversations and the file's statistics (the same numbers with --json)."""
+    report = validate_file(file, counter=_counter(model, None))
+    shown: list[dict[str, Any]] = []
+    for rec in iter_records(file):
+        if len(shown) >= rows:
+            break
+        shown.append({"line": rec.line, "row": rec.value, "error": rec.error})
+    if json_:
+        emit_json(
+            {
+                "path": str(file),
+                "rows": shown,
+                "stats": report.stats,
+                "valid": report.valid,
+                "errors": len(report.errors),
+                "warnings": len(report.warnings),
+            }
+        )
+        return
+    for item in shown:
+        messages = (item["row"] or {}).get("messages") if isinstance(item["row"], dict) else None
+        if not isinstance(messages, list):
+            out.print(Panel(str(item["error"] or item["row"])[:500], title=f"line {item['line']} (unreadable)"))
+            continue
+        body = "\n\n".join(
+            f"[bold]{m.get('role', '?')}[/]: {_clip(str(m.get('content', '')))}" if isinstance(m, dict) else str(m)
+            for m in messages
+        )
+        out.print(Panel(body, title=f"line {item['line']}", title_align="left"))
+    s = report.stats
+    out.print(
+        f"{report.path}: {s['rows']} rows, {s['usable_rows']} usable, {s['dropped_rows']} to drop, "
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s); roles {s['roles']}",
+        markup=False,
+    )
+    table("per row", ["", "min", "median", "p95", "max"], _stats_rows(s))
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    from rich.markup import escape
+
+    return escape(text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)")

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from chattune.errors import ChattuneError
 
-err = Console(stderr=True)
-out = Console()
+# soft_wrap: long lines (paths, file:line messages) are never broken by the terminal width.
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def emit_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from chattune.data.validate import MIN_TRAIN_ROWS, validate_file
+from chattune.data.validate import MIN_TRAIN_ROWS, validate_files
 from chattune.errors import DataError
 from chattune.pipeline.context import StepContext
 
@@ -20,21 +20,33 @@ def file_sha256(path: str | Path) -> str:
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
+    roles = {r: getattr(ctx.spec.data, r) for r in ("train", "validation", "test", "generation_test")}
+    paths = {r: Path(p) for r, p in roles.items() if p}
+    # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
+    # training row is reported).
+    reports = validate_files(list(paths.values()), min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS})
     files: dict[str, Any] = {}
-    failed = []
-    for role in ("train", "validation", "test", "generation_test"):
-        path = getattr(ctx.spec.data, role)
-        if not path:
-            continue
-        report = validate_file(Path(path), min_rows=MIN_TRAIN_ROWS if role == "train" else 1)
+    for (role, path), report in zip(paths.items(), reports, strict=True):
         for w in report.warnings:
             ctx.log.warning("%s:%s: %s: %s [%s]", path, w.line, w.field, w.message, w.code)
-        files[role] = {"path": path, "sha256": file_sha256(path), "rows": report.rows, "valid": report.valid}
+        files[role] = {
+            "path": str(path),
+            "sha256": file_sha256(path),
+            "rows": report.rows,
+            "valid": report.valid,
+            "warnings": len(report.warnings),
+            "dropped_rows": report.stats.get("dropped_rows", 0),
+        }
         ctx.progress(
-            f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings)"
+            f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings"
+            + (
+                f", {report.stats['dropped_rows']} to drop: fewer than 2 messages"
+                if report.stats.get("dropped_rows")
+                else ""
+            )
+            + ")"
         )
-        if not report.valid:
-            failed.append(report)
+    failed = [r for r in reports if not r.valid]
     if failed:
         summary = "\n".join(r.summary() for r in failed)
         errors = [{"path": r.path, **e.__dict__} for r in failed for e in r.errors]
