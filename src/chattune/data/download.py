@@ -31,13 +31,31 @@ def _classify(dataset: str, exc: Exception) -> Exception:
     return OfflineError(f"could not reach dataset {dataset!r}: {text[:300]}", remedy=OFFLINE_REMEDY)
 
 
+def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        httpx.head(endpoint, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return f"{endpoint}: {type(exc).__name__}: {exc}"
+    return None
+
+
 def download(dataset: str, out_dir: Path, *, percent: int = 5, splits: list[str] | None = None) -> dict[str, Any]:
     """Write the first ``percent``% of each split to ``out_dir/<split>.jsonl``; return {split: {path, rows}}."""
     if not 0 < percent <= 100:
         raise UserError(f"--percent must be in 1..100, not {percent}")
     local = Path(dataset).expanduser()
-    if not local.exists() and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise OfflineError(f"HF_HUB_OFFLINE is set, so {dataset!r} cannot be downloaded", remedy=OFFLINE_REMEDY)
+    if not local.exists():
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise OfflineError(f"HF_HUB_OFFLINE is set, so {dataset!r} cannot be downloaded", remedy=OFFLINE_REMEDY)
+        reason = _hub_unreachable()
+        if reason:
+            # Fail fast: the hub client would otherwise retry with back-off for half a minute.
+            raise OfflineError(
+                f"cannot download {dataset!r}: the hub is not reachable ({reason})", remedy=OFFLINE_REMEDY
+            )
     from datasets import get_dataset_split_names, load_dataset
 
     source = str(local) if local.exists() else dataset
