@@ -452,3 +452,22 @@ def test_real_fixture_files_are_valid(shared: Callable[..., Path], parts: tuple[
     assert report.rows == rows
     assert report.stats["usable_rows"] == rows
     assert set(report.stats["roles"]) == {"user", "assistant"}
+
+
+@pytest.mark.parametrize(
+    ("parts", "rows"),
+    [
+        (("alpaca_en_demo_llamafactory", "alpaca_en_demo.json"), 999),
+        (("dolly_litgpt_fixture", "dolly.json"), 12),
+        (("oasst_en100", "en_100_tree.jsonl"), 100),
+    ],
+)
+def test_real_files_in_other_formats_are_refused_row_by_row(
+    shared: Callable[..., Path], parts: tuple[str, str], rows: int
+) -> None:
+    # Alpaca, Dolly and oasst trees are not chat "messages" rows: every row is reported, at its own line.
+    report = validate_file(shared(*parts))
+    assert report.rows == rows and not report.valid
+    row_errors = [e for e in report.errors if e.code == "missing_messages_list"]
+    assert len(row_errors) == rows
+    assert len({e.line for e in row_errors}) == rows and row_errors[0].line >= 1
