@@ -50,24 +50,30 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _dataset_dir(ws: Workspace, dataset: str, rows: int) -> Path:
+SPLITS = ("train_sft", "test_sft", "test_gen")
+
+
+def _dataset_dir(ws: Workspace, dataset: str, rows: int, percent: int) -> Path:
+    """'demo', a directory holding the split files, or a dataset to download (hub id or hub-layout directory)."""
     if dataset == "demo":
         out = ws.settings.home / "datasets" / f"demo-{rows}"
         demo.write(out, rows=rows)
         return out
     path = Path(dataset).expanduser()
-    if path.is_dir():
-        missing = [s for s in ("train_sft", "test_sft", "test_gen") if not (path / f"{s}.jsonl").exists()]
-        if missing:
-            raise UserError(
-                f"--dataset {path}: missing {', '.join(f'{m}.jsonl' for m in missing)}",
-                remedy="Give a directory with ultrachat_200k split files, or --dataset demo.",
-            )
-        return path.resolve()
-    raise UserError(
-        f"--dataset {dataset!r}: not 'demo' and not a local directory",
-        remedy="Use --dataset demo, or a directory holding train_sft.jsonl, test_sft.jsonl and test_gen.jsonl.",
-    )
+    if path.is_dir() and any((path / f"{s}.jsonl").exists() for s in SPLITS):
+        target = path.resolve()
+    else:
+        from chattune.data.download import download
+
+        target = ws.settings.home / "datasets" / f"{dataset.strip('/').replace('/', '--')}-{percent}pct"
+        download(dataset, target, percent=percent, splits=list(SPLITS))
+    missing = [s for s in SPLITS if not (target / f"{s}.jsonl").exists()]
+    if missing:
+        raise UserError(
+            f"--dataset {dataset}: missing {', '.join(f'{m}.jsonl' for m in missing)}",
+            remedy="Give a directory with the ultrachat_200k split files train_sft, test_sft, test_gen; or use demo.",
+        )
+    return target
 
 
 def run(
@@ -75,6 +81,7 @@ def run(
     *,
     model: str = catalog.DEFAULT_MODEL,
     dataset: str = "demo",
+    percent: int = 5,
     max_train_rows: int | None = None,
     keep_endpoint: bool = False,
     progress: Callable[[str], None] = lambda s: None,
@@ -101,7 +108,7 @@ def run(
     if not check.ok:
         raise ComputeError("; ".join(check.messages), remedy="See `chattune compute check --model " + model + "`.")
 
-    data_dir = _dataset_dir(ws, dataset, recipe["rows"])
+    data_dir = _dataset_dir(ws, dataset, recipe["rows"], percent)
     progress(f"4/9 data: {data_dir}")
 
     spec = parse_spec(

@@ -135,3 +135,21 @@ def test_show_renders_and_reports_the_same_numbers(cli, tmp_path: Path) -> None:
     assert doc["stats"] == validated
     text = cli("data", "show", str(path), "--rows", "1")
     assert text.returncode == 0 and "assistant" in text.stdout and "12 rows" in text.stdout
+
+
+def test_quickstart_downloads_a_hub_layout_dataset(cli, tmp_path: Path) -> None:
+    """The seed's step 4 (download the first P% of ultrachat_200k), against a local dataset in the hub's layout."""
+    demo_dir = tmp_path / "demo"
+    parse_json(cli("data", "demo", "--out", str(demo_dir), "--rows", "40", "--json"))
+    hub = tmp_path / "hub_like"
+    (hub / "data").mkdir(parents=True)
+    for split in ("train_sft", "test_sft", "train_gen", "test_gen"):
+        rows = [json.loads(line) for line in (demo_dir / f"{split}.jsonl").read_text().splitlines()]
+        pq.write_table(pa.Table.from_pylist(rows), hub / "data" / f"{split}-00000-of-00001.parquet")
+    doc = parse_json(
+        cli("quickstart", "--model", "tiny-test", "--dataset", str(hub), "--percent", "50", "--json", timeout=300)
+    )
+    assert doc["job"]["status"] == "succeeded" and doc["endpoint"]["deleted"] is True
+    job = parse_json(cli("jobs", "show", doc["job"]["id"], "--json"))
+    files = next(s for s in job["steps"] if s["name"] == "validate")["outputs"]["files"]
+    assert files["train"]["rows"] == 20  # the first 50% of 40 rows

@@ -14,7 +14,10 @@ from chattune.workspace import Workspace
 
 def quickstart(
     model: str = typer.Option(catalog.DEFAULT_MODEL, "--model", help="catalog model name"),
-    dataset: str = typer.Option("demo", "--dataset", help="'demo' or a directory with ultrachat split files"),
+    dataset: str = typer.Option(
+        "demo", "--dataset", help="'demo', a directory with ultrachat split files, or a dataset to download"
+    ),
+    percent: int = typer.Option(5, "--percent", help="with a dataset to download: the first P% of each split"),
     max_train_rows: int = typer.Option(None, "--max-train-rows", min=10),
     keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="leave the endpoint running"),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -25,6 +28,7 @@ def quickstart(
         Workspace(),
         model=model,
         dataset=dataset,
+        percent=percent,
         max_train_rows=max_train_rows,
         keep_endpoint=keep_endpoint,
         progress=progress,

@@ -114,7 +114,9 @@ def _structure_problems(rec: Record, report: FileReport) -> list[tuple[str, str]
             continue
         for key in ("role", "content"):
             if key not in msg:
-                report.errors.append(Issue(where, "message_missing_key", f"{path}.{key}", f"message has no `{key}`; add it"))
+                report.errors.append(
+                    Issue(where, "message_missing_key", f"{path}.{key}", f"message has no `{key}`; add it")
+                )
                 ok = False
         for key in sorted(set(msg) - MESSAGE_KEYS):
             allowed = ", ".join(sorted(MESSAGE_KEYS))
@@ -125,12 +127,19 @@ def _structure_problems(rec: Record, report: FileReport) -> list[tuple[str, str]
         role = msg.get("role")
         if "role" in msg and role not in ROLES:
             report.errors.append(
-                Issue(where, "unrecognized_role", f"{path}.role", f"role {role!r} is not one of {', '.join(ROLES)}; use one of them")
+                Issue(
+                    where,
+                    "unrecognized_role",
+                    f"{path}.role",
+                    f"role {role!r} is not one of {', '.join(ROLES)}; use one of them",
+                )
             )
             ok = False
         content = msg.get("content")
         if "content" in msg and not isinstance(content, str):
-            report.errors.append(Issue(where, "missing_content", f"{path}.content", "content must be a string; give the text"))
+            report.errors.append(
+                Issue(where, "missing_content", f"{path}.content", "content must be a string; give the text")
+            )
             ok = False
         if ok:
             pairs.append((str(role), str(content)))
@@ -302,7 +311,14 @@ def validate_file(
     if report.rows == 0:
         report.errors.append(Issue(1, "empty_file", "", "the file holds no rows; add conversations"))
     elif usable < min_rows:
-        report.errors.append(Issue(1, "too_few_rows", "", f"{usable} usable row(s); at least {min_rows} are needed: add rows or fix the listed ones"))
+        report.errors.append(
+            Issue(
+                1,
+                "too_few_rows",
+                "",
+                f"{usable} usable row(s); at least {min_rows} are needed: add rows or fix the listed ones",
+            )
+        )
     report.stats = {
         "rows": report.rows,
         "usable_rows": usable,
