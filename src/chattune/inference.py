@@ -63,6 +63,15 @@ def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *,
     return model
 
 
+def context_length(model_path: str | Path, tokenizer: Any) -> int:
+    """The longest sequence the model takes: min(config max_position_embeddings, tokenizer model_max_length)."""
+    import json
+
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
+    return min(int(x) for x in limits if isinstance(x, (int, float)) and x > 0)
+
+
 def model_max_length(model: Any, tokenizer: Any) -> int:
     limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     return int(min(x for x in limits if isinstance(x, int) and x > 0) if any(limits) else 2048)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from chattune.training.templates import encode, supports_system_role, training_chat_template
@@ -28,12 +26,10 @@ class TokenCounter:
 
     @classmethod
     def for_model(cls, model_path: str, max_seq_length: int | None) -> TokenCounter:
-        from chattune.inference import load_tokenizer
+        from chattune.inference import context_length, load_tokenizer
 
         tokenizer = load_tokenizer(model_path)
-        config = json.loads((Path(model_path) / "config.json").read_text())
-        limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
-        model_max = min(int(x) for x in limits if isinstance(x, (int, float)) and x > 0)
+        model_max = context_length(model_path, tokenizer)
         limit = min(max_seq_length, model_max) if max_seq_length and max_seq_length > 0 else model_max
         return cls(tokenizer, limit)
 

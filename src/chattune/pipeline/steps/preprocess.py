@@ -8,13 +8,12 @@ rows that lose every assistant token to truncation are counted, and the step fai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from chattune.data.formats import read_records
 from chattune.errors import DataError
-from chattune.inference import load_tokenizer
+from chattune.inference import context_length, load_tokenizer
 from chattune.pipeline.context import StepContext
 from chattune.training.templates import encode, supports_system_role, template_hash, training_chat_template
 
@@ -25,12 +24,6 @@ def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
     return [
         [{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))
     ]
-
-
-def model_limit(model_path: str, tokenizer: Any) -> int:
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
-    return min(int(x) for x in limits if isinstance(x, (int, float)) and x > 0)
 
 
 def tokenize(
@@ -72,7 +65,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_path)
     train_template = training_chat_template(tokenizer)
     fold = not supports_system_role(tokenizer)
-    limit = model_limit(model_path, tokenizer)
+    limit = context_length(model_path, tokenizer)
     max_len = min(ctx.training.max_seq_length, limit) if ctx.training.max_seq_length > 0 else limit
 
     data = ctx.spec.data
