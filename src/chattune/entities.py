@@ -37,10 +37,11 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
+        return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
 
 
 class ProvisioningState(StrEnum):
@@ -75,6 +76,10 @@ class StepRun(Entity):
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     mlflow_run_id: str | None = None
+    # Hash of the step's inputs (data and model content, its resolved config, its inputs' keys).
+    cache_key: str | None = None
+    # The job whose finished step with the same cache_key was reused instead of running again.
+    reused_from: str | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -124,6 +124,12 @@ class StepFailedError(ChattuneError):
     code = "step_failed"
 
 
+class JobCancelledError(ChattuneError):
+    """Raised inside a step when the user cancelled the job; the runner records it as cancelled, not failed."""
+
+    code = "cancelled"
+
+
 class ServiceUnavailableError(ChattuneError):
     code = "service_unavailable"
     http_status = 503

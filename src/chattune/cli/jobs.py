@@ -60,18 +60,30 @@ def list_(
 
 @app.command("show")
 def show(job_id: str, json_: bool = JSON) -> None:
-    job = Workspace().jobs.get(job_id)
+    ws = Workspace()
+    job = ws.jobs.get(job_id)
     doc = job.to_dict()
     doc["steps"] = [s.to_dict() for s in job.steps]
+    doc["checkpoints"] = ws.jobs.checkpoints(job_id)
+    doc["events"] = ws.jobs.events(job_id)
     if json_:
         emit_json(doc)
         return
     out.print(f"{job.id} {job.status}  {job.display_name}")
     table(
         "steps",
-        ["step", "status", "seconds", "log", "error"],
-        [[s.name, s.status, f"{s.duration_s:.1f}" if s.duration_s else "", s.log_path, s.error] for s in job.steps],
+        ["step", "status", "seconds", "reused from", "log", "error"],
+        [
+            [s.name, s.status, f"{s.duration_s:.1f}" if s.duration_s else "", s.reused_from, s.log_path, s.error]
+            for s in job.steps
+        ],
     )
+    if doc["checkpoints"]:
+        table(
+            "checkpoints",
+            ["step", "train loss", "valid loss"],
+            [[c["step_number"], c["metrics"]["train_loss"], c["metrics"]["valid_loss"]] for c in doc["checkpoints"]],
+        )
     for which in ("base", "tuned"):
         if which in job.metrics:
             out.print(f"{which}: " + ", ".join(f"{k} {v:.4g}" for k, v in job.metrics[which].items()))
@@ -82,6 +94,23 @@ def stream(job_id: str) -> None:
     """Print the job's log until it ends; exit 1 if it did not succeed."""
     job = Workspace().jobs.stream(job_id, progress)
     if str(job.status) != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("resume")
+def resume(
+    job_id: str, stream: bool = typer.Option(False, "--stream", help="follow it until it ends"), json_: bool = JSON
+) -> None:
+    """Continue a failed or cancelled job: finished steps are kept, the finetune resumes from its last checkpoint."""
+    ws = Workspace()
+    job = ws.jobs.resume(job_id)
+    if stream:
+        job = ws.jobs.stream(job_id, progress)
+    if json_:
+        emit_json(job_summary(job))
+    else:
+        out.print(f"{job_id}: {job.status}")
+    if stream and str(job.status) != "succeeded":
         raise typer.Exit(1)
 
 

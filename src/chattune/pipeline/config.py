@@ -54,6 +54,9 @@ class TrainingParams(Strict):
     evaluation_strategy: Literal["epoch", "steps", "no"] = "epoch"
     eval_steps: int = Field(500, gt=0)
     logging_steps: int = Field(10, gt=0)
+    # Checkpoints (optimizer, scheduler and RNG state included) make a killed job resumable.
+    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    save_steps: int = Field(500, gt=0)
     save_total_limit: int = -1
     metric_for_best_model: str = "loss"
     apply_early_stopping: bool = False

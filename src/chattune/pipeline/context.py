@@ -29,7 +29,11 @@ class StepContext:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Progress lines for `jobs stream` (the job log), separate from the step's detailed log file.
     progress: Callable[[str], None] = lambda line: None
+    # Structured metrics (OpenAI's `type: metrics` events).
+    metrics: Callable[[dict[str, Any]], None] = lambda data: None
     cancelled: Callable[[], bool] = lambda: False
+    # Continue the finetune from its last checkpoint (`jobs resume`, or resume_from_checkpoint: true).
+    resume: bool = False
 
     @property
     def outputs_dir(self) -> Path:

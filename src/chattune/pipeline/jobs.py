@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -24,6 +25,7 @@ from chattune.settings import Settings
 from chattune.store.base import Page, Store
 
 JOB_LOG = "job.log"
+EVENTS = "events.jsonl"
 CANCEL_FLAG = "CANCEL"
 
 
@@ -62,16 +64,16 @@ class JobService:
         self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
         self.store.create_job(job)
         for w in warnings:
-            self.append_log(job_id, f"warning: {w}")
+            self.append_log(job_id, f"warning: {w}", level="warn")
         if start:
             self.start(job_id)
         return self.get(job_id), warnings
 
-    def start(self, job_id: str) -> None:
+    def start(self, job_id: str, *, resume: bool = False) -> None:
         out = (self.job_dir(job_id) / "runner.log").open("ab")
         env = {**os.environ, "CHATTUNE_HOME": str(self.settings.home)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chattune.pipeline.runner", job_id],
+            [sys.executable, "-m", "chattune.pipeline.runner", job_id, *(["--resume"] if resume else [])],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -80,9 +82,78 @@ class JobService:
         )
         self.store.update_job(job_id, pid=proc.pid)
 
-    def append_log(self, job_id: str, line: str) -> None:
-        with (self.job_dir(job_id) / JOB_LOG).open("a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+    def append_log(
+        self, job_id: str, line: str, *, level: str = "info", type_: str = "message", data: dict[str, Any] | None = None
+    ) -> None:
+        """One line of the job log (what `jobs stream` shows) and one OpenAI-shaped event (`jobs show --json`)."""
+        now = time.time()
+        if type_ == "message":
+            with (self.job_dir(job_id) / JOB_LOG).open("a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S', time.localtime(now))} {line}\n")
+        event = {
+            "id": f"ftevent-{secrets.token_hex(8)}",
+            "object": "fine_tuning.job.event",
+            "created_at": int(now),
+            "level": level,
+            "message": line.strip(),
+            "type": type_,
+            "data": data or {},
+        }
+        with (self.job_dir(job_id) / EVENTS).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        path = self.job_dir(job_id) / EVENTS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        """The finetune's saved checkpoints with the metrics at their step (OpenAI's checkpoint objects)."""
+        root = self.job_dir(job_id) / "steps" / "finetune" / "checkpoints"
+        found = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])) if root.exists() else []
+        out = []
+        for path in found:
+            step = int(path.name.rsplit("-", 1)[1])
+            state_file = path / "trainer_state.json"
+            history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
+
+            def last(key: str, step: int = step, history: list[dict[str, Any]] = history) -> float | None:
+                values = [h[key] for h in history if key in h and h.get("step", 0) <= step]
+                return float(values[-1]) if values else None
+
+            out.append(
+                {
+                    "id": f"ftckpt-{job_id}-{step}",
+                    "object": "fine_tuning.job.checkpoint",
+                    "step_number": step,
+                    "path": str(path),
+                    "metrics": {
+                        "step": step,
+                        "train_loss": last("loss"),
+                        "valid_loss": last("eval_loss"),
+                        "train_mean_token_accuracy": last("mean_token_accuracy"),
+                        "valid_mean_token_accuracy": last("eval_mean_token_accuracy"),
+                    },
+                }
+            )
+        return out
+
+    def resume(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again: finished steps are kept, the finetune continues from its last
+        checkpoint (optimizer, scheduler and RNG state restored)."""
+        job = self.get(job_id)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only a failed or cancelled job can be resumed",
+                remedy=f"Follow it with `chattune jobs stream {job_id}`." if not job.status.is_terminal else None,
+            )
+        (self.job_dir(job_id) / CANCEL_FLAG).unlink(missing_ok=True)
+        self.store.update_job(job_id, status=JobStatus.QUEUED, finished_at=None, error=None)
+        ckpts = self.checkpoints(job_id)
+        self.append_log(job_id, f"resume requested; last checkpoint: {ckpts[-1]['step_number'] if ckpts else 'none'}")
+        self.start(job_id, resume=True)
+        return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
         job = self.store.get_job(job_id)

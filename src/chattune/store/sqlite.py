@@ -35,8 +35,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS steps (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, name TEXT NOT NULL, position INTEGER NOT NULL,
     status TEXT NOT NULL, started_at REAL, finished_at REAL, log_path TEXT, outputs TEXT NOT NULL DEFAULT '{}',
-    error TEXT, mlflow_run_id TEXT, PRIMARY KEY (job_id, name)
+    error TEXT, mlflow_run_id TEXT, cache_key TEXT, reused_from TEXT, PRIMARY KEY (job_id, name)
 );
+CREATE INDEX IF NOT EXISTS steps_cache_key ON steps (cache_key);
 CREATE TABLE IF NOT EXISTS model_imports (
     source_key TEXT PRIMARY KEY, content_hash TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL
 );
@@ -97,9 +98,18 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         try:
+            self._migrate()
             self._db.executescript(SCHEMA)  # executescript manages its own transaction
         except sqlite3.Error as exc:
             raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Columns added since a workspace was created are added in place (SQLite has no IF NOT EXISTS for them)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(steps)").fetchall()}
+        if columns:
+            for column in ("cache_key", "reused_from"):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE steps ADD COLUMN {column} TEXT")
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -209,6 +219,16 @@ class SqliteStore:
                 f"INSERT OR REPLACE INTO steps ({cols}) VALUES ({marks})",
                 tuple(_encode(k, v) for k, v in data.items()),
             )
+
+    def find_cached_step(self, name: str, cache_key: str) -> StepRun | None:
+        rows = self._query(
+            "SELECT * FROM steps WHERE name = ? AND cache_key = ? AND status = ? ORDER BY finished_at DESC LIMIT 1",
+            (name, cache_key, StepStatus.SUCCEEDED.value),
+        )
+        if not rows:
+            return None
+        rows[0]["status"] = StepStatus(rows[0]["status"])
+        return StepRun(**_only(StepRun, rows[0]))
 
     def list_steps(self, job_id: str) -> list[StepRun]:
         rows = self._query("SELECT * FROM steps WHERE job_id = ? ORDER BY position", (job_id,))

@@ -75,8 +75,9 @@ def sft_config(
         eval_strategy=eval_strategy,
         eval_steps=train.eval_steps,
         logging_steps=train.logging_steps,
-        # Checkpoints only when early stopping needs them to restore the best model (resume: a later issue).
-        save_strategy=eval_strategy if early else "no",
+        # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
+        save_strategy=eval_strategy if early else train.save_strategy,
+        save_steps=train.eval_steps if early else train.save_steps,
         save_total_limit=None if train.save_total_limit < 0 else train.save_total_limit,
         load_best_model_at_end=early,
         metric_for_best_model=f"eval_{train.metric_for_best_model}" if early else None,

@@ -11,9 +11,15 @@ from transformers import TrainerCallback
 class ProgressCallback(TrainerCallback):
     """Writes each log event as a progress line and as MLflow metrics of the active (step) run."""
 
-    def __init__(self, progress: Callable[[str], None], cancelled: Callable[[], bool]):
+    def __init__(
+        self,
+        progress: Callable[[str], None],
+        cancelled: Callable[[], bool],
+        metrics: Callable[[dict[str, Any]], None] = lambda data: None,
+    ):
         self.progress = progress
         self.cancelled = cancelled
+        self.metrics = metrics
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         import mlflow
@@ -23,6 +29,7 @@ class ProgressCallback(TrainerCallback):
         numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
         if mlflow.active_run() is not None and numbers:
             mlflow.log_metrics(numbers, step=state.global_step)
+        self.metrics({"step": state.global_step, **numbers})
         shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if k != "epoch")
         self.progress(f"  step {state.global_step}/{state.max_steps} epoch {numbers.get('epoch', 0):.2f}: {shown}")
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
+from chattune.errors import JobCancelledError
 from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
+
+
+def _last_checkpoint(root: Path) -> Path | None:
+    if not root.exists():
+        return None
+    found = [p for p in root.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -39,7 +48,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         bf16_ok=bf16_ok,
         has_eval=eval_ds is not None,
     )
-    callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled)]
+    callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics)]
     if args.load_best_model_at_end:
         callbacks.append(
             EarlyStoppingCallback(ctx.training.early_stopping_patience, ctx.training.early_stopping_threshold)
@@ -57,9 +66,17 @@ def run(ctx: StepContext) -> dict[str, Any]:
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
     ctx.progress(f"  training {trainable:,} of {total:,} parameters on {'cuda' if has_cuda else 'cpu'}")
+    checkpoint = _last_checkpoint(ctx.step_dir / "checkpoints") if ctx.resume else None
+    if checkpoint:
+        ctx.progress(f"  resuming from {checkpoint.name} (optimizer, scheduler and RNG state restored)")
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - started
+    if ctx.cancelled():
+        raise JobCancelledError(
+            f"cancelled at step {result.global_step}; `chattune jobs resume {ctx.job.id}` continues from the last "
+            "checkpoint"
+        )
 
     out = ctx.outputs_dir / "trained_model"
     trained.save_pretrained(str(out))
