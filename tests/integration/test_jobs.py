@@ -76,7 +76,12 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
     assert "resolved_config.json" in [a.path for a in client.list_artifacts(shown["mlflow_run_id"])]
     evaluate_run = next(r for r in children if r.info.run_name == "evaluate")
     artifacts = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
-    assert {"step.log", "predictions.jsonl"} <= artifacts
+    assert {"step.log", "predictions.jsonl", "metrics.json", "metrics.md"} <= artifacts
+    finetune_run = next(r for r in children if r.info.run_name == "finetune")
+    assert "loss_curve.png" in {a.path for a in client.list_artifacts(finetune_run.info.run_id)}
+    assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu1", "bleu4", "exact_match"} <= set(
+        shown["metrics"]["tuned"]
+    )
     assert Path(home, "mlartifacts").is_dir()
 
 

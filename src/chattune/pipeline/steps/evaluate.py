@@ -23,14 +23,38 @@ def split_reference(conversation: list[dict[str, Any]]) -> tuple[list[dict[str, 
     return conversation[:-1], conversation[-1]["content"]
 
 
-def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    from rouge_score import rouge_scorer
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    exact = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
-    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
-    n = max(1, len(predictions))
-    return {"exact_match": sum(exact) / n, "rougeL": sum(rouge) / n}
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Azure's generation metrics (ROUGE-1/2/L/Lsum F1 from rouge-score, corpus BLEU-1..4 from sacrebleu, on a
+    0-1 scale) plus exact match, the demo task's metric."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    pairs = list(zip(predictions, references, strict=True))
+    n = max(1, len(pairs))
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    scores = [scorer.score(r, p) for p, r in pairs]
+    out = {"exact_match": sum(p.strip() == r.strip() for p, r in pairs) / n}
+    for kind in ROUGE_TYPES:
+        out[kind] = sum(s[kind].fmeasure for s in scores) / n
+    for order in range(1, 5):
+        bleu = BLEU(max_ngram_order=order, effective_order=True)
+        out[f"bleu{order}"] = bleu.corpus_score(predictions, [references]).score / 100 if pairs else 0.0
+    return out
+
+
+def _write_table(step_dir: Any, metrics: dict[str, dict[str, float]]) -> None:
+    """metrics.json and a Markdown table, base beside tuned (MLflow artifacts of the evaluate run)."""
+    (step_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = sorted(set(metrics["base"]) | set(metrics["tuned"]))
+    lines = ["| metric | base | fine-tuned |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {metrics['base'].get(k, float('nan')):.4g} | {metrics['tuned'].get(k, float('nan')):.4g} |"
+        for k in names
+    ]
+    (step_dir / "metrics.md").write_text("\n".join(lines) + "\n")
 
 
 def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[str, float]:
@@ -104,6 +128,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
                 metrics[which].update(text_metrics(outs, [c[1] for c in gen_cases]))
         ctx.progress(f"  {which}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items()))
 
+    _write_table(ctx.step_dir, metrics)
     if gen_cases:
         with (ctx.step_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
             for i, (conv, ref) in enumerate(gen_cases):

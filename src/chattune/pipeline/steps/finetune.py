@@ -21,6 +21,26 @@ def _last_checkpoint(root: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
+def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
+    """Training and validation loss by step, as a PNG (an MLflow artifact of the finetune run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to a file
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("loss", "train"), ("eval_loss", "validation")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if label == "validation" else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     import torch
     from datasets import load_from_disk
@@ -78,6 +98,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "checkpoint"
         )
 
+    _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
     out = ctx.outputs_dir / "trained_model"
     trained.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
