@@ -77,6 +77,8 @@ class OptimizationParams(Strict):
     merge_lora_weights: bool = True
     apply_deepspeed: bool = False
     deepspeed_stage: Literal[2, 3] = 2
+    # Your own DeepSpeed JSON instead of the generated ZeRO-2/ZeRO-3 config.
+    deepspeed_config: str | None = None
     # "16" means bf16 where the device supports it, else fp16.
     precision: Literal["32", "16"] = "32"
     number_of_gpu_to_use_finetuning: int = Field(1, gt=0)
@@ -290,6 +292,9 @@ def resolve(
             loc = ".".join(str(p) for p in err["loc"])
             problems.append(Problem(f"{loc} (from {resolved[loc]['source']})", err["msg"]))
     problems += cross_field_problems(flat, flat)
+    ds_file = flat.get("deepspeed_config")
+    if ds_file and not Path(ds_file).is_file():
+        problems.append(Problem("optimization.deepspeed_config", f"file {ds_file} not found", "invalid_value"))
     if flat["apply_deepspeed"] and flat["deepspeed_stage"] == 3 and flat["apply_lora"]:
         problems.append(Problem("deepspeed_stage", "DeepSpeed stage 3 with LoRA is not supported; use stage 2"))
     if problems:

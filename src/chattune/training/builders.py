@@ -53,6 +53,15 @@ def sft_config(
     eval_strategy = train.evaluation_strategy if has_eval else "no"
     half = opt.precision == "16" and has_cuda
     early = train.apply_early_stopping and eval_strategy != "no"
+    # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
+    save_strategy = eval_strategy if early else train.save_strategy
+    save_steps = train.eval_steps if early else train.save_steps
+    # Whenever evaluations and checkpoints line up, the best checkpoint by metric_for_best_model is the output.
+    best = (
+        eval_strategy != "no"
+        and save_strategy == eval_strategy
+        and (eval_strategy != "steps" or save_steps % train.eval_steps == 0)
+    )
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=train.num_train_epochs,
@@ -75,18 +84,17 @@ def sft_config(
         eval_strategy=eval_strategy,
         eval_steps=train.eval_steps,
         logging_steps=train.logging_steps,
-        # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
-        save_strategy=eval_strategy if early else train.save_strategy,
-        save_steps=train.eval_steps if early else train.save_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
         save_total_limit=None if train.save_total_limit < 0 else train.save_total_limit,
-        load_best_model_at_end=early,
-        metric_for_best_model=f"eval_{train.metric_for_best_model}" if early else None,
-        greater_is_better=False if early else None,
+        load_best_model_at_end=best,
+        metric_for_best_model=f"eval_{train.metric_for_best_model}" if best else None,
+        greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
         max_length=max_length,
         bf16=half and bf16_ok,
         fp16=half and not bf16_ok,
         use_cpu=not has_cuda,
-        deepspeed=deepspeed_config(opt) if opt.apply_deepspeed and has_cuda else None,
+        deepspeed=(opt.deepspeed_config or deepspeed_config(opt)) if opt.apply_deepspeed and has_cuda else None,
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=True,

@@ -69,7 +69,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         has_eval=eval_ds is not None,
     )
     callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics)]
-    if args.load_best_model_at_end:
+    if ctx.training.apply_early_stopping and args.load_best_model_at_end:
         callbacks.append(
             EarlyStoppingCallback(ctx.training.early_stopping_patience, ctx.training.early_stopping_threshold)
         )
@@ -112,6 +112,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "tokens_per_s": round(pre["splits"]["train"]["tokens"] * epochs / wall, 1) if wall > 0 else None,
         "trainable_parameters": trainable,
     }
+    if trainer.state.best_model_checkpoint:
+        metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
     if eval_ds is not None:
         evals = [e for e in trainer.state.log_history if "eval_loss" in e]
         final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
