@@ -8,16 +8,16 @@ from typing import Any
 from chattune.pipeline.config import OptimizationParams, TrainingParams
 
 
-def lora_config(opt: OptimizationParams) -> Any:
+def lora_config(opt: OptimizationParams, target_modules: str | list[str] = "all-linear") -> Any:
     from peft import LoraConfig
 
-    # All linear layers: the QLoRA paper's finding that adapting every projection matches full fine-tuning better
-    # than attention-only adapters, at a small memory cost.
+    # Default all linear layers: the QLoRA paper's finding that adapting every projection matches full fine-tuning
+    # better than attention-only adapters, at a small memory cost. A catalog entry may name its own modules.
     return LoraConfig(
         r=opt.lora_r,
         lora_alpha=opt.lora_alpha,
         lora_dropout=opt.lora_dropout,
-        target_modules="all-linear",
+        target_modules=target_modules,
         task_type="CAUSAL_LM",
     )
 

@@ -7,11 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chattune import catalog
 from chattune.errors import JobCancelledError
 from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
+
+
+def _target_modules(model: str) -> str | list[str]:
+    entry = catalog.find_entry(model)
+    return (entry.tags.get("lora_target_modules") if entry else None) or "all-linear"
 
 
 def _last_checkpoint(root: Path) -> Path | None:
@@ -79,7 +85,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=lora_config(ctx.optimization) if ctx.optimization.apply_lora else None,
+        peft_config=lora_config(ctx.optimization, _target_modules(ctx.spec.model))
+        if ctx.optimization.apply_lora
+        else None,
         callbacks=callbacks,
     )
     trained: Any = trainer.model
