@@ -89,11 +89,14 @@ def estimate_training_memory_gb(
     batch_size: int = 1,
     hidden: int = 0,
     layers: int = 0,
+    vocab: int = 0,
 ) -> float:
-    """A rough upper bound: weights + (gradients + Adam moments of the trainable part) + activations.
+    """A rough upper bound: weights + (gradients + Adam moments of the trainable part) + activations + logits.
 
     LoRA trains ~1% of the weights; full fine-tuning keeps gradients and two Adam moments for every weight.
     Activations: about 34 bytes per token per hidden unit per layer with bf16/fp32 mixed (Korthikanti et al.).
+    Logits: fp32 batch x sequence x vocabulary, held three times (logits, log-softmax, their gradient); with a large
+    vocabulary and a small model this term is as big as the weights (measured in docs/benchmarks.md).
     """
     bytes_per = 2 if precision == "16" else 4
     weights = parameters * bytes_per
@@ -102,7 +105,8 @@ def estimate_training_memory_gb(
     if not hidden:
         hidden = max(256, int((parameters / 12 / max(layers, 24)) ** 0.5))
     activations = 34 * seq_len * batch_size * hidden * max(layers, 24) * (bytes_per / 2)
-    return round((weights + optimizer + activations) / 2**30 * 1.2, 2)
+    logits = 3 * 4 * seq_len * batch_size * vocab
+    return round((weights + optimizer + activations + logits) / 2**30 * 1.2, 2)
 
 
 def check(
@@ -135,7 +139,14 @@ def check(
         messages.append(f"{info.size} is an unsupported (K80) size")
     device = "cuda" if info.gpus else "cpu"
     estimate = estimate_training_memory_gb(
-        entry.parameters, lora=lora, precision=precision, seq_len=seq_len, batch_size=batch_size
+        entry.parameters,
+        lora=lora,
+        precision=precision,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        hidden=entry.hidden_size,
+        layers=entry.num_hidden_layers,
+        vocab=entry.vocab_size,
     )
     available = sum(g.memory_gb for g in info.gpus) if info.gpus else info.ram_available_gb
     fits = estimate <= available

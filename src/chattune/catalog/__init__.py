@@ -48,6 +48,10 @@ class CatalogEntry(BaseModel):
     license: str = ""
     family: str = ""
     parameters: int = 0
+    # Architecture sizes used by the memory estimate (0: unknown, estimated from `parameters`).
+    hidden_size: int = 0
+    num_hidden_layers: int = 0
+    vocab_size: int = 0
     hub_id: str | None = None
     source: ModelSource
     tags: dict[str, Any] = Field(default_factory=dict)
