@@ -149,7 +149,8 @@ class JobService:
                 remedy=f"Follow it with `chattune jobs stream {job_id}`." if not job.status.is_terminal else None,
             )
         (self.job_dir(job_id) / CANCEL_FLAG).unlink(missing_ok=True)
-        self.store.update_job(job_id, status=JobStatus.QUEUED, finished_at=None, error=None)
+        # pid=None: until the new runner records its pid, `get` must not take the dead old one for a crash.
+        self.store.update_job(job_id, status=JobStatus.QUEUED, finished_at=None, error=None, pid=None)
         ckpts = self.checkpoints(job_id)
         self.append_log(job_id, f"resume requested; last checkpoint: {ckpts[-1]['step_number'] if ckpts else 'none'}")
         self.start(job_id, resume=True)
