@@ -35,6 +35,11 @@ class ComputeInfo:
     def has_cuda(self) -> bool:
         return bool(self.gpus)
 
+    @property
+    def devices(self) -> int:
+        """How many training processes this machine can run side by side: its GPUs, else its CPU cores."""
+        return len(self.gpus) if self.gpus else self.cpu_cores
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["gpu_count"] = len(self.gpus)
@@ -64,6 +69,21 @@ def detect() -> ComputeInfo:
 
 
 @dataclass
+class MemoryEstimate:
+    """Training memory per device (GB), by part; ``offloaded_gb`` is host RAM taken by ZeRO's optimizer offload."""
+
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    total_gb: float
+    offloaded_gb: float = 0.0
+    zero_stage: int = 0
+    world_size: int = 1
+
+
+@dataclass
 class CheckResult:
     model: str
     compute: str
@@ -75,12 +95,18 @@ class CheckResult:
     fits: bool
     device: str
     messages: list[str] = field(default_factory=list)
+    estimate: MemoryEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def estimate_training_memory_gb(
+GB = 2**30
+# Headroom for the allocator, CUDA context / framework buffers and temporaries; calibrated in docs/benchmarks.md.
+OVERHEAD = 1.2
+
+
+def estimate_training_memory(
     parameters: int,
     *,
     lora: bool,
@@ -90,23 +116,53 @@ def estimate_training_memory_gb(
     hidden: int = 0,
     layers: int = 0,
     vocab: int = 0,
-) -> float:
-    """A rough upper bound: weights + (gradients + Adam moments of the trainable part) + activations + logits.
+    zero_stage: int = 0,
+    world_size: int = 1,
+    offload_optimizer: bool = False,
+) -> MemoryEstimate:
+    """A rough upper bound per device: weights + gradients + Adam moments of the trainable part + activations + logits.
 
     LoRA trains ~1% of the weights; full fine-tuning keeps gradients and two Adam moments for every weight.
     Activations: about 34 bytes per token per hidden unit per layer with bf16/fp32 mixed (Korthikanti et al.).
     Logits: fp32 batch x sequence x vocabulary, held three times (logits, log-softmax, their gradient); with a large
     vocabulary and a small model this term is as big as the weights (measured in docs/benchmarks.md).
+    ZeRO (Rajbhandari et al.) over ``world_size`` devices: stage 1 partitions the optimizer state, stage 2 also the
+    gradients, stage 3 also the weights; ``offload_optimizer`` (Azure's stage-2 config) moves the optimizer state to
+    host RAM. Without ZeRO every process holds a full replica (DDP).
     """
     bytes_per = 2 if precision == "16" else 4
-    weights = parameters * bytes_per
+    n = max(1, world_size)
     trainable = parameters * (0.01 if lora else 1.0)
-    optimizer = trainable * (4 + 8)  # fp32 gradients + two fp32 Adam moments
+    weights = parameters * bytes_per / (n if zero_stage >= 3 else 1)
+    gradients = trainable * 4 / (n if zero_stage >= 2 else 1)  # fp32 gradients
+    optimizer = trainable * 8 / (n if zero_stage >= 1 else 1)  # two fp32 Adam moments
+    offloaded = 0.0
+    if offload_optimizer and zero_stage >= 1:
+        offloaded, optimizer = optimizer, 0.0
     if not hidden:
         hidden = max(256, int((parameters / 12 / max(layers, 24)) ** 0.5))
     activations = 34 * seq_len * batch_size * hidden * max(layers, 24) * (bytes_per / 2)
     logits = 3 * 4 * seq_len * batch_size * vocab
-    return round((weights + optimizer + activations + logits) / 2**30 * 1.2, 2)
+
+    def gb(x: float) -> float:
+        return round(x * OVERHEAD / GB, 3)
+
+    return MemoryEstimate(
+        weights_gb=gb(weights),
+        gradients_gb=gb(gradients),
+        optimizer_gb=gb(optimizer),
+        activations_gb=gb(activations),
+        logits_gb=gb(logits),
+        total_gb=round((weights + gradients + optimizer + activations + logits) * OVERHEAD / GB, 2),
+        offloaded_gb=round(offloaded * n * OVERHEAD / GB, 2),
+        zero_stage=zero_stage,
+        world_size=n,
+    )
+
+
+def estimate_training_memory_gb(parameters: int, **kwargs: Any) -> float:
+    """The per-device total of ``estimate_training_memory``."""
+    return estimate_training_memory(parameters, **kwargs).total_gb
 
 
 def check(
@@ -118,6 +174,9 @@ def check(
     seq_len: int = 512,
     batch_size: int = 1,
     allow_list_tag: str = "finetune_compute_allow_list",
+    zero_stage: int = 0,
+    world_size: int = 1,
+    offload_optimizer: bool = False,
 ) -> CheckResult:
     """The seed's compute checks, for this machine: allow list (or K80 deny list), GPUs, memory."""
     messages: list[str] = []
@@ -126,9 +185,9 @@ def check(
     allow_ok = True
     if allow:
         # The local machine matches an allow-listed Azure size when it has a GPU with at least that size's memory.
-        needed = [skus[s]["gpu_memory_gb"] for s in allow if s in skus]
+        sku_memory = [skus[s]["gpu_memory_gb"] for s in allow if s in skus]
         best = max((g.memory_gb for g in info.gpus), default=0.0)
-        allow_ok = bool(info.gpus) and (not needed or best >= min(needed) * 0.95)
+        allow_ok = bool(info.gpus) and (not sku_memory or best >= min(sku_memory) * 0.95)
         if not allow_ok:
             messages.append(
                 f"{entry.name} allow-lists only GPU sizes ({', '.join(allow)}); "
@@ -138,7 +197,7 @@ def check(
         allow_ok = False
         messages.append(f"{info.size} is an unsupported (K80) size")
     device = "cuda" if info.gpus else "cpu"
-    estimate = estimate_training_memory_gb(
+    estimate = estimate_training_memory(
         entry.parameters,
         lora=lora,
         precision=precision,
@@ -147,20 +206,36 @@ def check(
         hidden=entry.hidden_size,
         layers=entry.num_hidden_layers,
         vocab=entry.vocab_size,
+        zero_stage=zero_stage,
+        world_size=world_size,
+        offload_optimizer=offload_optimizer,
     )
-    available = sum(g.memory_gb for g in info.gpus) if info.gpus else info.ram_available_gb
-    fits = estimate <= available
-    if not fits:
-        messages.append(f"estimated {estimate} GB needed for training, {available} GB available on {device}")
+    if info.gpus:
+        # Each process holds its share on its own GPU; the smallest GPU decides. Offloaded state sits in host RAM.
+        needed, available = estimate.total_gb, min(g.memory_gb for g in info.gpus)
+        fits = needed <= available and estimate.offloaded_gb <= info.ram_available_gb
+        if estimate.offloaded_gb > info.ram_available_gb:
+            messages.append(
+                f"ZeRO offload needs {estimate.offloaded_gb} GB of host RAM, {info.ram_available_gb} GB available"
+            )
+    else:
+        # CPU processes share the machine's RAM.
+        needed = round(estimate.total_gb * estimate.world_size + estimate.offloaded_gb, 2)
+        available = info.ram_available_gb
+        fits = needed <= available
+    if needed > available:
+        per = f" ({estimate.world_size} processes)" if estimate.world_size > 1 else ""
+        messages.append(f"estimated {needed} GB needed for training{per}, {available} GB available on {device}")
     return CheckResult(
         model=entry.name,
         compute=info.size,
         ok=allow_ok and fits,
         allow_list=allow,
         allow_list_ok=allow_ok,
-        estimated_memory_gb=estimate,
+        estimated_memory_gb=needed,
         available_memory_gb=available,
         fits=fits,
         device=device,
         messages=messages,
+        estimate=estimate,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -34,19 +35,25 @@ def check(
 ) -> None:
     """Allow lists from the catalog tags and a training memory estimate; exit 2 if it cannot run here."""
     entry = catalog.get_entry(model)
-    lora, precision, seq, batch = True, "32", 512, 1
+    info = compute_lib.detect()
+    options: dict[str, Any] = {"lora": True, "precision": "32", "seq_len": 512, "batch_size": 1}
     if job_file:
         from chattune.pipeline.config import load_spec, resolve
 
         spec = load_spec(job_file)
-        info = compute_lib.detect()
-        resolved, _ = resolve(spec, entry.model_specific_defaults, has_cuda=info.has_cuda)
+        resolved, _ = resolve(spec, entry.model_specific_defaults, has_cuda=info.has_cuda, devices=info.devices)
         v = {k: x["value"] for k, x in resolved.items()}
-        lora, precision, batch = v["apply_lora"], v["precision"], v["per_device_train_batch_size"]
-        seq = v["max_seq_length"] if v["max_seq_length"] > 0 else 4096
-    result = compute_lib.check(
-        entry, compute_lib.detect(), lora=lora, precision=precision, seq_len=seq, batch_size=batch
-    )
+        options = {
+            "lora": v["apply_lora"],
+            "precision": v["precision"],
+            "batch_size": v["per_device_train_batch_size"],
+            "seq_len": v["max_seq_length"] if v["max_seq_length"] > 0 else 4096,
+            "zero_stage": v["deepspeed_stage"] if v["apply_deepspeed"] else 0,
+            "world_size": v["number_of_gpu_to_use_finetuning"] * v["num_nodes_finetune"],
+            # Azure's generated stage-2 config offloads the optimizer to the CPU; a user's JSON is taken as is.
+            "offload_optimizer": bool(v["apply_deepspeed"] and v["deepspeed_stage"] == 2 and not v["deepspeed_config"]),
+        }
+    result = compute_lib.check(entry, info, **options)
     if json_:
         emit_json(result.to_dict())
     else:
@@ -54,6 +61,14 @@ def check(
             f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
             f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
         )
+        e = result.estimate
+        if e is not None:
+            zero = f"ZeRO-{e.zero_stage}" if e.zero_stage else "no ZeRO"
+            out.print(
+                f"  per process ({e.world_size} process(es), {zero}): weights {e.weights_gb}, gradients "
+                f"{e.gradients_gb}, optimizer {e.optimizer_gb}, activations {e.activations_gb}, logits "
+                f"{e.logits_gb} GB" + (f"; offloaded to RAM {e.offloaded_gb} GB" if e.offloaded_gb else "")
+            )
         for m in result.messages:
             out.print(f"  - {m}")
     if not result.ok:

@@ -251,9 +251,11 @@ def load_spec(path: Path) -> JobSpec:
 
 
 def resolve(
-    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool
+    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool, devices: int = 1
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Resolve every training and optimization parameter with its source; return (resolved, warnings).
+
+    ``devices``: the GPUs of this machine, or its CPU cores when it has none (one gloo process per core at most).
 
     Raises ConfigError when the resolved combination is invalid or, with ``settings.strict``, when something
     would have to be downgraded on this machine.
@@ -283,6 +285,12 @@ def resolve(
             downgrade("apply_deepspeed", False, "DeepSpeed needs a CUDA GPU and none was found")
         if resolved["precision"]["value"] == "16":
             downgrade("precision", "32", "16-bit training needs a CUDA GPU here")
+    if resolved["num_nodes_finetune"]["value"] > 1:
+        downgrade("num_nodes_finetune", 1, "this machine is one node; several nodes need a cluster")
+    wanted = resolved["number_of_gpu_to_use_finetuning"]["value"]
+    if isinstance(wanted, int) and wanted > max(1, devices):
+        unit = "GPU" if has_cuda else "CPU core (one training process per core)"
+        downgrade("number_of_gpu_to_use_finetuning", max(1, devices), f"{devices} {unit}s here")
     flat = {k: v["value"] for k, v in resolved.items()}
     try:
         TrainingParams.model_validate({k: flat[k] for k in TrainingParams.model_fields})

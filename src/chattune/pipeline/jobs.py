@@ -47,8 +47,9 @@ class JobService:
         target = resolve_model_ref(spec.model)  # unknown model: NotFound now, not minutes later
         defaults = target.model_specific_defaults if isinstance(target, catalog.CatalogEntry) else {}
         info = detect()
-        resolved, warnings = resolve(spec, defaults, has_cuda=info.has_cuda)
-        name = spec.display_name or display_name(model_label(spec.model), resolved, max(1, len(info.gpus)))
+        resolved, warnings = resolve(spec, defaults, has_cuda=info.has_cuda, devices=info.devices)
+        gpus_per_node = resolved["number_of_gpu_to_use_finetuning"]["value"]
+        name = spec.display_name or display_name(model_label(spec.model), resolved, gpus_per_node)
         job_id = f"ftjob-{secrets.token_hex(6)}"
         job = Job(
             id=job_id,

@@ -94,6 +94,10 @@ def sft_config(
         bf16=half and bf16_ok,
         fp16=half and not bf16_ok,
         use_cpu=not has_cuda,
+        # Several processes (torchrun): NCCL between GPUs, gloo between CPU processes. LoRA leaves the frozen base
+        # out of the gradient graph by design, so DDP need not search for unused parameters.
+        ddp_backend=None if has_cuda else "gloo",
+        ddp_find_unused_parameters=False,
         deepspeed=(opt.deepspeed_config or deepspeed_config(opt)) if opt.apply_deepspeed and has_cuda else None,
         report_to="none",
         dataloader_num_workers=0,

@@ -1,4 +1,9 @@
-"""finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only."""
+"""finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only.
+
+One process trains in the job's runner. Several (``number_of_gpu_to_use_finetuning`` x ``num_nodes_finetune``) are
+launched with torchrun (chattune.training.launch): each worker rebuilds the step context from the job record and
+calls ``train``, the same function; rank 0 reports progress and writes the result.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,15 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
+    world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
+    if world > 1:
+        from chattune.training.launch import launch
+
+        return launch(ctx, nproc_per_node=ctx.optimization.number_of_gpu_to_use_finetuning)
+    return train(ctx)
+
+
+def train(ctx: StepContext) -> dict[str, Any]:
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback
@@ -106,10 +120,14 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "checkpoint"
         )
 
-    _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
     out = ctx.outputs_dir / "trained_model"
-    trained.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    # Every rank takes part (ZeRO-3 gathers partitioned weights); only the main process writes. A bare
+    # save_pretrained on rank 0 would write an empty adapter under ZeRO-3, a failure the peers report.
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in MLflow
+        tokenizer.save_pretrained(str(out))
+        _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
     epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
     metrics: dict[str, Any] = {

@@ -1,0 +1,117 @@
+"""Several training processes on this machine: torchrun launches the finetune workers, this process watches them.
+
+The request (job id, step folder, the outputs of the earlier steps, resume) goes to the workers as a JSON file;
+each worker rebuilds the step context from the job record (``python -m chattune.training.worker``), trains its
+shard with DDP (NCCL on GPUs, gloo on a CPU), and rank 0 writes ``result.json``. A cancel stops the whole process
+group; the checkpoints written so far stay, so ``jobs resume`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from chattune.endpoints.processes import tail
+from chattune.errors import JobCancelledError, StepFailedError
+from chattune.pipeline.context import StepContext
+
+REQUEST = "launch.json"
+RESULT = "result.json"
+WORKERS_LOG = "workers.log"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: torchrun gets SIGTERM if the runner dies (kill -9 included), and stops its workers in turn."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def torchrun_command(nproc_per_node: int, request: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one node: a local rendezvous on a free port
+        "--nnodes=1",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        "chattune.training.worker",
+        request,
+    ]
+
+
+def launch(ctx: StepContext, *, nproc_per_node: int) -> dict[str, Any]:
+    """Run the finetune in ``nproc_per_node`` processes and return rank 0's result."""
+    import mlflow
+
+    run = mlflow.active_run()
+    request = ctx.step_dir / REQUEST
+    result = ctx.step_dir / RESULT
+    result.unlink(missing_ok=True)
+    request.write_text(
+        json.dumps(
+            {
+                "job_id": ctx.job.id,
+                "step_dir": str(ctx.step_dir),
+                "inputs": ctx.inputs,
+                "resume": ctx.resume,
+                "mlflow_run_id": run.info.run_id if run else None,
+            }
+        ),
+        encoding="utf-8",
+    )
+    log_path = ctx.step_dir / WORKERS_LOG
+    env = {**os.environ, "CHATTUNE_HOME": str(ctx.settings.home), "PYTHONUNBUFFERED": "1"}
+    if "OMP_NUM_THREADS" not in os.environ:
+        # Share the cores between the workers instead of oversubscribing them (torchrun would pick 1).
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc_per_node))
+    ctx.progress(f"  launching {nproc_per_node} training processes with torchrun")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            torchrun_command(nproc_per_node, str(request)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # one process group: a cancel stops torchrun and every worker
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        try:
+            while proc.poll() is None:
+                if ctx.cancelled():
+                    _stop(proc)
+                    raise JobCancelledError(
+                        f"cancelled; `chattune jobs resume {ctx.job.id}` continues from the last checkpoint"
+                    )
+                time.sleep(0.5)
+        except BaseException:
+            _stop(proc)
+            raise
+    if proc.returncode != 0 or not result.exists():
+        raise StepFailedError(
+            f"the training processes exited with status {proc.returncode}; see {log_path}:\n{tail(log_path, 30)}"
+        )
+    out: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    out["metrics"]["processes"] = nproc_per_node
+    return out
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

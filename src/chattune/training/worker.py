@@ -1,0 +1,79 @@
+"""One finetune worker under torchrun: ``python -m chattune.training.worker REQUEST.json``.
+
+Rebuilds the step context from the job record and calls the finetune step's ``train``; rank 0 writes the job's
+progress lines, logs metrics to the step's MLflow run, and writes the result atomically (write, then rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from chattune.pipeline.config import JobSpec, values
+from chattune.pipeline.context import StepContext
+from chattune.pipeline.jobs import JobService
+from chattune.settings import Settings
+from chattune.store import SqliteStore
+from chattune.training.launch import RESULT
+
+
+def main(request_path: str) -> None:
+    import mlflow
+
+    from chattune.pipeline.steps.finetune import train
+    from chattune.tracking import configure
+
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    rank = int(os.environ.get("RANK", "0"))
+    settings = Settings()
+    store = SqliteStore(settings.db_path)
+    jobs = JobService(settings, store)
+    job = store.get_job(request["job_id"])
+    training, optimization = values(job.resolved_config)
+    step_dir = Path(request["step_dir"])
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
+
+    def progress(line: str) -> None:
+        if rank == 0:
+            jobs.append_log(job.id, line)
+
+    def metrics(data: dict[str, Any]) -> None:
+        if rank == 0:
+            jobs.append_log(job.id, f"metrics at step {data.get('step')}", type_="metrics", data=data)
+
+    ctx = StepContext(
+        job=job,
+        spec=JobSpec.model_validate(job.spec),
+        training=training,
+        optimization=optimization,
+        settings=settings,
+        store=store,
+        job_dir=jobs.job_dir(job.id),
+        step_dir=step_dir,
+        log=logging.getLogger("chattune.step.finetune"),
+        inputs=request["inputs"],
+        progress=progress,
+        metrics=metrics,
+        resume=request["resume"],
+    )
+    run: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if rank == 0 and request.get("mlflow_run_id"):
+        configure(settings)
+        run = mlflow.start_run(run_id=request["mlflow_run_id"])  # the step's nested run, still open in the runner
+    with run:
+        result = train(ctx)
+    if rank == 0:
+        tmp = step_dir / f"{RESULT}.tmp"
+        tmp.write_text(json.dumps(result), encoding="utf-8")
+        tmp.replace(step_dir / RESULT)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
