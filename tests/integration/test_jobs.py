@@ -101,3 +101,38 @@ def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: 
     assert f"{train}:4" in steps["validate"]["error"]
     assert steps["finetune"]["status"] == "skipped"
     assert shown["error"]["details"]["errors"][0]["line"] == 4
+
+
+def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_path: Path) -> None:
+    """The SDK path: a mapping shaped like the job YAML, through the same validation, runner and job record."""
+    from chattune import JobSpec, Workspace
+    from chattune.data import demo
+    from chattune.errors import ConfigError
+
+    demo.write(tmp_path / "data", rows=24)
+    spec = {
+        "model": "tiny-test",
+        "experiment_name": "sdk",
+        "data": {"train": str(tmp_path / "data" / "train_sft.jsonl")},
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 4, "max_seq_length": 128},
+        "optimization": {"apply_lora": True, "lora_r": 4},
+        "evaluation": {"max_rows": 4},
+    }
+    ws = Workspace()
+    with pytest.raises(ConfigError) as exc:
+        ws.jobs.create({**spec, "training": {"lerning_rate": 1e-3, "learning_rate": -1}}, start=False)
+    messages = [f"{p.where}: {p.message}" for p in exc.value.problems]
+    assert any("training.lerning_rate" in m and "did you mean `learning_rate`" in m for m in messages), messages
+    assert any("training.learning_rate" in m and "must be > 0" in m for m in messages), messages
+    # A JobSpec built in Python with a misspelt key is held to the same rule (nothing silently dropped).
+    with pytest.raises(ConfigError):
+        ws.jobs.create(JobSpec.model_validate({**spec, "optimization": {"lora_rank": 4}}), start=False)
+
+    job, warnings = ws.jobs.create(spec)
+    assert warnings == []
+    assert job.resolved_config["num_train_epochs"] == {"value": 2, "source": "user"}
+    lines: list[str] = []
+    final = ws.jobs.stream(job.id, lines.append, timeout_s=240)
+    assert final.status == "succeeded", "\n".join(lines)
+    assert any("packing: on" in line for line in lines)
+    assert final.outputs["trained_model"]

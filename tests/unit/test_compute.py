@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chattune.catalog import get_entry
-from chattune.compute import ComputeInfo, Gpu, check, detect, estimate_training_memory_gb
+from chattune.compute import ComputeInfo, Gpu, check, detect, estimate_training_memory, estimate_training_memory_gb
 
 PHI3 = "phi-3-mini-4k-instruct"
 
@@ -102,3 +102,41 @@ def test_memory_estimate_orders() -> None:
     # Full fine-tuning keeps 16 bytes per weight at least (fp32 weights + gradients + two Adam moments).
     assert full > 3_821_079_552 * 16 / 2**30
     assert estimate_training_memory_gb(1000, lora=True, batch_size=4) > estimate_training_memory_gb(1000, lora=True)
+
+
+def test_zero_stages_partition_per_device_memory() -> None:
+    phi3 = 3_821_079_552
+    ddp = estimate_training_memory(phi3, lora=False, precision="16", world_size=4)
+    z1 = estimate_training_memory(phi3, lora=False, precision="16", world_size=4, zero_stage=1)
+    z2 = estimate_training_memory(phi3, lora=False, precision="16", world_size=4, zero_stage=2)
+    z3 = estimate_training_memory(phi3, lora=False, precision="16", world_size=4, zero_stage=3)
+    offload = estimate_training_memory(
+        phi3, lora=False, precision="16", world_size=4, zero_stage=2, offload_optimizer=True
+    )
+    assert ddp.total_gb > z1.total_gb > z2.total_gb > z3.total_gb
+    assert z1.optimizer_gb == pytest.approx(ddp.optimizer_gb / 4, rel=1e-3)
+    assert z2.gradients_gb == pytest.approx(ddp.gradients_gb / 4, rel=1e-3)
+    assert z3.weights_gb == pytest.approx(ddp.weights_gb / 4, rel=1e-3)
+    assert z2.weights_gb == ddp.weights_gb
+    # Azure's stage-2 config offloads the optimizer: none of it on the GPU, all of it (every shard) in host RAM.
+    assert offload.optimizer_gb == 0 and offload.offloaded_gb == pytest.approx(ddp.optimizer_gb, rel=1e-2)
+    # The parts add up to the total.
+    parts = ddp.weights_gb + ddp.gradients_gb + ddp.optimizer_gb + ddp.activations_gb + ddp.logits_gb
+    assert parts == pytest.approx(ddp.total_gb, abs=0.02)
+
+
+def test_gpu_check_compares_the_per_device_share_with_the_smallest_gpu() -> None:
+    entry = get_entry(PHI3)
+    info = ComputeInfo(
+        size="x", cpu_cores=8, ram_gb=512, ram_available_gb=400, gpus=[Gpu(i, "A100", 40.0) for i in range(4)]
+    )
+    full = check(entry, info, lora=False, precision="16", world_size=4)
+    zero3 = check(entry, info, lora=False, precision="16", world_size=4, zero_stage=3)
+    assert full.fits is False and full.available_memory_gb == 40.0
+    assert zero3.fits is True and zero3.estimated_memory_gb < 40.0
+
+
+def test_cpu_processes_share_the_ram() -> None:
+    one = check(get_entry("smollm2-135m-instruct"), cpu_box(64.0))
+    two = check(get_entry("smollm2-135m-instruct"), cpu_box(64.0), world_size=2)
+    assert two.estimated_memory_gb == pytest.approx(2 * one.estimated_memory_gb, abs=0.02)

@@ -252,6 +252,27 @@ def test_strict_mode_refuses_downgrades() -> None:
     assert warnings == []
 
 
+def test_more_processes_than_devices_are_downgraded() -> None:
+    spec = spec_of(optimization={"number_of_gpu_to_use_finetuning": 8, "num_nodes_finetune": 2})
+    resolved, warnings = resolve(spec, {}, has_cuda=False, devices=2)
+    assert resolved["number_of_gpu_to_use_finetuning"]["value"] == 2
+    assert resolved["number_of_gpu_to_use_finetuning"]["source"].startswith("downgraded: 2 CPU core")
+    assert resolved["num_nodes_finetune"]["value"] == 1
+    assert "one node" in resolved["num_nodes_finetune"]["source"]
+    assert len(warnings) == 2
+    # Two processes on a 2-core machine are honoured, as are 4 GPUs on a 4-GPU machine.
+    spec = spec_of(optimization={"number_of_gpu_to_use_finetuning": 2})
+    assert resolve(spec, {}, has_cuda=False, devices=2)[0]["number_of_gpu_to_use_finetuning"]["source"] == "user"
+    spec = spec_of(optimization={"number_of_gpu_to_use_finetuning": 4})
+    assert resolve(spec, {}, has_cuda=True, devices=4)[1] == []
+    strict = parse_spec(
+        {"data": {"train": "t"}, "optimization": {"number_of_gpu_to_use_finetuning": 4}, "settings": {"strict": True}}
+    )
+    with pytest.raises(ConfigError) as exc:
+        resolve(strict, {}, has_cuda=True, devices=1)
+    assert exc.value.problems[0].where == "number_of_gpu_to_use_finetuning (from user)"
+
+
 def test_deepspeed_stage3_with_lora_refused() -> None:
     spec = spec_of(optimization={"apply_deepspeed": True, "deepspeed_stage": 3, "apply_lora": True})
     with pytest.raises(ConfigError) as exc:
@@ -331,7 +352,9 @@ def test_display_name_matches_seed_formula(gpus: int) -> None:
         training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3, "max_seq_length": 512},
         optimization={"num_nodes_finetune": 2, "apply_lora": False},
     )
-    resolved, _ = resolve(spec, phi3_defaults(), has_cuda=True)
+    resolved, _ = resolve(spec, phi3_defaults(), has_cuda=True, devices=gpus)
+    # One machine is one node (num_nodes is downgraded); the formula itself is the seed's for any node count.
+    resolved["num_nodes_finetune"] = {"value": 2, "source": "user"}
     name = display_name("Phi-3-mini-4k-instruct", resolved, gpus_per_node=gpus)
     assert name == seed_display_name("Phi-3-mini-4k-instruct", as_seed_params(resolved), gpus)
     assert f"-bs{2 * 3 * gpus * 2}-" in name

@@ -20,7 +20,7 @@ from chattune.compute import detect
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS
-from chattune.pipeline.config import JobSpec, display_name, resolve
+from chattune.pipeline.config import JobSpec, display_name, parse_spec, resolve
 from chattune.settings import Settings
 from chattune.store.base import Page, Store
 
@@ -42,8 +42,14 @@ class JobService:
     def job_dir(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id
 
-    def create(self, spec: JobSpec, *, start: bool = True) -> tuple[Job, list[str]]:
-        """Validate and resolve ``spec``, record the job, and start its runner process. Returns (job, warnings)."""
+    def create(self, spec: JobSpec | dict[str, Any], *, start: bool = True) -> tuple[Job, list[str]]:
+        """Validate and resolve ``spec``, record the job, and start its runner process. Returns (job, warnings).
+
+        ``spec``: a JobSpec (from ``load_spec`` or built in Python) or a mapping shaped like the job YAML. Either way
+        it goes through the YAML's checks, so a misspelt training key fails here, naming the closest valid one.
+        """
+        raw = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) else spec
+        spec = parse_spec(raw, source="job spec")
         target = resolve_model_ref(spec.model)  # unknown model: NotFound now, not minutes later
         defaults = target.model_specific_defaults if isinstance(target, catalog.CatalogEntry) else {}
         info = detect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def sft_config(
     has_cuda: bool,
     bf16_ok: bool,
     has_eval: bool,
+    packing: bool = False,
 ) -> Any:
     from trl import SFTConfig
 
@@ -91,12 +93,16 @@ def sft_config(
         metric_for_best_model=f"eval_{train.metric_for_best_model}" if best else None,
         greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
         max_length=max_length,
+        # Best-fit decreasing packing, padding-free: no row is split (preprocess already truncated), and each
+        # conversation's position ids restart so attention stays within it (chattune.training.packing).
+        packing=packing,
+        packing_strategy="bfd",
         bf16=half and bf16_ok,
         fp16=half and not bf16_ok,
         use_cpu=not has_cuda,
         # Several processes (torchrun): NCCL between GPUs, gloo between CPU processes. LoRA leaves the frozen base
         # out of the gradient graph by design, so DDP need not search for unused parameters.
-        ddp_backend=None if has_cuda else "gloo",
+        ddp_backend="gloo" if not has_cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         deepspeed=(opt.deepspeed_config or deepspeed_config(opt)) if opt.apply_deepspeed and has_cuda else None,
         report_to="none",

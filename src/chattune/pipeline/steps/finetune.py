@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from chattune import catalog
-from chattune.errors import JobCancelledError
+from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
+from chattune.training.packing import packing_support
 
 
 def _target_modules(model: str) -> str | list[str]:
@@ -52,6 +53,21 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _packing(ctx: StepContext, model: Any) -> bool:
+    """The job's `packing` (null: on where the model keeps packed conversations apart), logged with the reason."""
+    supported, why = packing_support(model)
+    wanted = ctx.training.packing
+    if wanted and not supported:
+        raise UserError(
+            f"training.packing: {why}",
+            remedy="Set training.packing to false (or leave it unset) for this model.",
+        )
+    on = supported if wanted is None else wanted
+    how = "job config" if wanted is not None else "default for this model"
+    ctx.progress(f"  packing: {'on' if on else 'off'} ({how}; {why})")
+    return on
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
     if world > 1:
@@ -78,6 +94,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(base_path)
     dtype = torch.bfloat16 if bf16_ok and ctx.optimization.precision == "16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    packing = _packing(ctx, model)
 
     args = sft_config(
         ctx.training,
@@ -87,6 +104,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         has_cuda=has_cuda,
         bf16_ok=bf16_ok,
         has_eval=eval_ds is not None,
+        packing=packing,
     )
     callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics)]
     if ctx.training.apply_early_stopping and args.load_best_model_at_end:
@@ -121,12 +139,12 @@ def train(ctx: StepContext) -> dict[str, Any]:
         )
 
     out = ctx.outputs_dir / "trained_model"
-    # Every rank takes part (ZeRO-3 gathers partitioned weights); only the main process writes. A bare
-    # save_pretrained on rank 0 would write an empty adapter under ZeRO-3, a failure the peers report.
+    # The weights (or adapter) and the tokenizer. Every rank takes part (ZeRO-3 gathers partitioned weights); only
+    # the main process writes. A bare save_pretrained on rank 0 would write an empty adapter under ZeRO-3, a failure
+    # the peers report.
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in MLflow
-        tokenizer.save_pretrained(str(out))
         _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
     epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
