@@ -20,6 +20,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "home"
     monkeypatch.setenv("CHATTUNE_HOME", str(path))
+    # The client's key copy goes beside the workspace, never to the real ~/.config.
+    monkeypatch.setenv("CHATTUNE_CREDENTIALS_PATH", str(tmp_path / "credentials.json"))
     yield path
     _stop_leftovers(path)
 
@@ -32,12 +34,9 @@ def _stop_leftovers(path: Path) -> None:
     from chattune.endpoints.processes import stop
 
     with sqlite3.connect(db) as conn:
-        pids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT pid FROM endpoints UNION SELECT pid FROM deployments UNION SELECT pid FROM jobs"
-            )
-        ]
+        pids = [r[0] for r in conn.execute("SELECT pid FROM endpoints UNION SELECT pid FROM jobs")]
+        for (instances,) in conn.execute("SELECT instances FROM deployments"):
+            pids += [i.get("pid") for i in json.loads(instances or "[]")]
     for pid in pids:
         if pid:
             stop(pid, timeout_s=5)
@@ -52,6 +51,7 @@ def cli(home: Path) -> Callable[..., CliResult]:
 
     def run(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
         env = {**os.environ, "CHATTUNE_HOME": str(home), **(env or {})}
+        env.setdefault("CHATTUNE_CREDENTIALS_PATH", str(home.parent / "credentials.json"))
         return subprocess.run(
             [sys.executable, "-m", "chattune.cli.main", *args],
             capture_output=True,

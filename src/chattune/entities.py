@@ -130,6 +130,8 @@ class ModelVersion(Entity):
     tags: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The same model in the workspace's MLflow registry: models:/NAME/<mlflow_version>.
+    mlflow_version: str | None = None
 
     @property
     def id(self) -> str:
@@ -169,3 +171,9 @@ class Deployment(Entity):
     port: int | None = None
     pid: int | None = None
     log_path: str | None = None
+    # {"liveness_probe": {...}, "readiness_probe": {...}}: Azure's ProbeSettings fields; defaults in PROBE_DEFAULTS.
+    probes: dict[str, Any] = field(default_factory=dict)
+    # Written by the endpoint's gateway, which supervises them: [{"index", "pid", "port", "state", "restarts", ...}].
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    # More registered LoRA versions of the same base, served from the one loaded base ("model" picks one).
+    extra_models: list[str] = field(default_factory=list)

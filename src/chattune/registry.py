@@ -6,7 +6,9 @@ the base weights are never copied.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import os
 import re
 import shutil
@@ -33,10 +35,29 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def parse_ref(ref: str) -> tuple[str, str | None]:
-    """``NAME``, ``NAME:VERSION`` (``@ALIAS`` comes with the registry issue)."""
+def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``NAME`` (the newest version), ``NAME:VERSION`` or ``NAME@ALIAS`` -> (name, version, alias)."""
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        return name, None, alias or None
     name, _, version = ref.partition(":")
-    return name, (version or None)
+    return name, (version or None), None
+
+
+ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+RESERVED_ALIASES = frozenset({"latest"})  # `NAME` alone already means the newest version
+
+
+def stored_chat_template(path: str | Path) -> str | None:
+    """The chat template saved beside a model or adapter (transformers 5 writes chat_template.jinja)."""
+    path = Path(path)
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
 
 
 class Registry:
@@ -63,7 +84,13 @@ class Registry:
         finetune = steps["finetune"].outputs
         data_dir = Path(job.spec["data"]["train"]).parent.name or "data"
         name = check_name("model", name or f"{imported['name'].split('/')[-1]}-{data_dir}")
-        version = check_name("version", version or self._next_version(name))
+        if version is not None:
+            check_name("version", version)
+            if (self.settings.registry_dir / name / version).exists():
+                raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
+        # The version is also an MLflow model version (models:/NAME/N); without --version, MLflow's number is ours.
+        mlflow_version = self._log_to_mlflow(name, job, trained, finetune["kind"], imported)
+        version = version or mlflow_version
         lineage: dict[str, Any] = {
             "job_id": job.id,
             "job_display_name": job.display_name,
@@ -74,14 +101,18 @@ class Registry:
             "chat_template_sha256": steps["preprocess"].outputs.get("chat_template_sha256"),
         }
         target = self.settings.registry_dir / name / version
-        if target.exists():
-            raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Copy then rename: a registry directory is either complete or absent.
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".register-") as tmp:
-            staged = Path(tmp) / "model"
-            shutil.copytree(trained, staged)
-            os.replace(staged, target)
+        try:
+            if target.exists():
+                raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Copy then rename: a registry directory is either complete or absent.
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".register-") as tmp:
+                staged = Path(tmp) / "model"
+                shutil.copytree(trained, staged)
+                os.replace(staged, target)
+        except BaseException:
+            self._mlflow().delete_model_version(name, mlflow_version)
+            raise
         mv = ModelVersion(
             name=name,
             version=version,
@@ -96,24 +127,66 @@ class Registry:
             tags={"task": "chat-completion"},
             lineage=lineage,
             metrics=job.metrics,
+            mlflow_version=mlflow_version,
         )
         try:
             self.store.add_model_version(mv)
-        except Exception:
+        except BaseException:
             shutil.rmtree(target, ignore_errors=True)
+            self._mlflow().delete_model_version(name, mlflow_version)
             raise
         return mv
 
-    def _next_version(self, name: str) -> str:
-        # The seed uses a timestamp as the version; keep that, made unique within the same second.
-        existing = {v.version for v in self.store.list_model_versions(name)}
-        stamp = int(time.time())
-        while str(stamp) in existing:
-            stamp += 1
-        return str(stamp)
+    def _mlflow(self) -> Any:
+        from mlflow import MlflowClient
+
+        from chattune.tracking import configure
+
+        configure(self.settings)
+        return MlflowClient()
+
+    def _log_to_mlflow(self, name: str, job: Any, trained: Path, kind: str, imported: dict[str, Any]) -> str:
+        """Log the trained model as a pyfunc under the job's MLflow run and register it; return its version."""
+        import mlflow
+
+        from chattune.mlflow_model import ChattuneChatModel
+        from chattune.tracking import experiment_id
+
+        config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
+        artifacts = {}
+        if kind == "lora":
+            artifacts["adapter"] = str(trained)  # small: copied into the artifact store
+            config["base_model_path"] = imported["path"]
+        else:
+            config["model_path"] = str(trained)  # full weights: referenced, like the base models
+        run = (
+            {"run_id": job.mlflow_run_id}
+            if job.mlflow_run_id
+            else {"experiment_id": experiment_id(self.settings, job.experiment_name)}
+        )
+        self._mlflow()
+        with mlflow.start_run(**run, nested=mlflow.active_run() is not None):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ChattuneChatModel(),
+                artifacts=artifacts,
+                model_config=config,
+                registered_model_name=name,
+                pip_requirements=["chattune", "torch", "transformers", "peft"],
+            )
+        return str(info.registered_model_version)
 
     def get(self, ref: str) -> ModelVersion:
-        name, version = parse_ref(ref)
+        name, version, alias = parse_ref(ref)
+        if alias is not None:
+            aliases = self.store.aliases(name)
+            if alias not in aliases:
+                have = ", ".join(f"@{a}" for a in aliases) or "none"
+                raise NotFoundError(
+                    f"model {name!r} has no alias {alias!r} (aliases: {have})",
+                    remedy=f"Set one: `chattune models alias {name}@{alias} VERSION`.",
+                )
+            version = aliases[alias]
         try:
             return self.store.get_model_version(name, version)
         except NotFoundError as exc:
@@ -129,3 +202,77 @@ class Registry:
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         return self.store.list_model_versions(name)
+
+    # aliases, tags, deletion --------------------------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: str) -> ModelVersion:
+        """Point ``NAME@ALIAS`` at a version (moving it if it pointed elsewhere), as MLflow's model aliases do."""
+        if not ALIAS_RE.fullmatch(alias) or alias in RESERVED_ALIASES:
+            raise UserError(
+                f"invalid alias {alias!r}",
+                remedy="Use letters, digits, '_' and '-', starting with a letter or '_'; 'latest' is reserved.",
+            )
+        mv = self.store.get_model_version(name, version)
+        self.store.set_alias(name, alias, version)
+        if mv.mlflow_version:
+            self._mlflow().set_registered_model_alias(name, alias, mv.mlflow_version)
+        return mv
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        if alias not in self.store.aliases(name):
+            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+        self.store.delete_alias(name, alias)
+        with contextlib.suppress(Exception):  # absent in MLflow already: nothing to undo
+            self._mlflow().delete_registered_model_alias(name, alias)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return self.store.aliases(name)
+
+    def set_tags(self, ref: str, tags: dict[str, str]) -> ModelVersion:
+        mv = self.get(ref)
+        if mv.mlflow_version:
+            client = self._mlflow()
+            for key, value in tags.items():
+                client.set_model_version_tag(mv.name, mv.mlflow_version, key, value)
+        return self.store.update_model_version(mv.name, mv.version, tags={**mv.tags, **tags})
+
+    def delete(self, ref: str) -> ModelVersion:
+        """Remove a version and its files; refused while a deployment serves it."""
+        mv = self.get(ref)
+        users = self.store.deployments_using(mv.name, mv.version)
+        if users:
+            where = ", ".join(f"{d.endpoint}/{d.name}" for d in users)
+            raise ConflictError(
+                f"model {mv.id} is served by deployment(s) {where}",
+                remedy="Delete those deployments (or move them to another version) first.",
+            )
+        self.store.delete_model_version(mv.name, mv.version)
+        if mv.mlflow_version:
+            with contextlib.suppress(Exception):
+                self._mlflow().delete_model_version(mv.name, mv.mlflow_version)
+        target = Path(mv.path)
+        if target.parent == self.settings.registry_dir / mv.name:
+            shutil.rmtree(target, ignore_errors=True)
+        return mv
+
+    def check_template(self, mv: ModelVersion) -> str | None:
+        """The chat template stored with a version must be the one it was trained with (the most reported failure
+        of fine-tuned chat models is a template mismatch between training and serving). Returns its SHA-256."""
+        from chattune.training.templates import template_hash
+
+        expected = mv.lineage.get("chat_template_sha256")
+        template = stored_chat_template(mv.path)
+        if expected is None:
+            return template_hash(template) if template else None
+        if template is None:
+            raise ConflictError(
+                f"model {mv.id} has no chat template beside its weights; it was trained with {expected[:12]}...",
+                remedy="Re-register the version from its job.",
+            )
+        actual = template_hash(template)
+        if actual != expected:
+            raise ConflictError(
+                f"model {mv.id}: its chat template (sha256 {actual[:12]}...) is not the one it was trained with "
+                f"({expected[:12]}...); serving it would format prompts differently from training",
+                remedy=f"Restore {Path(mv.path) / 'chat_template.jinja'} or re-register the version from its job.",
+            )
+        return actual

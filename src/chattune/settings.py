@@ -16,6 +16,9 @@ class Settings(BaseSettings):
         mlflow_tracking_uri: Override for MLflow tracking (a team's server). Default: a SQLite file in ``home``.
         host: Interface that gateways and instances bind. Loopback by default: nothing is exposed by accident.
         ready_timeout_s: How long ``deployments create`` waits for an instance to load and warm up.
+        credentials_path: The client's copy of endpoint keys (mode 0600, outside the workspace), written when keys
+            are created or regenerated, so `endpoints keys` and `endpoints invoke` find them as Azure's
+            `get_keys` does. The workspace database and the gateways hold only hashes. Empty: keep no copy.
     """
 
     model_config = SettingsConfigDict(env_prefix="CHATTUNE_", extra="ignore")
@@ -24,6 +27,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     host: str = "127.0.0.1"
     ready_timeout_s: float = 300.0
+    credentials_path: Path | None = Field(
+        default_factory=lambda: Path.home() / ".config" / "chattune" / "credentials.json"
+    )
 
     @property
     def db_path(self) -> Path:

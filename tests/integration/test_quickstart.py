@@ -135,7 +135,8 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     # delete stops every process it started and frees the ports
     with sqlite3.connect(home / "chattune.db") as db:
         pids_ports = db.execute("SELECT pid, port FROM endpoints WHERE name=?", (endpoint,)).fetchall()
-        pids_ports += db.execute("SELECT pid, port FROM deployments WHERE endpoint=?", (endpoint,)).fetchall()
+        for (instances,) in db.execute("SELECT instances FROM deployments WHERE endpoint=?", (endpoint,)):
+            pids_ports += [(i["pid"], i["port"]) for i in json.loads(instances)]
     assert len(pids_ports) == 2 and all(psutil.pid_exists(pid) for pid, _ in pids_ports)
     result = cli("endpoints", "delete", endpoint)
     assert result.returncode == 0, result.stderr

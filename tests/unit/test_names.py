@@ -56,6 +56,7 @@ def test_endpoint_refuses_trailing_newline() -> None:
 
 
 def test_parse_ref() -> None:
-    assert parse_ref("model") == ("model", None)
-    assert parse_ref("model:3") == ("model", "3")
-    assert parse_ref("model:") == ("model", None)
+    assert parse_ref("model") == ("model", None, None)
+    assert parse_ref("model:3") == ("model", "3", None)
+    assert parse_ref("model:") == ("model", None, None)
+    assert parse_ref("model@champion") == ("model", None, "champion")

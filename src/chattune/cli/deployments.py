@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from chattune.cli.output import emit_json, out, table
+from chattune.endpoints.config import parse_probe_option
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Deployments of registered models behind an endpoint.", no_args_is_help=True)
@@ -15,13 +16,20 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 def create(
     endpoint: str = typer.Option(..., "--endpoint"),
     name: str = typer.Option(..., "--name"),
-    model: str = typer.Option(..., "--model", help="registered NAME:VERSION"),
-    instances: int = typer.Option(1, "--instances"),
-    request_timeout_ms: int = typer.Option(5000, "--request-timeout-ms"),
-    max_concurrent: int = typer.Option(1, "--max-concurrent"),
+    model: str = typer.Option(..., "--model", help="registered NAME:VERSION or NAME@ALIAS"),
+    instances: int = typer.Option(1, "--instances", help="instance_count: processes behind the gateway"),
+    request_timeout_ms: int = typer.Option(5000, "--request-timeout-ms", help="1..180000"),
+    max_concurrent: int = typer.Option(
+        1, "--max-concurrent", help="max_concurrent_requests_per_instance; more is answered 429"
+    ),
+    liveness: str = typer.Option(None, "--liveness-probe", help="e.g. period=2,failure_threshold=3 (Azure's fields)"),
+    readiness: str = typer.Option(None, "--readiness-probe", help="e.g. period=2,failure_threshold=3"),
+    extra_model: list[str] = typer.Option(
+        [], "--extra-model", help="another LoRA version of the same base, served from the same loaded base"
+    ),
     json_: bool = JSON,
 ) -> None:
-    """Start an instance serving the model; returns when it is loaded and ready."""
+    """Start the deployment's instances behind the endpoint's gateway; returns when they are loaded and ready."""
     dep = Workspace().endpoints.deploy(
         endpoint,
         name,
@@ -29,11 +37,32 @@ def create(
         instance_count=instances,
         request_timeout_ms=request_timeout_ms,
         max_concurrent=max_concurrent,
+        liveness_probe=parse_probe_option("--liveness-probe", liveness),
+        readiness_probe=parse_probe_option("--readiness-probe", readiness),
+        extra_models=extra_model,
     )
     if json_:
         emit_json(dep.to_dict())
     else:
-        out.print(f"deployment {name} on {endpoint}: {dep.state} ({dep.model_name}:{dep.model_version})")
+        out.print(
+            f"deployment {name} on {endpoint}: {dep.state} ({dep.model_name}:{dep.model_version}, "
+            f"{dep.instance_count} instance(s))"
+        )
+
+
+@app.command("update")
+def update(
+    endpoint: str = typer.Option(..., "--endpoint"),
+    name: str = typer.Option(..., "--name"),
+    instances: int = typer.Option(..., "--instances", help="the new instance_count"),
+    json_: bool = JSON,
+) -> None:
+    """Scale a deployment; returns when every instance is ready."""
+    dep = Workspace().endpoints.scale(endpoint, name, instances)
+    if json_:
+        emit_json(dep.to_dict())
+    else:
+        out.print(f"deployment {name} on {endpoint}: {dep.state}, {dep.instance_count} instance(s)")
 
 
 @app.command("list")
@@ -44,8 +73,16 @@ def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -
     else:
         table(
             "deployments",
-            ["name", "state", "model", "port"],
-            [[d.name, d.state, f"{d.model_name}:{d.model_version}", d.port] for d in deps],
+            ["name", "state", "model", "instances (state/port/restarts)"],
+            [
+                [
+                    d.name,
+                    d.state,
+                    f"{d.model_name}:{d.model_version}",
+                    " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
+                ]
+                for d in deps
+            ],
         )
 
 

@@ -1,4 +1,4 @@
-"""`chattune endpoints`: create, list, show, keys, traffic, invoke, delete."""
+"""`chattune endpoints`: create, list, show, keys, traffic, mirror, invoke, up, delete."""
 
 from __future__ import annotations
 
@@ -26,7 +26,21 @@ def create(name: str, description: str = typer.Option("", "--description"), json
     else:
         out.print(f"endpoint {name}: {doc['scoring_uri']}")
         out.print(f"primary key:   {keys['primary']}\nsecondary key: {keys['secondary']}")
-        out.print("Keep the keys now: chattune stores only their hashes (regenerate one to get a new value).")
+        out.print(
+            "The endpoint stores only their hashes; this client keeps a copy for `chattune endpoints keys` "
+            "(CHATTUNE_CREDENTIALS_PATH)."
+        )
+
+
+@app.command("keys")
+def keys(name: str, json_: bool = JSON) -> None:
+    """The primary and secondary key, as this client received them (the server keeps only hashes)."""
+    found = Workspace().endpoints.keys(name)
+    if json_:
+        emit_json({"primary_key": found.get("primary"), "secondary_key": found.get("secondary")})
+    else:
+        for key_type, value in found.items():
+            out.print(f"{key_type} key: {value}")
 
 
 @app.command("list")
@@ -65,23 +79,55 @@ def regenerate_keys(
         out.print(f"{key} key: {new}")
 
 
+def _split(what: str, items: list[str]) -> dict[str, int]:
+    parsed: dict[str, int] = {}
+    for item in items:
+        dep, sep, pct = item.partition("=")
+        if not sep or not pct.strip().isdigit():
+            raise UserError(f"{what} {item!r}: expected DEPLOYMENT=PERCENT, e.g. demo=100")
+        parsed[dep] = int(pct)
+    return parsed
+
+
 @app.command("traffic")
 def traffic(
     name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT ..."), json_: bool = JSON
 ) -> None:
     """Set the traffic split; it must sum to 0 or 100."""
-    parsed: dict[str, int] = {}
-    for item in split:
-        dep, sep, pct = item.partition("=")
-        if not sep or not pct.strip().isdigit():
-            raise UserError(f"traffic {item!r}: expected DEPLOYMENT=PERCENT, e.g. demo=100")
-        parsed[dep] = int(pct)
     ws = Workspace()
-    doc = ws.endpoints.describe(ws.endpoints.set_traffic(name, parsed))
+    doc = ws.endpoints.describe(ws.endpoints.set_traffic(name, _split("traffic", split)))
     if json_:
         emit_json(doc)
     else:
         out.print(f"{name} traffic: {doc['traffic']}")
+
+
+@app.command("mirror")
+def mirror(
+    name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT (0 stops it)"), json_: bool = JSON
+) -> None:
+    """Copy a share (at most 50%) of live traffic to a deployment at 0% traffic; its answers are discarded."""
+    ws = Workspace()
+    doc = ws.endpoints.describe(ws.endpoints.set_mirror(name, _split("mirror", split)))
+    if json_:
+        emit_json(doc)
+    else:
+        out.print(f"{name} mirror traffic: {doc['mirror_traffic'] or 'none'}")
+
+
+@app.command("up")
+def up(json_: bool = JSON) -> None:
+    """Start every endpoint whose gateway is not running (after a reboot or a crash), with its keys and routing."""
+    ws = Workspace()
+    started = ws.endpoints.up()
+    docs = [ws.endpoints.describe(e) for e in started]
+    if json_:
+        emit_json(docs)
+    else:
+        for d in docs:
+            out.print(f"started {d['name']}: {d['scoring_uri']}")
+        if not docs:
+            out.print("every endpoint's gateway is already running")
 
 
 @app.command("invoke")
@@ -89,17 +135,14 @@ def invoke(
     name: str,
     request_file: Path = typer.Option(..., "--request-file", help="JSON body in Azure's /score shape"),
     deployment: str = typer.Option(None, "--deployment", help="target one deployment, bypassing traffic"),
-    key: str = typer.Option(None, "--key", help="endpoint key (default: $CHATTUNE_ENDPOINT_KEY)"),
+    key: str = typer.Option(
+        None, "--key", help="endpoint key (default: $CHATTUNE_ENDPOINT_KEY, else the primary key this client saved)"
+    ),
     json_: bool = JSON,
 ) -> None:
     """POST the request file to the endpoint's /score and print the answer."""
-    key = key or os.environ.get("CHATTUNE_ENDPOINT_KEY", "")
-    if not key:
-        raise UserError(
-            "an endpoint key is needed",
-            remedy="Pass --key (printed by `endpoints create`) or set CHATTUNE_ENDPOINT_KEY.",
-        )
-    result = Workspace().endpoints.invoke(name, request_file, key, deployment)
+    given = key or os.environ.get("CHATTUNE_ENDPOINT_KEY") or None
+    result = Workspace().endpoints.invoke(name, request_file, given, deployment)
     if json_:
         emit_json(result)
     else:

@@ -7,6 +7,7 @@ import typer
 from chattune import catalog
 from chattune.catalog.importer import import_model
 from chattune.cli.output import emit_json, out, table
+from chattune.errors import UserError
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Catalog models and registered (fine-tuned) models.", no_args_is_help=True)
@@ -60,18 +61,79 @@ def list_(json_: bool = JSON) -> None:
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION"), json_: bool = JSON) -> None:
-    """Tags of a catalog model, or versions and lineage of a registered one."""
+def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), json_: bool = JSON) -> None:
+    """Tags of a catalog model, or a registered version with its lineage, the name's versions and aliases."""
     entry = catalog.find_entry(ref)
     if entry is not None:
         doc = {**entry.model_dump(), "id": entry.id}
     else:
-        mv = Workspace().registry.get(ref)
-        doc = {**mv.to_dict(), "id": mv.id}
+        registry = Workspace().registry
+        mv = registry.get(ref)
+        aliases = registry.aliases(mv.name)
+        doc = {
+            **mv.to_dict(),
+            "id": mv.id,
+            "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
+            "all_aliases": aliases,
+            "versions": [v.version for v in registry.list_versions(mv.name)],
+        }
     if json_:
         emit_json(doc)
     else:
         out.print_json(data=doc)
+
+
+@app.command("alias")
+def alias(
+    ref: str = typer.Argument(..., help="NAME@ALIAS"),
+    version: str = typer.Argument(None, help="the version it points to (leave out with --delete)"),
+    delete: bool = typer.Option(False, "--delete", help="remove the alias"),
+    json_: bool = JSON,
+) -> None:
+    """Point NAME@ALIAS at a version (e.g. `models alias chat@champion 3`); deployments can use NAME@ALIAS."""
+    name, sep, alias_ = ref.partition("@")
+    if not sep or not alias_:
+        raise UserError(f"{ref!r}: expected NAME@ALIAS", remedy="e.g. `chattune models alias chat@champion 3`.")
+    registry = Workspace().registry
+    if delete:
+        registry.delete_alias(name, alias_)
+        doc = {"name": name, "alias": alias_, "deleted": True}
+    else:
+        if not version:
+            raise UserError("VERSION is required (or pass --delete)")
+        mv = registry.set_alias(name, alias_, version)
+        doc = {"name": name, "alias": alias_, "version": mv.version}
+    if json_:
+        emit_json(doc)
+    else:
+        out.print(f"{name}@{alias_} " + ("deleted" if delete else f"-> version {doc['version']}"))
+
+
+@app.command("tag")
+def tag(
+    ref: str = typer.Argument(..., help="NAME:VERSION or NAME@ALIAS"),
+    tags: list[str] = typer.Argument(..., help="KEY=VALUE ..."),
+    json_: bool = JSON,
+) -> None:
+    """Add or change tags of a registered version."""
+    parsed = {}
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"tag {item!r}: expected KEY=VALUE")
+        parsed[key] = value
+    mv = Workspace().registry.set_tags(ref, parsed)
+    if json_:
+        emit_json({"id": mv.id, "tags": mv.tags})
+    else:
+        out.print(f"{mv.id} tags: {mv.tags}")
+
+
+@app.command("delete")
+def delete(ref: str = typer.Argument(..., help="NAME:VERSION or NAME@ALIAS")) -> None:
+    """Delete a registered version and its files; refused while a deployment serves it."""
+    mv = Workspace().registry.delete(ref)
+    out.print(f"deleted {mv.id}")
 
 
 @app.command("import")

@@ -1,22 +1,28 @@
-"""The endpoint gateway: authenticates, picks a deployment (header or traffic split), forwards to its instance.
+"""The endpoint gateway: authenticates, picks a deployment and an instance, forwards, mirrors, supervises.
 
-Every route except the health routes needs ``Authorization: Bearer <key>``. The endpoint's keys, traffic and
-deployments are read from the workspace database on each request, so changes apply at once without a restart.
+Every route except the health routes needs ``Authorization: Bearer <key>``. Keys, traffic, mirror traffic and
+deployments are read from the workspace database on each request, so changes apply at once without a restart. The
+instances themselves are started, probed and restarted by this process (chattune.endpoints.supervisor).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from chattune.endpoints.keys import bearer, matches
-from chattune.entities import Deployment, ProvisioningState
+from chattune.endpoints.supervisor import Instance, Supervisor
+from chattune.entities import Deployment
 from chattune.serving.errors import error_response, install_error_handlers
 from chattune.settings import Settings
 from chattune.store import SqliteStore
@@ -24,6 +30,9 @@ from chattune.store import SqliteStore
 PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 FORWARDED = ("/score", "/v1/chat/completions", "/v1/models")
+RETRY_AFTER_S = "1"
+
+log = logging.getLogger("chattune.gateway")
 
 
 def pick_deployment(traffic: dict[str, int], rng: random.Random) -> str | None:
@@ -33,11 +42,49 @@ def pick_deployment(traffic: dict[str, int], rng: random.Random) -> str | None:
     return rng.choices(list(live), weights=list(live.values()))[0]
 
 
+class _Metrics:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["deployment", "code"]
+        self.requests = Counter(
+            "chattune_gateway_requests", "Requests by deployment and status", labels, registry=self.registry
+        )
+        self.mirrored = Counter(
+            "chattune_gateway_mirrored_requests", "Copies sent to a shadow deployment", ["deployment", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        in_flight = Gauge("chattune_gateway_in_flight", "Requests in flight", ["deployment"], registry=self.registry)
+        ready = Gauge(
+            "chattune_gateway_ready_instances", "Instances in rotation", ["deployment"], registry=self.registry
+        )
+        restarts = Gauge("chattune_gateway_instance_restarts", "Instance restarts", registry=self.registry)
+
+        def collect() -> None:
+            for name, insts in supervisor.instances.items():
+                in_flight.labels(name).set(sum(i.in_flight for i in insts))
+                ready.labels(name).set(sum(i.state == "Ready" for i in insts))
+            restarts.set(supervisor.restarts_total)
+
+        self.refresh = collect
+
+
 def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     store = SqliteStore(settings.db_path)
-    client = httpx.AsyncClient(timeout=None)
+    supervisor = Supervisor(settings, store, endpoint)
+    metrics = _Metrics(supervisor)
+    client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
     rng = random.Random()
-    app = FastAPI(title=f"chattune endpoint {endpoint}", version="0.1.0")
+    background: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(supervisor.run())
+        yield
+        task.cancel()
+        await client.aclose()
+        await supervisor.aclose()
+
+    app = FastAPI(title=f"chattune endpoint {endpoint}", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -62,9 +109,57 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     async def ready() -> dict[str, str]:
         return {"status": "ready"}
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.refresh()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def answer(dep: str, response: Response) -> Response:
+        metrics.requests.labels(dep, str(response.status_code)).inc()
+        return response
+
+    async def send(dep: Deployment, inst: Instance, request: Request, body: bytes) -> httpx.Response:
+        """Forward; returns once the instance starts answering. request_timeout_ms bounds that wait, which for
+        a non-streamed answer is the whole generation (the instance sends nothing before it is done)."""
+        upstream = client.build_request(
+            request.method,
+            f"{inst.url}{request.url.path}",
+            content=body,
+            headers={"content-type": request.headers.get("content-type", "application/json")},
+        )
+        return await asyncio.wait_for(client.send(upstream, stream=True), dep.request_timeout_ms / 1000)
+
+    def timed_out(dep: Deployment) -> Response:
+        return answer(
+            dep.name,
+            error_response(
+                408,
+                f"deployment {dep.name!r} did not answer within request_timeout_ms={dep.request_timeout_ms}",
+                "request_timeout",
+            ),
+        )
+
+    async def mirror(dep: Deployment, request: Request, body: bytes) -> None:
+        """A copy for the shadow deployment; its answer is read and discarded, its failures never reach the client."""
+        inst, _ = supervisor.pick(dep.name, dep.max_concurrent_requests_per_instance)
+        if inst is None:
+            metrics.mirrored.labels(dep.name, "skipped").inc()
+            return
+        inst.in_flight += 1
+        try:
+            response = await send(dep, inst, request, body)
+            await response.aread()
+            await response.aclose()
+            metrics.mirrored.labels(dep.name, str(response.status_code)).inc()
+        except (TimeoutError, httpx.HTTPError):
+            metrics.mirrored.labels(dep.name, "error").inc()
+        finally:
+            inst.in_flight -= 1
+
     async def forward(request: Request) -> Response:
         deployments = {d.name: d for d in store.list_deployments(endpoint)}
         wanted = request.headers.get(DEPLOYMENT_HEADER)
+        ep = store.get_endpoint(endpoint)
         if wanted:
             if wanted not in deployments:
                 return error_response(
@@ -74,42 +169,85 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
                     "deployment_not_found",
                     DEPLOYMENT_HEADER,
                 )
-            name: str | None = wanted
+            name = wanted
         else:
-            name = pick_deployment(store.get_endpoint(endpoint).traffic, rng)
-            if name is None:
-                return error_response(
-                    503,
-                    f"no deployment receives traffic on {endpoint!r}; set it with "
-                    f"`chattune endpoints traffic {endpoint} NAME=100` or send the {DEPLOYMENT_HEADER} header",
-                    "no_traffic",
+            picked = pick_deployment(ep.traffic, rng)
+            if picked is None or picked not in deployments:
+                return answer(
+                    "-",
+                    error_response(
+                        503,
+                        f"no deployment receives traffic on {endpoint!r}; set it with "
+                        f"`chattune endpoints traffic {endpoint} NAME=100` or send the {DEPLOYMENT_HEADER} header",
+                        "no_traffic",
+                    ),
                 )
-        dep: Deployment = deployments[name]  # type: ignore[index]
-        if dep.state != ProvisioningState.SUCCEEDED or not dep.port:
-            return error_response(503, f"deployment {dep.name!r} is {dep.state}", "deployment_not_ready")
-        url = f"http://{settings.host}:{dep.port}{request.url.path}"
-        headers = {"content-type": request.headers.get("content-type", "application/json")}
+            name = picked
+        dep = deployments[name]
+        inst, full = supervisor.pick(dep.name, dep.max_concurrent_requests_per_instance)
+        if inst is None:
+            if full:
+                return answer(
+                    dep.name,
+                    error_response(
+                        429,
+                        f"deployment {dep.name!r} is at max_concurrent_requests_per_instance="
+                        f"{dep.max_concurrent_requests_per_instance} on all {dep.instance_count} instance(s); retry",
+                        "too_many_requests",
+                        headers={"Retry-After": RETRY_AFTER_S},
+                    ),
+                )
+            return answer(
+                dep.name,
+                error_response(503, f"deployment {dep.name!r} has no ready instance ({dep.state})", "not_ready"),
+            )
+        body = await request.body()
+        if not wanted:  # Azure mirrors live traffic only, never a request aimed at one deployment
+            for shadow, pct in ep.mirror_traffic.items():
+                if pct > 0 and shadow in deployments and shadow != dep.name and rng.random() * 100 < pct:
+                    task = asyncio.create_task(mirror(deployments[shadow], request, body))
+                    background.add(task)
+                    task.add_done_callback(background.discard)
+        inst.in_flight += 1
         try:
-            upstream = await client.request(
-                request.method,
-                url,
-                content=await request.body(),
-                headers=headers,
-                timeout=dep.request_timeout_ms / 1000,
-            )
-        except httpx.TimeoutException:
-            return error_response(
-                408,
-                f"deployment {dep.name!r} did not answer within request_timeout_ms={dep.request_timeout_ms}",
-                "request_timeout",
-            )
+            upstream = await send(dep, inst, request, body)
+        except (TimeoutError, httpx.TimeoutException):
+            inst.in_flight -= 1
+            return timed_out(dep)
         except httpx.HTTPError as exc:
-            return error_response(502, f"deployment {dep.name!r} is unreachable: {type(exc).__name__}", "bad_gateway")
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
-            headers={DEPLOYMENT_HEADER: dep.name},
+            inst.in_flight -= 1
+            return answer(
+                dep.name,
+                error_response(502, f"deployment {dep.name!r} is unreachable: {type(exc).__name__}", "bad_gateway"),
+            )
+        headers = {DEPLOYMENT_HEADER: dep.name}
+        media_type = upstream.headers.get("content-type")
+        if media_type and media_type.startswith("text/event-stream"):
+
+            async def relay() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in upstream.aiter_raw():
+                        yield chunk
+                except httpx.HTTPError as exc:  # after the 200: an error event, as OpenAI sends it
+                    yield f'data: {{"error": {{"message": "upstream failed: {type(exc).__name__}"}}}}\n\n'.encode()
+                finally:
+                    await upstream.aclose()
+                    inst.in_flight -= 1
+
+            metrics.requests.labels(dep.name, str(upstream.status_code)).inc()
+            return StreamingResponse(relay(), status_code=upstream.status_code, media_type=media_type, headers=headers)
+        try:
+            content = await upstream.aread()
+        except httpx.HTTPError as exc:
+            return answer(
+                dep.name,
+                error_response(502, f"deployment {dep.name!r} failed mid-answer: {type(exc).__name__}", "bad_gateway"),
+            )
+        finally:
+            await upstream.aclose()
+            inst.in_flight -= 1
+        return answer(
+            dep.name, Response(content, status_code=upstream.status_code, media_type=media_type, headers=headers)
         )
 
     for path in FORWARDED:

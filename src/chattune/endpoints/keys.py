@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 import secrets
+import tempfile
+from pathlib import Path
 
 KEY_TYPES = ("primary", "secondary")
 
@@ -36,3 +40,53 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class KeyRing:
+    """The client side's copy of endpoint keys: one JSON file, mode 0600, written atomically.
+
+    Azure returns keys on request (``get_keys``); a server that keeps only hashes cannot, so the client that
+    received them keeps them, as the Azure CLI keeps its tokens in ~/.azure. Entries are per workspace and endpoint.
+    """
+
+    def __init__(self, path: Path | None, workspace: Path):
+        self.path = path
+        self.workspace = str(Path(workspace).resolve())
+
+    def _read(self) -> dict[str, dict[str, str]]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, dict[str, str]]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp creates it 0600
+                json.dump(data, fh, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _id(self, endpoint: str) -> str:
+        return f"{self.workspace}::{endpoint}"
+
+    def get(self, endpoint: str) -> dict[str, str]:
+        return dict(self._read().get(self._id(endpoint), {}))
+
+    def save(self, endpoint: str, keys: dict[str, str]) -> None:
+        data = self._read()
+        data[self._id(endpoint)] = {**data.get(self._id(endpoint), {}), **keys}
+        self._write(data)
+
+    def forget(self, endpoint: str) -> None:
+        data = self._read()
+        if data.pop(self._id(endpoint), None) is not None:
+            self._write(data)

@@ -17,11 +17,16 @@ import psutil
 from chattune.errors import ChattuneError
 
 
-def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1") -> tuple[int, int]:
-    """Bind a free loopback port here, hand its socket to a new ``python -m module`` process; return (pid, port)."""
+def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
+    """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process;
+    return (pid, port). Raises ChattuneError when ``port`` is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ChattuneError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(128)
     port = sock.getsockname()[1]
     log_path.parent.mkdir(parents=True, exist_ok=True)

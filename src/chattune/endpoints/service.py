@@ -12,16 +12,18 @@ from typing import Any
 import httpx
 
 from chattune.endpoints import processes
-from chattune.endpoints.keys import KEY_TYPES, generate_key, hash_key
-from chattune.entities import Deployment, Endpoint, ProvisioningState
-from chattune.errors import ChattuneError, ConflictError, UserError
+from chattune.endpoints.config import MAX_REQUEST_TIMEOUT_MS, ProbeSettings
+from chattune.endpoints.keys import KEY_TYPES, KeyRing, generate_key, hash_key
+from chattune.entities import Deployment, Endpoint, ModelVersion, ProvisioningState
+from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
 from chattune.registry import Registry
 from chattune.settings import Settings
 from chattune.store.base import Store
 
 # Azure's rule for endpoint and deployment names: 3-32 characters, letters, digits and '-', starting with a letter.
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
-MAX_REQUEST_TIMEOUT_MS = 180_000
+# Azure lets at most half of the live traffic be mirrored.
+MAX_MIRROR_PERCENT = 50
 
 
 def check_name(kind: str, name: str) -> str:
@@ -38,6 +40,7 @@ class EndpointService:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.keyring = KeyRing(settings.credentials_path, settings.home)
 
     def _dir(self, endpoint: str) -> Path:
         return self.settings.endpoints_dir / endpoint
@@ -73,15 +76,45 @@ class EndpointService:
             description=description,
         )
         self.store.create_endpoint(ep, {t: hash_key(k) for t, k in keys.items()})
-        log = self._dir(name) / "gateway.log"
+        self.keyring.save(name, keys)
         try:
-            pid, port = processes.spawn("chattune.endpoints.gateway", ["--endpoint", name], log, self.settings.host)
-            self.store.update_endpoint(name, pid=pid, port=port)
-            processes.wait_until_ready(f"http://{self.settings.host}:{port}/health/live", pid, log, 60)
+            self._start_gateway(name)
         except ChattuneError:
             self.store.update_endpoint(name, state=ProvisioningState.FAILED)
             raise
         return self.store.update_endpoint(name, state=ProvisioningState.SUCCEEDED), keys
+
+    def _start_gateway(self, name: str, port: int = 0) -> None:
+        log = self._dir(name) / "gateway.log"
+        pid, port = processes.spawn("chattune.endpoints.gateway", ["--endpoint", name], log, self.settings.host, port)
+        self.store.update_endpoint(name, pid=pid, port=port)
+        processes.wait_until_ready(f"http://{self.settings.host}:{port}/health/live", pid, log, 60)
+
+    def up(self) -> list[Endpoint]:
+        """After a restart of the machine or a killed gateway: start every endpoint's gateway that is not running,
+        on its old port when that is free. Each gateway adopts the instances still running and starts the rest;
+        keys (hashes), traffic and deployments come from the workspace database, so nothing changes for clients."""
+        started = []
+        for ep in self.store.list_endpoints():
+            if ep.state == ProvisioningState.DELETING or processes.alive(ep.pid):
+                continue
+            try:
+                self._start_gateway(ep.name, ep.port or 0)
+            except ChattuneError:
+                self._start_gateway(ep.name)  # the old port is taken: a new one (see `endpoints show`)
+            started.append(self.store.update_endpoint(ep.name, state=ProvisioningState.SUCCEEDED))
+        return started
+
+    def keys(self, name: str) -> dict[str, str]:
+        """The keys as this client received them (the server keeps only hashes)."""
+        self.store.get_endpoint(name)
+        keys = self.keyring.get(name)
+        if not keys:
+            raise NotFoundError(
+                f"no saved keys for endpoint {name!r} on this client",
+                remedy=f"Regenerate one: `chattune endpoints regenerate-keys {name} --key primary`.",
+            )
+        return keys
 
     def get(self, name: str) -> Endpoint:
         return self.store.get_endpoint(name)
@@ -95,35 +128,72 @@ class EndpointService:
         self.store.get_endpoint(name)
         key = generate_key()
         self.store.set_key_hash(name, key_type, hash_key(key))  # the gateway reads hashes per request
+        self.keyring.save(name, {key_type: key})
         return key
 
-    def set_traffic(self, name: str, traffic: dict[str, int]) -> Endpoint:
+    def _check_split(self, name: str, split: dict[str, int], what: str) -> set[str]:
         self.store.get_endpoint(name)
         deployments = {d.name for d in self.store.list_deployments(name)}
-        unknown = sorted(set(traffic) - deployments)
+        unknown = sorted(set(split) - deployments)
         if unknown:
             raise UserError(
                 f"unknown deployment(s) {', '.join(unknown)} on endpoint {name!r}",
                 remedy=f"Deployments: {', '.join(sorted(deployments)) or 'none yet'}.",
             )
-        if any(p < 0 or p > 100 for p in traffic.values()):
-            raise UserError("each traffic percentage must be between 0 and 100")
+        if any(p < 0 or p > 100 for p in split.values()):
+            raise UserError(f"each {what} percentage must be between 0 and 100")
+        return deployments
+
+    def set_traffic(self, name: str, traffic: dict[str, int]) -> Endpoint:
+        self._check_split(name, traffic, "traffic")
         total = sum(traffic.values())
         if total not in (0, 100):
             raise UserError(f"traffic must sum to 0 or 100, not {total}", remedy="e.g. `blue=90 green=10`.")
+        mirrored = {d for d, p in self.store.get_endpoint(name).mirror_traffic.items() if p > 0}
+        both = sorted(d for d, p in traffic.items() if p > 0 and d in mirrored)
+        if both:
+            raise UserError(
+                f"deployment(s) {', '.join(both)} receive mirrored traffic and cannot also take live traffic",
+                remedy=f"Stop the mirror first: `chattune endpoints mirror {name} {both[0]}=0`.",
+            )
         return self.store.update_endpoint(name, traffic=traffic)
 
+    def set_mirror(self, name: str, mirror: dict[str, int]) -> Endpoint:
+        """Copy a share of live traffic to a shadow deployment; its answers are discarded (Azure's rules)."""
+        self._check_split(name, mirror, "mirror")
+        active = {d: p for d, p in mirror.items() if p > 0}
+        if len(active) > 1:
+            raise UserError("mirror traffic goes to one deployment at a time", remedy="e.g. `green=10`.")
+        traffic = self.store.get_endpoint(name).traffic
+        for dep, pct in active.items():
+            if pct > MAX_MIRROR_PERCENT:
+                raise UserError(f"mirror traffic is at most {MAX_MIRROR_PERCENT}%, not {pct}%")
+            if traffic.get(dep, 0) > 0:
+                raise UserError(
+                    f"deployment {dep!r} receives {traffic[dep]}% of live traffic; a mirror target must have none",
+                    remedy="Mirror to a deployment at 0% live traffic (e.g. a new green).",
+                )
+        return self.store.update_endpoint(name, mirror_traffic=active)
+
     def delete(self, name: str) -> None:
-        """Stop every deployment instance and the gateway, then remove the endpoint."""
+        """Stop the gateway (so nothing restarts the instances), every instance, then remove the endpoint."""
         ep = self.store.get_endpoint(name)
         self.store.update_endpoint(name, state=ProvisioningState.DELETING)
-        for dep in self.store.list_deployments(name):
-            processes.stop(dep.pid)
-            self.store.delete_deployment(name, dep.name)
         processes.stop(ep.pid)
+        for dep in self.store.list_deployments(name):
+            for inst in dep.instances:
+                processes.stop(inst.get("pid"))
+            self.store.delete_deployment(name, dep.name)
         self.store.delete_endpoint(name)
+        self.keyring.forget(name)
 
     # deployments ----------------------------------------------------------------------------------------------
+    def _gateway_running(self, ep: Endpoint) -> None:
+        if not processes.alive(ep.pid):
+            raise ConflictError(
+                f"endpoint {ep.name!r} has no running gateway", remedy="Start it with `chattune endpoints up`."
+            )
+
     def deploy(
         self,
         endpoint: str,
@@ -133,22 +203,30 @@ class EndpointService:
         instance_count: int = 1,
         request_timeout_ms: int = 5000,
         max_concurrent: int = 1,
+        liveness_probe: dict[str, Any] | None = None,
+        readiness_probe: dict[str, Any] | None = None,
+        extra_models: list[str] | None = None,
+        wait: bool = True,
     ) -> Deployment:
+        """Record the deployment; the endpoint's gateway starts its instances. Waits until they are ready."""
         check_name("deployment", name)
         ep = self.store.get_endpoint(endpoint)
         if ep.state != ProvisioningState.SUCCEEDED:
             raise ConflictError(f"endpoint {endpoint!r} is {ep.state}")
-        if instance_count != 1:
-            raise UserError(
-                "--instances other than 1 is not supported yet (multi-instance deployments come with the "
-                "serving issue)",
-                remedy="Use --instances 1.",
-            )
+        self._gateway_running(ep)
+        if instance_count < 1:
+            raise UserError(f"--instances must be at least 1, not {instance_count}")
         if not 0 < request_timeout_ms <= MAX_REQUEST_TIMEOUT_MS:
             raise UserError(f"--request-timeout-ms must be in 1..{MAX_REQUEST_TIMEOUT_MS}, not {request_timeout_ms}")
         if max_concurrent < 1:
             raise UserError("--max-concurrent must be at least 1")
         mv = self.registry.get(model_ref)
+        self.registry.check_template(mv)
+        extras = [self._extra(mv, ref) for ref in extra_models or []]
+        probes = {
+            "liveness_probe": ProbeSettings.model_validate(liveness_probe or {}).model_dump(),
+            "readiness_probe": ProbeSettings.model_validate(readiness_probe or {}).model_dump(),
+        }
         dep = Deployment(
             endpoint=endpoint,
             name=name,
@@ -159,24 +237,51 @@ class EndpointService:
             instance_count=instance_count,
             request_timeout_ms=request_timeout_ms,
             max_concurrent_requests_per_instance=max_concurrent,
+            log_path=str(self._dir(endpoint) / f"{name}.log"),
+            probes=probes,
+            extra_models=extras,
         )
         self.store.create_deployment(dep)
-        log = self._dir(endpoint) / f"{name}.log"
-        # A LoRA version is served over its base model; a full fine-tune is a complete model of its own.
-        weights = mv.base_model_path if mv.kind == "lora" else mv.path
-        args = ["--base", weights, "--name", mv.id, "--base-name", mv.base_model]
-        if mv.kind == "lora":
-            args += ["--adapter", mv.path]
-        try:
-            pid, port = processes.spawn("chattune.serving.instance", args, log, self.settings.host)
-            self.store.update_deployment(endpoint, name, pid=pid, port=port, log_path=str(log))
-            processes.wait_until_ready(
-                f"http://{self.settings.host}:{port}/health/ready", pid, log, self.settings.ready_timeout_s
+        return self.wait_deployment(endpoint, name) if wait else dep
+
+    def _extra(self, main: ModelVersion, ref: str) -> str:
+        """An extra adapter served from the same loaded base: a LoRA version of the same base model."""
+        mv = self.registry.get(ref)
+        if mv.kind != "lora" or main.kind != "lora" or mv.base_model_hash != main.base_model_hash:
+            raise UserError(
+                f"--extra-model {ref}: only LoRA versions of the same base as {main.id} share one loaded base",
+                remedy=f"{main.id} is {main.kind} on {main.base_model}; {mv.id} is {mv.kind} on {mv.base_model}.",
             )
-        except ChattuneError:
-            self.store.update_deployment(endpoint, name, state=ProvisioningState.FAILED)
-            raise
-        return self.store.update_deployment(endpoint, name, state=ProvisioningState.SUCCEEDED)
+        self.registry.check_template(mv)
+        return mv.id
+
+    def wait_deployment(self, endpoint: str, name: str, timeout_s: float | None = None) -> Deployment:
+        """Until every instance is ready (Succeeded) or the gateway gives up on them (Failed)."""
+        deadline = time.monotonic() + (timeout_s or self.settings.ready_timeout_s)
+        while True:
+            dep = self.store.get_deployment(endpoint, name)
+            if dep.state == ProvisioningState.SUCCEEDED:
+                return dep
+            if dep.state == ProvisioningState.FAILED:
+                errors = [i.get("error") for i in dep.instances if i.get("error")]
+                raise ChattuneError(
+                    f"deployment {name!r} failed: {errors[0] if errors else 'see its log'}",
+                    remedy=f"`chattune deployments logs --endpoint {endpoint} --name {name}`.",
+                )
+            if time.monotonic() > deadline:
+                raise ChattuneError(
+                    f"deployment {name!r} not ready after {self.settings.ready_timeout_s:.0f}s "
+                    f"(state {dep.state}):\n{processes.tail(Path(dep.log_path or ''), 20)}"
+                )
+            self._gateway_running(self.store.get_endpoint(endpoint))
+            time.sleep(0.2)
+
+    def scale(self, endpoint: str, name: str, instance_count: int) -> Deployment:
+        if instance_count < 1:
+            raise UserError(f"--instances must be at least 1, not {instance_count}")
+        self.store.get_deployment(endpoint, name)
+        self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.UPDATING)
+        return self.wait_deployment(endpoint, name)
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
         self.store.get_endpoint(endpoint)
@@ -190,7 +295,22 @@ class EndpointService:
                 f"deployment {name!r} still receives {ep.traffic[name]}% of traffic",
                 remedy=f"Move its traffic first: `chattune endpoints traffic {endpoint} OTHER=100`.",
             )
-        processes.stop(dep.pid)
+        mirrored = ep.mirror_traffic.get(name, 0)
+        if mirrored > 0:
+            raise ConflictError(
+                f"deployment {name!r} still receives {mirrored}% mirrored traffic",
+                remedy=f"Stop the mirror first: `chattune endpoints mirror {endpoint} {name}=0`.",
+            )
+        self.store.update_deployment(endpoint, name, state=ProvisioningState.DELETING)
+        deadline = time.monotonic() + 60
+        while processes.alive(ep.pid) and time.monotonic() < deadline:
+            try:
+                self.store.get_deployment(endpoint, name)
+            except NotFoundError:
+                return  # the gateway stopped the instances and removed the row
+            time.sleep(0.2)
+        for inst in dep.instances:  # no gateway to do it
+            processes.stop(inst.get("pid"))
         self.store.delete_deployment(endpoint, name)
 
     def logs(self, endpoint: str, name: str, lines: int = 50) -> str:
@@ -199,10 +319,22 @@ class EndpointService:
 
     # invoke ---------------------------------------------------------------------------------------------------
     def invoke(
-        self, endpoint: str, request_file: Path, key: str, deployment: str | None = None, timeout_s: float = 180.0
+        self,
+        endpoint: str,
+        request_file: Path,
+        key: str | None = None,
+        deployment: str | None = None,
+        timeout_s: float = 180.0,
     ) -> Any:
-        """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does."""
+        """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does. Without ``key``,
+        the primary key this client saved is used."""
         ep = self.store.get_endpoint(endpoint)
+        key = key or self.keyring.get(endpoint).get("primary")
+        if not key:
+            raise UserError(
+                f"no key for endpoint {endpoint!r}: none given and none saved on this client",
+                remedy="Pass --key (or set CHATTUNE_ENDPOINT_KEY), or regenerate one with `endpoints regenerate-keys`.",
+            )
         try:
             body = json.loads(Path(request_file).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:

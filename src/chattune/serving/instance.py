@@ -21,6 +21,10 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="served model name (NAME:VERSION)")
     parser.add_argument("--base-name", required=True)
     parser.add_argument("--max-new-tokens-cap", type=int, default=1024)
+    parser.add_argument(
+        "--extra-adapter", action="append", default=[], help="NAME=PATH: another LoRA adapter on the same base"
+    )
+    parser.add_argument("--template-sha256", default=None, help="refuse to serve unless the chat template matches")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
     name TEXT NOT NULL, version TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
     base_model TEXT NOT NULL, base_model_hash TEXT NOT NULL, base_model_path TEXT NOT NULL, job_id TEXT,
     description TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '{}', lineage TEXT NOT NULL DEFAULT '{}',
-    metrics TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (name, version)
+    metrics TEXT NOT NULL DEFAULT '{}', mlflow_version TEXT, PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY, auth_mode TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
@@ -61,12 +61,29 @@ CREATE TABLE IF NOT EXISTS deployments (
     model_name TEXT NOT NULL, model_version TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
     instance_count INTEGER NOT NULL, request_timeout_ms INTEGER NOT NULL,
     max_concurrent_requests_per_instance INTEGER NOT NULL, port INTEGER, pid INTEGER, log_path TEXT,
+    probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (endpoint, name)
+);
+CREATE TABLE IF NOT EXISTS model_aliases (
+    name TEXT NOT NULL, alias TEXT NOT NULL, version TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (name, alias)
 );
 """
 
 # Columns holding JSON, per table; everything else is stored as is.
-_JSON = {"spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic"}
+_JSON = {
+    "spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic",
+    "probes", "instances", "extra_models",
+}  # fmt: skip
+# Columns added since a workspace was first created: (table, column, declaration).
+_ADDED_COLUMNS = [
+    ("steps", "cache_key", "TEXT"),
+    ("steps", "reused_from", "TEXT"),
+    ("model_versions", "mlflow_version", "TEXT"),
+    ("deployments", "probes", "TEXT NOT NULL DEFAULT '{}'"),
+    ("deployments", "instances", "TEXT NOT NULL DEFAULT '[]'"),
+    ("deployments", "extra_models", "TEXT NOT NULL DEFAULT '[]'"),
+]
 
 
 def _encode(key: str, value: Any) -> Any:
@@ -105,11 +122,10 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         """Columns added since a workspace was created are added in place (SQLite has no IF NOT EXISTS for them)."""
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(steps)").fetchall()}
-        if columns:
-            for column in ("cache_key", "reused_from"):
-                if column not in columns:
-                    self._db.execute(f"ALTER TABLE steps ADD COLUMN {column} TEXT")
+        for table, column, declaration in _ADDED_COLUMNS:
+            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if columns and column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -274,6 +290,34 @@ class SqliteStore:
         else:
             rows = self._query("SELECT * FROM model_versions ORDER BY name, created_at")
         return [ModelVersion(**_only(ModelVersion, r)) for r in rows]
+
+    def delete_model_version(self, name: str, version: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM model_aliases WHERE name = ? AND version = ?", (name, version))
+            db.execute("DELETE FROM model_versions WHERE name = ? AND version = ?", (name, version))
+
+    def update_model_version(self, name: str, version: str, **fields: Any) -> ModelVersion:
+        self._update("model_versions", {"name": name, "version": version}, fields)
+        return self.get_model_version(name, version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO model_aliases VALUES (?, ?, ?, ?)", (name, alias, version, time.time()))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """{alias: version} for one registered model."""
+        rows = self._query("SELECT alias, version FROM model_aliases WHERE name = ? ORDER BY alias", (name,))
+        return {r["alias"]: r["version"] for r in rows}
+
+    def deployments_using(self, name: str, version: str) -> list[Deployment]:
+        rows = self._query("SELECT * FROM deployments ORDER BY endpoint, name")
+        found = [self._deployment(r) for r in rows]
+        ref = f"{name}:{version}"
+        return [d for d in found if (d.model_name, d.model_version) == (name, version) or ref in (d.extra_models or [])]
 
     # endpoints ------------------------------------------------------------------------------------------------
     def create_endpoint(self, ep: Endpoint, key_hashes: dict[str, str]) -> None:

@@ -1,0 +1,102 @@
+"""Registered versions as MLflow models: ``mlflow.pyfunc.load_model("models:/NAME/VERSION")`` answers chat requests
+with the serving engine's own generation code, so greedy answers are the same text as the endpoint's.
+
+A LoRA version's adapter (with its tokenizer and the chat template used in training) is copied into the MLflow
+artifact store; the base model is referenced by path in ``model_config`` (``base_model_path``, overridable at load
+time, as large weights are referenced and never copied elsewhere in chattune). A full fine-tune is referenced
+the same way (``model_path``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pydantic
+from mlflow.pyfunc import PythonModel
+
+
+class Message(pydantic.BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(pydantic.BaseModel):
+    messages: list[Message]
+    max_tokens: int | None = None
+
+
+class AnswerMessage(pydantic.BaseModel):
+    role: str = "assistant"
+    content: str
+
+
+class Choice(pydantic.BaseModel):
+    index: int
+    finish_reason: str
+    message: AnswerMessage
+
+
+class Usage(pydantic.BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatResponse(pydantic.BaseModel):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ChattuneChatModel(PythonModel):  # type: ignore[misc]
+    """Greedy chat completions over a base model plus LoRA adapter, or a full fine-tune."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Never pickle loaded weights into python_model.pkl.
+        return {k: v for k, v in self.__dict__.items() if k != "generator"}
+
+    def load_context(self, context: Any) -> None:
+        from chattune.inference import ChatGenerator, load_model, load_tokenizer
+
+        config = context.model_config
+        if "adapter" in context.artifacts:
+            adapter = context.artifacts["adapter"]
+            model = load_model(config["base_model_path"], adapter)
+            tokenizer = load_tokenizer(adapter)
+        else:
+            model = load_model(config["model_path"])
+            tokenizer = load_tokenizer(config["model_path"])
+        self.model_name = str(config.get("model_name", "chattune"))
+        self.max_new_tokens = int(config.get("max_new_tokens", 256))
+        self.generator = ChatGenerator(model, tokenizer)
+
+    def predict(  # type: ignore[override]  # MLflow 3 reads the signature from these type hints
+        self, model_input: list[ChatRequest], params: dict[str, Any] | None = None
+    ) -> list[ChatResponse]:
+        from chattune.inference import GenerationParams
+
+        answers = []
+        for request in model_input:
+            conversation = [m.model_dump() for m in request.messages]
+            gen = self.generator.generate(
+                [conversation], GenerationParams(max_new_tokens=request.max_tokens or self.max_new_tokens)
+            )[0]
+            answers.append(
+                ChatResponse(
+                    id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                    created=int(time.time()),
+                    model=self.model_name,
+                    choices=[Choice(index=0, finish_reason=gen.finish_reason, message=AnswerMessage(content=gen.text))],
+                    usage=Usage(
+                        prompt_tokens=gen.prompt_tokens,
+                        completion_tokens=gen.completion_tokens,
+                        total_tokens=gen.prompt_tokens + gen.completion_tokens,
+                    ),
+                )
+            )
+        return answers

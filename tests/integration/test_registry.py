@@ -1,0 +1,65 @@
+"""The registry: versions numbered as MLflow numbers them, aliases and tags mirrored into MLflow, a pyfunc that
+answers as the endpoint does, deletion refused while served, and the chat-template check at deploy time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import parse_json
+
+pytestmark = pytest.mark.integration
+
+
+def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path) -> None:
+    doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
+    job_id, endpoint = doc["job"]["id"], doc["endpoint"]["name"]
+
+    first = parse_json(cli("models", "register", "--job", job_id, "--name", "tiny-chat", "--json"))
+    second = parse_json(cli("models", "register", "--job", job_id, "--name", "tiny-chat", "--json"))
+    assert (first["version"], second["version"]) == ("1", "2")  # MLflow's numbers: models:/tiny-chat/1
+    assert parse_json(cli("models", "alias", "tiny-chat@champion", "1", "--json")) == {
+        "name": "tiny-chat",
+        "alias": "champion",
+        "version": "1",
+    }
+    shown = parse_json(cli("models", "show", "tiny-chat@champion", "--json"))
+    assert shown["version"] == "1" and shown["aliases"] == ["champion"] and shown["versions"] == ["1", "2"]
+    assert shown["lineage"]["job_id"] == job_id and shown["lineage"]["chat_template_sha256"]
+    parse_json(cli("models", "tag", "tiny-chat:1", "stage=prod", "--json"))
+    bad = cli("models", "alias", "tiny-chat@latest", "1")
+    assert bad.returncode == 2 and "reserved" in bad.stderr
+
+    # Serve the alias; MLflow loads the same version and answers with the same greedy text.
+    create = ("deployments", "create", "--endpoint", endpoint, "--name", "champ", "--model", "tiny-chat@champion")
+    parse_json(cli(*create, "--json"))
+    key = parse_json(cli("endpoints", "keys", endpoint, "--json"))["primary_key"]
+    base_url = parse_json(cli("endpoints", "show", endpoint, "--json"))["openai_base_url"]
+    client = openai.OpenAI(base_url=base_url, api_key=key, default_headers={"azureml-model-deployment": "champ"})
+    messages = [{"role": "user", "content": "Normalize the date: 3 March 2021"}]
+    served = client.chat.completions.create(model="tiny-chat:1", messages=messages, max_tokens=8, temperature=0)
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    version = MlflowClient().get_model_version_by_alias("tiny-chat", "champion")
+    assert str(version.version) == "1" and version.tags["stage"] == "prod"
+    model = mlflow.pyfunc.load_model("models:/tiny-chat@champion")
+    answer = model.predict([{"messages": messages, "max_tokens": 8}])[0]
+    assert answer.choices[0].message.content == served.choices[0].message.content
+    assert answer.usage.completion_tokens == served.usage.completion_tokens
+
+    # A version a deployment serves cannot be deleted; an unused one can, in MLflow too.
+    refused = cli("models", "delete", "tiny-chat:1")
+    assert refused.returncode == 2 and f"{endpoint}/champ" in refused.stderr
+    assert cli("models", "delete", "tiny-chat:2").returncode == 0
+    assert [str(v.version) for v in MlflowClient().search_model_versions("name='tiny-chat'")] == ["1"]
+
+    # A version whose stored chat template differs from the one it was trained with is refused at deploy time.
+    (Path(shown["path"]) / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    mismatch = cli("deployments", "create", "--endpoint", endpoint, "--name", "other", "--model", "tiny-chat:1")
+    assert mismatch.returncode == 2 and "not the one it was trained with" in mismatch.stderr
+    assert cli("endpoints", "delete", endpoint).returncode == 0
