@@ -184,41 +184,59 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
                 )
             name = picked
         dep = deployments[name]
-        inst, full = supervisor.pick(dep.name, dep.max_concurrent_requests_per_instance)
-        if inst is None:
-            if full:
+        body = b""
+        mirrored = False
+        for attempt in range(dep.instance_count + 1):
+            inst, full = supervisor.pick(dep.name, dep.max_concurrent_requests_per_instance)
+            if inst is None:
+                if full:
+                    return answer(
+                        dep.name,
+                        error_response(
+                            429,
+                            f"deployment {dep.name!r} is at max_concurrent_requests_per_instance="
+                            f"{dep.max_concurrent_requests_per_instance} on all {dep.instance_count} instance(s); "
+                            "retry",
+                            "too_many_requests",
+                            headers={"Retry-After": RETRY_AFTER_S},
+                        ),
+                    )
                 return answer(
                     dep.name,
-                    error_response(
-                        429,
-                        f"deployment {dep.name!r} is at max_concurrent_requests_per_instance="
-                        f"{dep.max_concurrent_requests_per_instance} on all {dep.instance_count} instance(s); retry",
-                        "too_many_requests",
-                        headers={"Retry-After": RETRY_AFTER_S},
-                    ),
+                    error_response(503, f"deployment {dep.name!r} has no ready instance ({dep.state})", "not_ready"),
                 )
+            if not mirrored:
+                body, mirrored = await request.body(), True
+                if not wanted:  # Azure mirrors live traffic only, never a request aimed at one deployment
+                    for shadow, pct in ep.mirror_traffic.items():
+                        if pct > 0 and shadow in deployments and shadow != dep.name and rng.random() * 100 < pct:
+                            task = asyncio.create_task(mirror(deployments[shadow], request, body))
+                            background.add(task)
+                            task.add_done_callback(background.discard)
+            inst.in_flight += 1
+            try:
+                upstream = await send(dep, inst, request, body)
+                break
+            except (TimeoutError, httpx.TimeoutException):
+                inst.in_flight -= 1
+                return timed_out(dep)
+            except httpx.ConnectError:
+                # Never reached the instance (it died or is restarting): out of rotation until the supervisor has
+                # seen it ready again, and the request goes to another instance.
+                inst.in_flight -= 1
+                supervisor.suspect(inst)
+                log.warning(
+                    "%s/%s instance %d refused a connection (attempt %d)", endpoint, dep.name, inst.index, attempt
+                )
+            except httpx.HTTPError as exc:
+                inst.in_flight -= 1
+                return answer(
+                    dep.name,
+                    error_response(502, f"deployment {dep.name!r} is unreachable: {type(exc).__name__}", "bad_gateway"),
+                )
+        else:
             return answer(
-                dep.name,
-                error_response(503, f"deployment {dep.name!r} has no ready instance ({dep.state})", "not_ready"),
-            )
-        body = await request.body()
-        if not wanted:  # Azure mirrors live traffic only, never a request aimed at one deployment
-            for shadow, pct in ep.mirror_traffic.items():
-                if pct > 0 and shadow in deployments and shadow != dep.name and rng.random() * 100 < pct:
-                    task = asyncio.create_task(mirror(deployments[shadow], request, body))
-                    background.add(task)
-                    task.add_done_callback(background.discard)
-        inst.in_flight += 1
-        try:
-            upstream = await send(dep, inst, request, body)
-        except (TimeoutError, httpx.TimeoutException):
-            inst.in_flight -= 1
-            return timed_out(dep)
-        except httpx.HTTPError as exc:
-            inst.in_flight -= 1
-            return answer(
-                dep.name,
-                error_response(502, f"deployment {dep.name!r} is unreachable: {type(exc).__name__}", "bad_gateway"),
+                dep.name, error_response(502, f"no instance of deployment {dep.name!r} is reachable", "bad_gateway")
             )
         headers = {DEPLOYMENT_HEADER: dep.name}
         media_type = upstream.headers.get("content-type")

@@ -98,6 +98,11 @@ class Supervisor:
         turn = next(self._rr)
         return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room))), False
 
+    def suspect(self, inst: Instance) -> None:
+        """A connection to it was refused: out of rotation until the supervisor sees it ready (or restarts it)."""
+        if inst.state == "Ready":
+            inst.state = "Starting"
+
     # lifecycle ------------------------------------------------------------------------------------------------
     async def run(self) -> None:
         while True:

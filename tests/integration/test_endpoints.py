@@ -1,0 +1,160 @@
+"""Endpoints as Azure manages them, on the tiny model, through real gateways and instances over loopback HTTP:
+the safe-rollout walk (REFERENCE.md section 5), 429 at capacity, a killed instance restarted, a killed gateway
+brought back by `endpoints up` with the same keys, port and routing."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import parse_json
+
+pytestmark = pytest.mark.integration
+
+BODY = {"input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 1}}}
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def served(cli: Any) -> dict[str, Any]:
+    """The quickstart's endpoint (deployment "demo" at 100%), kept for the test; deleted by the home fixture."""
+    doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
+    endpoint = doc["endpoint"]["name"]
+    shown = parse_json(cli("endpoints", "show", endpoint, "--json"))
+    return {
+        "endpoint": endpoint,
+        "model": f"{doc['model']['name']}:{doc['model']['version']}",
+        "uri": shown["scoring_uri"],
+        "base": shown["scoring_uri"].removesuffix("/score"),
+        "headers": {"Authorization": f"Bearer {doc['endpoint']['keys']['primary']}"},
+    }
+
+
+def _score(s: dict[str, Any], deployment: str | None = None, body: dict[str, Any] = BODY) -> httpx.Response:
+    headers = dict(s["headers"])
+    if deployment:
+        headers["azureml-model-deployment"] = deployment
+    return httpx.post(s["uri"], json=body, headers=headers, timeout=60)
+
+
+def _metric(s: dict[str, Any], name: str, **labels: str) -> float:
+    text = httpx.get(f"{s['base']}/metrics", headers=s["headers"], timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_safe_rollout_walk(cli: Any, served: dict[str, Any]) -> None:
+    ep = served["endpoint"]
+    # blue (the quickstart's "demo") has 100%; green is created at 0%
+    parse_json(cli("deployments", "create", "--endpoint", ep, "--name", "green", "--model", served["model"], "--json"))
+    assert parse_json(cli("endpoints", "show", ep, "--json"))["traffic"] == {"demo": 100}
+    # invoke green directly
+    r = _score(served, deployment="green")
+    assert r.status_code == 200 and r.headers["azureml-model-deployment"] == "green"
+    # mirror 10%: every answer still comes from blue; green gets copies
+    assert cli("endpoints", "traffic", ep, "demo=90", "green=10").returncode == 0
+    refused = cli("endpoints", "mirror", ep, "green=10")
+    assert refused.returncode == 2 and "live traffic" in refused.stderr
+    assert cli("endpoints", "traffic", ep, "demo=100").returncode == 0
+    assert parse_json(cli("endpoints", "mirror", ep, "green=10", "--json"))["mirror_traffic"] == {"green": 10}
+    assert cli("endpoints", "mirror", ep, "green=60").returncode == 2  # Azure caps mirroring at 50%
+    answered = collections.Counter(_score(served).headers["azureml-model-deployment"] for _ in range(100))
+    assert answered == {"demo": 100}
+    _wait(lambda: _metric(served, "chattune_gateway_mirrored_requests_total", deployment="green") > 0, 10, "mirror")
+    assert cli("endpoints", "traffic", ep, "demo=90", "green=10").returncode == 2  # still mirrored
+    assert cli("endpoints", "mirror", ep, "green=0").returncode == 0
+    # 90/10
+    assert cli("endpoints", "traffic", ep, "demo=90", "green=10").returncode == 0
+    answered = collections.Counter(_score(served).headers["azureml-model-deployment"] for _ in range(100))
+    assert set(answered) == {"demo", "green"} and 1 <= answered["green"] <= 30, answered
+    # 0/100, then delete blue
+    assert cli("endpoints", "traffic", ep, "demo=0", "green=100").returncode == 0
+    assert {_score(served).headers["azureml-model-deployment"] for _ in range(10)} == {"green"}
+    assert cli("deployments", "delete", "--endpoint", ep, "--name", "demo").returncode == 0
+    assert [d["name"] for d in parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))] == ["green"]
+    assert _score(served).status_code == 200
+
+
+def test_overflow_is_429_at_once_and_a_killed_instance_comes_back(cli: Any, served: dict[str, Any]) -> None:
+    ep = served["endpoint"]
+    create = ("deployments", "create", "--endpoint", ep, "--name", "pair", "--model", served["model"])
+    dep = parse_json(
+        cli(*create, "--instances", "2", "--max-concurrent", "1", "--request-timeout-ms", "60000", "--json")
+    )
+    assert len(dep["instances"]) == 2 and all(i["state"] == "Ready" for i in dep["instances"])
+    long = {
+        "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 150}}
+    }
+    results: list[httpx.Response] = []
+
+    def call() -> None:
+        results.append(_score(served, deployment="pair", body=long))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = collections.Counter(r.status_code for r in results)
+    assert codes[200] >= 2 and codes[429] >= 1, codes
+    overflow = next(r for r in results if r.status_code == 429)
+    assert overflow.headers["retry-after"] == "1" and overflow.json()["error"]["code"] == "too_many_requests"
+
+    # kill -9 one instance: the other keeps answering, and the gateway starts a new one
+    victim = dep["instances"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    failures = sum(_score(served, deployment="pair").status_code != 200 for _ in range(20))
+    assert failures <= 1
+
+    def restarted() -> bool:
+        insts = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[-1]["instances"]
+        return all(i["state"] == "Ready" for i in insts) and insts[0]["restarts"] == 1 and insts[0]["pid"] != victim
+
+    _wait(restarted, 30, "the killed instance to be restarted and ready")
+    assert _metric(served, "chattune_gateway_instance_restarts") >= 1
+
+
+def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, served: dict[str, Any]) -> None:
+    ep = served["endpoint"]
+    before = parse_json(cli("endpoints", "show", ep, "--json"))
+    instances = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"]
+    import sqlite3
+
+    home = Path(os.environ["CHATTUNE_HOME"])
+    with sqlite3.connect(home / "chattune.db") as db:
+        (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name=?", (ep,)).fetchone()
+    os.kill(gateway_pid, signal.SIGKILL)
+    with pytest.raises(httpx.HTTPError):
+        _score(served)
+    refused = cli("deployments", "create", "--endpoint", ep, "--name", "late", "--model", served["model"])
+    assert refused.returncode == 2 and "endpoints up" in refused.stderr
+    started = parse_json(cli("endpoints", "up", "--json"))
+    assert [d["name"] for d in started] == [ep]
+    after = parse_json(cli("endpoints", "show", ep, "--json"))
+    assert after["scoring_uri"] == before["scoring_uri"] and after["traffic"] == before["traffic"]
+    r = _score(served)  # the same key, the same URI, the same deployment
+    assert r.status_code == 200 and r.headers["azureml-model-deployment"] == "demo"
+    adopted = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"]
+    assert [i["pid"] for i in adopted] == [i["pid"] for i in instances]  # running instances were adopted
+    assert parse_json(cli("endpoints", "up", "--json")) == []
+    assert re.search(r"primary", cli("endpoints", "keys", ep).stdout)
