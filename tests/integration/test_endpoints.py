@@ -158,3 +158,83 @@ def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, se
     assert [i["pid"] for i in adopted] == [i["pid"] for i in instances]  # running instances were adopted
     assert parse_json(cli("endpoints", "up", "--json")) == []
     assert re.search(r"primary", cli("endpoints", "keys", ep).stdout)
+
+
+def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str, Any]) -> None:
+    import openai
+
+    ep, model = served["endpoint"], served["model"]
+    job = parse_json(cli("models", "show", model, "--json"))["job_id"]
+    parse_json(cli("models", "register", "--job", job, "--name", "second", "--json"))
+    create = ("deployments", "create", "--endpoint", ep, "--name", "multi", "--model", model)
+    dep = parse_json(cli(*create, "--extra-model", "second:1", "--max-concurrent", "32", "--json"))
+    client = openai.OpenAI(
+        base_url=f"{served['base']}/v1",
+        api_key=served["headers"]["Authorization"].split()[1],
+        default_headers={"azureml-model-deployment": "multi"},
+    )
+    # /v1/models: the base and both adapters, each with the base as parent
+    cards = {m.id: m for m in client.models.list().data}
+    assert set(cards) == {"tiny-test", model, "second:1"}
+    assert cards["second:1"].parent == "tiny-test" and cards[model].parent == "tiny-test"
+
+    messages = [{"role": "user", "content": "Convert this date to ISO 8601: May 1, 2020"}]
+    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        plain.choices[0].finish_reason
+    ]
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    # the adapter and the base answer through the same loaded base; an unknown model is a 404
+    assert client.chat.completions.create(model="second:1", messages=messages, max_tokens=4).choices
+    assert client.chat.completions.create(model="tiny-test", messages=messages, max_tokens=4).choices
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=messages, max_tokens=4)
+    # n, seed, stop, and a huge max_tokens capped by the server
+    two = client.chat.completions.create(model=model, messages=messages, max_tokens=4, n=2)
+    assert [c.index for c in two.choices] == [0, 1]
+    seeded = [
+        client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=1.0, seed=7)
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert seeded[0] == seeded[1]
+    capped = client.chat.completions.create(model=model, messages=messages, max_tokens=10**6, temperature=0)
+    assert capped.usage.completion_tokens <= 1024
+
+    # concurrent requests share batches: the instance's own metrics say so
+    with __import__("concurrent.futures").futures.ThreadPoolExecutor(8) as pool:
+        done = list(
+            pool.map(
+                lambda i: client.chat.completions.create(
+                    model=model if i % 2 else "second:1", messages=messages, max_tokens=8, temperature=0
+                ),
+                range(16),
+            )
+        )
+    assert all(d.choices for d in done)
+    port = dep["instances"][0]["port"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    single = float(re.search(r'chattune_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
+    batches = float(re.search(r"chattune_batch_size_count (\S+)", text).group(1))
+    assert batches > single  # some batches held more than one sequence
+    for name in ("chattune_generated_tokens_total", "chattune_queue_depth", "chattune_request_latency_seconds_bucket"):
+        assert name in text
+
+    # an oversized body is refused with 413 in OpenAI's shape, and the next request is served
+    huge = {"model": model, "messages": [{"role": "user", "content": "x" * (5 * 2**20)}]}
+    r = httpx.post(f"{served['base']}/v1/chat/completions", json=huge, headers=served["headers"], timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert _score(served).status_code == 200

@@ -23,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from chattune.endpoints.keys import bearer, matches
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment
-from chattune.serving.errors import error_response, install_error_handlers
+from chattune.serving.app import MAX_BODY_BYTES
+from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
 from chattune.settings import Settings
 from chattune.store import SqliteStore
 
@@ -86,6 +87,7 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
 
     app = FastAPI(title=f"chattune endpoint {endpoint}", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -1,35 +1,62 @@
-"""The engine behind one instance: loads the model in the background, warms it up, then generates.
+"""The engine behind one instance: loads the base model and its LoRA adapters in the background, warms them up,
+then serves generations through the batch scheduler (chattune.serving.batching).
 
-Requests are served one generate call at a time (the batching engine comes with the serving issue).
+Several LoRA versions of one base share the loaded base; the request's ``model`` picks the adapter, as in vLLM.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from chattune.errors import ServiceUnavailableError
-from chattune.inference import ChatGenerator, Generation, GenerationParams, load_model, load_tokenizer
+from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError, UserError
+from chattune.inference import Generation, GenerationParams, load_model, load_tokenizer, model_max_length
+from chattune.serving.batching import BatchScheduler, Pending
+from chattune.serving.metrics import InstanceMetrics
 
 log = logging.getLogger(__name__)
 
 
 class Engine:
     def __init__(
-        self, base_path: str, adapter_path: str | None, served_name: str, base_name: str, max_new_tokens_cap: int = 1024
+        self,
+        base_path: str,
+        adapter_path: str | None,
+        served_name: str,
+        base_name: str,
+        *,
+        max_new_tokens_cap: int = 1024,
+        extra_adapters: dict[str, str] | None = None,
+        template_sha256: str | None = None,
+        max_batch_size: int = 32,
+        metrics: InstanceMetrics | None = None,
     ):
         self.base_path = base_path
-        self.adapter_path = adapter_path
         self.served_name = served_name
         self.base_name = base_name
         self.max_new_tokens_cap = max_new_tokens_cap
+        # adapter name -> directory; the main one first. A full fine-tune has none (served_name is the weights).
+        self.adapters: dict[str, str] = {served_name: adapter_path} if adapter_path else {}
+        self.adapters.update(extra_adapters or {})
+        self.template_sha256 = template_sha256
+        self.max_batch_size = max_batch_size
+        self.metrics = metrics or InstanceMetrics()
         self.created = int(time.time())
         self.ready = threading.Event()
         self.failed: str | None = None
-        self._generator: ChatGenerator | None = None
+        self._scheduler: BatchScheduler | None = None
+        self._tokenizer: Any = None
+        self._keys: dict[str, str] = {}
+        self.max_length = 2048
+
+    @property
+    def adapter_path(self) -> str | None:
+        return self.adapters.get(self.served_name)
 
     def start(self) -> None:
         threading.Thread(target=self._load, name="engine-load", daemon=True).start()
@@ -37,22 +64,136 @@ class Engine:
     def _load(self) -> None:
         try:
             # The tokenizer (and chat template) saved with the fine-tuned model is the one used in training.
-            tokenizer = load_tokenizer(
-                self.adapter_path if self.adapter_path and _has_tokenizer(self.adapter_path) else self.base_path
+            first = self.adapter_path
+            tokenizer = load_tokenizer(first if first and _has_tokenizer(first) else self.base_path)
+            self._check_template(tokenizer)
+            model = load_model(self.base_path)
+            if self.adapters:
+                from peft import PeftModel
+
+                # PEFT names adapters as modules: an internal key per served name (names may hold '.' or ':').
+                self._keys = {name: f"adapter_{i}" for i, name in enumerate(self.adapters)}
+                items = iter(self.adapters.items())
+                name, path = next(items)
+                model = PeftModel.from_pretrained(model, path, adapter_name=self._keys[name])
+                for name, path in items:
+                    model.load_adapter(path, adapter_name=self._keys[name])
+                model.eval()
+            self._tokenizer = tokenizer
+            self.max_length = model_max_length(model, tokenizer)
+            self._scheduler = BatchScheduler(
+                model,
+                tokenizer,
+                self.metrics,
+                max_batch_size=self.max_batch_size,
+                max_length=self.max_length,
+                multi_adapter=bool(self.adapters),
             )
-            model = load_model(self.base_path, self.adapter_path)
-            self._generator = ChatGenerator(model, tokenizer, max_new_tokens_cap=self.max_new_tokens_cap)
-            self._generator.generate([[{"role": "user", "content": "warm up"}]], GenerationParams(max_new_tokens=1))
+            self._warm_up()
             self.ready.set()
-            log.info("engine ready: %s", self.served_name)
+            log.info("engine ready: %s (adapters: %s)", self.served_name, ", ".join(self.adapters) or "none")
         except Exception as exc:  # reported through /health/ready and the instance log
             self.failed = f"{type(exc).__name__}: {exc}"
             log.exception("engine failed to load")
 
-    def generate(self, conversations: list[list[dict[str, Any]]], params: GenerationParams) -> list[Generation]:
-        if not self.ready.is_set() or self._generator is None:
+    def _check_template(self, tokenizer: Any) -> None:
+        from chattune.training.templates import template_hash
+
+        if self.template_sha256 and template_hash(tokenizer.chat_template or "") != self.template_sha256:
+            raise ConflictError(
+                f"the chat template beside {self.served_name} is not the one it was trained with "
+                f"({self.template_sha256[:12]}...); refusing to serve it"
+            )
+
+    def _warm_up(self) -> None:
+        """One short generation per adapter, so the first real request does not pay for lazy initialisation."""
+        assert self._scheduler is not None
+        loop = asyncio.new_event_loop()
+        try:
+            for name in [None, *self.adapters]:
+                conversation = [{"role": "user", "content": "warm up"}]
+                pending = self._encode(conversation, GenerationParams(max_new_tokens=1), name, loop)
+                self._scheduler.submit(pending)
+                loop.run_until_complete(_final(pending))
+        finally:
+            loop.close()
+
+    # requests -------------------------------------------------------------------------------------------------
+    def models(self) -> list[tuple[str, str | None]]:
+        """(id, parent) for /v1/models: the base, then each adapter with the base as its parent."""
+        if not self.adapters:  # a full fine-tune: its own weights, no base served beside it
+            return [(self.served_name, None)]
+        return [(self.base_name, None), *((name, self.base_name) for name in self.adapters)]
+
+    def resolve(self, model: str | None) -> str | None:
+        """The adapter a request's ``model`` names (None: the base model); the deployment's own model by default."""
+        if model is None or model == self.served_name:
+            return self.served_name if self.adapters else None
+        if model in self.adapters:
+            return model
+        if model == self.base_name and self.adapters:
+            return None
+        served = ", ".join(name for name, _ in self.models())
+        raise NotFoundError(f"model {model!r} is not served here; available: {served}")
+
+    def _encode(
+        self,
+        conversation: list[dict[str, Any]],
+        params: GenerationParams,
+        adapter: str | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Pending:
+        params.max_new_tokens = min(params.max_new_tokens, self.max_new_tokens_cap)  # the server-side cap
+        ids = self._tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        if len(ids) + params.max_new_tokens > self.max_length:
+            raise UserError(
+                f"prompt ({len(ids)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's "
+                f"context ({self.max_length} tokens)",
+                remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
+            )
+        return Pending(list(ids), params, self._keys.get(adapter) if adapter else None, loop)
+
+    def submit(self, conversation: list[dict[str, Any]], params: GenerationParams, adapter: str | None) -> Pending:
+        """Queue one generation (call from the server's event loop); ``adapter`` from ``resolve``."""
+        if not self.ready.is_set() or self._scheduler is None:
             raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")
-        return self._generator.generate(conversations, params)
+        pending = self._encode(conversation, GenerationParams(**vars(params)), adapter, asyncio.get_running_loop())
+        self._scheduler.submit(pending)
+        return pending
+
+    async def generate(
+        self, conversations: list[list[dict[str, Any]]], params: GenerationParams, adapter: str | None = None
+    ) -> list[Generation]:
+        pendings = [self.submit(c, params, adapter) for c in conversations]
+        try:
+            return list(await asyncio.gather(*(_final(p) for p in pendings)))
+        finally:
+            for p in pendings:
+                p.cancelled = True  # the client went away: stop spending compute on it
+
+    async def stream(self, pending: Pending) -> AsyncIterator[tuple[str, Any]]:
+        """("delta", text) events, then ("done", Generation); a failure is raised."""
+        try:
+            while True:
+                kind, value = await pending.events.get()
+                if kind == "error":
+                    raise value
+                yield kind, value
+                if kind == "done":
+                    return
+        finally:
+            pending.cancelled = True
+
+
+async def _final(pending: Pending) -> Generation:
+    while True:
+        kind, value = await pending.events.get()
+        if kind == "error":
+            raise value
+        if kind == "done":
+            return value  # type: ignore[no-any-return]
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -25,6 +25,7 @@ def main() -> None:
         "--extra-adapter", action="append", default=[], help="NAME=PATH: another LoRA adapter on the same base"
     )
     parser.add_argument("--template-sha256", default=None, help="refuse to serve unless the chat template matches")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="sequences sharing one forward pass at most")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
