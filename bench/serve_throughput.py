@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 path = sys.argv[1]
 tok = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path).eval()
+model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, sys.argv[3])).eval()
 lock = threading.Lock()
 app = FastAPI()
 
@@ -106,7 +106,7 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
     }
 
 
-def start(kind: str, model_path: str, log: Path) -> tuple[int, str, float]:
+def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, float]:
     from chattune.endpoints import processes
 
     started = time.perf_counter()
@@ -116,13 +116,20 @@ def start(kind: str, model_path: str, log: Path) -> tuple[int, str, float]:
     else:
         script = log.parent / "baseline_app.py"
         script.write_text(BASELINE_APP)
-        pid, port = _spawn_script(script, model_path, log)
+        pid, port = _spawn_script(script, model_path, log, dtype)
     url = f"http://127.0.0.1:{port}"
     processes.wait_until_ready(f"{url}/health/ready", pid, log, 300)
     return pid, url, time.perf_counter() - started
 
 
-def _spawn_script(script: Path, model_path: str, log: Path) -> tuple[int, int]:
+def _mean_batch(url: str) -> float:
+    """Sequences per batch over the whole run, from the instance's own /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chattune_batch_size_"))
+    return round(float(values["chattune_batch_size_sum"]) / max(1.0, float(values["chattune_batch_size_count"])), 2)
+
+
+def _spawn_script(script: Path, model_path: str, log: Path, dtype: str) -> tuple[int, int]:
     import socket
     import subprocess
 
@@ -132,7 +139,7 @@ def _spawn_script(script: Path, model_path: str, log: Path) -> tuple[int, int]:
     port = sock.getsockname()[1]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(script), model_path, str(sock.fileno())],
+            [sys.executable, str(script), model_path, str(sock.fileno()), dtype],
             pass_fds=(sock.fileno(),),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -161,13 +168,19 @@ def main() -> None:
     ws = Workspace()
     model_path = import_model(ws.settings, ws.store, "smollm2-135m-instruct").path
     convs = prompts(args.clients * args.requests_per_client)
-    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "max_tokens": args.max_tokens}
+    from chattune.inference import inference_dtype, pick_device
+
+    # The baseline gets the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratio is batching's.
+    dtype = str(inference_dtype(pick_device())).removeprefix("torch.")
+    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "max_tokens": args.max_tokens, "dtype": dtype}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("chattune", "baseline"):
-            pid, url, ready_s = start(kind, model_path, Path(tmp) / f"{kind}.log")
+            pid, url, ready_s = start(kind, model_path, Path(tmp) / f"{kind}.log", dtype)
             try:
                 lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, convs))
                 loaded = asyncio.run(drive(url, args.clients, args.requests_per_client, args.max_tokens, convs))
+                if kind == "chattune":
+                    loaded["mean_batch_size"] = _mean_batch(url)
             finally:
                 processes.stop(pid)
             result[kind] = {"ready_s": round(ready_s, 1), "lone": lone, "load": loaded}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,8 @@ class Settings(BaseSettings):
         mlflow_tracking_uri: Override for MLflow tracking (a team's server). Default: a SQLite file in ``home``.
         host: Interface that gateways and instances bind. Loopback by default: nothing is exposed by accident.
         ready_timeout_s: How long ``deployments create`` waits for an instance to load and warm up.
+        inference_dtype: Weights' dtype for evaluation, serving and the MLflow pyfunc: ``auto`` is bf16 where the
+            hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.
         credentials_path: The client's copy of endpoint keys (mode 0600, outside the workspace), written when keys
             are created or regenerated, so `endpoints keys` and `endpoints invoke` find them as Azure's
             `get_keys` does. The workspace database and the gateways hold only hashes. Empty: keep no copy.
@@ -27,6 +30,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     host: str = "127.0.0.1"
     ready_timeout_s: float = 300.0
+    inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     credentials_path: Path | None = Field(
         default_factory=lambda: Path.home() / ".config" / "chattune" / "credentials.json"
     )

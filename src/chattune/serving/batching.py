@@ -166,9 +166,14 @@ class BatchScheduler:
         with self._cond:
             while not self._queue:
                 self._cond.wait()
-            deadline = time.monotonic() + self.max_wait_s
-            while len(self._queue) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
+            # Wait for company while requests keep arriving (each within max_wait of the last), up to 4 x max_wait.
+            start = time.monotonic()
+            seen = len(self._queue)
+            while len(self._queue) < self.max_batch_size and time.monotonic() - start < 4 * self.max_wait_s:
+                self._cond.wait(self.max_wait_s)
+                if len(self._queue) == seen:
+                    break
+                seen = len(self._queue)
             first = self._queue[0]
             key = first.key()
             batch: list[Pending] = []
