@@ -87,3 +87,65 @@ def test_stop_strings_end_a_row_and_are_not_sent(model_and_tokenizer: tuple[Any,
     [(streamed, cut)] = asyncio.run(_run(scheduler, tokenizer, [(PROMPTS[1], 20, [stop])]))
     assert cut.finish_reason == "stop" and stop not in cut.text and full.text.startswith(cut.text)
     assert streamed == cut.text
+
+
+def test_requests_joining_a_running_batch_get_the_same_answers(model_and_tokenizer: tuple[Any, Any]) -> None:
+    """Continuous batching: rows admitted while another row is mid-answer (their cache joined to its cache, left
+    padded) and rows leaving early change nobody's tokens."""
+    model, tokenizer = model_and_tokenizer
+    reference = ChatGenerator(model, tokenizer)
+    metrics = InstanceMetrics()
+    scheduler = BatchScheduler(model, tokenizer, metrics, max_batch_size=8, max_wait_ms=0.1)
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+
+        def pending(text: str, budget: int) -> Pending:
+            ids = tokenizer.apply_chat_template(_conv(text), add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            return Pending(list(ids), GenerationParams(max_new_tokens=budget), None, loop)
+
+        first = pending(PROMPTS[3], 40)
+        scheduler.submit(first)
+        kind, _ = await first.events.get()  # it is generating now
+        later = [pending(text, budget) for text, budget in zip(PROMPTS[:3], (25, 2, 30), strict=True)]
+        for p in later:
+            scheduler.submit(p)
+        results = []
+        for p in [first, *later]:
+            while True:
+                kind, value = await p.events.get()
+                if kind == "done":
+                    results.append(value)
+                    break
+        return results
+
+    results = asyncio.run(scenario())
+    for final, text, budget in zip(results, [PROMPTS[3], *PROMPTS[:3]], (40, 25, 2, 30), strict=True):
+        alone = reference.generate([_conv(text)], GenerationParams(max_new_tokens=budget))[0]
+        assert (final.text, final.completion_tokens) == (alone.text, alone.completion_tokens)
+    samples = metrics.batch_size.collect()[0].samples
+    sizes = next(s.value for s in samples if s.name.endswith("_sum"))
+    steps = next(s.value for s in samples if s.name.endswith("_count"))
+    assert sizes / steps > 1  # the late rows shared steps with the first
+
+
+def test_a_seed_reproduces_a_sampled_answer_whatever_shares_the_batch(model_and_tokenizer: tuple[Any, Any]) -> None:
+    model, tokenizer = model_and_tokenizer
+    scheduler = BatchScheduler(model, tokenizer, InstanceMetrics(), max_wait_ms=20)
+
+    async def sample(company: int) -> str:
+        loop = asyncio.get_running_loop()
+        ids = tokenizer.apply_chat_template(_conv(PROMPTS[1]), add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        params = GenerationParams(max_new_tokens=12, do_sample=True, temperature=1.0, seed=7)
+        mine = Pending(list(ids), params, None, loop)
+        others = [Pending(list(ids), GenerationParams(max_new_tokens=12), None, loop) for _ in range(company)]
+        for p in [*others, mine]:
+            scheduler.submit(p)
+        while True:
+            kind, value = await mine.events.get()
+            if kind == "done":
+                return str(value.text)
+
+    assert asyncio.run(sample(0)) == asyncio.run(sample(3))

@@ -1,12 +1,14 @@
-"""Dynamic batching over transformers ``generate``: concurrent requests share forward passes.
+"""Continuous batching over the model's own forward pass: concurrent requests share every decoding step.
 
-Requests are tokenized on arrival (so a prompt too long for the context fails at once, with a 400) and queued. One
-scheduler thread takes the oldest request, waits a few milliseconds for company, and runs every queued request
-that can share its decoding settings (greedy, or the same sampling settings and seed) as one left-padded batch,
-with each row's LoRA adapter chosen by PEFT's mixed-adapter batches (``adapter_names``). A streamer splits the
-batch's tokens by row: each request gets its own text deltas, stops at its own end-of-sequence, ``stop`` strings
-or token budget, and is answered as soon as it is done, not when the longest row is. Requests arriving while a
-batch runs form the next one.
+Requests are tokenized on arrival (so a prompt too long for the context fails at once, with a 400) and queued.
+One scheduler thread keeps the running batch and its KV cache (transformers' DynamicCache); between steps it
+admits queued requests (prefilled together, their cache left-padded and joined to the running one) and drops the
+rows that are done, so nobody waits for the longest answer in a batch. Each row has its own decoding settings and
+LoRA adapter (PEFT's mixed-adapter batches), streams its own text deltas and ends at its own end-of-sequence,
+``stop`` string or token budget.
+
+transformers' own continuous batching (``init_continuous_batching``) was checked first: it packs every request
+into one row, so per-request LoRA adapters are impossible there, and it was slower on this CPU (docs/design.md).
 """
 
 from __future__ import annotations
@@ -42,47 +44,32 @@ class Pending:
     sent: str = ""
     done: bool = False
 
-    @property
-    def sampling(self) -> bool:
-        return self.params.do_sample and self.params.temperature > 0
-
-    def key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one ``generate`` call."""
-        if not self.sampling:
-            return ("greedy",)
-        return ("sample", self.params.temperature, self.params.top_p, self.params.seed)
-
     def emit(self, kind: str, value: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
 
-class _RowStreamer:
-    """Receives each step's new tokens for the whole batch and turns them into per-request text and endings."""
+class _RowText:
+    """Turns each request's new tokens into its text deltas and its ending."""
 
-    def __init__(self, batch: list[Pending], tokenizer: Any, eos: set[int], metrics: InstanceMetrics):
-        self.batch = batch
+    def __init__(self, tokenizer: Any, eos: set[int], metrics: InstanceMetrics):
         self.tokenizer = tokenizer
         self.eos = eos
         self.metrics = metrics
-        self.prompt_seen = False
 
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt
-            self.prompt_seen = True
+    def accept(self, row: Pending, token: int) -> None:
+        """One new token for ``row``: text delta, or its end (EOS, stop string, token budget)."""
+        if row.done:
             return
-        for row, token in zip(self.batch, value.reshape(-1).tolist(), strict=True):
-            if row.done:
-                continue
-            if row.cancelled:
-                row.done = True
-                continue
-            if token in self.eos:
-                self._finish(row, "stop")
-                continue
-            if not row.tokens:
-                self.metrics.first_token.observe(time.monotonic() - row.submitted)
-            row.tokens.append(token)
-            self._advance(row)
+        if row.cancelled:
+            row.done = True
+            return
+        if token in self.eos:
+            self._finish(row, "stop")
+            return
+        if not row.tokens:
+            self.metrics.first_token.observe(time.monotonic() - row.submitted)
+        row.tokens.append(token)
+        self._advance(row)
 
     def _advance(self, row: Pending) -> None:
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True).lstrip()
@@ -116,19 +103,15 @@ class _RowStreamer:
         self.metrics.generated_tokens.inc(len(row.tokens))
         row.emit("done", Generation(row.sent, reason, len(row.input_ids), len(row.tokens)))
 
-    def end(self) -> None:
-        for row in self.batch:
-            if not row.done:
-                text = self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip()
-                self._send(row, text)
-                self._finish(row, "length")
-
-    def all_done(self) -> bool:
-        return all(row.done for row in self.batch)
-
 
 class BatchScheduler:
-    """The thread that forms batches and runs them; ``submit`` is called from the server's event loop."""
+    """Continuous batching: one thread keeps a running batch and its KV cache; between decoding steps it admits
+    queued requests (prefilled together, their cache joined to the running one) and drops finished ones.
+
+    Built on the model's own forward pass and transformers' DynamicCache; each row has its own decoding settings
+    (greedy, or temperature / top-p with its own seeded generator, through transformers' logits warpers) and its
+    own LoRA adapter (PEFT's mixed-adapter batches). ``submit`` is called from the server's event loop.
+    """
 
     def __init__(
         self,
@@ -137,7 +120,7 @@ class BatchScheduler:
         metrics: InstanceMetrics,
         *,
         max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 2.0,
         max_length: int = 2048,
         multi_adapter: bool = False,
     ):
@@ -151,6 +134,7 @@ class BatchScheduler:
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos = {t for t in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if t is not None}
+        self.text = _RowText(tokenizer, self.eos, metrics)
         self._queue: collections.deque[Pending] = collections.deque()
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
@@ -162,89 +146,192 @@ class BatchScheduler:
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify()
 
-    def _take_batch(self) -> list[Pending]:
+    def _admit(self, running: int) -> list[Pending]:
+        """Queued requests for the free slots; blocks only while nothing runs. A lone arrival waits a moment
+        for company, so a burst is prefilled together."""
         with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            # Wait for company while requests keep arriving (each within max_wait of the last), up to 4 x max_wait.
-            start = time.monotonic()
-            seen = len(self._queue)
-            while len(self._queue) < self.max_batch_size and time.monotonic() - start < 4 * self.max_wait_s:
-                self._cond.wait(self.max_wait_s)
-                if len(self._queue) == seen:
-                    break
+            if not running:
+                while not self._queue:
+                    self._cond.wait()
                 seen = len(self._queue)
-            first = self._queue[0]
-            key = first.key()
-            batch: list[Pending] = []
-            rest: collections.deque[Pending] = collections.deque()
-            longest, budget = 0, 0
-            while self._queue:
+                while len(self._queue) < self.max_batch_size:
+                    self._cond.wait(self.max_wait_s)
+                    if len(self._queue) == seen:
+                        break
+                    seen = len(self._queue)
+            taken: list[Pending] = []
+            while self._queue and running + len(taken) < self.max_batch_size:
                 item = self._queue.popleft()
-                if item.cancelled:
-                    continue
-                fits = max(longest, len(item.input_ids)) + max(budget, item.params.max_new_tokens) <= self.max_length
-                if len(batch) < self.max_batch_size and item.key() == key and (fits or not batch):
-                    batch.append(item)
-                    longest = max(longest, len(item.input_ids))
-                    budget = max(budget, item.params.max_new_tokens)
-                else:
-                    rest.append(item)
-            self._queue = rest
+                if not item.cancelled:
+                    taken.append(item)
             self.metrics.queue_depth.set(len(self._queue))
-            return batch
+            return taken
 
     def _run(self) -> None:
+        import torch
+
+        batch = _Running(self)
         while True:
-            batch = self._take_batch()
-            if not batch:
-                continue
-            self.metrics.running.set(len(batch))
-            self.metrics.batch_size.observe(len(batch))
+            new = self._admit(len(batch.rows))
             try:
-                self._generate(batch)
-            except Exception as exc:  # a failed batch fails its requests, never the scheduler
-                log.exception("batch of %d failed", len(batch))
-                for row in batch:
+                with torch.inference_mode():
+                    if new:
+                        batch.join(new)
+                    if batch.rows:
+                        self.metrics.batch_size.observe(len(batch.rows))
+                        batch.step()
+            except Exception as exc:  # a failed step fails its requests, never the scheduler
+                log.exception("batch step failed")
+                for row in [*batch.rows, *new]:
                     if not row.done:
                         row.done = True
                         row.emit("error", exc)
-            finally:
-                self.metrics.running.set(0)
+                batch = _Running(self)
+            self.metrics.running.set(len(batch.rows))
 
-    def _generate(self, batch: list[Pending]) -> None:
+
+class _Running:
+    """The running batch: rows, their left-padded attention mask, positions, last tokens and the shared KV cache."""
+
+    def __init__(self, scheduler: BatchScheduler):
+        self.s = scheduler
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[Pending] = []
+        self.cache: Any = None
+        self.mask: Any = None  # (B, T) 1 for real tokens
+        self.positions: Any = None  # (B,) position of the next token
+        self.last: Any = None  # (B,) the token to feed next
+        self.samplers: list[Any] = []
+
+    def _forward(self, rows: list[Pending], ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.s.multi_adapter:
+            kwargs["adapter_names"] = [r.adapter or BASE for r in rows]
+        out = self.s.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        return out.logits[:, -1, :].float()
+
+    def join(self, new: list[Pending]) -> None:
+        """Prefill the new rows together, then append them (and their cache) to the running batch."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import DynamicCache
 
-        tok = self.tokenizer
-        width = max(len(p.input_ids) for p in batch)
-        pad = tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p.input_ids)) + p.input_ids for p in batch])
-        mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in batch])
-        self.metrics.prompt_tokens.inc(int(mask.sum()))
-        streamer = _RowStreamer(batch, tok, self.eos, self.metrics)
-
-        class _AllDone(StoppingCriteria):  # type: ignore[misc]
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), streamer.all_done(), dtype=torch.bool)
-
-        params = batch[0].params
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max(p.params.max_new_tokens for p in batch),
-            "pad_token_id": pad,
-            "eos_token_id": sorted(self.eos),
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([_AllDone()]),
-        }
-        if batch[0].sampling:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        device = self.s.model.device
+        contexts = [r.input_ids for r in new]
+        width = max(len(c) for c in contexts)
+        pad = self.s.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=getattr(self.s.model, "config", None))
+        self.s.metrics.prompt_tokens.inc(int(mask.sum()))
+        logits = self._forward(new, ids, mask, positions, cache)
+        samplers = [_Sampler(r.params) for r in new]
+        tokens = torch.tensor([sm.pick(logits[i : i + 1]) for i, sm in enumerate(samplers)], device=device)
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.samplers = list(new), cache, mask, samplers
+            self.positions, self.last = mask.sum(-1), tokens
         else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if self.multi_adapter:
-            kwargs["adapter_names"] = [p.adapter or BASE for p in batch]
-        device = self.model.device
-        with torch.inference_mode():
-            if batch[0].sampling and params.seed is not None:
-                torch.manual_seed(params.seed)
-            self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        streamer.end()
+            self._merge(new, cache, mask, samplers)
+            self.positions = torch.cat([self.positions, mask.sum(-1)])
+            self.last = torch.cat([self.last, tokens])
+        for row, token in zip(new, tokens.tolist(), strict=True):
+            self.s.text.accept(row, token)
+        self._drop_finished()
+
+    def _merge(self, new: list[Pending], cache: Any, mask: Any, samplers: list[Any]) -> None:
+        import torch
+
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left_pad(t: Any, to: int, dim: int) -> Any:
+            missing = to - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+        for old_layer, new_layer in zip(self.cache.layers, cache.layers, strict=True):
+            old_layer.keys = torch.cat([left_pad(old_layer.keys, width, -2), left_pad(new_layer.keys, width, -2)])
+            old_layer.values = torch.cat([left_pad(old_layer.values, width, -2), left_pad(new_layer.values, width, -2)])
+        self.mask = torch.cat([left_pad(self.mask, width, 1), left_pad(mask, width, 1)])
+        self.rows += new
+        self.samplers += samplers
+
+    def step(self) -> None:
+        """One decoding step for every running row."""
+        import torch
+
+        ones = torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        logits = self._forward(self.rows, self.last[:, None], self.mask, self.positions[:, None], self.cache)
+        tokens = [sm.pick(logits[i : i + 1]) for i, sm in enumerate(self.samplers)]
+        self.positions = self.positions + 1
+        self.last = torch.tensor(tokens, device=self.last.device)
+        for row, token in zip(self.rows, tokens, strict=True):
+            self.s.text.accept(row, token)
+        self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        import torch
+
+        keep = [i for i, r in enumerate(self.rows) if not r.done and not r.cancelled]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.reset()
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.batch_select_indices(index)
+        self.mask = self.mask[index]
+        self.positions, self.last = self.positions[index], self.last[index]
+        self.rows = [self.rows[i] for i in keep]
+        self.samplers = [self.samplers[i] for i in keep]
+        # Columns that are padding for every remaining row are dropped, so the cache does not grow with history.
+        real = self.mask.any(dim=0).nonzero()
+        start = int(real[0]) if len(real) else 0
+        if start:
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+
+
+class _Sampler:
+    """A row's next-token choice: greedy, or transformers' temperature / top-p warpers with the row's own seeded
+    generator (so a seed reproduces an answer whatever else shares the batch)."""
+
+    def __init__(self, params: GenerationParams):
+        import torch
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.sampling = params.do_sample and params.temperature > 0
+        self.warpers = LogitsProcessorList()
+        self.generator: Any = None
+        if self.sampling:
+            self.warpers.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(params.top_p))
+            self.generator = torch.Generator()
+            if params.seed is not None:
+                self.generator.manual_seed(params.seed)
+            else:
+                self.generator.seed()
+
+    def pick(self, logits: Any) -> int:
+        import torch
+
+        if not self.sampling:
+            return int(logits.argmax(-1))
+        probs = torch.softmax(self.warpers(None, logits), dim=-1)  # type: ignore[arg-type]  # warpers ignore ids
+        return int(torch.multinomial(probs.cpu(), 1, generator=self.generator))
