@@ -53,6 +53,7 @@ class ProvisioningState(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELED = "Canceled"
+    SCALING = "Scaling"  # deployments only: instance_count changing
 
     @property
     def is_terminal(self) -> bool:

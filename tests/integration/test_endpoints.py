@@ -238,3 +238,46 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
     r = httpx.post(f"{served['base']}/v1/chat/completions", json=huge, headers=served["headers"], timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     assert _score(served).status_code == 200
+
+
+def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[str, Any]) -> None:
+    import psutil
+
+    ep = served["endpoint"]
+    create = ("deployments", "create", "--endpoint", ep, "--name", "probed", "--model", served["model"])
+    probes = ("--liveness-probe", "initial_delay=0,period=1,timeout=1,failure_threshold=2")
+    dep = parse_json(cli(*create, *probes, "--request-timeout-ms", "50", "--json"))
+    assert dep["probes"]["liveness_probe"]["failure_threshold"] == 2
+    assert dep["probes"]["readiness_probe"] == {
+        "initial_delay": 10,
+        "period": 10,
+        "timeout": 2,
+        "success_threshold": 1,
+        "failure_threshold": 30,
+    }  # Azure's defaults
+    # request_timeout_ms: an answer that takes longer is a 408, and the instance serves the next request
+    long = {
+        "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 500}}
+    }
+    slow = _score(served, deployment="probed", body=long)
+    assert slow.status_code == 408 and slow.json()["error"]["code"] == "request_timeout"
+    # SIGSTOP: the process is there but answers nothing; two failed liveness probes and it is replaced
+    hung = dep["instances"][0]["pid"]
+    os.kill(hung, signal.SIGSTOP)
+
+    def replaced() -> bool:
+        inst = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[-1]["instances"][0]
+        return inst["pid"] != hung and inst["state"] == "Ready" and inst["restarts"] == 1
+
+    _wait(replaced, 40, "the hung instance to be replaced")
+    assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE
+    assert (
+        "liveness probe failed 2 times"
+        in cli("deployments", "logs", "--endpoint", ep, "--name", "probed").stdout
+        + (Path(os.environ["CHATTUNE_HOME"]) / "endpoints" / ep / "gateway.log").read_text()
+    )
+    # scaling: Azure's Scaling state, then Succeeded with both instances ready
+    scaled = parse_json(
+        cli("deployments", "update", "--endpoint", ep, "--name", "probed", "--instances", "2", "--json")
+    )
+    assert scaled["state"] == "Succeeded" and [i["state"] for i in scaled["instances"]] == ["Ready", "Ready"]

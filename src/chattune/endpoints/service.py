@@ -280,7 +280,7 @@ class EndpointService:
         if instance_count < 1:
             raise UserError(f"--instances must be at least 1, not {instance_count}")
         self.store.get_deployment(endpoint, name)
-        self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.UPDATING)
+        self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.SCALING)
         return self.wait_deployment(endpoint, name)
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:

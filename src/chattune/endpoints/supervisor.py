@@ -116,11 +116,11 @@ class Supervisor:
         deployments = {d.name: d for d in self.store.list_deployments(self.endpoint)}
         for gone in set(self.instances) - set(deployments):
             for inst in self.instances.pop(gone):
-                processes.stop(inst.pid)
+                await _stop(inst.pid)
         for dep in deployments.values():
             if dep.state == ProvisioningState.DELETING:
                 for inst in self.instances.pop(dep.name, self._adopt(dep)):
-                    processes.stop(inst.pid)
+                    await _stop(inst.pid)
                 self.store.delete_deployment(self.endpoint, dep.name)
                 continue
             await self._reconcile_deployment(dep)
@@ -142,7 +142,7 @@ class Supervisor:
         while len(insts) < dep.instance_count:
             insts.append(Instance(dep.name, len(insts)))
         while len(insts) > dep.instance_count:
-            processes.stop(insts.pop().pid)
+            await _stop(insts.pop().pid)
         if dep.state == ProvisioningState.FAILED:
             return
         now = time.time()
@@ -150,7 +150,7 @@ class Supervisor:
             if inst.state == "Failed":
                 continue
             if inst.pid is None or not processes.alive(inst.pid):
-                self._restart(dep, inst, "process exited" if inst.pid else None)
+                await self._restart(dep, inst, "process exited" if inst.pid else None)
                 continue
             await self._probe(dep, inst, now)
         failed = [i for i in insts if i.state == "Failed"]
@@ -165,7 +165,7 @@ class Supervisor:
         if records != dep.instances or state != dep.state:
             self.store.update_deployment(self.endpoint, dep.name, instances=records, state=state)
 
-    def _restart(self, dep: Deployment, inst: Instance, why: str | None) -> None:
+    async def _restart(self, dep: Deployment, inst: Instance, why: str | None) -> None:
         if why:
             inst.restarts += 1
             self.restarts_total += 1
@@ -176,7 +176,7 @@ class Supervisor:
                     self.log_path(dep.name), 30
                 )
                 return
-        processes.stop(inst.pid)
+        await _stop(inst.pid)
         try:
             args = instance_args(self.registry, dep)
         except ChattuneError as exc:
@@ -205,12 +205,14 @@ class Supervisor:
         if now < inst.next_probe:
             return
         inst.next_probe = now + min(readiness.period, liveness.period)
-        if await self._get(f"{inst.url}/health/live", liveness.timeout):
+        if now < inst.started_at + liveness.initial_delay:
+            pass  # Azure's initial_delay: no liveness verdict this soon after the process started
+        elif await self._get(f"{inst.url}/health/live", liveness.timeout):
             inst.live_failures = 0
         else:
             inst.live_failures += 1
             if inst.live_failures >= liveness.failure_threshold:
-                self._restart(dep, inst, f"liveness probe failed {inst.live_failures} times")
+                await self._restart(dep, inst, f"liveness probe failed {inst.live_failures} times")
                 return
         if await self._get(f"{inst.url}/health/ready", readiness.timeout):
             inst.ready_failures, inst.ready_successes = 0, inst.ready_successes + 1
@@ -223,3 +225,8 @@ class Supervisor:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _stop(pid: int | None) -> None:
+    """Stop a process without blocking the gateway's event loop (a hung instance gets SIGKILL after 3 s)."""
+    await asyncio.to_thread(processes.stop, pid, 3.0)
