@@ -159,6 +159,18 @@ def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, se
     assert parse_json(cli("endpoints", "up", "--json")) == []
     assert re.search(r"primary", cli("endpoints", "keys", ep).stdout)
 
+    # A reboot: gateway and instances all gone. `endpoints up` brings everything back and returns when it serves.
+    with sqlite3.connect(home / "chattune.db") as db:
+        (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name=?", (ep,)).fetchone()
+    for pid in [gateway_pid, *(i["pid"] for i in adopted)]:
+        os.kill(pid, signal.SIGKILL)
+    started = parse_json(cli("endpoints", "up", "--json"))
+    assert [d["name"] for d in started] == [ep]
+    r = _score(served)
+    assert r.status_code == 200 and r.headers["azureml-model-deployment"] == "demo"
+    revived = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]
+    assert revived["state"] == "Succeeded" and revived["instances"][0]["pid"] != adopted[0]["pid"]
+
 
 def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str, Any]) -> None:
     import openai

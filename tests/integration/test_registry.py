@@ -29,6 +29,8 @@ def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path) -> 
     assert shown["version"] == "1" and shown["aliases"] == ["champion"] and shown["versions"] == ["1", "2"]
     assert shown["lineage"]["job_id"] == job_id and shown["lineage"]["chat_template_sha256"]
     parse_json(cli("models", "tag", "tiny-chat:1", "stage=prod", "--json"))
+    listed = {(m["name"], m["version"]): m for m in parse_json(cli("models", "list", "--json"))["registered"]}
+    assert listed["tiny-chat", "1"]["aliases"] == ["champion"] and listed["tiny-chat", "1"]["tags"]["stage"] == "prod"
     bad = cli("models", "alias", "tiny-chat@latest", "1")
     assert bad.returncode == 2 and "reserved" in bad.stderr
 

@@ -20,6 +20,10 @@ def list_(json_: bool = JSON) -> None:
     ws = Workspace()
     entries = catalog.list_entries()
     versions = ws.registry.list_versions()
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for name in {v.name for v in versions}:
+        for alias_, version in ws.registry.aliases(name).items():
+            aliases.setdefault((name, version), []).append(alias_)
     if json_:
         emit_json(
             {
@@ -42,6 +46,9 @@ def list_(json_: bool = JSON) -> None:
                         "base_model": v.base_model,
                         "job_id": v.job_id,
                         "created_at": v.created_at,
+                        "aliases": aliases.get((v.name, v.version), []),
+                        "tags": v.tags,
+                        "mlflow_version": v.mlflow_version,
                     }
                     for v in versions
                 ],
@@ -55,8 +62,11 @@ def list_(json_: bool = JSON) -> None:
     )
     table(
         "registered",
-        ["name", "version", "kind", "base", "job"],
-        [[v.name, v.version, v.kind, v.base_model, v.job_id] for v in versions],
+        ["name", "version", "aliases", "kind", "base"],
+        [
+            [v.name, v.version, " ".join(f"@{a}" for a in aliases.get((v.name, v.version), [])), v.kind, v.base_model]
+            for v in versions
+        ],
     )
 
 

@@ -98,10 +98,15 @@ class EndpointService:
         for ep in self.store.list_endpoints():
             if ep.state == ProvisioningState.DELETING or processes.alive(ep.pid):
                 continue
+            deployments = [d for d in self.store.list_deployments(ep.name) if d.state != ProvisioningState.FAILED]
+            for dep in deployments:  # Succeeded again once the gateway has every instance ready
+                self.store.update_deployment(ep.name, dep.name, state=ProvisioningState.UPDATING)
             try:
                 self._start_gateway(ep.name, ep.port or 0)
             except ChattuneError:
                 self._start_gateway(ep.name)  # the old port is taken: a new one (see `endpoints show`)
+            for dep in deployments:
+                self.wait_deployment(ep.name, dep.name)
             started.append(self.store.update_endpoint(ep.name, state=ProvisioningState.SUCCEEDED))
         return started
 
