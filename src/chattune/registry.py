@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +48,14 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 RESERVED_ALIASES = frozenset({"latest"})  # `NAME` alone already means the newest version
+
+
+@contextlib.contextmanager
+def _restore_level(logger: logging.Logger, level: int) -> Any:
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def stored_chat_template(path: str | Path) -> str | None:
@@ -165,7 +175,16 @@ class Registry:
             else {"experiment_id": experiment_id(self.settings, job.experiment_name)}
         )
         self._mlflow()
-        with mlflow.start_run(**run, nested=mlflow.active_run() is not None):
+        # MLflow's notes on pickling the model class and on registering are noise here: the class is referenced by
+        # its import path (chattune must be installed where the model loads) and chattune reports the version.
+        quiet = logging.getLogger("mlflow")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        with (
+            mlflow.start_run(**run, nested=mlflow.active_run() is not None),
+            _restore_level(quiet, level),
+            contextlib.redirect_stderr(io.StringIO()),  # MLflow prints "Successfully registered model ..." itself
+        ):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=ChattuneChatModel(),

@@ -9,6 +9,10 @@ from chattune.settings import Settings
 
 
 def configure(settings: Settings) -> None:
+    import os
+
+    # No progress bars on the user's terminal for local artifact copies (chattune prints its own progress).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -17,6 +17,13 @@ import psutil
 from chattune.errors import ChattuneError
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for chattune's child processes. PYTHONSAFEPATH (Python 3.11+): `python -m` would otherwise
+    put the current directory first on sys.path, and any folder there named like a package (an `mlx/` or `torch/`
+    in the user's working directory) would shadow the real one in the child."""
+    return {**os.environ, "PYTHONSAFEPATH": "1", **extra}
+
+
 def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
     """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process;
     return (pid, port). Raises ChattuneError when ``port`` is taken."""
@@ -39,7 +46,7 @@ def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1",
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives the CLI command; stopped by `endpoints delete`
-                env=os.environ.copy(),
+                env=child_env(),
             )
     finally:
         sock.close()

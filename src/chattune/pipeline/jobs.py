@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import psutil
 from chattune import catalog
 from chattune.catalog.importer import resolve_model_ref
 from chattune.compute import detect
+from chattune.endpoints.processes import child_env
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS
@@ -78,7 +78,7 @@ class JobService:
 
     def start(self, job_id: str, *, resume: bool = False) -> None:
         out = (self.job_dir(job_id) / "runner.log").open("ab")
-        env = {**os.environ, "CHATTUNE_HOME": str(self.settings.home)}
+        env = child_env(CHATTUNE_HOME=str(self.settings.home))
         proc = subprocess.Popen(
             [sys.executable, "-m", "chattune.pipeline.runner", job_id, *(["--resume"] if resume else [])],
             stdout=out,

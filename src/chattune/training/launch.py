@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from chattune.endpoints.processes import tail
+from chattune.endpoints.processes import child_env, tail
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
 
@@ -69,7 +69,7 @@ def launch(ctx: StepContext, *, nproc_per_node: int) -> dict[str, Any]:
         encoding="utf-8",
     )
     log_path = ctx.step_dir / WORKERS_LOG
-    env = {**os.environ, "CHATTUNE_HOME": str(ctx.settings.home), "PYTHONUNBUFFERED": "1"}
+    env = child_env(CHATTUNE_HOME=str(ctx.settings.home), PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:
         # Share the cores between the workers instead of oversubscribing them (torchrun would pick 1).
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc_per_node))
