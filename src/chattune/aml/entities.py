@@ -1,0 +1,119 @@
+"""Entities with ``azure.ai.ml.entities`` names and fields, as the seed notebook builds and reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chattune.aml.constants import AssetTypes
+
+
+@dataclass
+class Input:
+    """``azure.ai.ml.Input``: a file or folder given to a pipeline."""
+
+    type: str = AssetTypes.URI_FILE
+    path: str = ""
+
+
+@dataclass
+class Model:
+    """A model asset: a catalog model (``registry_ml_client.models.get``) or a registered fine-tune."""
+
+    name: str = ""
+    version: str | None = None
+    path: str | None = None
+    type: str = AssetTypes.MLFLOW_MODEL
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AmlCompute:
+    """A compute target. Locally there is one: this machine; ``size`` names it (``local-cpu``,
+    ``local-1xNVIDIA_H100``...)."""
+
+    name: str = "local"
+    size: str = ""
+    type: str = "amlcompute"
+    min_instances: int = 0
+    max_instances: int = 1
+    idle_time_before_scale_down: int | None = None
+    tier: str | None = None
+    provisioning_state: str = "Succeeded"
+
+
+@dataclass
+class ComputeSize:
+    """One entry of ``compute.list_sizes()``."""
+
+    name: str
+    gpus: int
+    v_cpus: int
+    memory_gb: float
+
+
+@dataclass
+class ProbeSettings:
+    """Azure's probe settings (seconds); defaults as Azure's."""
+
+    initial_delay: int = 10
+    period: int = 10
+    timeout: int = 2
+    success_threshold: int = 1
+    failure_threshold: int = 30
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class OnlineRequestSettings:
+    request_timeout_ms: int = 5000
+    max_concurrent_requests_per_instance: int = 1
+    max_queue_wait_ms: int | None = None
+
+
+@dataclass
+class ManagedOnlineEndpoint:
+    name: str
+    description: str = ""
+    auth_mode: str = "key"
+    traffic: dict[str, int] = field(default_factory=dict)
+    mirror_traffic: dict[str, int] = field(default_factory=dict)
+    scoring_uri: str | None = None
+    openai_base_url: str | None = None
+    provisioning_state: str | None = None
+
+
+@dataclass
+class ManagedOnlineDeployment:
+    name: str
+    endpoint_name: str
+    model: str | Model | None = None
+    instance_type: str | None = None
+    instance_count: int = 1
+    liveness_probe: ProbeSettings | None = None
+    readiness_probe: ProbeSettings | None = None
+    request_settings: OnlineRequestSettings | None = None
+    provisioning_state: str | None = None
+
+
+@dataclass
+class EndpointAuthKeys:
+    primary_key: str | None
+    secondary_key: str | None
+
+
+@dataclass
+class Job:
+    """A pipeline job as ``jobs.create_or_update`` / ``jobs.get`` return it."""
+
+    name: str
+    display_name: str
+    experiment_name: str
+    status: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    studio_url: str | None = None
