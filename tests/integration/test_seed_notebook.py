@@ -83,3 +83,27 @@ def test_sdk_errors_name_what_is_wrong(home: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         workspace.jobs.create_or_update(bad(), experiment_name="x")
     assert any("did you mean `learning_rate`" in p.message for p in exc.value.problems)
+
+
+def test_sdk_endpoint_keys_regenerate_and_delete(home: Path) -> None:
+    import httpx
+
+    from chattune.aml import MLClient
+    from chattune.aml.entities import ManagedOnlineEndpoint
+
+    client = MLClient(None, subscription_id="s", resource_group_name="r", workspace_name="w")
+    created = client.begin_create_or_update(ManagedOnlineEndpoint(name="sdk-keys", auth_mode="key")).result()
+    assert created.provisioning_state == "Succeeded" and created.scoring_uri.endswith("/score")
+    keys = client.online_endpoints.get_keys("sdk-keys")
+    assert keys.primary_key and keys.secondary_key and keys.primary_key != keys.secondary_key
+
+    def status(key: str) -> int:
+        return httpx.get(created.openai_base_url + "/models", headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert status(keys.primary_key) == 503  # authenticated; no deployment takes traffic yet
+    client.online_endpoints.begin_regenerate_keys("sdk-keys", key_type="primary").wait()
+    new = client.online_endpoints.get_keys("sdk-keys")
+    assert new.primary_key != keys.primary_key and new.secondary_key == keys.secondary_key
+    assert status(keys.primary_key) == 401 and status(new.primary_key) == 503
+    client.online_endpoints.begin_delete(name="sdk-keys").wait()
+    assert client.online_endpoints.list() == []
