@@ -107,3 +107,19 @@ def test_sdk_endpoint_keys_regenerate_and_delete(home: Path) -> None:
     assert status(keys.primary_key) == 401 and status(new.primary_key) == 503
     client.online_endpoints.begin_delete(name="sdk-keys").wait()
     assert client.online_endpoints.list() == []
+
+
+def test_a_gpu_only_model_stops_at_the_seeds_own_compute_check_without_a_gpu(home: Path, tmp_path: Path) -> None:
+    """Phi-3 allow-lists GPU sizes only: on a machine without one, the seed's allow-list check raises its
+    ValueError before anything is downloaded or trained."""
+    from chattune.compute import detect
+
+    if detect().gpus:
+        pytest.skip("this machine has a GPU")
+    env = {**os.environ, "CHATTUNE_HOME": str(home), "SEED_MODEL": "Phi-3-mini-4k-instruct"}
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1
+    assert "ValueError: VM size local-cpu is not in the allow-listed computes for finetuning" in run.stderr
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
