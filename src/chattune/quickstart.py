@@ -23,8 +23,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rows": 400,
         "training": {
             "num_train_epochs": 1,
-            # Packed rows (on by default for SmolLM2): 2 rows of 256 tokens hold about 7 demo conversations.
-            "per_device_train_batch_size": 2,
+            "per_device_train_batch_size": 8,
             "per_device_eval_batch_size": 8,
             "learning_rate": 5e-4,
             "lr_scheduler_type": "cosine",

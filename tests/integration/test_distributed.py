@@ -36,7 +36,7 @@ def test_two_process_run_survives_kill_9_and_resumes(cli, home: Path, tmp_path: 
         tmp_path,
         "ddp",
         training="  max_steps: 120\n  save_strategy: steps\n  save_steps: 10\n  save_total_limit: 2\n"
-        '  evaluation_strategy: "no"',
+        '  evaluation_strategy: "no"\n  packing: true',  # packed rows under DDP too
     )
     path.write_text(path.read_text().replace("  lora_r: 4\n", "  lora_r: 4\n  number_of_gpu_to_use_finetuning: 2\n"))
     job = parse_json(cli("jobs", "create", "-f", str(path), "--json"))
@@ -59,7 +59,7 @@ def test_two_process_run_survives_kill_9_and_resumes(cli, home: Path, tmp_path: 
 
     result = cli("jobs", "resume", job["id"], "--stream", "--json", timeout=300)
     assert parse_json(result)["status"] == "succeeded", result.stderr
-    assert "launching 2 training processes" in result.stderr
+    assert "launching 2 training processes" in result.stderr and "packing: on (job config" in result.stderr
     final = parse_json(cli("jobs", "show", job["id"], "--json"))
     finetune = next(s for s in final["steps"] if s["name"] == "finetune")
     assert finetune["outputs"]["metrics"]["processes"] == 2

@@ -134,5 +134,5 @@ def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_pat
     lines: list[str] = []
     final = ws.jobs.stream(job.id, lines.append, timeout_s=240)
     assert final.status == "succeeded", "\n".join(lines)
-    assert any("packing: on" in line for line in lines)
+    assert any("packing: off (default for this model" in line for line in lines)  # no varlen kernel on a CPU
     assert final.outputs["trained_model"]

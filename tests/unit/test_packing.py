@@ -28,7 +28,8 @@ def test_packed_conversations_do_not_see_each_other(family: str, attn: str) -> N
     from chattune.training.packing import packing_support
 
     model = _model(family, attn)
-    assert packing_support(model)[0] is True
+    correct, fast, _ = packing_support(model)
+    assert correct is True and fast is False  # no varlen kernel on these paths: correct, off by default
     first, second = list(range(3, 20)), list(range(40, 51))
     collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
     batch = collator([{"input_ids": first}, {"input_ids": second}])
@@ -55,5 +56,32 @@ class _OldStyleModel:
 def test_packing_is_off_where_the_model_would_mix_conversations() -> None:
     from chattune.training.packing import packing_support
 
-    supported, why = packing_support(_OldStyleModel())
-    assert supported is False and "mix conversations" in why
+    supported, fast, why = packing_support(_OldStyleModel())
+    assert supported is False and fast is False and "mix conversations" in why
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3"])
+def test_packed_rows_keep_conversations_apart_row_by_row(family: str) -> None:
+    """chattune's path: TRL's bfd pack_dataset rows, batched row by row without an attention mask."""
+    from datasets import Dataset
+
+    from chattune.training.packing import PackedRowsCollator, pack
+
+    model = _model(family, "sdpa")
+    convs = [list(range(3, 20)), list(range(40, 51)), list(range(60, 90)), list(range(5, 12))]
+    masks = [[0] * 3 + [1] * (len(c) - 3) for c in convs]
+    rows = pack(Dataset.from_dict({"input_ids": convs, "assistant_masks": masks}), 40)
+    assert len(rows) < len(convs)  # some conversations share a row
+    assert sorted(n for r in rows["seq_lengths"] for n in r) == sorted(len(c) for c in convs)
+    batch = PackedRowsCollator(pad_token_id=0)([dict(r) for r in rows])
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == len(rows)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        for row, ids in enumerate(batch["input_ids"].tolist()):
+            start = 0
+            for length in rows[row]["seq_lengths"]:
+                alone = model(input_ids=torch.tensor([ids[start : start + length]])).logits[0]
+                torch.testing.assert_close(logits[row, start : start + length], alone, rtol=1e-4, atol=1e-4)
+                start += length
+    # labels: only the assistant tokens of each conversation, and never the padding
+    assert int((batch["labels"] != -100).sum()) == sum(sum(m) for m in masks)

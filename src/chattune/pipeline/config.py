@@ -64,9 +64,9 @@ class TrainingParams(Strict):
     early_stopping_threshold: float = 0.0
     resume_from_checkpoint: bool = False
     auto_find_batch_size: bool = False
-    # chattune's own (not Azure's): pack several conversations into each training row, padding-free, each one
-    # attending only to itself (TRL's best-fit-decreasing packing; position ids restart per conversation).
-    # null: on where the model builds its attention mask from those position ids, off elsewhere.
+    # chattune's own (not Azure's): pack several conversations into each training row, each one attending only to
+    # itself (TRL's best-fit-decreasing packing; position ids restart per conversation). null: on where a varlen
+    # (flash) attention kernel makes it pay; true: also on the SDPA/eager paths (correct, slower for long rows).
     packing: bool | None = None
 
 

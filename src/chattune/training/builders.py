@@ -48,7 +48,6 @@ def sft_config(
     has_cuda: bool,
     bf16_ok: bool,
     has_eval: bool,
-    packing: bool = False,
 ) -> Any:
     from trl import SFTConfig
 
@@ -92,11 +91,7 @@ def sft_config(
         load_best_model_at_end=best,
         metric_for_best_model=f"eval_{train.metric_for_best_model}" if best else None,
         greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
-        max_length=max_length,
-        # Best-fit decreasing packing, padding-free: no row is split (preprocess already truncated), and each
-        # conversation's position ids restart so attention stays within it (chattune.training.packing).
-        packing=packing,
-        packing_strategy="bfd",
+        max_length=max_length,  # packing, when on, is done before the trainer (chattune.training.packing)
         bf16=half and bf16_ok,
         fp16=half and not bf16_ok,
         use_cpu=not has_cuda,

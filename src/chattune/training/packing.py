@@ -1,10 +1,13 @@
-"""Whether a model can train on packed rows without one conversation attending to another.
+"""Packed training rows without one conversation attending to another.
 
-TRL's padding-free packing concatenates conversations and restarts ``position_ids`` at each one, with no attention
-mask. Flash-attention kernels read the boundaries from the sequence lengths; on every other attention path
-(SDPA, eager: all a CPU has) transformers derives a block-diagonal mask from the restarting position ids, but only
-in models whose modeling code builds its mask with ``masking_utils.create_causal_mask``. Older modeling code would
-let the conversations see each other, so packing stays off for it.
+Conversations are packed into rows of at most ``max_seq_length`` tokens by TRL's best-fit-decreasing
+``pack_dataset``; ``position_ids`` restart at each conversation and no attention mask is passed, so transformers
+derives a block-diagonal mask per row from them (``masking_utils.create_causal_mask``; flash-attention kernels read
+the boundaries from the lengths instead). Each batch keeps its rows apart: TRL's own padding-free collator would
+flatten the whole batch into one sequence, whose attention costs (batch x length)^2 on the SDPA/eager paths a CPU
+has (measured: 8 GB and half the speed of padding, bench/train_throughput.py); per row it costs batch x length^2.
+Models whose modeling code does not build masks from position ids would let conversations see each other, so
+packing stays off for them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,56 @@ def _module_builds_packed_masks(module_name: str) -> bool:
     return module is not None and any(value in builders for value in vars(module).values() if callable(value))
 
 
-def packing_support(model: Any) -> tuple[bool, str]:
-    """(supported, why) for this loaded model."""
+def packing_support(model: Any) -> tuple[bool, bool, str]:
+    """(correct, fast, why) for this loaded model: whether packed rows keep conversations apart, and whether that
+    is also the faster choice. It is where a varlen (flash) kernel reads the boundaries; on the SDPA/eager paths the
+    per-row block mask makes a packed row cost its length squared, and padded batches of short rows measured
+    faster on this CPU (docs/benchmarks.md), so packing is on by default only with such a kernel."""
     cls = type(model)
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     if "flash" in implementation:
-        return True, f"{implementation} reads the conversation boundaries from the packed sequence lengths"
+        return True, True, f"{implementation} reads the conversation boundaries from the packed sequence lengths"
     if _module_builds_packed_masks(cls.__module__):
-        return True, f"{cls.__name__} with {implementation} attention masks each conversation from its position ids"
-    return False, f"{cls.__name__} does not derive attention masks from position ids; packing would mix conversations"
+        return (
+            True,
+            False,
+            f"{cls.__name__} with {implementation} attention masks each conversation from its position ids; "
+            "without a varlen kernel a packed row costs its length squared, so it is off unless asked for",
+        )
+    return (
+        False,
+        False,
+        f"{cls.__name__} does not derive attention masks from position ids; packing would mix conversations",
+    )
+
+
+def pack(dataset: Any, max_length: int) -> Any:
+    """Tokenized conversations (``input_ids``, ``assistant_masks``) -> packed rows (``input_ids``, ``labels``,
+    ``seq_lengths``), by TRL's best-fit decreasing; no conversation is split (preprocess truncated them)."""
+    from trl.data_utils import pack_dataset
+
+    def labelled(row: dict[str, Any]) -> dict[str, Any]:
+        ids = row["input_ids"]
+        return {
+            "input_ids": ids,
+            "labels": [t if m else -100 for t, m in zip(ids, row["assistant_masks"], strict=True)],
+        }
+
+    rows = dataset.map(labelled, remove_columns=dataset.column_names)
+    return pack_dataset(rows, max_length, strategy="bfd")
+
+
+class PackedRowsCollator:
+    """TRL's collator, row by row (position ids restarting per conversation, right padding), without the attention
+    mask, so the model masks each conversation from its position ids. Padding sits after every real token, so a
+    causal model never attends to it, and its labels are -100."""
+
+    def __init__(self, pad_token_id: int):
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        self.inner = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = self.inner(examples)
+        batch.pop("attention_mask", None)
+        return batch

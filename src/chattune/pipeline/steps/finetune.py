@@ -18,7 +18,7 @@ from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
-from chattune.training.packing import packing_support
+from chattune.training.packing import PackedRowsCollator, pack, packing_support
 
 
 def _target_modules(model: str) -> str | list[str]:
@@ -54,15 +54,15 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def _packing(ctx: StepContext, model: Any) -> bool:
-    """The job's `packing` (null: on where the model keeps packed conversations apart), logged with the reason."""
-    supported, why = packing_support(model)
+    """The job's `packing` (null: on where it keeps conversations apart and is the faster choice), logged."""
+    supported, fast, why = packing_support(model)
     wanted = ctx.training.packing
     if wanted and not supported:
         raise UserError(
             f"training.packing: {why}",
             remedy="Set training.packing to false (or leave it unset) for this model.",
         )
-    on = supported if wanted is None else wanted
+    on = fast if wanted is None else wanted
     how = "job config" if wanted is not None else "default for this model"
     ctx.progress(f"  packing: {'on' if on else 'off'} ({how}; {why})")
     return on
@@ -104,8 +104,11 @@ def train(ctx: StepContext) -> dict[str, Any]:
         has_cuda=has_cuda,
         bf16_ok=bf16_ok,
         has_eval=eval_ds is not None,
-        packing=packing,
     )
+    loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
+    if packing:
+        train_ds = pack(train_ds, pre["max_seq_length"])
+        eval_ds = pack(eval_ds, pre["max_seq_length"]) if eval_ds is not None else None
     callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics)]
     if ctx.training.apply_early_stopping and args.load_best_model_at_end:
         callbacks.append(
@@ -117,6 +120,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
+        data_collator=PackedRowsCollator(tokenizer.pad_token_id) if packing else None,
         peft_config=lora_config(ctx.optimization, _target_modules(ctx.spec.model))
         if ctx.optimization.apply_lora
         else None,
@@ -147,7 +151,6 @@ def train(ctx: StepContext) -> dict[str, Any]:
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in MLflow
         _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
     epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
-    loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
     metrics: dict[str, Any] = {
         "train_loss": float(result.training_loss),
         "train_runtime_s": round(wall, 2),
