@@ -35,8 +35,16 @@ FIXTURE = (
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "assistant_dialogs_azureml_oai" / "chat_train.jsonl"
 )
 HELD_OUT = 16
-HYPER: dict[str, Any] = {"learning_rate": 2e-4, "lr_scheduler_type": "linear", "warmup_steps": 0, "max_seq_length": 1024, "seed": 42}
+HYPER: dict[str, Any] = {
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "max_seq_length": 1024,
+    "seed": 42,
+}
 LORA: dict[str, Any] = {"apply_lora": True, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+# TRL's SFTConfig trains in bf16 by default where the device has it; chattune's precision "16" is the same thing.
+PRECISION = "16"
 
 
 def write_data(out: Path, rows_per_source: int) -> dict[str, Path]:
@@ -75,7 +83,7 @@ def run_chattune(data: dict[str, str], epochs: float, batch: int) -> dict[str, A
             "save_strategy": "no",
             "logging_steps": 10,
         },
-        "optimization": LORA,
+        "optimization": {**LORA, "precision": PRECISION},
         "evaluation": {"max_rows": 1, "max_new_tokens": 1},
         "settings": {"force_rerun": True},
     }

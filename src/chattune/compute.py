@@ -46,6 +46,16 @@ class ComputeInfo:
         return out
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): then 16-bit training runs as bf16 autocast."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - torch without oneDNN
+        return False
+
+
 def detect() -> ComputeInfo:
     gpus: list[Gpu] = []
     try:

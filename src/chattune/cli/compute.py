@@ -41,7 +41,13 @@ def check(
         from chattune.pipeline.config import load_spec, resolve
 
         spec = load_spec(job_file)
-        resolved, _ = resolve(spec, entry.model_specific_defaults, has_cuda=info.has_cuda, devices=info.devices)
+        resolved, _ = resolve(
+            spec,
+            entry.model_specific_defaults,
+            has_cuda=info.has_cuda,
+            devices=info.devices,
+            cpu_bf16=compute_lib.cpu_has_bf16(),
+        )
         v = {k: x["value"] for k, x in resolved.items()}
         options = {
             "lora": v["apply_lora"],

@@ -255,11 +255,12 @@ def load_spec(path: Path) -> JobSpec:
 
 
 def resolve(
-    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool, devices: int = 1
+    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool, devices: int = 1, cpu_bf16: bool = False
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Resolve every training and optimization parameter with its source; return (resolved, warnings).
 
     ``devices``: the GPUs of this machine, or its CPU cores when it has none (one gloo process per core at most).
+    ``cpu_bf16``: the CPU computes bf16 natively, so precision "16" runs as bf16 autocast instead of downgrading.
 
     Raises ConfigError when the resolved combination is invalid or, with ``settings.strict``, when something
     would have to be downgraded on this machine.
@@ -287,8 +288,8 @@ def resolve(
     if not has_cuda:
         if resolved["apply_deepspeed"]["value"]:
             downgrade("apply_deepspeed", False, "DeepSpeed needs a CUDA GPU and none was found")
-        if resolved["precision"]["value"] == "16":
-            downgrade("precision", "32", "16-bit training needs a CUDA GPU here")
+        if resolved["precision"]["value"] == "16" and not cpu_bf16:
+            downgrade("precision", "32", "16-bit training needs a CUDA GPU or a CPU with native bf16 here")
     if resolved["num_nodes_finetune"]["value"] > 1:
         downgrade("num_nodes_finetune", 1, "this machine is one node; several nodes need a cluster")
     wanted = resolved["number_of_gpu_to_use_finetuning"]["value"]

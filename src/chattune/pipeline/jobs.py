@@ -15,7 +15,7 @@ import psutil
 
 from chattune import catalog
 from chattune.catalog.importer import resolve_model_ref
-from chattune.compute import detect
+from chattune.compute import cpu_has_bf16, detect
 from chattune.endpoints.processes import child_env
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
@@ -53,7 +53,9 @@ class JobService:
         target = resolve_model_ref(spec.model)  # unknown model: NotFound now, not minutes later
         defaults = target.model_specific_defaults if isinstance(target, catalog.CatalogEntry) else {}
         info = detect()
-        resolved, warnings = resolve(spec, defaults, has_cuda=info.has_cuda, devices=info.devices)
+        resolved, warnings = resolve(
+            spec, defaults, has_cuda=info.has_cuda, devices=info.devices, cpu_bf16=cpu_has_bf16()
+        )
         gpus_per_node = resolved["number_of_gpu_to_use_finetuning"]["value"]
         name = spec.display_name or display_name(model_label(spec.model), resolved, gpus_per_node)
         job_id = f"ftjob-{secrets.token_hex(6)}"

@@ -52,7 +52,7 @@ def sft_config(
     from trl import SFTConfig
 
     eval_strategy = train.evaluation_strategy if has_eval else "no"
-    half = opt.precision == "16" and has_cuda
+    half = opt.precision == "16" and (has_cuda or bf16_ok)  # a CPU only with native bf16
     early = train.apply_early_stopping and eval_strategy != "no"
     # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
     save_strategy = eval_strategy if early else train.save_strategy
@@ -93,7 +93,7 @@ def sft_config(
         greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
         max_length=max_length,  # packing, when on, is done before the trainer (chattune.training.packing)
         bf16=half and bf16_ok,
-        fp16=half and not bf16_ok,
+        fp16=half and not bf16_ok and has_cuda,
         use_cpu=not has_cuda,
         # Several processes (torchrun): NCCL between GPUs, gloo between CPU processes. LoRA leaves the frozen base
         # out of the gradient graph by design, so DDP need not search for unused parameters.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chattune import catalog
+from chattune.compute import cpu_has_bf16
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
@@ -88,11 +89,13 @@ def train(ctx: StepContext) -> dict[str, Any]:
     pre = ctx.inputs["preprocess"]
     base_path = ctx.inputs["model_import"]["path"]
     has_cuda = pick_device() == "cuda"
-    bf16_ok = has_cuda and torch.cuda.is_bf16_supported()
+    # bf16 where the device computes it natively: CUDA with bf16, or a CPU with AVX512-BF16/AMX (autocast there).
+    bf16_ok = torch.cuda.is_bf16_supported() if has_cuda else cpu_has_bf16()
     train_ds = load_from_disk(pre["splits"]["train"]["path"])
     eval_ds = load_from_disk(pre["splits"]["validation"]["path"]) if "validation" in pre["splits"] else None
     tokenizer = load_tokenizer(base_path)
-    dtype = torch.bfloat16 if bf16_ok and ctx.optimization.precision == "16" else torch.float32
+    # On a GPU 16-bit weights; on a CPU fp32 weights under bf16 autocast (mixed precision, as TRL does).
+    dtype = torch.bfloat16 if has_cuda and bf16_ok and ctx.optimization.precision == "16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     packing = _packing(ctx, model)
 
