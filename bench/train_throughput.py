@@ -65,7 +65,24 @@ def write_data(out: Path, rows_per_source: int) -> dict[str, Path]:
     return paths
 
 
-def run_chattune(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
+# Each of chattune's speed settings switched off (or on) alone, for `--variants` (docs/benchmarks.md).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no_padding_free": {"training": {"padding_free": False}},
+    "no_compact_lm_head": {"training": {"compact_lm_head": False}},
+    "neither": {"training": {"padding_free": False, "compact_lm_head": False}},
+    "group_by_length": {"training": {"group_by_length": True}},
+    "no_gradient_checkpointing": {"training": {"gradient_checkpointing": False}},
+    "checkpoint_every_2nd": {"training": {"gradient_checkpointing_every_n_layers": 2}},
+    "checkpoint_every_3rd": {"training": {"gradient_checkpointing_every_n_layers": 3}},
+    "precision_32": {"optimization": {"precision": "32"}},
+    "packing": {"training": {"packing": True}},
+    "threads_1": {"training": {"num_threads": 1}},
+    "torch_compile": {"training": {"torch_compile": True}},
+}
+
+
+def run_chattune(data: dict[str, str], epochs: float, batch: int, variant: str = "default") -> dict[str, Any]:
     from chattune.pipeline.runner import run_job
     from chattune.workspace import Workspace
 
@@ -87,6 +104,8 @@ def run_chattune(data: dict[str, str], epochs: float, batch: int) -> dict[str, A
         "evaluation": {"max_rows": 1, "max_new_tokens": 1},
         "settings": {"force_rerun": True},
     }
+    for section, values in VARIANTS[variant].items():
+        spec[section] = {**spec[section], **values}  # type: ignore[dict-item]
     job, _ = ws.jobs.create(spec, start=False)
     run_job(job.id, ws.settings)
     finished = ws.jobs.get(job.id)
@@ -94,7 +113,9 @@ def run_chattune(data: dict[str, str], epochs: float, batch: int) -> dict[str, A
     metrics = steps["finetune"].outputs["metrics"]
     return {
         "job": job.id,
+        "variant": variant,
         "trained_tokens": metrics["trained_tokens"],
+        "input_tokens": metrics["input_tokens"],
         "train_s": metrics["train_runtime_s"],
         "eval_loss": metrics.get("valid_loss"),
         "steps": metrics["global_steps"],
@@ -142,23 +163,26 @@ def run_trl(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=lora_config(OptimizationParams(**LORA)),
     )
-    labels: Any = trainer.train_dataset["labels"]  # type: ignore[index]
-    tokens = sum(sum(1 for x in row if x != -100) for row in labels) * epochs
+    rows: Any = trainer.train_dataset
+    tokens = sum(sum(1 for x in row if x != -100) for row in rows["labels"]) * epochs
+    inputs = sum(len(row) for row in rows["input_ids"]) * epochs
     started = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - started
     return {
         "trained_tokens": int(tokens),
+        "input_tokens": int(inputs),
         "train_s": round(train_s, 2),
         "eval_loss": float(trainer.evaluate()["eval_loss"]),
         "steps": int(result.global_step),
     }
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     torch.mm(a, b)
     started = time.perf_counter()
     for _ in range(repeats):
@@ -166,9 +190,24 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return round(2 * size**3 * repeats / (time.perf_counter() - started) / 1e9, 1)
 
 
-def child(kind: str, data_dir: str, epochs: float, batch: int) -> None:
+def flop_counts() -> tuple[int, int]:
+    """(matmul parameters every token goes through, LM head parameters), from the model's own config."""
+    from transformers import AutoConfig
+
+    from chattune.catalog import get_entry
+    from chattune.catalog.importer import import_model
+    from chattune.workspace import Workspace
+
+    ws = Workspace()
+    config = AutoConfig.from_pretrained(import_model(ws.settings, ws.store, "smollm2-135m-instruct").path)
+    head = config.vocab_size * config.hidden_size
+    embeddings = head if config.tie_word_embeddings else 2 * head  # a lookup, not a matmul
+    return get_entry("smollm2-135m-instruct").parameters - embeddings, head
+
+
+def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str) -> None:
     data = {"train": f"{data_dir}/train.jsonl", "validation": f"{data_dir}/validation.jsonl"}
-    result = run_chattune(data, epochs, batch) if kind == "chattune" else run_trl(data, epochs, batch)
+    result = run_chattune(data, epochs, batch, variant) if kind == "chattune" else run_trl(data, epochs, batch)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["tokens_per_s"] = round(result["trained_tokens"] / result["train_s"], 1)
     print(json.dumps(result))
@@ -181,56 +220,64 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=128, help="rows from each source (dialogs, demo)")
     parser.add_argument("--quick", action="store_true", help="48 rows per source: under 3 minutes")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "DATA_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"comma-separated chattune configurations to run beside the baseline: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "DATA_DIR", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.epochs, args.batch)
+        child(args.child[0], args.child[1], args.epochs, args.batch, args.child[2])
         return
     if args.quick:
         args.rows = 48
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
 
-    from chattune.catalog import get_entry
-
-    parameters = get_entry("smollm2-135m-instruct").parameters
+    body, head = flop_counts()
     result: dict[str, Any] = {"model": "smollm2-135m-instruct", "epochs": args.epochs, "batch": args.batch}
+    runs: list[tuple[str, str]] = [("chattune", v) for v in variants] + [("baseline", "trl")]
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), args.rows)
-        for kind in ("chattune", "baseline"):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    kind,
-                    tmp,
-                    "--epochs",
-                    str(args.epochs),
-                    "--batch",
-                    str(args.batch),
-                ],
-                capture_output=True,
-                text=True,
-            )
+        for kind, variant in runs:
+            command = [sys.executable, __file__, "--child", kind, tmp, variant]
+            command += ["--epochs", str(args.epochs), "--batch", str(args.batch)]
+            out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
-                raise SystemExit(f"{kind} failed:\n{out.stderr[-3000:]}")
-            result[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["matmul_gflops"] = matmul_gflops()
-    for kind in ("chattune", "baseline"):
-        achieved = 4 * parameters * result[kind]["tokens_per_s"] / 1e9  # loss tokens only: a lower bound
-        result[kind]["model_gflops"] = round(achieved, 1)
-        result[kind]["mfu"] = round(achieved / result["matmul_gflops"], 3)
-    result["ratio_tokens_per_s"] = round(result["chattune"]["tokens_per_s"] / result["baseline"]["tokens_per_s"], 2)
+                raise SystemExit(f"{kind} ({variant}) failed:\n{out.stderr[-3000:]}")
+            key = kind if kind == "baseline" or variant == variants[0] else f"chattune_{variant}"
+            result[key] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["matmul_gflops"] = matmul_gflops("float32")
+    result["matmul_gflops_bf16"] = matmul_gflops("bfloat16")
+    keys = [k for k in result if k == "baseline" or k.startswith("chattune")]
+    for key in keys:
+        r = result[key]
+        # Model FLOPs of LoRA training (forward plus activation gradients: 4 per parameter per token) that the task
+        # needs: every real (non-padding) token through the layers, only the loss tokens through the LM head.
+        # Attention's own FLOPs are left out, so this is a lower bound.
+        flops = 4 * (body * r["input_tokens"] + head * r["trained_tokens"])
+        achieved = flops / r["train_s"] / 1e9
+        r["model_gflops"] = round(achieved, 1)
+        r["mfu"] = round(achieved / result["matmul_gflops"], 3)
+        r["mfu_of_bf16_peak"] = round(achieved / result["matmul_gflops_bf16"], 3)
+        r["ratio_tokens_per_s"] = round(r["tokens_per_s"] / result["baseline"]["tokens_per_s"], 2)
+    result["ratio_tokens_per_s"] = result["chattune"]["ratio_tokens_per_s"]
     result["mfu"] = result["chattune"]["mfu"]
     if args.json:
         print(json.dumps(result))
         return
-    for kind in ("chattune", "baseline"):
-        r = result[kind]
+    for key in keys:
+        r = result[key]
+        label = f"chattune_{variants[0]}" if key == "chattune" else key
         print(
-            f"{kind:9} {r['tokens_per_s']:8.1f} trained tokens/s | train {r['train_s']:7.1f} s | "
-            f"eval loss {r['eval_loss']:.4f} | peak RSS {r['peak_rss_mb']:.0f} MB | MFU {r['mfu']:.1%}"
+            f"{label:34} {r['tokens_per_s']:7.1f} trained tokens/s ({r['ratio_tokens_per_s']}x) | train "
+            f"{r['train_s']:6.1f} s | eval loss {r['eval_loss']:.4f} | peak RSS {r['peak_rss_mb']:.0f} MB | "
+            f"MFU {r['mfu']:.1%} of fp32, {r['mfu_of_bf16_peak']:.1%} of bf16"
         )
-    print(f"ratio {result['ratio_tokens_per_s']}x; matmul peak {result['matmul_gflops']} GFLOP/s")
+    print(f"matmul peak: {result['matmul_gflops']} GFLOP/s fp32, {result['matmul_gflops_bf16']} bf16")
 
 
 if __name__ == "__main__":

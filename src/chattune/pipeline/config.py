@@ -68,6 +68,25 @@ class TrainingParams(Strict):
     # itself (TRL's best-fit-decreasing packing; position ids restart per conversation). null: on where a varlen
     # (flash) attention kernel makes it pay; true: also on the SDPA/eager paths (correct, slower for long rows).
     packing: bool | None = None
+    # chattune's own speed settings (docs/benchmarks.md measures each). Each batch (the same rows as padded batching)
+    # flattened into one sequence without padding, conversations kept apart by their position ids (TRL's
+    # padding-free collator). null: on where the model masks conversations from position ids.
+    padding_free: bool | None = None
+    # Batches of similar lengths (transformers' LengthGroupedSampler: shuffled mega-batches, each sorted by length).
+    # Less padding, but it changes which rows share a batch, so short rows weigh more in the per-batch mean loss.
+    group_by_length: bool = False
+    # Project through the LM head only the positions that carry a loss (TRL's chunked log-probabilities), where TRL
+    # itself would project every position (devices without Triton). Same loss and gradients, less work.
+    compact_lm_head: bool = True
+    # Threads for the CPU kernels; null: PyTorch's default (the physical cores; 1 per process under torchrun).
+    num_threads: int | None = Field(None, gt=0)
+    # Recompute activations in the backward pass instead of keeping them (TRL's default: on), for every n-th decoder
+    # layer (transformers' `every_n_layers`): 1 all of them, 2 every other one. Less recomputation costs memory
+    # (measured in docs/benchmarks.md).
+    gradient_checkpointing: bool = True
+    gradient_checkpointing_every_n_layers: int = Field(1, ge=1)
+    # torch.compile the model (inductor); pays only for long runs of few distinct shapes.
+    torch_compile: bool = False
 
 
 class OptimizationParams(Strict):

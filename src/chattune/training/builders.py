@@ -48,6 +48,7 @@ def sft_config(
     has_cuda: bool,
     bf16_ok: bool,
     has_eval: bool,
+    padding_free: bool = False,
 ) -> Any:
     from trl import SFTConfig
 
@@ -91,7 +92,17 @@ def sft_config(
         load_best_model_at_end=best,
         metric_for_best_model=f"eval_{train.metric_for_best_model}" if best else None,
         greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
-        max_length=max_length,  # packing, when on, is done before the trainer (chattune.training.packing)
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        torch_compile=train.torch_compile,
+        padding_free=padding_free,
+        gradient_checkpointing=train.gradient_checkpointing,
+        # transformers' every_n_layers; left unset (TRL's and transformers' defaults) for every layer
+        gradient_checkpointing_kwargs={"every_n_layers": every_n}
+        if (every_n := train.gradient_checkpointing_every_n_layers) > 1
+        else None,
+        # Preprocess truncated every conversation (TRL enforces max_length only when it tokenizes); packing, when
+        # on, is done before the trainer (chattune.training.packing).
+        max_length=None if padding_free else max_length,
         bf16=half and bf16_ok,
         fp16=half and not bf16_ok and has_cuda,
         use_cpu=not has_cuda,

@@ -15,6 +15,7 @@ from typing import Any
 from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.steps.preprocess import read_conversations
+from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 
 
 def split_reference(conversation: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
@@ -72,6 +73,8 @@ def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[st
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer
     )
+    if ctx.training.compact_lm_head and needs_compact_head(pick_device()):
+        compact_lm_head(unwrap_peft(trainer.model))
     result = trainer.evaluate()
     out = {"test_loss": float(result["eval_loss"]), "test_perplexity": math.exp(min(result["eval_loss"], 50))}
     if "eval_mean_token_accuracy" in result:

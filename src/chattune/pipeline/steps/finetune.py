@@ -19,6 +19,7 @@ from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
+from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 from chattune.training.packing import PackedRowsCollator, pack, packing_support
 
 
@@ -69,6 +70,23 @@ def _packing(ctx: StepContext, model: Any) -> bool:
     return on
 
 
+def _padding_free(ctx: StepContext, model: Any, packing: bool) -> bool:
+    """The job's `padding_free` (null: on where the model keeps flattened conversations apart), logged."""
+    if packing:
+        return False  # packed rows are already free of padding (their own collator)
+    supported, _, why = packing_support(model)
+    wanted = ctx.training.padding_free
+    if wanted and not supported:
+        raise UserError(
+            f"training.padding_free: {why}",
+            remedy="Set training.padding_free to false (or leave it unset) for this model.",
+        )
+    on = supported if wanted is None else wanted
+    how = "job config" if wanted is not None else "default for this model"
+    ctx.progress(f"  padding-free batches: {'on' if on else 'off'} ({how})")
+    return on
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
     if world > 1:
@@ -89,6 +107,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
     pre = ctx.inputs["preprocess"]
     base_path = ctx.inputs["model_import"]["path"]
     has_cuda = pick_device() == "cuda"
+    if ctx.training.num_threads:
+        torch.set_num_threads(ctx.training.num_threads)
     # bf16 where the device computes it natively: CUDA with bf16, or a CPU with AVX512-BF16/AMX (autocast there).
     bf16_ok = torch.cuda.is_bf16_supported() if has_cuda else cpu_has_bf16()
     train_ds = load_from_disk(pre["splits"]["train"]["path"])
@@ -107,6 +127,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         has_cuda=has_cuda,
         bf16_ok=bf16_ok,
         has_eval=eval_ds is not None,
+        padding_free=_padding_free(ctx, model, packing),
     )
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
     if packing:
@@ -129,6 +150,9 @@ def train(ctx: StepContext) -> dict[str, Any]:
         else None,
         callbacks=callbacks,
     )
+    if ctx.training.compact_lm_head and needs_compact_head("cuda" if has_cuda else "cpu"):
+        applied = compact_lm_head(unwrap_peft(trainer.model))
+        ctx.progress(f"  LM head: {'loss positions only' if applied else 'every position (scaled logits)'}")
     trained: Any = trainer.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
@@ -159,6 +183,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "train_runtime_s": round(wall, 2),
         "global_steps": int(result.global_step),
         "trained_tokens": int(loss_tokens * epochs),
+        "input_tokens": int(pre["splits"]["train"]["tokens"] * epochs),
         "tokens_per_s": round(pre["splits"]["train"]["tokens"] * epochs / wall, 1) if wall > 0 else None,
         "trainable_parameters": trainable,
     }
