@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-all lint install clean bench-validate
+.PHONY: demo test test-all lint install clean bench-validate bench-load bench-train
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: $(STAMP)
 
 bench-validate: $(STAMP)
 	$(BIN)/python bench/validate_throughput.py
+
+bench-load: $(STAMP)
+	$(BIN)/python bench/serve_load.py
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/train_throughput.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -130,6 +130,51 @@ class JobCancelledError(ChattuneError):
     code = "cancelled"
 
 
+class StorageError(ChattuneError):
+    """The workspace cannot be written (disk full, read-only, permissions): nothing half-written is kept."""
+
+    code = "workspace_unwritable"
+    http_status = 507
+    REMEDY = (
+        "Free disk space or make the workspace (CHATTUNE_HOME) writable, then run the command again; "
+        "what it was writing was not kept."
+    )
+
+    def __init__(self, message: str, *, remedy: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message, remedy=remedy or self.REMEDY, details=details)
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageError:
+        where = f" {exc.filename}" if exc.filename else ""
+        return cls(f"cannot write{where}: {exc.strerror or exc}")
+
+
+# errno names and database messages that mean "the workspace cannot take this write", as opposed to a bug.
+STORAGE_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG", "ENOTDIR"})
+STORAGE_MESSAGES = ("disk is full", "readonly database", "read-only", "unable to open database", "disk i/o error")
+
+
+def storage_error(exc: BaseException) -> StorageError | None:
+    """The StorageError behind ``exc`` when the workspace could not be written, at any depth of its cause chain
+    (MLflow wraps SQLAlchemy, which wraps sqlite3); None for anything else."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current
+        if isinstance(current, OSError) and errno.errorcode.get(current.errno or 0) in STORAGE_ERRNOS:
+            return StorageError.from_os_error(current)
+        if type(current).__name__ == "OperationalError":  # sqlite3's, or SQLAlchemy's around it (.orig)
+            driver = getattr(current, "orig", None) or current
+            if any(m in str(driver).lower() for m in STORAGE_MESSAGES):
+                return StorageError(f"a workspace database: {driver}")
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class ServiceUnavailableError(ChattuneError):
     code = "service_unavailable"
     http_status = 503

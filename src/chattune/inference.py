@@ -23,6 +23,11 @@ class GenerationParams:
     stop: list[str] | None = None
     seed: int | None = None
 
+    def torch_seed(self) -> int | None:
+        """The seed as a torch generator takes it: any integer a client sends, reduced to 64 bits (a larger one made
+        ``manual_seed`` raise)."""
+        return None if self.seed is None else self.seed % 2**64
+
 
 @dataclass
 class Generation:
@@ -140,8 +145,9 @@ class ChatGenerator:
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=tok)
         with self._lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+            seed = params.torch_seed()
+            if seed is not None:
+                torch.manual_seed(seed)
             out = self.model.generate(**batch, **kwargs)
         results = []
         for i, row in enumerate(out):

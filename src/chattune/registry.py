@@ -46,6 +46,15 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return name, (version or None), None
 
 
+def check_ref(ref: str) -> str:
+    """A model reference whose name (and version) could be a registered one: `../x`, `a/b:1`, `m:..` are refused."""
+    name, version, _ = parse_ref(ref)
+    check_name("model", name)
+    if version is not None:
+        check_name("version", version)
+    return ref
+
+
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 RESERVED_ALIASES = frozenset({"latest"})  # `NAME` alone already means the newest version
 
@@ -80,6 +89,10 @@ class Registry:
     ) -> ModelVersion:
         from chattune.pipeline.jobs import JobService
 
+        if name is not None:  # a bad --name or --version is refused before anything is looked up
+            check_name("model", name)
+        if version is not None:
+            check_name("version", version)
         job = JobService(self.settings, self.store).get(job_id)
         if job.status != JobStatus.SUCCEEDED:
             raise ConflictError(
@@ -196,7 +209,7 @@ class Registry:
         return str(info.registered_model_version)
 
     def get(self, ref: str) -> ModelVersion:
-        name, version, alias = parse_ref(ref)
+        name, version, alias = parse_ref(check_ref(ref))  # `../x`, `a/b`, spaces, NUL: refused, never looked up
         if alias is not None:
             aliases = self.store.aliases(name)
             if alias not in aliases:
@@ -230,21 +243,21 @@ class Registry:
                 f"invalid alias {alias!r}",
                 remedy="Use letters, digits, '_' and '-', starting with a letter or '_'; 'latest' is reserved.",
             )
-        mv = self.store.get_model_version(name, version)
+        mv = self.store.get_model_version(check_name("model", name), check_name("version", version))
         self.store.set_alias(name, alias, version)
         if mv.mlflow_version:
             self._mlflow().set_registered_model_alias(name, alias, mv.mlflow_version)
         return mv
 
     def delete_alias(self, name: str, alias: str) -> None:
-        if alias not in self.store.aliases(name):
+        if alias not in self.aliases(name):
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
         self.store.delete_alias(name, alias)
         with contextlib.suppress(Exception):  # absent in MLflow already: nothing to undo
             self._mlflow().delete_registered_model_alias(name, alias)
 
     def aliases(self, name: str) -> dict[str, str]:
-        return self.store.aliases(name)
+        return self.store.aliases(check_name("model", name))
 
     def set_tags(self, ref: str, tags: dict[str, str]) -> ModelVersion:
         mv = self.get(ref)

@@ -16,6 +16,9 @@ def configure(settings: Settings) -> None:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow logs every database error with its trace before raising it; chattune reports the raised error itself
+    # (a full or read-only workspace as one clear line), so the duplicate trace is not shown.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(settings.tracking_uri)
 
 

@@ -149,3 +149,29 @@ def test_a_seed_reproduces_a_sampled_answer_whatever_shares_the_batch(model_and_
                 return str(value.text)
 
     assert asyncio.run(sample(0)) == asyncio.run(sample(3))
+
+
+@pytest.mark.parametrize("temperature", [1e-115, 1e-300, 5e-324])
+def test_a_vanishing_temperature_samples_greedily_instead_of_failing_the_batch(temperature: float) -> None:
+    # Found by the schemathesis run (tests/integration/test_api_fuzz.py): logits / 1e-115 overflow to inf, softmax
+    # gave NaN and torch.multinomial failed the step, answering 500 to every request sharing the batch.
+    from chattune.serving.batching import _Sampler
+
+    logits = torch.tensor([[0.5, 3.0, -1.0, 2.9]])
+    sampler = _Sampler(GenerationParams(max_new_tokens=1, do_sample=True, temperature=temperature, seed=1))
+    assert sampler.sampling
+    assert [sampler.pick(logits) for _ in range(5)] == [1] * 5
+
+
+@pytest.mark.parametrize("seed", [10**30, -(2**63) - 1, 2**64])
+def test_any_integer_seed_seeds_the_sampler(seed: int) -> None:
+    # Found by the schemathesis run: a seed beyond 64 bits made torch's manual_seed raise inside the batch step,
+    # answering 500 to every request sharing the batch. It is reduced modulo 2**64, so it still reproduces.
+    from chattune.serving.batching import _Sampler
+
+    logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(0))
+    picks = [
+        [sm.pick(logits) for _ in range(8)]
+        for sm in (_Sampler(GenerationParams(do_sample=True, temperature=1.0, seed=seed)) for _ in range(2))
+    ]
+    assert picks[0] == picks[1]

@@ -56,3 +56,38 @@ def test_matches_either_key_only() -> None:
 )
 def test_bearer(header: str | None, expected: str | None) -> None:
     assert bearer(header) == expected
+
+
+def test_keys_come_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    calls: list[int] = []
+
+    def token_urlsafe(nbytes: int) -> str:
+        calls.append(nbytes)
+        return secrets.token_hex(nbytes)
+
+    monkeypatch.setattr("chattune.endpoints.keys.secrets.token_urlsafe", token_urlsafe)
+    generate_key()
+    assert calls == [32]  # 256 bits from the OS's CSPRNG
+
+
+@pytest.mark.parametrize("which", ["primary", "secondary", "neither"])
+def test_matching_compares_every_hash_in_constant_time(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    # Timing must not tell which key (if any) matched: each stored hash is compared, with hmac.compare_digest,
+    # even after a match; the presented key is hashed first, so the comparison never sees it.
+    import hmac
+
+    keys = {"primary": generate_key(), "secondary": generate_key()}
+    hashes = {t: hash_key(k) for t, k in keys.items()}
+    compared: list[tuple[str, str]] = []
+    original = hmac.compare_digest
+
+    def compare_digest(a: str, b: str) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr("chattune.endpoints.keys.hmac.compare_digest", compare_digest)
+    presented = keys.get(which, generate_key())
+    assert matches(presented, hashes) is (which != "neither")
+    assert compared == [(hash_key(presented), hashes["primary"]), (hash_key(presented), hashes["secondary"])]

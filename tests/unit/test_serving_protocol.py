@@ -66,6 +66,8 @@ def test_score_seed_sample_shape_and_parameters() -> None:
         {"input_data": {"input_string": [CONVERSATION], "parameters": {"temperature": 2.5}}},
         {"input_data": {"input_string": [CONVERSATION], "parameters": {"top_p": 0}}},
         {"input_data": {"input_string": [CONVERSATION], "parameters": {"max_new_tokens": 0}}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"max_new_tokens": "5"}}},
+        {"input_data": {"input_string": [CONVERSATION], "parameters": {"do_sample": "true"}}},
         {},
     ],
     ids=[
@@ -79,6 +81,8 @@ def test_score_seed_sample_shape_and_parameters() -> None:
         "temperature",
         "top-p",
         "max-new-tokens",
+        "max-new-tokens-string",
+        "do-sample-string",
         "no-input-data",
     ],
 )
@@ -133,6 +137,19 @@ def test_chat_completion_n_in_bounds(n: int) -> None:
         {"frobnicate": True},
         {"messages": []},
         {"stream_options": {"include_usage": True, "x": 1}},
+        # strict types (found by tests/integration/test_api_fuzz.py: `"seed": false` was read as seed 0)
+        {"seed": False},
+        {"seed": "7"},
+        {"n": "2"},
+        {"n": True},
+        {"max_tokens": True},
+        {"max_tokens": "5"},
+        {"temperature": "0.5"},
+        {"stream": "yes"},
+        {"stream": 1},
+        {"messages": [{"role": "user", "content": 5}]},
+        {"n": 2.5},
+        {"seed": 1.5},
     ],
 )
 def test_chat_completion_rejects(fields: dict[str, Any]) -> None:
@@ -140,7 +157,7 @@ def test_chat_completion_rejects(fields: dict[str, Any]) -> None:
         chat_request(**fields)
 
 
-@pytest.mark.parametrize("temperature", [0, 0.7, 2])
+@pytest.mark.parametrize("temperature", [0, 0.7, 2, 1])
 def test_chat_completion_temperature_bounds_inclusive(temperature: float) -> None:
     assert chat_request(temperature=temperature).temperature == temperature
 
@@ -155,3 +172,14 @@ def test_error_body_is_openai_shape() -> None:
     assert error_body("bad key", "invalid_request_error", "invalid_api_key") == {
         "error": {"message": "bad key", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
     }
+
+
+def test_integers_as_json_schema_has_them() -> None:
+    # 2.0 is an integer in JSON Schema (schemathesis generates it as valid data); true and "2" are not
+    req = chat_request(n=2.0, max_tokens=5.0, seed=-3.0)
+    assert (req.n, req.max_tokens, req.seed) == (2, 5, -3)
+    assert isinstance(req.n, int) and isinstance(req.max_tokens, int)
+    assert chat_request(seed=10**30).seed == 10**30  # any integer (the sampler reduces it to 64 bits)
+    assert chat_request(temperature=1).temperature == 1.0
+    body = score(CONVERSATION, parameters={"max_new_tokens": 7.0})
+    assert body.input_data.parameters.max_new_tokens == 7

@@ -8,7 +8,7 @@ import typer
 
 from chattune.cli import compute, data, deployments, endpoints, jobs, models, quickstart
 from chattune.cli.output import err, show_error
-from chattune.errors import ChattuneError
+from chattune.errors import ChattuneError, storage_error
 
 app = typer.Typer(
     name="chattune",
@@ -48,6 +48,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a full or read-only workspace, wherever a library met it: a clear error
+        storage = storage_error(exc)
+        if storage is None:
+            raise
+        show_error(storage)
+        sys.exit(storage.exit_code)
 
 
 if __name__ == "__main__":

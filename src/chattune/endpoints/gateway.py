@@ -15,12 +15,13 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from chattune.endpoints import processes
 from chattune.endpoints.keys import bearer, matches
+from chattune.endpoints.openapi import document_gateway, forwarded_route
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment
 from chattune.serving.app import MAX_BODY_BYTES
@@ -111,7 +112,7 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     async def ready() -> dict[str, str]:
         return {"status": "ready"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # documented as text: Prometheus' format
     async def prometheus() -> Response:
         metrics.refresh()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -222,14 +223,17 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
             except (TimeoutError, httpx.TimeoutException):
                 inst.in_flight -= 1
                 return timed_out(dep)
-            except httpx.ConnectError:
-                # Never reached the instance (it died or is restarting): out of rotation until the supervisor has
-                # seen it ready again, and the request goes to another instance.
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # The instance refused the connection, or closed it before answering (it died or is restarting;
+                # kill -9 mid-request): nothing reached the client yet, and generating has no side effect, so the
+                # request goes to another instance (as Envoy's retry on reset), and this one is out of rotation
+                # until the supervisor has seen it ready again.
                 inst.in_flight -= 1
                 supervisor.suspect(inst)
                 log.warning(
-                    "%s/%s instance %d refused a connection (attempt %d)", endpoint, dep.name, inst.index, attempt
-                )
+                    "%s/%s instance %d failed before answering: %s (attempt %d)",
+                    endpoint, dep.name, inst.index, type(exc).__name__, attempt,
+                )  # fmt: skip
             except httpx.HTTPError as exc:
                 inst.in_flight -= 1
                 return answer(
@@ -271,7 +275,8 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         )
 
     for path in FORWARDED:
-        app.add_api_route(path, forward, methods=["GET"] if path == "/v1/models" else ["POST"])
+        app.add_api_route(path, forward, methods=["GET"] if path == "/v1/models" else ["POST"], **forwarded_route(path))
+    document_gateway(app, PUBLIC_PATHS)
     return app
 
 
@@ -282,7 +287,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Access logs carry no headers, so keys never reach the log.
-    uvicorn.run(create_gateway(Settings(), args.endpoint), fd=args.fd, log_level="info")
+    processes.serve(create_gateway(Settings(), args.endpoint), args.fd, log_level="info")
 
 
 if __name__ == "__main__":

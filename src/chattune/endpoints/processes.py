@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -51,6 +53,42 @@ def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1",
     finally:
         sock.close()
     return proc.pid, port
+
+
+# How long a server keeps an idle kept-alive connection. uvicorn's default, 5 s, is exactly httpx's (so the openai
+# client's and the gateway's own) pool expiry: a client reusing a connection idle for 4.99 s raced the server
+# closing it, and the request failed with "Server disconnected" / a reset (100 clients idling ~5 s: 1 in 600 requests;
+# bench/serve_load.py under load). A server must keep connections longer than its clients do; 75 s is nginx's default.
+KEEP_ALIVE_S = 75
+
+
+class QuerylessAccessLog(logging.Filter):
+    """uvicorn's access log line has the request's path with its query string. chattune's routes take no query
+    parameters, and a client that puts its key there (``?api-key=...``, refused with 401) must not find the key in
+    the gateway's log: the query string is replaced by ``?...``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?...", *args[3:])
+        return True
+
+
+def serve(app: Any, fd: int, **options: Any) -> None:
+    """Run uvicorn on the listening socket ``spawn`` passed as ``fd``, with queries kept out of its access log.
+
+    Not ``uvicorn.run(fd=...)``: uvicorn wraps that descriptor as an AF_UNIX socket, so asyncio never set TCP_NODELAY
+    on the accepted TCP connections, and on a kept-alive connection (any HTTP client's pool, the gateway's own
+    client) every answer waited about 40 ms for the client's delayed ACK (Nagle). ``socket(fileno=fd)`` reads the
+    real family (AF_INET) from the descriptor.
+    """
+    import uvicorn
+
+    sock = socket.socket(fileno=fd)
+    options.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
+    config = uvicorn.Config(app, **options)  # configures uvicorn's loggers: the filter goes on after
+    logging.getLogger("uvicorn.access").addFilter(QuerylessAccessLog())
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def alive(pid: int | None) -> bool:

@@ -16,7 +16,7 @@ from chattune.endpoints.config import MAX_REQUEST_TIMEOUT_MS, ProbeSettings
 from chattune.endpoints.keys import KEY_TYPES, KeyRing, generate_key, hash_key
 from chattune.entities import Deployment, Endpoint, ModelVersion, ProvisioningState
 from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
-from chattune.registry import Registry
+from chattune.registry import Registry, check_ref
 from chattune.settings import Settings
 from chattune.store.base import Store
 
@@ -112,7 +112,7 @@ class EndpointService:
 
     def keys(self, name: str) -> dict[str, str]:
         """The keys as this client received them (the server keeps only hashes)."""
-        self.store.get_endpoint(name)
+        self.get(name)
         keys = self.keyring.get(name)
         if not keys:
             raise NotFoundError(
@@ -122,7 +122,9 @@ class EndpointService:
         return keys
 
     def get(self, name: str) -> Endpoint:
-        return self.store.get_endpoint(name)
+        """Every command that names an endpoint looks it up here (or checks the name itself): a name that cannot be
+        one (`../x`, `a/b`, spaces, NUL) is refused as invalid rather than searched for."""
+        return self.store.get_endpoint(check_name("endpoint", name))
 
     def list_endpoints(self) -> list[Endpoint]:
         return self.store.list_endpoints()
@@ -130,14 +132,17 @@ class EndpointService:
     def regenerate_key(self, name: str, key_type: str) -> str:
         if key_type not in KEY_TYPES:
             raise UserError(f"--key must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
-        self.store.get_endpoint(name)
+        self.get(name)
         key = generate_key()
         self.store.set_key_hash(name, key_type, hash_key(key))  # the gateway reads hashes per request
         self.keyring.save(name, {key_type: key})
         return key
 
     def _check_split(self, name: str, split: dict[str, int], what: str) -> set[str]:
-        self.store.get_endpoint(name)
+        check_name("endpoint", name)
+        for dep in split:
+            check_name("deployment", dep)
+        self.get(name)
         deployments = {d.name for d in self.store.list_deployments(name)}
         unknown = sorted(set(split) - deployments)
         if unknown:
@@ -182,7 +187,7 @@ class EndpointService:
 
     def delete(self, name: str) -> None:
         """Stop the gateway (so nothing restarts the instances), every instance, then remove the endpoint."""
-        ep = self.store.get_endpoint(name)
+        ep = self.get(name)
         self.store.update_endpoint(name, state=ProvisioningState.DELETING)
         processes.stop(ep.pid)
         for dep in self.store.list_deployments(name):
@@ -214,8 +219,11 @@ class EndpointService:
         wait: bool = True,
     ) -> Deployment:
         """Record the deployment; the endpoint's gateway starts its instances. Waits until they are ready."""
+        check_name("endpoint", endpoint)
         check_name("deployment", name)
-        ep = self.store.get_endpoint(endpoint)
+        for ref in [model_ref, *(extra_models or [])]:
+            check_ref(ref)
+        ep = self.get(endpoint)
         if ep.state != ProvisioningState.SUCCEEDED:
             raise ConflictError(f"endpoint {endpoint!r} is {ep.state}")
         self._gateway_running(ep)
@@ -282,18 +290,26 @@ class EndpointService:
             time.sleep(0.2)
 
     def scale(self, endpoint: str, name: str, instance_count: int) -> Deployment:
+        check_name("endpoint", endpoint)
+        check_name("deployment", name)
         if instance_count < 1:
             raise UserError(f"--instances must be at least 1, not {instance_count}")
-        self.store.get_deployment(endpoint, name)
+        self.get_deployment(endpoint, name)
         self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.SCALING)
         return self.wait_deployment(endpoint, name)
 
+    def get_deployment(self, endpoint: str, name: str) -> Deployment:
+        check_name("endpoint", endpoint)
+        check_name("deployment", name)
+        self.get(endpoint)
+        return self.store.get_deployment(endpoint, name)
+
     def list_deployments(self, endpoint: str) -> list[Deployment]:
-        self.store.get_endpoint(endpoint)
+        self.get(endpoint)
         return self.store.list_deployments(endpoint)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
-        dep = self.store.get_deployment(endpoint, name)
+        dep = self.get_deployment(endpoint, name)
         ep = self.store.get_endpoint(endpoint)
         if ep.traffic.get(name, 0) > 0:
             raise ConflictError(
@@ -319,7 +335,7 @@ class EndpointService:
         self.store.delete_deployment(endpoint, name)
 
     def logs(self, endpoint: str, name: str, lines: int = 50) -> str:
-        dep = self.store.get_deployment(endpoint, name)
+        dep = self.get_deployment(endpoint, name)
         return processes.tail(Path(dep.log_path), lines) if dep.log_path else ""
 
     # invoke ---------------------------------------------------------------------------------------------------
@@ -333,7 +349,10 @@ class EndpointService:
     ) -> Any:
         """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does. Without ``key``,
         the primary key this client saved is used."""
-        ep = self.store.get_endpoint(endpoint)
+        check_name("endpoint", endpoint)
+        if deployment:
+            check_name("deployment", deployment)
+        ep = self.get(endpoint)
         key = key or self.keyring.get(endpoint).get("primary")
         if not key:
             raise UserError(

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chattune.inference import Generation, GenerationParams
 from chattune.serving.engine import Engine
-from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
+from chattune.serving.errors import BodyLimit, documented_errors, error_response, install_error_handlers
 from chattune.serving.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -35,6 +35,25 @@ from chattune.serving.protocol import (
 
 MAX_BODY_BYTES = 4 * 2**20
 DEFAULT_MAX_TOKENS = 256
+# What an instance answers to a generation request besides 200, each in OpenAI's error shape.
+REQUEST_ERRORS = (400, 413, 415, 422, 503)
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ChatCompletion,
+        "description": "The completion; with `stream: true`, server-sent `chat.completion.chunk` events",
+        # OpenAPI 3.1: the schema of an event stream describes one event
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE] at the end"}},
+                    "required": ["data"],
+                }
+            }
+        },
+    },
+    **documented_errors(404, *REQUEST_ERRORS),
+}
 
 
 def _usage(prompt: int, completion: int) -> Usage:
@@ -65,7 +84,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/health/ready", response_model=None)
+    @app.get("/health/ready", response_model=None, responses=documented_errors(503))
     async def ready() -> dict[str, str] | JSONResponse:
         if engine.ready.is_set():
             return {"status": "ready"}
@@ -73,7 +92,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
             return error_response(503, f"model failed to load: {engine.failed}", "load_failed")
         return error_response(503, "model is loading", "loading")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # documented as text: Prometheus' format
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -85,7 +104,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
         ]
         return ModelList(data=cards)
 
-    @app.post("/score")
+    @app.post("/score", responses=documented_errors(*REQUEST_ERRORS))
     async def score(req: ScoreRequest) -> list[ScoreOutput]:
         p = req.input_data.parameters
         params = GenerationParams(
@@ -100,7 +119,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
             for r in results
         ]
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
     async def chat(req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
         adapter = engine.resolve(req.model)
         sampling = req.temperature is not None and req.temperature > 0

@@ -323,8 +323,9 @@ class _Sampler:
             if params.top_p < 1.0:
                 self.warpers.append(TopPLogitsWarper(params.top_p))
             self.generator = torch.Generator()
-            if params.seed is not None:
-                self.generator.manual_seed(params.seed)
+            seed = params.torch_seed()
+            if seed is not None:
+                self.generator.manual_seed(seed)
             else:
                 self.generator.seed()
 
@@ -334,4 +335,8 @@ class _Sampler:
         if not self.sampling:
             return int(logits.argmax(-1))
         probs = torch.softmax(self.warpers(None, logits), dim=-1)  # type: ignore[arg-type]  # warpers ignore ids
+        if not bool(torch.isfinite(probs).all()):
+            # A temperature so small (say 1e-100) that logits / temperature overflows: softmax gives NaN, and
+            # multinomial would fail the whole batch. Sampling at a temperature tending to 0 is greedy.
+            return int(logits.argmax(-1))
         return int(torch.multinomial(probs.cpu(), 1, generator=self.generator))

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Wire(BaseModel):
-    # Unknown fields are refused with a 422 that names them: nothing the client sent is silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused with a 422 that names them: nothing the client sent is silently ignored. Types are
+    # strict, as the JSON schema says: `"seed": false`, `"n": "2"` or `"max_tokens": true` are a 422, not read as 0,
+    # 2 and 1. JSON's own equivalences stay valid: an integer is a number, and 2.0 is an integer (INTEGRAL).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema has it: 3 or 3.0, never true or "3". Placed after the bounds (Annotated[int, Field(...),
+# INTEGRAL]), so that the JSON schema still says minimum / exclusiveMinimum.
+INTEGRAL = BeforeValidator(_integral)
 
 
 class ChatMessage(Wire):
@@ -21,12 +32,16 @@ class ScoreParameters(Wire):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     do_sample: bool = False
-    max_new_tokens: int = Field(200, gt=0)
+    max_new_tokens: Annotated[int, Field(gt=0), INTEGRAL] = 200
 
 
 class ScoreInput(Wire):
-    # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation.
-    input_string: list[Annotated[list[ChatMessage], Field(min_length=1)]] | list[ChatMessage] = Field(min_length=1)
+    # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation. The length
+    # bound sits on each arm of the union, so that the JSON schema says it too (minItems, not a stray minLength).
+    input_string: (
+        Annotated[list[Annotated[list[ChatMessage], Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[ChatMessage], Field(min_length=1)]
+    )
     parameters: ScoreParameters = Field(default_factory=lambda: ScoreParameters())
 
     def conversations(self) -> list[list[ChatMessage]]:
@@ -62,11 +77,11 @@ class ChatCompletionRequest(Wire):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    n: int = Field(1, ge=1, le=8)
+    max_tokens: Annotated[int, Field(gt=0), INTEGRAL] | None = None
+    max_completion_tokens: Annotated[int, Field(gt=0), INTEGRAL] | None = None
+    n: Annotated[int, Field(ge=1, le=8), INTEGRAL] = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Annotated[int, INTEGRAL] | None = None  # any integer: the generator takes it modulo 2**64
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -110,6 +125,19 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape: every 4xx and 5xx answer of an instance or a gateway has it (see ``error_body``)."""
+
+    error: ErrorDetail
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -22,7 +23,7 @@ from chattune.entities import (
     StepRun,
     StepStatus,
 )
-from chattune.errors import ChattuneError, ConflictError, NotFoundError
+from chattune.errors import ChattuneError, ConflictError, NotFoundError, StorageError, storage_error
 from chattune.store.base import Page
 
 SCHEMA = """
@@ -107,6 +108,15 @@ def _only(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+def _storage(path: Path, exc: sqlite3.Error) -> ChattuneError:
+    """A driver error as a domain error: a full or read-only disk is the workspace's state, not a bug."""
+    if storage_error(exc) is not None:
+        if not os.access(path.parent, os.W_OK):  # WAL needs its -wal and -shm files beside the database
+            return StorageError(f"the workspace {path.parent} is read-only or not writable (database: {exc})")
+        return StorageError(f"workspace database {path}: {exc} (the change was rolled back)")
+    return ChattuneError(f"workspace database {path}: {exc}")
+
+
 class SqliteStore:
     """The workspace database. One connection per thread; WAL so that readers never block the writer."""
 
@@ -118,7 +128,7 @@ class SqliteStore:
             self._migrate()
             self._db.executescript(SCHEMA)  # executescript manages its own transaction
         except sqlite3.Error as exc:
-            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+            raise _storage(self.path, exc) from exc
 
     def _migrate(self) -> None:
         """Columns added since a workspace was created are added in place (SQLite has no IF NOT EXISTS for them)."""
@@ -154,7 +164,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+            raise _storage(self.path, exc) from exc
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -164,7 +174,7 @@ class SqliteStore:
         try:
             return [_decode(r) for r in self._db.execute(sql, args).fetchall()]
         except sqlite3.Error as exc:
-            raise ChattuneError(f"workspace database {self.path}: {exc}") from exc
+            raise _storage(self.path, exc) from exc
 
     def _insert(self, table: str, data: dict[str, Any]) -> None:
         cols = ", ".join(data)

@@ -105,4 +105,3 @@ def needs_compact_head(device_type: str) -> bool:
     from transformers.utils import is_triton_available
 
     return not (is_triton_available() and device_type in ("cuda", "xpu"))
-

@@ -1,0 +1,60 @@
+"""Serving under load, measured by bench/serve_load.py through a real gateway with the endpoint key: no 5xx, no
+transport error, overload answered 429 with Retry-After, the server's memory flat. The short run (16 clients x 8 s
+on tiny-test) is in the default suite; the issue's 64 clients x 60 s, on tiny-test and on SmolLM2, behind slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_load.py"
+
+
+def _bench(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
+    """The benchmark in its own process (its throwaway workspace under tmp_path); its JSON document."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--json", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def _check(doc: dict[str, Any], tmp_path: Path, max_growth_pct: float) -> None:
+    assert doc["successes"] > 0, doc
+    assert doc["status_5xx"] == 0 and doc["errors"] == 0 and doc["stream_errors"] == 0, doc
+    # Every client-side 4xx is the gateway's overload answer (the deployment's limit is a quarter of the clients).
+    assert doc["status_429"] > 0 and doc["status_4xx"] == doc["status_429"], doc["statuses"]
+    assert doc["retry_after_on_all_429"] is True
+    assert doc["instance_restarts"] == 0
+    assert doc["memory_mb"]["growth_pct"] < max_growth_pct, doc["memory_mb"]
+    # The benchmark deleted its endpoint: nothing started from its workspace is left running.
+    assert doc["leftover_processes"] == []
+    mine = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert mine == []
+
+
+def test_short_load_on_the_tiny_model(tmp_path: Path) -> None:
+    doc = _bench(tmp_path, "--model", "tiny-test", "--clients", "16", "--seconds", "8", "--warmup-seconds", "3",
+                 timeout=300)  # fmt: skip
+    assert doc["clients"] == 16 and doc["max_concurrent"] == 4
+    # A few seconds after a short warm-up the allocator is still settling; the long runs hold the issue's 10%.
+    _check(doc, tmp_path, max_growth_pct=15.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-test", "smollm2-135m-instruct"])
+def test_64_clients_for_60_seconds(tmp_path: Path, model: str) -> None:
+    doc = _bench(tmp_path, "--model", model, "--clients", "64", "--seconds", "60", timeout=1800)
+    assert doc["clients"] == 64 and doc["max_concurrent"] == 16
+    _check(doc, tmp_path, max_growth_pct=10.0)
