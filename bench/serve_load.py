@@ -19,15 +19,19 @@ and at the end ``chattune endpoints delete EP`` (every process stopped, checked)
 The load is a closed loop: each of ``--clients`` clients (httpx, async, one connection pool over loopback HTTP)
 sends a request, waits for the whole answer, and sends the next; on a 429 it waits ``Retry-After`` seconds first, as
 the openai client does. Requests are a fixed mix with small ``max_tokens`` (1..``--max-tokens``, prompts from the
-demo data): 40% Azure ``/score``, 30% OpenAI ``/v1/chat/completions``, 30% of those streamed (SSE, read to
-``[DONE]``; an error event after the 200 counts as a failure). First ``--warmup-seconds`` of the same load (not
+demo data): 40% Azure ``/score``, 30% OpenAI ``/v1/chat/completions``, 30% the same streamed (SSE, read to
+``[DONE]``). A 200 whose answer is broken (an error event in the stream, no ``[DONE]``, a body that is not JSON)
+counts in ``stream_errors``, not in ``successes``. First ``--warmup-seconds`` of the same load (not
 counted), then the server's memory (RSS of the gateway plus every instance process, pids from the workspace
 database), then ``--seconds`` of measured load, then the memory again.
 
 ``--json`` prints one document: ``requests, successes, status_4xx, status_5xx, status_429,
 retry_after_on_all_429, errors, stream_errors, latency_s {p50,p95,p99} (successful requests), memory_mb {before,
-after, growth_pct}, clients, seconds, model`` and the setup (``max_concurrent``, ``instances``, ``max_tokens``,
-``instance_restarts``, ``statuses``, ``error_kinds``).
+after, growth_pct, during (samples every ``--sample-seconds``)}, clients, seconds, model`` and the setup and
+context (``max_concurrent``, ``instances``, ``max_tokens``, ``instance_restarts``, ``statuses``, ``error_kinds``,
+``load_avg_1m`` of the machine, ``leftover_processes``: pids still alive after the teardown, none expected). With
+``--uri`` the setup keys are null, and memory is measured when the endpoint is found in ``$CHATTUNE_HOME``'s
+database by its port.
 """
 
 from __future__ import annotations
@@ -133,7 +137,10 @@ async def _one(http: httpx.AsyncClient, base: str, path: str, body: dict[str, An
     """Send one request and read the whole answer: (status, Retry-After, complete)."""
     if not streamed:
         r = await http.post(base + path, json=body)
-        complete = r.status_code == 200 and bool(r.json())
+        try:
+            complete = r.status_code == 200 and bool(r.json())
+        except ValueError:
+            complete = False
         return r.status_code, _retry_after(r), complete
     async with http.stream("POST", base + path, json=body) as r:
         if r.status_code != 200:
