@@ -17,12 +17,19 @@ assistant tokens, the same count for both), wall time of the training loop, peak
 rows; the ratio; and this machine's fp32 matmul throughput (GFLOP/s, measured in the same run) with the achieved
 model FLOP/s as a fraction of it (MFU; LoRA: 4 x parameters FLOPs per token - forward plus activation gradients).
 `--json` prints one document with keys `chattune`, `baseline`, `ratio_tokens_per_s`, `matmul_gflops`, `mfu`.
+
+GPU variant (`--device cuda`): the Phi-3-mini-4k architecture at full size (3.8B parameters) built from its config
+with random weights (throughput does not depend on the weights) and the Phi-3 tokenizer of
+../shared/fixtures/phi3_mini_tokenizer, bf16 weights, LoRA and full fine-tuning (`--modes lora,full`), each beside
+plain TRL; the matmul peak is the GPU's bf16 one, and full fine-tuning counts 6 x parameters FLOPs per token.
+`--layers N` shrinks the architecture (a smoke run of the same path on a CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-FIXTURE = (
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "assistant_dialogs_azureml_oai" / "chat_train.jsonl"
-)
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURE = FIXTURES / "assistant_dialogs_azureml_oai" / "chat_train.jsonl"
+PHI3_TOKENIZER = FIXTURES / "phi3_mini_tokenizer"
+SMOLLM2 = "smollm2-135m-instruct"
 HELD_OUT = 16
 HYPER: dict[str, Any] = {
     "learning_rate": 2e-4,
@@ -71,9 +79,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_padding_free": {"training": {"padding_free": False}},
     "no_compact_lm_head": {"training": {"compact_lm_head": False}},
     "neither": {"training": {"padding_free": False, "compact_lm_head": False}},
+    "no_per_conversation_attention": {"training": {"per_conversation_attention": False}},
     "group_by_length": {"training": {"group_by_length": True}},
     "no_gradient_checkpointing": {"training": {"gradient_checkpointing": False}},
-    "checkpoint_every_2nd": {"training": {"gradient_checkpointing_every_n_layers": 2}},
+    "checkpoint_every_layer": {"training": {"gradient_checkpointing_every_n_layers": 1}},
     "checkpoint_every_3rd": {"training": {"gradient_checkpointing_every_n_layers": 3}},
     "precision_32": {"optimization": {"precision": "32"}},
     "packing": {"training": {"packing": True}},
@@ -82,13 +91,36 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_chattune(data: dict[str, str], epochs: float, batch: int, variant: str = "default") -> dict[str, Any]:
+def build_phi3_mini(out: Path, layers: int | None = None) -> Path:
+    """Phi-3-mini-4k-instruct's architecture (microsoft/Phi-3-mini-4k-instruct's config.json values) with random
+    bf16 weights, built on the GPU when there is one, saved with the real Phi-3 tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Phi3Config
+
+    if not PHI3_TOKENIZER.exists():
+        raise SystemExit(f"{PHI3_TOKENIZER} is missing: the GPU variant needs the shared fixtures beside the checkout")
+    config = Phi3Config(
+        vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=layers or 32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, sliding_window=2047,
+        rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=32000, pad_token_id=32000, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(PHI3_TOKENIZER).save_pretrained(out)
+    return out
+
+
+def run_chattune(
+    data: dict[str, str], epochs: float, batch: int, variant: str = "default", model: str = SMOLLM2, mode: str = "lora"
+) -> dict[str, Any]:
     from chattune.pipeline.runner import run_job
     from chattune.workspace import Workspace
 
     ws = Workspace()
     spec = {
-        "model": "smollm2-135m-instruct",
+        "model": model,
         "experiment_name": "bench_train_throughput",
         "data": {"train": data["train"], "validation": data["validation"]},
         "training": {
@@ -100,7 +132,7 @@ def run_chattune(data: dict[str, str], epochs: float, batch: int, variant: str =
             "save_strategy": "no",
             "logging_steps": 10,
         },
-        "optimization": {**LORA, "precision": PRECISION},
+        "optimization": {**LORA, "apply_lora": mode == "lora", "precision": PRECISION},
         "evaluation": {"max_rows": 1, "max_new_tokens": 1},
         "settings": {"force_rerun": True},
     }
@@ -122,7 +154,10 @@ def run_chattune(data: dict[str, str], epochs: float, batch: int, variant: str =
     }
 
 
-def run_trl(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
+def run_trl(
+    data: dict[str, str], epochs: float, batch: int, model: str = SMOLLM2, mode: str = "lora"
+) -> dict[str, Any]:
+    import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -135,7 +170,8 @@ def run_trl(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
     from chattune.workspace import Workspace
 
     ws = Workspace()
-    path = import_model(ws.settings, ws.store, "smollm2-135m-instruct").path
+    path = import_model(ws.settings, ws.store, model).path
+    cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer(path)
     tokenizer.chat_template = training_chat_template(tokenizer)  # the same assistant-only masks as chattune's
     files = load_dataset("json", data_files={"train": data["train"], "validation": data["validation"]})
@@ -149,19 +185,20 @@ def run_trl(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
         max_length=HYPER["max_seq_length"],
         seed=HYPER["seed"],
         assistant_only_loss=True,
-        use_cpu=True,
+        use_cpu=not cuda,
         report_to="none",
         save_strategy="no",
         logging_steps=10,
         disable_tqdm=True,
     )
     trainer = SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path),
+        # What a TRL user writes: bf16 weights on a GPU, fp32 under bf16 autocast on a CPU (TRL's bf16 default).
+        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32),
         args=args,
         train_dataset=files["train"],
         eval_dataset=files["validation"],
         processing_class=tokenizer,
-        peft_config=lora_config(OptimizationParams(**LORA)),
+        peft_config=lora_config(OptimizationParams(**LORA)) if mode == "lora" else None,
     )
     rows: Any = trainer.train_dataset
     tokens = sum(sum(1 for x in row if x != -100) for row in rows["labels"]) * epochs
@@ -178,39 +215,91 @@ def run_trl(data: dict[str, str], epochs: float, batch: int) -> dict[str, Any]:
     }
 
 
-def matmul_gflops(dtype: str = "float32", size: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(dtype: str = "float32", device: str = "cpu", repeats: int = 10) -> float:
     import torch
 
-    kind = getattr(torch, dtype)
-    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
-    torch.mm(a, b)
+    kind, size = getattr(torch, dtype), 8192 if device == "cuda" else 2048
+    a = torch.randn(size, size, dtype=kind, device=device)
+    b = torch.randn(size, size, dtype=kind, device=device)
+    for _ in range(3 if device == "cuda" else 1):
+        torch.mm(a, b)
+    if device == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(repeats):
         torch.mm(a, b)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return round(2 * size**3 * repeats / (time.perf_counter() - started) / 1e9, 1)
 
 
-def flop_counts() -> tuple[int, int]:
-    """(matmul parameters every token goes through, LM head parameters), from the model's own config."""
-    from transformers import AutoConfig
+def flop_counts(model: str = SMOLLM2) -> tuple[int, int]:
+    """(matmul parameters every token goes through, LM head parameters), from the model's own config and weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from chattune.catalog import get_entry
     from chattune.catalog.importer import import_model
     from chattune.workspace import Workspace
 
     ws = Workspace()
-    config = AutoConfig.from_pretrained(import_model(ws.settings, ws.store, "smollm2-135m-instruct").path)
+    path = import_model(ws.settings, ws.store, model).path
+    config = AutoConfig.from_pretrained(path)
+    with __import__("torch").device("meta"):
+        parameters = AutoModelForCausalLM.from_config(config).num_parameters()
     head = config.vocab_size * config.hidden_size
     embeddings = head if config.tie_word_embeddings else 2 * head  # a lookup, not a matmul
-    return get_entry("smollm2-135m-instruct").parameters - embeddings, head
+    return parameters - embeddings, head
 
 
-def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str) -> None:
+def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str, model: str, mode: str) -> None:
+    import torch
+
     data = {"train": f"{data_dir}/train.jsonl", "validation": f"{data_dir}/validation.jsonl"}
-    result = run_chattune(data, epochs, batch, variant) if kind == "chattune" else run_trl(data, epochs, batch)
+    if kind == "chattune":
+        result = run_chattune(data, epochs, batch, variant, model, mode)
+    else:
+        result = run_trl(data, epochs, batch, model, mode)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if torch.cuda.is_available():
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     result["tokens_per_s"] = round(result["trained_tokens"] / result["train_s"], 1)
     print(json.dumps(result))
+
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets, for MFU as it is usually quoted (beside the peak
+# measured in the same run).
+SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def measure(tmp: str, model: str, mode: str, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Each chattune variant, then plain TRL, one after the other, each in its own process."""
+    result: dict[str, Any] = {}
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {})}
+    for kind, variant in [("chattune", v) for v in variants] + [("baseline", "trl")]:
+        command = [sys.executable, __file__, "--child", kind, tmp, variant, model, mode]
+        command += ["--epochs", str(args.epochs), "--batch", str(args.batch)]
+        out = subprocess.run(command, capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            raise SystemExit(f"{kind} ({variant}, {mode}) failed:\n{out.stderr[-3000:]}")
+        key = kind if kind == "baseline" or variant == variants[0] else f"chattune_{variant}"
+        result[key] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def add_flop_figures(section: dict[str, Any], body: int, head: int, mode: str, peaks: dict[str, float]) -> None:
+    """Model FLOP/s and MFU of each run. Per token, LoRA training needs 4 x parameters FLOPs (forward plus
+    activation gradients; the frozen weights get none), full fine-tuning 6 x (plus weight gradients): every real
+    (non-padding) token through the layers, only the loss tokens through the LM head. Attention's own FLOPs are left
+    out, so these are lower bounds."""
+    per_parameter = 4 if mode == "lora" else 6
+    for key in [k for k in section if k == "baseline" or k.startswith("chattune")]:
+        r = section[key]
+        achieved = per_parameter * (body * r["input_tokens"] + head * r["trained_tokens"]) / r["train_s"] / 1e9
+        r["model_gflops"] = round(achieved, 1)
+        for name, peak in peaks.items():
+            r[name] = round(achieved / peak, 3)
+        r["ratio_tokens_per_s"] = round(r["tokens_per_s"] / section["baseline"]["tokens_per_s"], 2)
+    section["ratio_tokens_per_s"] = section["chattune"]["ratio_tokens_per_s"]
+    section["mfu"] = section["chattune"]["mfu"]
 
 
 def main() -> None:
@@ -225,10 +314,19 @@ def main() -> None:
         default="default",
         help=f"comma-separated chattune configurations to run beside the baseline: {', '.join(VARIANTS)}",
     )
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "DATA_DIR", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--arch",
+        choices=["smollm2", "phi3-mini-4k"],
+        help="smollm2 (SmolLM2-135M-Instruct; the CPU default) or phi3-mini-4k (random weights; the cuda default)",
+    )
+    parser.add_argument("--modes", default=None, help="lora, full or both (lora,full); cpu default lora, cuda both")
+    parser.add_argument("--layers", type=int, help="phi3-mini-4k with fewer layers (a smoke run on a CPU)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # KIND DATA_DIR VARIANT [MODEL MODE]
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.epochs, args.batch, args.child[2])
+        kind, data_dir, variant, model, mode = [*args.child, SMOLLM2, "lora"][:5]
+        child(kind, data_dir, args.epochs, args.batch, variant, model, mode)
         return
     if args.quick:
         args.rows = 48
@@ -236,48 +334,56 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    arch = args.arch or ("phi3-mini-4k" if args.device == "cuda" else "smollm2")
+    modes = [m.strip() for m in (args.modes or ("lora,full" if args.device == "cuda" else "lora")).split(",")]
+    if not set(modes) <= {"lora", "full"}:
+        parser.error(f"--modes: {args.modes!r}; use lora, full or lora,full")
+    if args.device == "cuda":
+        import torch
 
-    body, head = flop_counts()
-    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "epochs": args.epochs, "batch": args.batch}
-    runs: list[tuple[str, str]] = [("chattune", v) for v in variants] + [("baseline", "trl")]
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: PyTorch sees no CUDA device here")
+
+    result: dict[str, Any] = {"device": args.device, "arch": arch, "epochs": args.epochs, "batch": args.batch}
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), args.rows)
-        for kind, variant in runs:
-            command = [sys.executable, __file__, "--child", kind, tmp, variant]
-            command += ["--epochs", str(args.epochs), "--batch", str(args.batch)]
-            out = subprocess.run(command, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{kind} ({variant}) failed:\n{out.stderr[-3000:]}")
-            key = kind if kind == "baseline" or variant == variants[0] else f"chattune_{variant}"
-            result[key] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["matmul_gflops"] = matmul_gflops("float32")
-    result["matmul_gflops_bf16"] = matmul_gflops("bfloat16")
-    keys = [k for k in result if k == "baseline" or k.startswith("chattune")]
-    for key in keys:
-        r = result[key]
-        # Model FLOPs of LoRA training (forward plus activation gradients: 4 per parameter per token) that the task
-        # needs: every real (non-padding) token through the layers, only the loss tokens through the LM head.
-        # Attention's own FLOPs are left out, so this is a lower bound.
-        flops = 4 * (body * r["input_tokens"] + head * r["trained_tokens"])
-        achieved = flops / r["train_s"] / 1e9
-        r["model_gflops"] = round(achieved, 1)
-        r["mfu"] = round(achieved / result["matmul_gflops"], 3)
-        r["mfu_of_bf16_peak"] = round(achieved / result["matmul_gflops_bf16"], 3)
-        r["ratio_tokens_per_s"] = round(r["tokens_per_s"] / result["baseline"]["tokens_per_s"], 2)
-    result["ratio_tokens_per_s"] = result["chattune"]["ratio_tokens_per_s"]
-    result["mfu"] = result["chattune"]["mfu"]
+        model = str(build_phi3_mini(Path(tmp) / "model", args.layers)) if arch == "phi3-mini-4k" else SMOLLM2
+        body, head = flop_counts(model)
+        sections = {mode: measure(tmp, model, mode, variants, args) for mode in modes}
+    if args.device == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name()
+        peaks = {"mfu": matmul_gflops("bfloat16", "cuda")}
+        spec = next((v for k, v in SPEC_BF16_TFLOPS.items() if k in name), None)
+        if spec:
+            peaks["mfu_of_spec"] = spec * 1000
+        result |= {"gpu": name, "matmul_gflops": peaks["mfu"], "spec_bf16_gflops": spec and spec * 1000}
+    else:
+        peaks = {"mfu": matmul_gflops("float32"), "mfu_of_bf16_peak": matmul_gflops("bfloat16")}
+        result |= {"matmul_gflops": peaks["mfu"], "matmul_gflops_bf16": peaks["mfu_of_bf16_peak"]}
+    for mode, section in sections.items():
+        add_flop_figures(section, body, head, mode, peaks)
+    first = sections[modes[0]]
+    result |= {k: v for k, v in first.items()}  # the first mode's figures at the top (the keys of the CPU run)
+    if len(modes) > 1:
+        result |= {mode: sections[mode] for mode in modes}
     if args.json:
         print(json.dumps(result))
         return
-    for key in keys:
-        r = result[key]
-        label = f"chattune_{variants[0]}" if key == "chattune" else key
-        print(
-            f"{label:34} {r['tokens_per_s']:7.1f} trained tokens/s ({r['ratio_tokens_per_s']}x) | train "
-            f"{r['train_s']:6.1f} s | eval loss {r['eval_loss']:.4f} | peak RSS {r['peak_rss_mb']:.0f} MB | "
-            f"MFU {r['mfu']:.1%} of fp32, {r['mfu_of_bf16_peak']:.1%} of bf16"
-        )
-    print(f"matmul peak: {result['matmul_gflops']} GFLOP/s fp32, {result['matmul_gflops_bf16']} bf16")
+    for mode, section in sections.items():
+        for key in [k for k in section if k == "baseline" or k.startswith("chattune")]:
+            r = section[key]
+            label = f"{mode} " + (f"chattune_{variants[0]}" if key == "chattune" else key)
+            memory = f"peak RSS {r['peak_rss_mb']:.0f} MB"
+            if "peak_gpu_mb" in r:
+                memory = f"peak GPU {r['peak_gpu_mb']:.0f} MB"
+            mfu = ", ".join(f"{name} {r[name]:.1%}" for name in peaks)
+            print(
+                f"{label:40} {r['tokens_per_s']:8.1f} trained tokens/s ({r['ratio_tokens_per_s']}x) | train "
+                f"{r['train_s']:6.1f} s | eval loss {r['eval_loss']:.4f} | {memory} | {mfu}"
+            )
+    print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v}" for k, v in result.items() if "gflops" in k))
 
 
 if __name__ == "__main__":

@@ -293,3 +293,27 @@ def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[s
         cli("deployments", "update", "--endpoint", ep, "--name", "probed", "--instances", "2", "--json")
     )
     assert scaled["state"] == "Succeeded" and [i["state"] for i in scaled["instances"]] == ["Ready", "Ready"]
+    # readiness: an instance that stops answering its readiness probe (liveness lenient here) leaves the rotation at
+    # once - requests get a quick 503, not a hang - and comes back when it answers again
+    ready_probe = ("--readiness-probe", "initial_delay=0,period=1,timeout=1,failure_threshold=1")
+    lenient = ("--liveness-probe", "initial_delay=0,period=1,timeout=1,failure_threshold=1000")
+    create = ("deployments", "create", "--endpoint", ep, "--name", "ready", "--model", served["model"])
+    pid = parse_json(cli(*create, *ready_probe, *lenient, "--json"))["instances"][0]["pid"]
+
+    def state() -> str:
+        deps = {d["name"]: d for d in parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))}
+        return str(deps["ready"]["instances"][0]["state"])
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _wait(lambda: state() == "NotReady", 20, "the silent instance to leave the rotation")
+        started = time.monotonic()
+        answer = _score(served, deployment="ready")
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "not_ready"
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _wait(lambda: state() == "Ready", 20, "the instance to come back into the rotation")
+    assert _score(served, deployment="ready").status_code == 200
+    deps = {d["name"]: d for d in parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))}
+    assert deps["ready"]["instances"][0]["pid"] == pid  # taken out of rotation, not restarted

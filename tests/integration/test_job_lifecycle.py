@@ -138,3 +138,29 @@ def test_user_values_beat_model_defaults_with_their_source(cli, tmp_path: Path) 
         "downgraded"
     )
     assert any("apply_deepspeed" in w for w in warnings)
+
+
+def test_the_best_checkpoint_by_metric_is_the_output(cli, tmp_path: Path) -> None:
+    """Evaluations and checkpoints every 3 steps: the checkpoint with the lowest eval loss becomes the trained model,
+    and the checkpoints list their metrics (OpenAI's checkpoint objects)."""
+    training = (
+        "  max_steps: 12\n  learning_rate: 0.05\n  evaluation_strategy: steps\n  eval_steps: 3\n"
+        "  save_strategy: steps\n  save_steps: 3\n  metric_for_best_model: loss"
+    )
+    job = parse_json(cli("jobs", "create", "-f", str(_job(tmp_path, "best", training)), "--stream", "--json"))
+    assert job["status"] == "succeeded"
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    checkpoints = shown["checkpoints"]
+    assert [c["step_number"] for c in checkpoints] == [3, 6, 9, 12]
+    for c in checkpoints:
+        metrics = c["metrics"]
+        assert metrics["step"] == c["step_number"] and c["object"] == "fine_tuning.job.checkpoint"
+        assert all(isinstance(metrics[k], float) for k in ("train_loss", "valid_loss", "valid_mean_token_accuracy"))
+    best = min(checkpoints, key=lambda c: c["metrics"]["valid_loss"])
+    finetune = next(s for s in shown["steps"] if s["name"] == "finetune")
+    assert finetune["outputs"]["metrics"]["best_checkpoint"] == f"checkpoint-{best['step_number']}"
+    from safetensors.torch import load_file
+
+    trained = load_file(Path(finetune["outputs"]["trained_model"]) / "adapter_model.safetensors")
+    kept = load_file(Path(best["path"]) / "adapter_model.safetensors")
+    assert trained.keys() == kept.keys() and all(trained[k].equal(kept[k]) for k in kept)

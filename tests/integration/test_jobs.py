@@ -85,14 +85,17 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
     assert Path(home, "mlartifacts").is_dir()
 
 
-def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: Path, keep_going: bool) -> None:
     data_dir = tmp_path / "data"
     parse_json(cli("data", "demo", "--out", str(data_dir), "--rows", "12", "--json"))
     train = data_dir / "train_sft.jsonl"
     lines = train.read_text().splitlines()
     lines[3] = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "a"}]})
     train.write_text("\n".join(lines) + "\n")
-    result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
+    settings = f"settings:\n  continue_on_step_failure: {str(keep_going).lower()}\n"
+    job_file = _write_job(tmp_path, data_dir, settings)
+    result = cli("jobs", "create", "-f", str(job_file), "--stream", "--json", timeout=240)
     assert result.returncode == 1
     job = json.loads(result.stdout)
     shown = parse_json(cli("jobs", "show", job["id"], "--json"))
@@ -101,6 +104,11 @@ def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: 
     assert f"{train}:4" in steps["validate"]["error"]
     assert steps["finetune"]["status"] == "skipped"
     assert shown["error"]["details"]["errors"][0]["line"] == 4
+    if keep_going:  # continue_on_step_failure: steps that do not need the failed one still run
+        assert steps["model_import"]["status"] == "succeeded"
+        assert "needs validate" in steps["preprocess"]["error"]
+    else:
+        assert steps["model_import"]["status"] == "skipped" and steps["model_import"]["error"] == "not reached"
 
 
 def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_path: Path) -> None:
@@ -135,4 +143,27 @@ def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_pat
     final = ws.jobs.stream(job.id, lines.append, timeout_s=240)
     assert final.status == "succeeded", "\n".join(lines)
     assert any("packing: off (default for this model" in line for line in lines)  # no varlen kernel on a CPU
+    assert any("attention: per conversation" in line for line in lines)  # padding-free batches on SDPA
     assert final.outputs["trained_model"]
+
+
+def test_a_job_whose_rows_all_lose_their_answers_fails_at_preprocess(home: Path, tmp_path: Path) -> None:
+    """Truncation that leaves no assistant token in any row: a clear failure that names the limit, nothing trained."""
+    from chattune import Workspace
+    from chattune.data import demo
+
+    demo.write(tmp_path / "data", rows=12)
+    spec = {
+        "model": "tiny-test",
+        "experiment_name": "no_rows",
+        "data": {"train": str(tmp_path / "data" / "train_sft.jsonl")},
+        "training": {"max_seq_length": 8},
+        "optimization": {"apply_lora": True, "lora_r": 4},
+    }
+    ws = Workspace()
+    job, _ = ws.jobs.create(spec)
+    final = ws.jobs.stream(job.id, lambda line: None, timeout_s=240)
+    steps = {s.name: s for s in final.steps}
+    assert final.status == "failed" and steps["preprocess"].status == "failed"
+    assert "no row keeps an assistant token after truncation to 8 tokens" in (steps["preprocess"].error or "")
+    assert steps["finetune"].status == "skipped"

@@ -1,5 +1,6 @@
 """chattune.serving.errors on an instance app with no model loaded: bodies that are not JSON, not sent as JSON, or the
-wrong shape are each answered 4xx in OpenAI's error shape, with a status that says which."""
+wrong shape are each answered 4xx in OpenAI's error shape, with a status that says which; and, on a real engine,
+readiness only once the model is loaded and warmed."""
 
 from __future__ import annotations
 
@@ -84,3 +85,37 @@ def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
 
     response = client.post(CHAT, content=chunks(), headers={"content-type": "application/json"})
     assert "over 4194304 bytes" in _error(response, 413, "request_too_large")
+
+
+def test_ready_only_after_the_model_is_loaded_and_warmed(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real engine on the tiny model, its warm-up held back: live at once, ready (200) only once warmed."""
+    import threading
+
+    from chattune.catalog import get_entry
+    from chattune.catalog.importer import build_random_model
+    from chattune.serving.engine import Engine
+
+    build_random_model(get_entry("tiny-test").source, tmp_path / "model")
+    engine = Engine(str(tmp_path / "model"), None, "tiny:1", "tiny-test")
+    release, warming = threading.Event(), threading.Event()
+    real_warm_up = engine._warm_up
+
+    def held_warm_up() -> None:
+        warming.set()
+        assert release.wait(30)
+        real_warm_up()
+
+    monkeypatch.setattr(engine, "_warm_up", held_warm_up)
+    with TestClient(create_app(engine)) as live_client:  # startup: the engine starts loading in the background
+        assert live_client.get("/health/live").status_code == 200
+        assert warming.wait(30)  # loaded, warming up
+        loading = live_client.get("/health/ready")
+        assert loading.status_code == 503 and loading.json()["error"]["code"] == "loading"
+        early = live_client.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}]})
+        assert early.status_code == 503 and early.json()["error"]["type"] == "service_unavailable_error"
+        release.set()
+        assert engine.ready.wait(30)
+        assert live_client.get("/health/ready").json() == {"status": "ready"}
+        assert live_client.post(
+            CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        ).is_success

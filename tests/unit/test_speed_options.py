@@ -31,6 +31,7 @@ def test_defaults_map_to_the_trainer(tmp_path: Path) -> None:
     assert args.padding_free is False and args.max_length == 512
     assert args.train_sampling_strategy == "random"
     assert args.gradient_checkpointing is True
+    assert args.gradient_checkpointing_kwargs == {"every_n_layers": 2}  # chattune's default: every other layer
     assert args.torch_compile is False
 
 
@@ -68,3 +69,41 @@ def test_the_trainer_checkpoints_every_nth_layer(tmp_path: Path, every_n: int, c
     trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": ids, "labels": ids}] * 2)
     trainer.train()
     assert [layer.gradient_checkpointing for layer in model.model.layers] == checkpointed
+
+
+def test_training_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
+    args = _args(
+        tmp_path,
+        optim="adafactor",
+        lr_scheduler_type="cosine",
+        warmup_steps=7,
+        weight_decay=0.01,
+        gradient_accumulation_steps=3,
+        max_grad_norm=0.5,
+        learning_rate=3e-4,
+        seed=11,
+    )
+    assert args.optim == "adafactor" and args.lr_scheduler_type == "cosine"
+    assert (args.warmup_steps, args.weight_decay, args.gradient_accumulation_steps) == (7, 0.01, 3)
+    assert (args.max_grad_norm, args.learning_rate, args.seed, args.data_seed) == (0.5, 3e-4, 11, 11)
+
+
+def test_lora_settings_reach_peft() -> None:
+    from chattune.training.builders import lora_config
+
+    config = lora_config(OptimizationParams(apply_lora=True, lora_r=4, lora_alpha=32, lora_dropout=0.1), ["qkv_proj"])
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 32, 0.1)
+    assert config.target_modules == {"qkv_proj"}
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_generated_deepspeed_config_is_azures(stage: int) -> None:
+    """Azure's stage-2 config offloads the optimizer to CPU; stage 3 shards weights too and keeps the optimizer on
+    the device. Batch sizes, accumulation and clipping are left to the trainer ("auto")."""
+    from chattune.training.builders import deepspeed_config
+
+    config = deepspeed_config(OptimizationParams(apply_deepspeed=True, deepspeed_stage=stage))
+    zero = config["zero_optimization"]
+    assert zero["stage"] == stage
+    assert ("offload_optimizer" in zero) is (stage == 2)
+    assert config["train_micro_batch_size_per_gpu"] == config["gradient_accumulation_steps"] == "auto"

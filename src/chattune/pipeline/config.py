@@ -75,16 +75,21 @@ class TrainingParams(Strict):
     # Batches of similar lengths (transformers' LengthGroupedSampler: shuffled mega-batches, each sorted by length).
     # Less padding, but it changes which rows share a batch, so short rows weigh more in the per-batch mean loss.
     group_by_length: bool = False
+    # Attention within each conversation of a padding-free batch, one SDPA call per conversation
+    # (chattune.training.attention), where the kernel would otherwise compute the whole block-diagonal mask (SDPA
+    # without a varlen kernel: CPUs). null: on wherever padding-free batches run on SDPA.
+    per_conversation_attention: bool | None = None
     # Project through the LM head only the positions that carry a loss (TRL's chunked log-probabilities), where TRL
     # itself would project every position (devices without Triton). Same loss and gradients, less work.
     compact_lm_head: bool = True
     # Threads for the CPU kernels; null: PyTorch's default (the physical cores; 1 per process under torchrun).
     num_threads: int | None = Field(None, gt=0)
     # Recompute activations in the backward pass instead of keeping them (TRL's default: on), for every n-th decoder
-    # layer (transformers' `every_n_layers`): 1 all of them, 2 every other one. Less recomputation costs memory
-    # (measured in docs/benchmarks.md).
+    # layer (transformers' `every_n_layers`): 1 all of them (TRL's default), 2 every other one. Less recomputation
+    # costs memory; every 2nd layer measured 1.2-1.3x faster than every layer and still well under plain TRL's peak
+    # memory (docs/benchmarks.md), so it is chattune's default.
     gradient_checkpointing: bool = True
-    gradient_checkpointing_every_n_layers: int = Field(1, ge=1)
+    gradient_checkpointing_every_n_layers: int = Field(2, ge=1)
     # torch.compile the model (inductor); pays only for long runs of few distinct shapes.
     torch_compile: bool = False
 

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
+from chattune.compute import cap_kernel_caches
 from chattune.endpoints.processes import serve
 from chattune.serving.app import build_engine, create_app
-
-# oneDNN, which runs the bf16 matmuls on CPUs, compiles and caches a kernel per matmul shape (1,024 of them by
-# default) and ideep keeps an LRU of as many. Continuous batching makes new shapes with almost every admission (rows
-# x padded prompt length), each costing 2-3 MB of cached kernels, so with those defaults an instance grew by hundreds
-# of MB under load (bench/serve_load.py: +13% RSS in a minute on SmolLM2, still rising). 64 keeps the decoding steps'
-# working set (the batch sizes in use x the model's linear shapes) and was measured as fast as the defaults. Read
-# when the first kernel is built, so set before the model loads; the environment can still choose other values.
-KERNEL_CACHE_CAPACITY = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
 
 
 def main() -> None:
@@ -36,8 +28,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="sequences sharing one forward pass at most")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
-    for name, value in KERNEL_CACHE_CAPACITY.items():
-        os.environ.setdefault(name, value)
+    cap_kernel_caches()  # before the model loads (chattune.compute says why)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(create_app(build_engine(args)), args.fd, log_level="info", access_log=True)
 

@@ -17,6 +17,7 @@ from chattune.compute import cpu_has_bf16
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline.context import StepContext
+from chattune.training.attention import use_per_conversation_attention
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
@@ -87,6 +88,20 @@ def _padding_free(ctx: StepContext, model: Any, packing: bool) -> bool:
     return on
 
 
+def _attention(ctx: StepContext, model: Any, padding_free: bool) -> None:
+    """`per_conversation_attention` (null: on with padding-free batches on SDPA), logged."""
+    wanted = ctx.training.per_conversation_attention
+    if not padding_free or wanted is False:
+        return
+    applied = use_per_conversation_attention(model)
+    if wanted and not applied:
+        ctx.progress(
+            f"  per-conversation attention: not applied ({model.config._attn_implementation} attention is not SDPA)"
+        )
+    elif applied:
+        ctx.progress("  attention: per conversation (SDPA, causal, one call per conversation of a batch)")
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
     if world > 1:
@@ -127,8 +142,9 @@ def train(ctx: StepContext) -> dict[str, Any]:
         has_cuda=has_cuda,
         bf16_ok=bf16_ok,
         has_eval=eval_ds is not None,
-        padding_free=_padding_free(ctx, model, packing),
+        padding_free=(padding_free := _padding_free(ctx, model, packing)),
     )
+    _attention(ctx, model, padding_free)
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
     if packing:
         train_ds = pack(train_ds, pre["max_seq_length"])
