@@ -141,6 +141,8 @@ def run_chattune(
     job, _ = ws.jobs.create(spec, start=False)
     run_job(job.id, ws.settings)
     finished = ws.jobs.get(job.id)
+    if finished.status != "succeeded":
+        raise SystemExit(f"chattune job {job.id} {finished.status}: {finished.error} (chattune jobs show {job.id})")
     steps = {s.name: s for s in finished.steps}
     metrics = steps["finetune"].outputs["metrics"]
     return {
