@@ -237,6 +237,7 @@ def matmul_gflops(dtype: str = "float32", device: str = "cpu", repeats: int = 10
 
 def flop_counts(model: str = SMOLLM2) -> tuple[int, int]:
     """(matmul parameters every token goes through, LM head parameters), from the model's own config and weights."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from chattune.catalog.importer import import_model
@@ -245,7 +246,7 @@ def flop_counts(model: str = SMOLLM2) -> tuple[int, int]:
     ws = Workspace()
     path = import_model(ws.settings, ws.store, model).path
     config = AutoConfig.from_pretrained(path)
-    with __import__("torch").device("meta"):
+    with torch.device("meta"):
         parameters = AutoModelForCausalLM.from_config(config).num_parameters()
     head = config.vocab_size * config.hidden_size
     embeddings = head if config.tie_word_embeddings else 2 * head  # a lookup, not a matmul
@@ -324,10 +325,10 @@ def main() -> None:
     )
     parser.add_argument("--modes", default=None, help="lora, full or both (lora,full); cpu default lora, cuda both")
     parser.add_argument("--layers", type=int, help="phi3-mini-4k with fewer layers (a smoke run on a CPU)")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # KIND DATA_DIR VARIANT [MODEL MODE]
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)  # KIND DATA_DIR VARIANT MODEL MODE
     args = parser.parse_args()
     if args.child:
-        kind, data_dir, variant, model, mode = [*args.child, SMOLLM2, "lora"][:5]
+        kind, data_dir, variant, model, mode = args.child
         child(kind, data_dir, args.epochs, args.batch, variant, model, mode)
         return
     if args.quick:
@@ -367,7 +368,7 @@ def main() -> None:
     for mode, section in sections.items():
         add_flop_figures(section, body, head, mode, peaks)
     first = sections[modes[0]]
-    result |= {k: v for k, v in first.items()}  # the first mode's figures at the top (the keys of the CPU run)
+    result |= first  # the first mode's figures at the top (the keys of the CPU run)
     if len(modes) > 1:
         result |= {mode: sections[mode] for mode in modes}
     if args.json:

@@ -111,21 +111,27 @@ def test_invalid_training_file_fails_validate_and_trains_nothing(cli, tmp_path: 
         assert steps["model_import"]["status"] == "skipped" and steps["model_import"]["error"] == "not reached"
 
 
-def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_path: Path) -> None:
-    """The SDK path: a mapping shaped like the job YAML, through the same validation, runner and job record."""
-    from chattune import JobSpec, Workspace
+def _python_spec(tmp_path: Path, name: str, rows: int, **training: int) -> dict:
+    """A tiny-test job as the SDK takes it (a mapping shaped like the job YAML), on demo data of `rows` rows."""
     from chattune.data import demo
-    from chattune.errors import ConfigError
 
-    demo.write(tmp_path / "data", rows=24)
-    spec = {
+    demo.write(tmp_path / "data", rows=rows)
+    return {
         "model": "tiny-test",
-        "experiment_name": "sdk",
+        "experiment_name": name,
         "data": {"train": str(tmp_path / "data" / "train_sft.jsonl")},
-        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 4, "max_seq_length": 128},
+        "training": training,
         "optimization": {"apply_lora": True, "lora_r": 4},
         "evaluation": {"max_rows": 4},
     }
+
+
+def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_path: Path) -> None:
+    """The SDK path: a mapping shaped like the job YAML, through the same validation, runner and job record."""
+    from chattune import JobSpec, Workspace
+    from chattune.errors import ConfigError
+
+    spec = _python_spec(tmp_path, "sdk", 24, num_train_epochs=2, per_device_train_batch_size=4, max_seq_length=128)
     ws = Workspace()
     with pytest.raises(ConfigError) as exc:
         ws.jobs.create({**spec, "training": {"lerning_rate": 1e-3, "learning_rate": -1}}, start=False)
@@ -150,16 +156,8 @@ def test_a_job_from_python_runs_the_same_checks_and_pipeline(home: Path, tmp_pat
 def test_a_job_whose_rows_all_lose_their_answers_fails_at_preprocess(home: Path, tmp_path: Path) -> None:
     """Truncation that leaves no assistant token in any row: a clear failure that names the limit, nothing trained."""
     from chattune import Workspace
-    from chattune.data import demo
 
-    demo.write(tmp_path / "data", rows=12)
-    spec = {
-        "model": "tiny-test",
-        "experiment_name": "no_rows",
-        "data": {"train": str(tmp_path / "data" / "train_sft.jsonl")},
-        "training": {"max_seq_length": 8},
-        "optimization": {"apply_lora": True, "lora_r": 4},
-    }
+    spec = _python_spec(tmp_path, "no_rows", 12, max_seq_length=8)
     ws = Workspace()
     job, _ = ws.jobs.create(spec)
     final = ws.jobs.stream(job.id, lambda line: None, timeout_s=240)

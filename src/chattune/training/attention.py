@@ -9,7 +9,7 @@ and on the benchmark's dialogs a third of the whole training step (docs/benchmar
 
 ``sdpa_per_conversation`` is registered with transformers' ``AttentionInterface`` under ``ATTENTION``: for a
 packed single row it splits queries, keys and values at the conversation boundaries (where the position ids do not
-go up by one, transformers' own ``find_packed_sequence_indices`` rule) and calls transformers'
+go up by one: transformers' own ``find_packed_sequence_indices``) and calls transformers'
 ``sdpa_attention_forward`` on each piece with the causal flag, so the kernel skips the upper triangle and never
 sees another conversation. Anything else (padded batches with a mask, several rows, decoding with a cache) goes to
 ``sdpa_attention_forward`` unchanged. The mask function is transformers' own ``sdpa_mask``, so a caller that does not
@@ -24,18 +24,15 @@ ATTENTION = "sdpa_per_conversation"
 
 
 def _boundaries(position_ids: Any) -> list[int] | None:
-    """Lengths of the conversations in a single packed row, or None when it is not one."""
+    """Lengths of the conversations in a single packed row (transformers' own rule, the one its masks use), or None
+    when it is not one."""
     import torch
+    from transformers.masking_utils import find_packed_sequence_indices
 
     if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1:
         return None
-    row = position_ids[0]
-    # Where a conversation starts (index 0 excluded): the position does not follow the one before it.
-    starts = torch.nonzero(torch.diff(row) != 1).flatten().add(1)
-    if starts.numel() == 0:
-        return None
-    edges = torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), row.numel())])
-    return [int(n) for n in torch.diff(edges).tolist()]
+    sequences = find_packed_sequence_indices(position_ids)
+    return None if sequences is None else [int(n) for n in torch.bincount(sequences[0]).tolist()]
 
 
 def sdpa_per_conversation(

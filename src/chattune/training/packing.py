@@ -3,9 +3,10 @@
 Conversations are packed into rows of at most ``max_seq_length`` tokens by TRL's best-fit-decreasing
 ``pack_dataset``; ``position_ids`` restart at each conversation and no attention mask is passed, so transformers
 derives a block-diagonal mask per row from them (``masking_utils.create_causal_mask``; flash-attention kernels read
-the boundaries from the lengths instead). Each batch keeps its rows apart: TRL's own padding-free collator would
-flatten the whole batch into one sequence, whose attention costs (batch x length)^2 on the SDPA/eager paths a CPU
-has (measured: 8 GB and half the speed of padding, bench/train_throughput.py); per row it costs batch x length^2.
+the boundaries from the lengths instead). Each batch keeps its rows apart: a whole batch flattened into one
+sequence under a mask costs (batch x length)^2 (measured: 8 GB and half the speed of padding on a CPU,
+bench/train_throughput.py); per row it costs batch x length^2. (TRL's padding-free batches, the default, avoid both:
+chattune.training.attention runs SDPA per conversation.)
 Models whose modeling code does not build masks from position ids would let conversations see each other, so
 packing stays off for them.
 """

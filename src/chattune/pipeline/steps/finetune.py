@@ -91,15 +91,18 @@ def _padding_free(ctx: StepContext, model: Any, packing: bool) -> bool:
 def _attention(ctx: StepContext, model: Any, padding_free: bool) -> None:
     """`per_conversation_attention` (null: on with padding-free batches on SDPA), logged."""
     wanted = ctx.training.per_conversation_attention
-    if not padding_free or wanted is False:
+    if wanted is False:
         return
-    applied = use_per_conversation_attention(model)
-    if wanted and not applied:
+    if not padding_free:
+        if wanted:
+            ctx.progress("  per-conversation attention: not applied (it needs padding-free batches, which are off)")
+        return
+    if use_per_conversation_attention(model):
+        ctx.progress("  attention: per conversation (SDPA, causal, one call per conversation of a batch)")
+    elif wanted:
         ctx.progress(
             f"  per-conversation attention: not applied ({model.config._attn_implementation} attention is not SDPA)"
         )
-    elif applied:
-        ctx.progress("  attention: per conversation (SDPA, causal, one call per conversation of a batch)")
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
