@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -27,6 +28,9 @@ app.command("quickstart")(quickstart.quickstart)
 
 
 def main() -> None:
+    # As for chattune's child processes (chattune.endpoints.processes.child_env): no MLflow usage telemetry unless the
+    # user's environment asks for it. Set before anything imports MLflow or starts a thread.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
         code = app(standalone_mode=False)

@@ -16,14 +16,21 @@ from typing import Any
 import httpx
 import psutil
 
+from chattune.compute import KERNEL_CACHE_CAPACITY
 from chattune.errors import ChattuneError
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for chattune's child processes. PYTHONSAFEPATH (Python 3.11+): `python -m` would otherwise
     put the current directory first on sys.path, and any folder there named like a package (an `mlx/` or `torch/`
-    in the user's working directory) would shadow the real one in the child."""
-    return {**os.environ, "PYTHONSAFEPATH": "1", **extra}
+    in the user's working directory) would shadow the real one in the child. Defaults the user's environment can
+    override: the kernel-cache caps (chattune.compute), given here so that no child sets them itself once its threads
+    run (chattune.training.environ says what that risks), and MLflow's usage telemetry off (chattune runs offline:
+    its worker thread would only retry an unreachable host from every job and instance)."""
+    return {**CHILD_DEFAULTS, **os.environ, "PYTHONSAFEPATH": "1", **extra}
+
+
+CHILD_DEFAULTS = {**KERNEL_CACHE_CAPACITY, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:

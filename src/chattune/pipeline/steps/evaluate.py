@@ -15,6 +15,7 @@ from typing import Any
 from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.steps.preprocess import read_conversations
+from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 
 
@@ -70,6 +71,7 @@ def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[st
     )
     # SFTTrainer insists on a train_dataset; giving it the test set (never trained on) keeps the loss and token
     # accuracy computed exactly as during training.
+    keep_process_environment()
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer
     )

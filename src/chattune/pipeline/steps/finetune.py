@@ -20,6 +20,7 @@ from chattune.pipeline.context import StepContext
 from chattune.training.attention import use_per_conversation_attention
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
+from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 from chattune.training.packing import PackedRowsCollator, pack, packing_support
 
@@ -157,6 +158,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         callbacks.append(
             EarlyStoppingCallback(ctx.training.early_stopping_patience, ctx.training.early_stopping_threshold)
         )
+    keep_process_environment()  # before accelerate builds its state (chattune.training.environ says why)
     trainer = SFTTrainer(
         model=model,
         args=args,
