@@ -84,6 +84,24 @@ def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *,
     return model
 
 
+def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path) -> None:
+    """``merge_lora_weights``: the base with the LoRA adapter folded into its weights (PEFT's merge_and_unload, done
+    in fp32), saved as a standalone model in the base checkpoint's dtype with the adapter's tokenizer and chat template
+    beside it. Loading it needs neither PEFT nor the base model."""
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((Path(base_path) / "config.json").read_text())
+    saved = config.get("dtype") or config.get("torch_dtype") or "float32"
+    model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    merged.to(getattr(torch, saved)).save_pretrained(str(out))
+    load_tokenizer(adapter_path).save_pretrained(str(out))
+
+
 def context_length(model_path: str | Path, tokenizer: Any) -> int:
     """The longest sequence the model takes: min(config max_position_embeddings, tokenizer model_max_length)."""
     import json

@@ -1,10 +1,12 @@
 """Registered versions as MLflow models: ``mlflow.pyfunc.load_model("models:/NAME/VERSION")`` answers chat requests
 with the serving engine's own generation code, so greedy answers are the same text as the endpoint's.
 
-A LoRA version's adapter (with its tokenizer and the chat template used in training) is copied into the MLflow
-artifact store; the base model is referenced by path in ``model_config`` (``base_model_path``, overridable at load
-time, as large weights are referenced and never copied elsewhere in chattune). A full fine-tune is referenced
-the same way (``model_path``).
+A LoRA version trained with ``merge_lora_weights: true`` (Azure's default) is the base with the adapter merged into
+its weights, copied into the MLflow artifact store as a standalone model (artifact ``model``): it loads anywhere
+chattune is installed, without the workspace's base model. With ``merge_lora_weights: false`` the adapter alone
+(with its tokenizer and the chat template used in training) is copied, and the base is referenced by path in
+``model_config`` (``base_model_path``, overridable at load time). A full fine-tune's weights are referenced the same
+way (``model_path``), as large weights are nowhere else copied in chattune.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ChatResponse(pydantic.BaseModel):
 
 
 class ChattuneChatModel(PythonModel):  # type: ignore[misc]
-    """Greedy chat completions over a base model plus LoRA adapter, or a full fine-tune."""
+    """Greedy chat completions over a merged model, a base model plus LoRA adapter, or a full fine-tune."""
 
     def __getstate__(self) -> dict[str, Any]:
         # Never pickle loaded weights into python_model.pkl.
@@ -64,7 +66,10 @@ class ChattuneChatModel(PythonModel):  # type: ignore[misc]
         from chattune.inference import ChatGenerator, load_model, load_tokenizer
 
         config = context.model_config
-        if "adapter" in context.artifacts:
+        if "model" in context.artifacts:  # merged LoRA: a standalone model
+            model = load_model(context.artifacts["model"])
+            tokenizer = load_tokenizer(context.artifacts["model"])
+        elif "adapter" in context.artifacts:
             adapter = context.artifacts["adapter"]
             model = load_model(config["base_model_path"], adapter)
             tokenizer = load_tokenizer(adapter)

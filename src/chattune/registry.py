@@ -1,7 +1,9 @@
 """The model registry: versioned fine-tuned models with lineage back to the job, base model and data.
 
 A LoRA version stores only the adapter (plus tokenizer and chat template) and refers to its base by content hash;
-the base weights are never copied.
+the base weights are never copied into the registry, and deployments serve the adapter over the shared base (several
+adapters, one loaded base). Its MLflow model follows the job's ``merge_lora_weights`` (Azure's default true): the
+adapter merged into a standalone model, or the adapter alone over a referenced base (``chattune.mlflow_model``).
 """
 
 from __future__ import annotations
@@ -112,7 +114,9 @@ class Registry:
             if (self.settings.registry_dir / name / version).exists():
                 raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
         # The version is also an MLflow model version (models:/NAME/N); without --version, MLflow's number is ours.
-        mlflow_version = self._log_to_mlflow(name, job, trained, finetune["kind"], imported)
+        merge_setting = job.resolved_config.get("merge_lora_weights", {"value": True})
+        merge = finetune["kind"] == "lora" and bool(merge_setting["value"])
+        mlflow_version = self._log_to_mlflow(name, job, trained, finetune["kind"], imported, merge=merge)
         version = version or mlflow_version
         lineage: dict[str, Any] = {
             "job_id": job.id,
@@ -122,6 +126,7 @@ class Registry:
             "datasets": steps["validate"].outputs.get("files", {}),
             "parameters": {k: v["value"] for k, v in job.resolved_config.items()},
             "chat_template_sha256": steps["preprocess"].outputs.get("chat_template_sha256"),
+            "mlflow_model": "merged" if merge else finetune["kind"],
         }
         target = self.settings.registry_dir / name / version
         try:
@@ -168,20 +173,32 @@ class Registry:
         configure(self.settings)
         return MlflowClient()
 
-    def _log_to_mlflow(self, name: str, job: Any, trained: Path, kind: str, imported: dict[str, Any]) -> str:
+    def _log_to_mlflow(
+        self, name: str, job: Any, trained: Path, kind: str, imported: dict[str, Any], *, merge: bool
+    ) -> str:
         """Log the trained model as a pyfunc under the job's MLflow run and register it; return its version."""
+        with tempfile.TemporaryDirectory(dir=self.settings.home, prefix=".merge-") as tmp:
+            config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
+            artifacts = {}
+            if merge:  # merge_lora_weights: a standalone model, copied into the artifact store
+                from chattune.inference import save_merged
+
+                merged = Path(tmp) / "model"  # MLflow keeps the directory's name under artifacts/
+                save_merged(imported["path"], trained, merged)
+                artifacts["model"] = str(merged)
+            elif kind == "lora":
+                artifacts["adapter"] = str(trained)  # small: copied into the artifact store
+                config["base_model_path"] = imported["path"]
+            else:
+                config["model_path"] = str(trained)  # full weights: referenced, like the base models
+            return self._log_pyfunc(name, job, artifacts, config)
+
+    def _log_pyfunc(self, name: str, job: Any, artifacts: dict[str, str], config: dict[str, Any]) -> str:
         import mlflow
 
         from chattune.mlflow_model import ChattuneChatModel
         from chattune.tracking import experiment_id
 
-        config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
-        artifacts = {}
-        if kind == "lora":
-            artifacts["adapter"] = str(trained)  # small: copied into the artifact store
-            config["base_model_path"] = imported["path"]
-        else:
-            config["model_path"] = str(trained)  # full weights: referenced, like the base models
         run = (
             {"run_id": job.mlflow_run_id}
             if job.mlflow_run_id

@@ -29,6 +29,7 @@ training:
 optimization:
   apply_lora: true
   lora_r: 4
+  merge_lora_weights: false
 evaluation:
   max_rows: 6
   max_new_tokens: 4
@@ -56,6 +57,7 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
     assert shown["resolved_config"]["learning_rate"] == {"value": 0.001, "source": "user"}
     assert shown["resolved_config"]["lora_alpha"] == {"value": 128, "source": "default"}
     assert Path(shown["outputs"]["trained_model"], "adapter_config.json").exists()
+    assert shown["resolved_config"]["merge_lora_weights"] == {"value": False, "source": "user"}
     listed = parse_json(cli("jobs", "list", "--json"))
     assert [j["id"] for j in listed["data"]] == [job["id"]]
 
@@ -83,6 +85,17 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
         shown["metrics"]["tuned"]
     )
     assert Path(home, "mlartifacts").is_dir()
+
+    # merge_lora_weights: false - the registered MLflow model is the adapter alone over the referenced base.
+    registered = parse_json(cli("models", "register", "--job", job["id"], "--name", "unmerged", "--json"))
+    assert registered["lineage"]["mlflow_model"] == "lora"
+    pyfunc = mlflow.pyfunc.load_model("models:/unmerged/1")
+    imported = next(s for s in shown["steps"] if s["name"] == "model_import")["outputs"]
+    assert pyfunc.model_config["base_model_path"] == imported["path"]
+    answer = pyfunc.predict([{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}])[0]
+    assert answer.usage.completion_tokens > 0
+    local = Path(mlflow.artifacts.download_artifacts("models:/unmerged/1"))
+    assert [p.name for p in local.rglob("*.safetensors")] == ["adapter_model.safetensors"]
 
 
 @pytest.mark.parametrize("keep_going", [False, True])

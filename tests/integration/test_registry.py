@@ -13,7 +13,10 @@ from tests.conftest import parse_json
 pytestmark = pytest.mark.integration
 
 
-def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path) -> None:
+def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The merged MLflow model and the served base + adapter differ by float rounding only; compared in fp32, where
+    # that rounding cannot flip a greedy token (bf16 could).
+    monkeypatch.setenv("CHATTUNE_INFERENCE_DTYPE", "float32")
     doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
     job_id, endpoint = doc["job"]["id"], doc["endpoint"]["name"]
 
@@ -28,6 +31,8 @@ def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path) -> 
     shown = parse_json(cli("models", "show", "tiny-chat@champion", "--json"))
     assert shown["version"] == "1" and shown["aliases"] == ["champion"] and shown["versions"] == ["1", "2"]
     assert shown["lineage"]["job_id"] == job_id and shown["lineage"]["chat_template_sha256"]
+    assert shown["lineage"]["parameters"]["merge_lora_weights"] is True  # Azure's default
+    assert shown["lineage"]["mlflow_model"] == "merged"
     parse_json(cli("models", "tag", "tiny-chat:1", "stage=prod", "--json"))
     listed = {(m["name"], m["version"]): m for m in parse_json(cli("models", "list", "--json"))["registered"]}
     assert listed["tiny-chat", "1"]["aliases"] == ["champion"] and listed["tiny-chat", "1"]["tags"]["stage"] == "prod"
@@ -49,7 +54,12 @@ def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path) -> 
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     version = MlflowClient().get_model_version_by_alias("tiny-chat", "champion")
     assert str(version.version) == "1" and version.tags["stage"] == "prod"
+    # merge_lora_weights: MLflow's copy is a standalone model (no adapter, no reference to the workspace's base).
+    local = Path(mlflow.artifacts.download_artifacts("models:/tiny-chat@champion"))
+    assert (local / "artifacts" / "model" / "config.json").exists()
+    assert not list(local.rglob("adapter_config.json"))
     model = mlflow.pyfunc.load_model("models:/tiny-chat@champion")
+    assert "base_model_path" not in model.model_config
     answer = model.predict([{"messages": messages, "max_tokens": 8}])[0]
     assert answer.choices[0].message.content == served.choices[0].message.content
     assert answer.usage.completion_tokens == served.usage.completion_tokens
