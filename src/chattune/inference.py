@@ -89,16 +89,21 @@ def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path) -> N
     in fp32), saved as a standalone model in the base checkpoint's dtype with the adapter's tokenizer and chat template
     beside it. Loading it needs neither PEFT nor the base model."""
     import json
+    import warnings
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     config = json.loads((Path(base_path) / "config.json").read_text())
     saved = config.get("dtype") or config.get("torch_dtype") or "float32"
-    model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
-    merged.to(getattr(torch, saved)).save_pretrained(str(out))
+    hf_logging.disable_progress_bar()  # runs inside `models register`: chattune reports the step itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5's renames, met inside PEFT
+        model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+        merged.to(getattr(torch, saved)).save_pretrained(str(out))
     load_tokenizer(adapter_path).save_pretrained(str(out))
 
 
