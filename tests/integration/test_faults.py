@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import parse_json
@@ -174,6 +175,10 @@ def succeeded_job(cli: Any, home: Path, tmp_path: Path) -> str:
     path = _job(tmp_path, "disk", training="  max_steps: 4")
     job = parse_json(cli("jobs", "create", "-f", str(path), "--stream", "--json", timeout=240))
     assert job["status"] == "succeeded"
+    # The job reads as succeeded a moment before its runner process has closed the workspace database; until then
+    # SQLite's -shm file exists and a read-only copy of the workspace could still be read. Start from a quiet one.
+    pid = parse_json(cli("jobs", "show", job["id"], "--json"))["pid"]
+    _wait(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 60, "the runner")
     return str(job["id"])
 
 
