@@ -318,3 +318,18 @@ def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[s
     assert _score(served, deployment="ready").status_code == 200
     deps = {d["name"]: d for d in parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))}
     assert deps["ready"]["instances"][0]["pid"] == pid  # taken out of rotation, not restarted
+
+    # A client that gives up on a non-streamed answer: the gateway drops its call to the instance at once (which
+    # then stops generating: tests/unit/test_serving_errors.py) instead of waiting out request_timeout_ms (5 s
+    # here, then a 408). The instance is stopped, with probes lenient enough to keep it in the rotation.
+    patient = ("--readiness-probe", "initial_delay=0,period=1,timeout=1,failure_threshold=1000")
+    create = ("deployments", "create", "--endpoint", ep, "--name", "patient", "--model", served["model"])
+    stopped = parse_json(cli(*create, *patient, *lenient, "--json"))["instances"][0]["pid"]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            _score(served, deployment="patient", timeout=1)
+        closed = lambda: _metric(served, "chattune_gateway_requests_total", deployment="patient", code="499")  # noqa: E731
+        _wait(lambda: closed() == 1, 15, "the gateway to count the request as closed by its client (499)")
+    finally:
+        os.kill(stopped, signal.SIGCONT)

@@ -119,3 +119,83 @@ def test_ready_only_after_the_model_is_loaded_and_warmed(tmp_path: Any, monkeypa
         assert live_client.post(
             CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         ).is_success
+
+
+def test_a_client_that_disconnects_stops_its_generation(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-streamed request sends nothing until it is done; a client that leaves before then (its timeout, the
+    gateway's request_timeout_ms) must not keep the model generating. Driven as raw ASGI so that the disconnect is
+    exact; the tiny model is slowed (20 ms a step) and never emits EOS, so only the cancel can end it early."""
+    import asyncio
+    import json
+    import time
+
+    import torch
+
+    from chattune.catalog import get_entry
+    from chattune.catalog.importer import build_random_model
+    from chattune.serving.engine import Engine
+
+    monkeypatch.setenv("CHATTUNE_INFERENCE_DTYPE", "float32")
+    build_random_model(get_entry("tiny-test").source, tmp_path / "model")
+    engine = Engine(str(tmp_path / "model"), None, "tiny:1", "tiny-test")
+    engine.start()
+    assert engine.ready.wait(60), engine.failed
+    model = engine._scheduler.model  # type: ignore[union-attr]
+    steps = 0
+
+    def slow_and_endless(module: Any, args: Any, output: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        time.sleep(0.02)
+        for eos in engine._scheduler.eos:  # type: ignore[union-attr]
+            output.logits[..., eos] = -torch.inf
+        return output
+
+    model.register_forward_hook(slow_and_endless)
+    app = create_app(engine)
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1500}).encode()
+    sent: list[dict[str, Any]] = []
+
+    async def call() -> None:
+        gone = asyncio.Event()
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": CHAT,
+            "raw_path": CHAT.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+        }
+        handler = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+        while steps < 5:  # generating
+            await asyncio.sleep(0.02)
+        gone.set()  # the client leaves
+        await asyncio.wait_for(handler, 30)  # the handler ends instead of generating 1,500 tokens (30 s here)
+
+    asyncio.run(call())
+    assert sent[0]["status"] == 499  # counted as nginx's "client closed request"; nobody reads it
+    deadline = time.monotonic() + 10
+    while engine.metrics.running._value.get() > 0 and time.monotonic() < deadline:  # the row leaves the batch
+        time.sleep(0.05)
+    settled = steps
+    time.sleep(0.5)
+    assert steps == settled < 200, steps  # the model is no longer called for it

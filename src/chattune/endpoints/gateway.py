@@ -25,6 +25,7 @@ from chattune.endpoints.openapi import document_gateway, forwarded_route
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment
 from chattune.serving.app import MAX_BODY_BYTES
+from chattune.serving.disconnect import ClientDisconnected, closed_response, unless_disconnected
 from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
 from chattune.settings import Settings
 from chattune.store import SqliteStore
@@ -218,8 +219,12 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
                             task.add_done_callback(background.discard)
             inst.in_flight += 1
             try:
-                upstream = await send(dep, inst, request, body)
+                # A client that leaves closes the call to the instance too, and the instance stops generating.
+                upstream = await unless_disconnected(request, send(dep, inst, request, body))
                 break
+            except ClientDisconnected:
+                inst.in_flight -= 1
+                return answer(dep.name, closed_response())
             except (TimeoutError, httpx.TimeoutException):
                 inst.in_flight -= 1
                 return timed_out(dep)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chattune.inference import Generation, GenerationParams
+from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
 from chattune.serving.errors import BodyLimit, documented_errors, error_response, install_error_handlers
 from chattune.serving.protocol import (
@@ -105,13 +106,13 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
         return ModelList(data=cards)
 
     @app.post("/score", responses=documented_errors(*REQUEST_ERRORS))
-    async def score(req: ScoreRequest) -> list[ScoreOutput]:
+    async def score(req: ScoreRequest, request: Request) -> list[ScoreOutput]:
         p = req.input_data.parameters
         params = GenerationParams(
             max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, do_sample=p.do_sample
         )
         conversations = [[m.model_dump() for m in conv] for conv in req.input_data.conversations()]
-        results = await engine.generate(conversations, params, engine.resolve(None))
+        results = await unless_disconnected(request, engine.generate(conversations, params, engine.resolve(None)))
         return [
             ScoreOutput(
                 output=r.text, finish_reason=r.finish_reason, usage=_usage(r.prompt_tokens, r.completion_tokens)
@@ -120,7 +121,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
         ]
 
     @app.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
-    async def chat(req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+    async def chat(req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
         adapter = engine.resolve(req.model)
         sampling = req.temperature is not None and req.temperature > 0
         params = GenerationParams(
@@ -141,7 +142,7 @@ def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastA
             return StreamingResponse(
                 _sse(engine, pendings, completion_id, model, include_usage), media_type="text/event-stream"
             )
-        results = await engine.generate([conversation] * req.n, params, adapter)
+        results = await unless_disconnected(request, engine.generate([conversation] * req.n, params, adapter))
         return ChatCompletion(
             id=completion_id,
             created=int(time.time()),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chattune.errors import ChattuneError
+from chattune.serving.disconnect import ClientDisconnected, closed_response
 from chattune.serving.protocol import ErrorResponse, error_body
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         )
         return error_response(422, problems or "invalid request", "invalid_request", ".".join(loc) or None)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+        return closed_response()  # nobody reads it; /metrics counts it as 499
 
     @app.exception_handler(_TooLarge)
     async def _too_large(request: Request, exc: _TooLarge) -> JSONResponse:
