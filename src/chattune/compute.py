@@ -52,13 +52,9 @@ class ComputeInfo:
 # per batch, one length per conversation) make new shapes all the time, so with those defaults a process grew by
 # hundreds of MB (serving, bench/serve_load.py: +13% RSS in a minute) to GBs (training, bench/train_throughput.py:
 # 4.4 GB peak instead of 2.6 GB, and slower). 64 keeps the working set and was measured as fast or faster. Read when
-# the first kernel is built, so set before a model runs; the environment can still choose other values.
+# the first kernel is built, so every chattune child process (jobs, training workers, instances) starts with them
+# (chattune.endpoints.processes.child_env); the environment can still choose other values.
 KERNEL_CACHE_CAPACITY = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
-
-
-def cap_kernel_caches() -> None:
-    for name, value in KERNEL_CACHE_CAPACITY.items():
-        os.environ.setdefault(name, value)
 
 
 def cpu_has_bf16() -> bool:

@@ -114,8 +114,9 @@ class Registry:
             if (self.settings.registry_dir / name / version).exists():
                 raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
         # The version is also an MLflow model version (models:/NAME/N); without --version, MLflow's number is ours.
-        merge_setting = job.resolved_config.get("merge_lora_weights", {"value": True})
-        merge = finetune["kind"] == "lora" and bool(merge_setting["value"])
+        from chattune.pipeline.config import values
+
+        merge = finetune["kind"] == "lora" and values(job.resolved_config)[1].merge_lora_weights
         mlflow_version = self._log_to_mlflow(name, job, trained, finetune["kind"], imported, merge=merge)
         version = version or mlflow_version
         lineage: dict[str, Any] = {
@@ -177,21 +178,19 @@ class Registry:
         self, name: str, job: Any, trained: Path, kind: str, imported: dict[str, Any], *, merge: bool
     ) -> str:
         """Log the trained model as a pyfunc under the job's MLflow run and register it; return its version."""
-        with tempfile.TemporaryDirectory(dir=self.settings.home, prefix=".merge-") as tmp:
-            config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
-            artifacts = {}
-            if merge:  # merge_lora_weights: a standalone model, copied into the artifact store
-                from chattune.inference import save_merged
+        config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
+        if merge:  # merge_lora_weights: a standalone model, copied into the artifact store
+            from chattune.inference import save_merged
 
+            with tempfile.TemporaryDirectory(dir=self.settings.home, prefix=".merge-") as tmp:
                 merged = Path(tmp) / "model"  # MLflow keeps the directory's name under artifacts/
                 save_merged(imported["path"], trained, merged)
-                artifacts["model"] = str(merged)
-            elif kind == "lora":
-                artifacts["adapter"] = str(trained)  # small: copied into the artifact store
-                config["base_model_path"] = imported["path"]
-            else:
-                config["model_path"] = str(trained)  # full weights: referenced, like the base models
-            return self._log_pyfunc(name, job, artifacts, config)
+                return self._log_pyfunc(name, job, {"model": str(merged)}, config)
+        if kind == "lora":  # the adapter is small: copied into the artifact store; the base is referenced
+            config["base_model_path"] = imported["path"]
+            return self._log_pyfunc(name, job, {"adapter": str(trained)}, config)
+        # full weights: referenced, like the base models
+        return self._log_pyfunc(name, job, {}, {**config, "model_path": str(trained)})
 
     def _log_pyfunc(self, name: str, job: Any, artifacts: dict[str, str], config: dict[str, Any]) -> str:
         import mlflow

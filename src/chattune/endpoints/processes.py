@@ -19,6 +19,8 @@ import psutil
 from chattune.compute import KERNEL_CACHE_CAPACITY
 from chattune.errors import ChattuneError
 
+CHILD_DEFAULTS = {**KERNEL_CACHE_CAPACITY, "MLFLOW_DISABLE_TELEMETRY": "true"}
+
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for chattune's child processes. PYTHONSAFEPATH (Python 3.11+): `python -m` would otherwise
@@ -28,9 +30,6 @@ def child_env(**extra: str) -> dict[str, str]:
     run (chattune.training.environ says what that risks), and MLflow's usage telemetry off (chattune runs offline:
     its worker thread would only retry an unreachable host from every job and instance)."""
     return {**CHILD_DEFAULTS, **os.environ, "PYTHONSAFEPATH": "1", **extra}
-
-
-CHILD_DEFAULTS = {**KERNEL_CACHE_CAPACITY, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:

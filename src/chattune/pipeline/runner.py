@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from chattune.compute import cap_kernel_caches
 from chattune.entities import JobStatus, StepRun, StepStatus
 from chattune.errors import ChattuneError, JobCancelledError
 from chattune.pipeline import STEPS
@@ -46,7 +45,6 @@ def run_job(job_id: str, settings: Settings, *, resume: bool = False) -> JobStat
     import mlflow
     import transformers
 
-    cap_kernel_caches()  # before any step runs a model (chattune.compute says why)
     store = SqliteStore(settings.db_path)
     jobs = JobService(settings, store)
     job = store.get_job(job_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from chattune.compute import cap_kernel_caches
 from chattune.endpoints.processes import serve
 from chattune.serving.app import build_engine, create_app
 
@@ -28,7 +27,6 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="sequences sharing one forward pass at most")
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
-    cap_kernel_caches()  # before the model loads (chattune.compute says why)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(create_app(build_engine(args)), args.fd, log_level="info", access_log=True)
 
