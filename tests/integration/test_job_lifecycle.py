@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -95,10 +96,19 @@ def test_kill_9_during_finetune_then_resume_continues_from_the_checkpoint(cli, h
     killed_at = max(c["step_number"] for c in shown["checkpoints"])
     assert 0 < killed_at < 400 and len(shown["checkpoints"]) <= 2  # save_total_limit honoured
     assert shown["checkpoints"][-1]["metrics"]["train_loss"] is not None
+    # What a kill during the next save leaves: the weights written, the trainer state (written last) not. It is
+    # neither listed nor resumed from, and the resume removes it.
+    partial = ckpt_root / f"checkpoint-{killed_at + 20}"
+    partial.mkdir(exist_ok=True)
+    shutil.copy(ckpt_root / f"checkpoint-{killed_at}" / "adapter_model.safetensors", partial)
+    listed = parse_json(cli("jobs", "show", job["id"], "--json"))["checkpoints"]
+    assert max(c["step_number"] for c in listed) == killed_at
 
     result = cli("jobs", "resume", job["id"], "--stream", "--json", timeout=300)
     assert parse_json(result)["status"] == "succeeded", result.stderr
-    assert "resuming from checkpoint-" in result.stderr and "kept from the interrupted attempt" in result.stderr
+    assert f"removed {partial.name}: its save was interrupted" in result.stderr
+    assert f"resuming from checkpoint-{killed_at} " in result.stderr
+    assert "kept from the interrupted attempt" in result.stderr
     final = parse_json(cli("jobs", "show", job["id"], "--json"))
     assert final["steps"][3]["outputs"]["metrics"]["global_steps"] == 400
     states = [json.loads((p / "trainer_state.json").read_text()) for p in ckpt_root.glob("checkpoint-*")]

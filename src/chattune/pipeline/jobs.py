@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from chattune.compute import cpu_has_bf16, detect
 from chattune.endpoints.processes import child_env
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
-from chattune.pipeline import STEPS
+from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, display_name, parse_spec, resolve
 from chattune.settings import Settings
 from chattune.store.base import Page, Store
@@ -117,15 +118,15 @@ class JobService:
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
+    def _checkpoint_root(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "steps" / "finetune" / checkpoints.DIR
+
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         """The finetune's saved checkpoints with the metrics at their step (OpenAI's checkpoint objects)."""
-        root = self.job_dir(job_id) / "steps" / "finetune" / "checkpoints"
-        found = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])) if root.exists() else []
         out = []
-        for path in found:
-            step = int(path.name.rsplit("-", 1)[1])
-            state_file = path / "trainer_state.json"
-            history = json.loads(state_file.read_text())["log_history"] if state_file.exists() else []
+        for path in checkpoints.complete(self._checkpoint_root(job_id)):
+            step = checkpoints.step_of(path)
+            history = json.loads((path / checkpoints.STATE).read_text())["log_history"]
 
             def last(key: str, step: int = step, history: list[dict[str, Any]] = history) -> float | None:
                 values = [h[key] for h in history if key in h and h.get("step", 0) <= step]
@@ -160,8 +161,15 @@ class JobService:
         (self.job_dir(job_id) / CANCEL_FLAG).unlink(missing_ok=True)
         # pid=None: until the new runner records its pid, `get` must not take the dead old one for a crash.
         self.store.update_job(job_id, status=JobStatus.QUEUED, finished_at=None, error=None, pid=None)
-        ckpts = self.checkpoints(job_id)
-        self.append_log(job_id, f"resume requested; last checkpoint: {ckpts[-1]['step_number'] if ckpts else 'none'}")
+        root = self._checkpoint_root(job_id)
+        for partial in checkpoints.incomplete(root):
+            # A crash during a save: the Trainer would write into this folder again; remove it so that what is
+            # listed is what the resume can use.
+            shutil.rmtree(partial)
+            self.append_log(job_id, f"removed {partial.name}: its save was interrupted (no {checkpoints.STATE})")
+        newest = checkpoints.last(root)
+        at = checkpoints.step_of(newest) if newest else "none"
+        self.append_log(job_id, f"resume requested; last checkpoint: {at}")
         self.start(job_id, resume=True)
         return self.get(job_id)
 

@@ -16,6 +16,7 @@ from chattune import catalog
 from chattune.compute import cpu_has_bf16
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
+from chattune.pipeline import checkpoints
 from chattune.pipeline.context import StepContext
 from chattune.training.attention import use_per_conversation_attention
 from chattune.training.builders import lora_config, sft_config
@@ -28,13 +29,6 @@ from chattune.training.packing import PackedRowsCollator, pack, packing_support
 def _target_modules(model: str) -> str | list[str]:
     entry = catalog.find_entry(model)
     return (entry.tags.get("lora_target_modules") if entry else None) or "all-linear"
-
-
-def _last_checkpoint(root: Path) -> Path | None:
-    if not root.exists():
-        return None
-    found = [p for p in root.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
 def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
@@ -141,7 +135,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
     args = sft_config(
         ctx.training,
         ctx.optimization,
-        output_dir=ctx.step_dir / "checkpoints",
+        output_dir=ctx.step_dir / checkpoints.DIR,
         max_length=pre["max_seq_length"],
         has_cuda=has_cuda,
         bf16_ok=bf16_ok,
@@ -178,7 +172,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
     ctx.progress(f"  training {trainable:,} of {total:,} parameters on {'cuda' if has_cuda else 'cpu'}")
-    checkpoint = _last_checkpoint(ctx.step_dir / "checkpoints") if ctx.resume else None
+    checkpoint = checkpoints.last(ctx.step_dir / checkpoints.DIR) if ctx.resume else None
     if checkpoint:
         ctx.progress(f"  resuming from {checkpoint.name} (optimizer, scheduler and RNG state restored)")
     started = time.perf_counter()

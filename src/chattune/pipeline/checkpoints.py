@@ -1,0 +1,36 @@
+"""The finetune's checkpoints on disk: which are complete, which a crash left half-written.
+
+The Trainer writes ``trainer_state.json`` last (after the weights, optimizer, scheduler and RNG state), so a
+checkpoint without it was interrupted while saving. Listing, resuming and cleaning up all use this one rule: a job
+killed during a save lists, and resumes from, the checkpoint before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DIR = "checkpoints"
+STATE = "trainer_state.json"
+
+
+def step_of(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def _all(root: Path) -> list[Path]:
+    return sorted(root.glob("checkpoint-*"), key=step_of) if root.exists() else []
+
+
+def complete(root: Path) -> list[Path]:
+    """Checkpoints whose save finished, oldest first."""
+    return [p for p in _all(root) if (p / STATE).exists()]
+
+
+def incomplete(root: Path) -> list[Path]:
+    """Checkpoint folders a crash left half-written."""
+    return [p for p in _all(root) if not (p / STATE).exists()]
+
+
+def last(root: Path) -> Path | None:
+    found = complete(root)
+    return found[-1] if found else None
