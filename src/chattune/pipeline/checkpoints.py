@@ -1,12 +1,13 @@
 """The finetune's checkpoints on disk: which are complete, which a crash left half-written.
 
 The Trainer writes ``trainer_state.json`` last (after the weights, optimizer, scheduler and RNG state), so a
-checkpoint without it was interrupted while saving. Listing, resuming and cleaning up all use this one rule: a job
-killed during a save lists, and resumes from, the checkpoint before.
+checkpoint without it, or with it cut short, was interrupted while saving. Listing, resuming and cleaning up all use
+this one rule: a job killed during a save lists, and resumes from, the checkpoint before.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 DIR = "checkpoints"
@@ -21,14 +22,22 @@ def _all(root: Path) -> list[Path]:
     return sorted(root.glob("checkpoint-*"), key=step_of) if root.exists() else []
 
 
+def _finished(path: Path) -> bool:
+    try:
+        json.loads((path / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, or cut short by the kill
+        return False
+    return True
+
+
 def complete(root: Path) -> list[Path]:
     """Checkpoints whose save finished, oldest first."""
-    return [p for p in _all(root) if (p / STATE).exists()]
+    return [p for p in _all(root) if _finished(p)]
 
 
 def incomplete(root: Path) -> list[Path]:
     """Checkpoint folders a crash left half-written."""
-    return [p for p in _all(root) if not (p / STATE).exists()]
+    return [p for p in _all(root) if not _finished(p)]
 
 
 def last(root: Path) -> Path | None:
