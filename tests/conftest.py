@@ -17,8 +17,11 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "home"
+def home(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # A test that asks for a served model works in the session's trained workspace, on an endpoint of its own
+    # (tests/integration/conftest.py): one training run and registration instead of one per test.
+    served = "served" in request.fixturenames
+    path = request.getfixturevalue("trained_workspace")["home"] if served else tmp_path / "home"
     monkeypatch.setenv("CHATTUNE_HOME", str(path))
     # The client's key copy goes beside the workspace, never to the real ~/.config.
     monkeypatch.setenv("CHATTUNE_CREDENTIALS_PATH", str(tmp_path / "credentials.json"))

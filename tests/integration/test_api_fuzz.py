@@ -29,7 +29,7 @@ from schemathesis import GenerationMode
 
 from chattune.serving.protocol import ChatCompletionRequest, ScoreRequest
 from tests.conftest import parse_json
-from tests.integration.test_endpoints import BODY, served  # noqa: F401  (fixture)
+from tests.integration.test_endpoints import BODY
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def _same_documented_api(gateway: dict[str, Any], instance: dict[str, Any]) -> N
     }
 
 
-def test_schemathesis_against_live_gateway_and_instance(cli: Any, served: dict[str, Any]) -> None:  # noqa: F811
+def test_schemathesis_against_live_gateway_and_instance(cli: Any, served: dict[str, Any]) -> None:
     ep = served["endpoint"]
     instance = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"][0]
     instance_url = f"http://127.0.0.1:{instance['port']}"

@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from tests.conftest import parse_json
-from tests.integration.test_endpoints import served  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +118,7 @@ def _served_after(base: str, headers: dict[str, str], what: str) -> None:
 
 def test_bad_requests_are_4xx_in_openai_shape_and_the_next_request_is_served(
     cli: Any,
-    served: dict[str, Any],  # noqa: F811
+    served: dict[str, Any],
 ) -> None:
     for target, (base, headers) in _targets(cli, served).items():
         for what, method, path, kwargs, status, code in CASES:

@@ -32,21 +32,6 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def served(cli: Any) -> dict[str, Any]:
-    """The quickstart's endpoint (deployment "demo" at 100%), kept for the test; deleted by the home fixture."""
-    doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
-    endpoint = doc["endpoint"]["name"]
-    shown = parse_json(cli("endpoints", "show", endpoint, "--json"))
-    return {
-        "endpoint": endpoint,
-        "model": f"{doc['model']['name']}:{doc['model']['version']}",
-        "uri": shown["scoring_uri"],
-        "base": shown["scoring_uri"].removesuffix("/score"),
-        "headers": {"Authorization": f"Bearer {doc['endpoint']['keys']['primary']}"},
-    }
-
-
 def _score(
     s: dict[str, Any], deployment: str | None = None, body: dict[str, Any] = BODY, timeout: float = 60
 ) -> httpx.Response:

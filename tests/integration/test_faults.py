@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import parse_json
-from tests.integration.test_endpoints import BODY, _wait, served  # noqa: F401  (fixture)
+from tests.integration.test_endpoints import BODY, _wait
 from tests.integration.test_job_lifecycle import _job
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def _rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def test_kill_9_of_one_instance_under_load(cli: Any, served: dict[str, Any]) -> None:  # noqa: F811
+def test_kill_9_of_one_instance_under_load(cli: Any, served: dict[str, Any]) -> None:
     ep = served["endpoint"]
     create = ("deployments", "create", "--endpoint", ep, "--name", "pair", "--model", served["model"])
     dep = parse_json(cli(*create, "--instances", "2", "--max-concurrent", "8", "--json"))
@@ -110,7 +110,7 @@ def test_kill_9_of_training_then_resume_matches_an_uninterrupted_run(cli: Any, h
 
 def test_kill_9_of_the_gateway_and_of_a_registering_cli_lose_and_double_nothing(
     cli: Any,
-    served: dict[str, Any],  # noqa: F811
+    served: dict[str, Any],
 ) -> None:
     home = Path(os.environ["CHATTUNE_HOME"])
     with sqlite3.connect(home / "chattune.db") as db:

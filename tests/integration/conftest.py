@@ -1,0 +1,59 @@
+"""Fixtures for the tests that need a served model.
+
+`trained_workspace` runs the tiny model's quickstart once per session (import, job, registration); each test that
+asks for `served` works in that workspace (see `home`) on an endpoint of its own, created with deployment "demo" at
+100% as the quickstart deploys it, and deleted after the test. The workspace's job and registered model are only
+read by these tests; what each test breaks or changes belongs to its own endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import _stop_leftovers, parse_json
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("trained")
+    home = root / "home"
+    env = {**os.environ, "CHATTUNE_HOME": str(home), "CHATTUNE_CREDENTIALS_PATH": str(root / "credentials.json")}
+    result = subprocess.run(
+        [sys.executable, "-m", "chattune.cli.main", "quickstart", "--model", "tiny-test", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    doc = parse_json(result)
+    try:
+        yield {"home": home, "model": f"{doc['model']['name']}:{doc['model']['version']}"}
+    finally:
+        _stop_leftovers(home)
+
+
+@pytest.fixture
+def served(cli: Any, trained_workspace: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """An endpoint of this test's own serving the trained model (deployment "demo" at 100%, the quickstart's
+    request timeout), in the trained workspace; deleted after the test."""
+    endpoint = f"served-{secrets.token_hex(4)}"
+    keys = parse_json(cli("endpoints", "create", endpoint, "--json"))["keys"]
+    model = trained_workspace["model"]
+    deploy = ("deployments", "create", "--endpoint", endpoint, "--name", "demo", "--model", model)
+    parse_json(cli(*deploy, "--request-timeout-ms", "90000", "--json"))
+    shown = parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json"))
+    yield {
+        "endpoint": endpoint,
+        "model": model,
+        "uri": shown["scoring_uri"],
+        "base": shown["scoring_uri"].removesuffix("/score"),
+        "headers": {"Authorization": f"Bearer {keys['primary']}"},
+    }
+    cli("endpoints", "delete", endpoint)  # what it leaves running, the home fixture stops
