@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import statistics
 import sys
 import tempfile
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# The instance answers the bearer of its gateway's token only; here this script stands in for the gateway. The
+# baseline server ignores the header.
+TOKEN = secrets.token_urlsafe(32)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 BASELINE_APP = """
 import sys, threading, time
@@ -89,7 +95,7 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
             latencies.append(time.perf_counter() - started)
             tokens += r.json()["usage"]["completion_tokens"]
 
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4)) as http:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4), headers=AUTH) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - started
@@ -108,11 +114,12 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
 
 def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, float]:
     from chattune.endpoints import processes
+    from chattune.endpoints.keys import INSTANCE_TOKEN_ENV
 
     started = time.perf_counter()
     if kind == "chattune":
         args = ["--base", model_path, "--name", "smollm2", "--base-name", "smollm2", "--max-new-tokens-cap", "4096"]
-        pid, port = processes.spawn("chattune.serving.instance", args, log)
+        pid, port = processes.spawn("chattune.serving.instance", args, log, env={INSTANCE_TOKEN_ENV: TOKEN})
     else:
         script = log.parent / "baseline_app.py"
         script.write_text(BASELINE_APP)
@@ -124,7 +131,7 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
 
 def _mean_batch(url: str) -> float:
     """Sequences per batch over the whole run, from the instance's own /metrics."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chattune_batch_size_"))
     return round(float(values["chattune_batch_size_sum"]) / max(1.0, float(values["chattune_batch_size_count"])), 2)
 

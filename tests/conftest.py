@@ -67,6 +67,15 @@ def cli(home: Path) -> Callable[..., CliResult]:
     return run
 
 
+def instance_auth(home: Path, endpoint: str) -> dict[str, str]:
+    """The header an endpoint's gateway sends its instances; a test that calls an instance directly stands in for
+    the gateway."""
+    from chattune.endpoints.keys import INSTANCE_TOKEN_FILE
+
+    token = (home / "endpoints" / endpoint / INSTANCE_TOKEN_FILE).read_text(encoding="utf-8")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def parse_json(result: CliResult) -> Any:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return json.loads(result.stdout)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from schemathesis import GenerationMode
 
 from chattune.serving.protocol import ChatCompletionRequest, ScoreRequest
-from tests.conftest import parse_json
+from tests.conftest import instance_auth, parse_json
 from tests.integration.test_endpoints import BODY
 
 pytestmark = pytest.mark.integration
@@ -135,15 +135,16 @@ def test_schemathesis_against_live_gateway_and_instance(cli: Any, served: dict[s
     ep = served["endpoint"]
     instance = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"][0]
     instance_url = f"http://127.0.0.1:{instance['port']}"
+    auth = instance_auth(Path(os.environ["CHATTUNE_HOME"]), ep)  # the fuzzer stands in for the gateway
     _same_documented_api(
         httpx.get(f"{served['base']}/openapi.json", headers=served["headers"], timeout=30).json(),
-        httpx.get(f"{instance_url}/openapi.json", timeout=30).json(),
+        httpx.get(f"{instance_url}/openapi.json", headers=auth, timeout=30).json(),
     )
     counts: Counts = collections.Counter()
     seconds: dict[str, float] = {}
     started = time.monotonic()
     _fuzz("gateway", served["base"], served["headers"], counts, seconds)
-    _fuzz("instance", instance_url, {}, counts, seconds)
+    _fuzz("instance", instance_url, auth, counts, seconds)
     elapsed = time.monotonic() - started
 
     per_operation: dict[str, dict[str, Any]] = {k: {"seconds": v} for k, v in seconds.items()}
@@ -164,7 +165,7 @@ def test_schemathesis_against_live_gateway_and_instance(cli: Any, served: dict[s
     # no crash: both still serve, the instance process is the one that was fuzzed, and no traceback was logged
     assert httpx.post(served["uri"], json=BODY, headers=served["headers"], timeout=60).status_code == 200
     chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    assert httpx.post(f"{instance_url}/v1/chat/completions", json=chat, timeout=60).status_code == 200
+    assert httpx.post(f"{instance_url}/v1/chat/completions", json=chat, headers=auth, timeout=60).status_code == 200
     after = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"][0]
     assert (after["pid"], after["restarts"], after["state"]) == (instance["pid"], 0, "Ready")
     logs = Path(os.environ["CHATTUNE_HOME"]) / "endpoints" / ep

@@ -12,6 +12,7 @@ Reproduce: .venv/bin/python -m pytest -m integration tests/integration/test_bad_
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import parse_json
+from tests.conftest import instance_auth, parse_json
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str | None]] = [
 
 def _targets(cli: Any, live: dict[str, Any]) -> dict[str, tuple[str, dict[str, str]]]:
     instance = parse_json(cli("deployments", "list", "--endpoint", live["endpoint"], "--json"))[0]["instances"][0]
-    return {"gateway": (live["base"], live["headers"]), "instance": (f"http://127.0.0.1:{instance['port']}", {})}
+    auth = instance_auth(Path(os.environ["CHATTUNE_HOME"]), live["endpoint"])
+    return {"gateway": (live["base"], live["headers"]), "instance": (f"http://127.0.0.1:{instance['port']}", auth)}
 
 
 def _served_after(base: str, headers: dict[str, str], what: str) -> None:
@@ -132,7 +134,8 @@ def test_bad_requests_are_4xx_in_openai_shape_and_the_next_request_is_served(
 
         # a 5 MiB body with its Content-Length, at the instance too (the gateway's is in test_endpoints.py)
         if target == "instance":
-            r = httpx.post(f"{base}/v1/chat/completions", content=b"x" * (5 * MiB), headers=JSON, timeout=60)
+            huge = {**JSON, **headers}
+            r = httpx.post(f"{base}/v1/chat/completions", content=b"x" * (5 * MiB), headers=huge, timeout=60)
             _assert_openai_error(r, 413, "request_too_large", "instance: 5 MiB with Content-Length")
             _served_after(base, headers, "instance: 5 MiB")
 

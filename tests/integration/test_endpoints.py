@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import parse_json
+from tests.conftest import instance_auth, parse_json
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,8 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
         )
     assert all(d.choices for d in done)
     port = dep["instances"][0]["port"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    auth = instance_auth(Path(os.environ["CHATTUNE_HOME"]), ep)  # the instance's own metrics, as the gateway calls it
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=auth, timeout=10).text
     single = float(re.search(r'chattune_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
     batches = float(re.search(r"chattune_batch_size_count (\S+)", text).group(1))
     assert batches > single  # some batches held more than one sequence

@@ -2,8 +2,9 @@
 
 - every route of the gateway's route table, read from the app itself (so a route added later is walked too), with
   every method, answers 401 without a key and with a wrong one; only /health/live and /health/ready are public;
-- instances listen on 127.0.0.1 only and take requests without a key: the gateway is the auth boundary, as the
-  endpoint is in Azure (documented, not changed);
+- instances listen on 127.0.0.1 only, and since every local user can reach loopback, every route of theirs but the
+  probes needs the gateway's own token (a file of mode 0600 in the endpoint's folder, handed over in the
+  instance's environment, never on a command line); the endpoint's keys do not open them;
 - regenerating one key refuses its old value from the next request on, while the other key keeps working throughout;
 - no key value (first, regenerated, revoked) is written anywhere under CHATTUNE_HOME (SQLite bytes, MLflow, job,
   gateway and instance logs) nor in any CLI stderr, after a run that creates, calls, regenerates and fails requests.
@@ -34,6 +35,7 @@ import httpx
 import psutil
 import pytest
 
+from chattune.serving.auth import PUBLIC_PATHS
 from tests.conftest import _stop_leftovers, parse_json
 
 pytestmark = pytest.mark.integration
@@ -113,7 +115,7 @@ def _assert_401(r: httpx.Response, what: str) -> None:
 
 
 def test_every_gateway_route_needs_a_key_but_the_health_probes(live: dict[str, Any]) -> None:
-    from chattune.endpoints.gateway import PUBLIC_PATHS, create_gateway
+    from chattune.endpoints.gateway import create_gateway
     from chattune.settings import Settings
 
     # the route table of the gateway itself (built here only to be read; nothing is started)
@@ -162,11 +164,47 @@ def test_every_gateway_route_needs_a_key_but_the_health_probes(live: dict[str, A
     print(f"route table: {len(table)} (path, method) pairs on {len(paths)} paths; {refused} requests refused 401")
 
 
-def test_instances_listen_on_loopback_only_and_trust_the_gateway(live: dict[str, Any]) -> None:
-    # The instance takes requests without a key: the gateway is the auth boundary, as Azure's endpoint is in front
-    # of its deployments. What keeps others out is that it listens on 127.0.0.1 only (as does the gateway).
-    r = httpx.get(f"{live['instance']}/v1/models", timeout=30)
-    assert r.status_code == 200 and r.json()["object"] == "list"
+def test_instances_listen_on_loopback_only_and_answer_only_their_gateway(live: dict[str, Any]) -> None:
+    import types
+
+    from chattune.endpoints.keys import INSTANCE_TOKEN_FILE
+    from chattune.serving.app import create_app
+    from chattune.serving.metrics import InstanceMetrics
+
+    # Loopback is open to every local user, so the instance's own routes need the gateway's token: walked as the
+    # gateway's are, from the app's route table (an engine stand-in: the table is only read).
+    stand_in = types.SimpleNamespace(metrics=InstanceMetrics())
+    app = create_app(stand_in, token="unused")  # type: ignore[arg-type]
+    table = {(route.path, method) for route in app.routes for method in getattr(route, "methods", None) or METHODS}
+    paths = sorted({path for path, _ in table})
+    assert {"/score", "/v1/chat/completions", "/v1/models", "/metrics", "/openapi.json", *PUBLIC_PATHS} <= set(paths)
+    token_file = live["home"] / "endpoints" / live["endpoint"] / INSTANCE_TOKEN_FILE
+    token = token_file.read_text(encoding="utf-8")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    refused = 0
+    with httpx.Client(base_url=live["instance"], timeout=30) as http:
+        presented = {
+            "no key": {},
+            "a wrong key": _bearer("wrong"),
+            "the endpoint's own key": _bearer(live["keys"]["primary"]),
+        }
+        for path in [*paths, *ODD_PATHS]:
+            for method in METHODS:
+                for what, headers in presented.items():
+                    r = http.request(method, path, headers=headers)
+                    if path in PUBLIC_PATHS:
+                        assert r.status_code == (200 if method == "GET" else 405), (path, method, what)
+                    else:
+                        _assert_401(r, f"instance {method} {path} with {what}")
+                        refused += 1
+        for path, method in sorted(table):  # not vacuous: the gateway's token opens every route
+            r = http.request(method, path, headers=_bearer(token))
+            assert r.status_code != 401 and r.status_code < 500, (method, path, r.status_code, r.text[:200])
+    # the token reaches the instance in its environment (the owner's to read), never on a command line anyone can see
+    for pid in (live["gateway_pid"], live["instance_pid"]):
+        assert not any(token in arg for arg in psutil.Process(pid).cmdline())
+    print(f"instance: {refused} requests without the gateway's token refused 401")
+
     for pid in (live["gateway_pid"], live["instance_pid"]):
         listening = [c for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from chattune.endpoints.keys import KEY_TYPES, bearer, generate_key, hash_key, matches
+from chattune.endpoints.keys import KEY_TYPES, bearer, generate_key, hash_key, instance_token, matches
 
 
 def test_generated_keys_are_long_distinct_and_url_safe() -> None:
@@ -91,3 +94,13 @@ def test_matching_compares_every_hash_in_constant_time(monkeypatch: pytest.Monke
     presented = keys.get(which, generate_key())
     assert matches(presented, hashes) is (which != "neither")
     assert compared == [(hash_key(presented), hashes["primary"]), (hash_key(presented), hashes["secondary"])]
+
+
+def test_the_instance_token_is_made_once_private_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints" / "ep" / "instance.token"
+    with ThreadPoolExecutor(8) as pool:  # gateways racing to make it agree on one token
+        tokens = set(pool.map(lambda _: instance_token(path), range(16)))
+    assert len(tokens) == 1 and len(tokens.pop()) >= 43
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert instance_token(path) == path.read_text()  # a restarted gateway reads the same one
+    assert [p.name for p in path.parent.iterdir()] == ["instance.token"]  # no temporary file left

@@ -21,7 +21,7 @@ def client() -> TestClient:
     engine = types.SimpleNamespace(
         metrics=InstanceMetrics(), start=lambda: None, ready=types.SimpleNamespace(is_set=lambda: False), failed=None
     )
-    return TestClient(create_app(engine))  # type: ignore[arg-type]
+    return TestClient(create_app(engine, token=None))  # type: ignore[arg-type]
 
 
 def _error(response: Any, status: int, code: str | None) -> str:
@@ -106,7 +106,9 @@ def test_ready_only_after_the_model_is_loaded_and_warmed(tmp_path: Any, monkeypa
         real_warm_up()
 
     monkeypatch.setattr(engine, "_warm_up", held_warm_up)
-    with TestClient(create_app(engine)) as live_client:  # startup: the engine starts loading in the background
+    with TestClient(
+        create_app(engine, token=None)
+    ) as live_client:  # startup: the engine starts loading in the background
         assert live_client.get("/health/live").status_code == 200
         assert warming.wait(30)  # loaded, warming up
         loading = live_client.get("/health/ready")
@@ -152,7 +154,7 @@ def test_a_client_that_disconnects_stops_its_generation(tmp_path: Any, monkeypat
         return output
 
     model.register_forward_hook(slow_and_endless)
-    app = create_app(engine)
+    app = create_app(engine, token=None)
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1500}).encode()
     sent: list[dict[str, Any]] = []
 
@@ -199,3 +201,20 @@ def test_a_client_that_disconnects_stops_its_generation(tmp_path: Any, monkeypat
     settled = steps
     time.sleep(0.5)
     assert steps == settled < 200, steps  # the model is no longer called for it
+
+
+def test_an_instance_answers_only_the_bearer_of_its_gateways_token() -> None:
+    engine = types.SimpleNamespace(
+        metrics=InstanceMetrics(), start=lambda: None, ready=types.SimpleNamespace(is_set=lambda: False), failed=None
+    )
+    with TestClient(create_app(engine, token="gateway-token")) as http:  # type: ignore[arg-type]
+        for headers in ({}, {"Authorization": "Bearer not-it"}, {"Authorization": "Basic gateway-token"}):
+            for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", CHAT)):
+                r = http.request(method, path, headers=headers, json={})
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, headers)
+                assert r.json()["error"]["code"] == "invalid_api_key"
+        # the probes stay open; the token opens the rest (here a body-shape error, past authentication)
+        assert http.get("/health/live").status_code == 200
+        assert http.get("/health/ready").status_code == 503  # no model loaded, but answered
+        assert http.get("/metrics", headers={"Authorization": "Bearer gateway-token"}).status_code == 200
+        assert http.post(CHAT, json={}, headers={"Authorization": "bearer gateway-token"}).status_code == 422

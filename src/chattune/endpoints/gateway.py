@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -20,17 +20,17 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from chattune.endpoints import processes
-from chattune.endpoints.keys import bearer, matches
+from chattune.endpoints.keys import matches
 from chattune.endpoints.openapi import document_gateway, forwarded_route
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment
 from chattune.serving.app import MAX_BODY_BYTES
+from chattune.serving.auth import PUBLIC_PATHS, require_key
 from chattune.serving.disconnect import ClientDisconnected, closed_response, unless_disconnected
 from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
 from chattune.settings import Settings
 from chattune.store import SqliteStore
 
-PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 FORWARDED = ("/score", "/v1/chat/completions", "/v1/models")
 RETRY_AFTER_S = "1"
@@ -91,19 +91,11 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path in PUBLIC_PATHS:
-            return await call_next(request)
-        key = bearer(request.headers.get("authorization"))
-        if not matches(key, store.key_hashes(endpoint)):
-            return error_response(
-                401,
-                "missing or invalid key; send `Authorization: Bearer <key>`",
-                "invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
+    require_key(
+        app,
+        lambda key: matches(key, store.key_hashes(endpoint)),
+        "missing or invalid key; send `Authorization: Bearer <key>`",
+    )
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:
@@ -129,7 +121,10 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
             request.method,
             f"{inst.url}{request.url.path}",
             content=body,
-            headers={"content-type": request.headers.get("content-type", "application/json")},
+            headers={
+                "content-type": request.headers.get("content-type", "application/json"),
+                "authorization": f"Bearer {supervisor.token}",  # the client's key stays here
+            },
         )
         return await asyncio.wait_for(client.send(upstream, stream=True), dep.request_timeout_ms / 1000)
 

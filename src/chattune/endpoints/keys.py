@@ -14,6 +14,10 @@ import tempfile
 from pathlib import Path
 
 KEY_TYPES = ("primary", "secondary")
+# The gateway's token for its instances reaches them in this environment variable (readable by the owner only, unlike
+# the command line).
+INSTANCE_TOKEN_ENV = "CHATTUNE_INSTANCE_TOKEN"
+INSTANCE_TOKEN_FILE = "instance.token"  # in the endpoint's folder
 
 
 def generate_key() -> str:
@@ -40,6 +44,23 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def instance_token(path: Path) -> str:
+    """The token an endpoint's gateway presents to its instances: made once (mode 0600, beside the endpoint's logs)
+    and read again by a restarted gateway, so that it can still call the instances it adopts. Instances listen on
+    loopback, which every local user can reach; the token keeps all but the gateway out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(generate_key())
+        os.link(tmp, path)  # whole or absent, and never replaces a token that instances already hold
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text(encoding="utf-8").strip()
 
 
 class KeyRing:

@@ -32,9 +32,16 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**CHILD_DEFAULTS, **os.environ, "PYTHONSAFEPATH": "1", **extra}
 
 
-def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[int, int]:
-    """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process;
-    return (pid, port). Raises ChattuneError when ``port`` is taken."""
+def spawn(
+    module: str,
+    args: list[str],
+    log_path: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    env: dict[str, str] | None = None,
+) -> tuple[int, int]:
+    """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process
+    (``env`` added to its environment); return (pid, port). Raises ChattuneError when ``port`` is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -54,7 +61,7 @@ def spawn(module: str, args: list[str], log_path: Path, host: str = "127.0.0.1",
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives the CLI command; stopped by `endpoints delete`
-                env=child_env(),
+                env=child_env(**(env or {})),
             )
     finally:
         sock.close()

@@ -19,6 +19,7 @@ import httpx
 
 from chattune.endpoints import processes
 from chattune.endpoints.config import probe_settings
+from chattune.endpoints.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.entities import Deployment, ProvisioningState
 from chattune.errors import ChattuneError
 from chattune.registry import Registry
@@ -80,6 +81,7 @@ class Supervisor:
         self.store = store
         self.endpoint = endpoint
         self.registry = Registry(settings, store)
+        self.token = instance_token(settings.endpoints_dir / endpoint / INSTANCE_TOKEN_FILE)
         self.instances: dict[str, list[Instance]] = {}
         self.restarts_total = 0
         self._rr = itertools.count()
@@ -182,7 +184,9 @@ class Supervisor:
         except ChattuneError as exc:
             inst.state, inst.error = "Failed", exc.message
             return
-        inst.pid, inst.port = processes.spawn("chattune.serving.instance", args, self.log_path(dep.name))
+        inst.pid, inst.port = processes.spawn(
+            "chattune.serving.instance", args, self.log_path(dep.name), env={INSTANCE_TOKEN_ENV: self.token}
+        )
         inst.state, inst.started_at = "Starting", time.time()
         inst.live_failures = inst.ready_failures = inst.ready_successes = 0
         inst.in_flight = 0

@@ -7,6 +7,7 @@ Instances listen on loopback behind the endpoint's gateway, which authenticates 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import secrets
 import time
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chattune.inference import Generation, GenerationParams
+from chattune.serving.auth import require_key
 from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
 from chattune.serving.errors import BodyLimit, documented_errors, error_response, install_error_handlers
@@ -61,10 +63,18 @@ def _usage(prompt: int, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def create_app(engine: Engine, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The serving app of one instance. ``token``: the bearer token every route but the health routes requires
+    (the gateway's); None only for an app that no socket exposes (in-process tests)."""
     app = FastAPI(title="chattune instance", version="0.1.0")
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if token is not None:
+        require_key(
+            app,
+            lambda presented: presented is not None and hmac.compare_digest(presented, token),
+            "this instance answers its endpoint's gateway only; call the endpoint's scoring URI with an endpoint key",
+        )
     metrics = engine.metrics
 
     @app.on_event("startup")
