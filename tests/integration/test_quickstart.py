@@ -138,9 +138,12 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
         for (instances,) in db.execute("SELECT instances FROM deployments WHERE endpoint=?", (endpoint,)):
             pids_ports += [(i["pid"], i["port"]) for i in json.loads(instances)]
     assert len(pids_ports) == 2 and all(psutil.pid_exists(pid) for pid, _ in pids_ports)
+    token_file = home / "endpoints" / endpoint / "instance.token"
+    assert token_file.exists()
     result = cli("endpoints", "delete", endpoint)
     assert result.returncode == 0, result.stderr
     for pid, port in pids_ports:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert not _port_open(port)
     assert cli("endpoints", "show", endpoint, "--json").returncode == 2
+    assert not token_file.exists()  # its instances' token goes with it; the logs stay

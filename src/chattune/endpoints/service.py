@@ -13,7 +13,7 @@ import httpx
 
 from chattune.endpoints import processes
 from chattune.endpoints.config import MAX_REQUEST_TIMEOUT_MS, ProbeSettings
-from chattune.endpoints.keys import KEY_TYPES, KeyRing, generate_key, hash_key
+from chattune.endpoints.keys import INSTANCE_TOKEN_FILE, KEY_TYPES, KeyRing, generate_key, hash_key
 from chattune.entities import Deployment, Endpoint, ModelVersion, ProvisioningState
 from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
 from chattune.registry import Registry, check_ref
@@ -196,6 +196,8 @@ class EndpointService:
             self.store.delete_deployment(name, dep.name)
         self.store.delete_endpoint(name)
         self.keyring.forget(name)
+        # Its logs stay for inspection; its instances' token goes with it (an endpoint of the same name gets its own).
+        (self._dir(name) / INSTANCE_TOKEN_FILE).unlink(missing_ok=True)
 
     # deployments ----------------------------------------------------------------------------------------------
     def _gateway_running(self, ep: Endpoint) -> None:
