@@ -208,7 +208,8 @@ def test_an_instance_answers_only_the_bearer_of_its_gateways_token() -> None:
         metrics=InstanceMetrics(), start=lambda: None, ready=types.SimpleNamespace(is_set=lambda: False), failed=None
     )
     with TestClient(create_app(engine, token="gateway-token")) as http:  # type: ignore[arg-type]
-        for headers in ({}, {"Authorization": "Bearer not-it"}, {"Authorization": "Basic gateway-token"}):
+        wrong = ({}, {"Authorization": "Bearer not-it"}, {"Authorization": "Basic gateway-token"})
+        for headers in (*wrong, {"Authorization": "Bearer gateway-tokén".encode("latin-1")}):  # non-ASCII: 401, not 500
             for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", CHAT)):
                 r = http.request(method, path, headers=headers, json={})
                 assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, headers)

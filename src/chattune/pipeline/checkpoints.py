@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 DIR = "checkpoints"
 STATE = "trainer_state.json"
@@ -22,22 +23,26 @@ def _all(root: Path) -> list[Path]:
     return sorted(root.glob("checkpoint-*"), key=step_of) if root.exists() else []
 
 
-def _finished(path: Path) -> bool:
+def _state(path: Path) -> dict[str, Any] | None:
     try:
-        json.loads((path / STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, or cut short by the kill
-        return False
-    return True
+        state: dict[str, Any] = json.loads((path / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, cut short by the kill, or rotated away as we read
+        return None
+    return state
+
+
+def saved(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Checkpoints whose save finished, oldest first, each with its trainer state."""
+    return [(p, state) for p in _all(root) if (state := _state(p)) is not None]
 
 
 def complete(root: Path) -> list[Path]:
-    """Checkpoints whose save finished, oldest first."""
-    return [p for p in _all(root) if _finished(p)]
+    return [p for p, _ in saved(root)]
 
 
 def incomplete(root: Path) -> list[Path]:
     """Checkpoint folders a crash left half-written."""
-    return [p for p in _all(root) if not _finished(p)]
+    return [p for p in _all(root) if _state(p) is None]
 
 
 def last(root: Path) -> Path | None:

@@ -124,9 +124,8 @@ class JobService:
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         """The finetune's saved checkpoints with the metrics at their step (OpenAI's checkpoint objects)."""
         out = []
-        for path in checkpoints.complete(self._checkpoint_root(job_id)):
-            step = checkpoints.step_of(path)
-            history = json.loads((path / checkpoints.STATE).read_text())["log_history"]
+        for path, state in checkpoints.saved(self._checkpoint_root(job_id)):
+            step, history = checkpoints.step_of(path), state["log_history"]
 
             def last(key: str, step: int = step, history: list[dict[str, Any]] = history) -> float | None:
                 values = [h[key] for h in history if key in h and h.get("step", 0) <= step]

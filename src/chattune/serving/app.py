@@ -7,7 +7,6 @@ Instances listen on loopback behind the endpoint's gateway, which authenticates 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import secrets
 import time
@@ -18,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chattune.endpoints.keys import hash_key, matches
 from chattune.inference import Generation, GenerationParams
 from chattune.serving.auth import require_key
 from chattune.serving.disconnect import unless_disconnected
@@ -70,9 +70,10 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
+        hashes = {"gateway": hash_key(token)}  # compared as the gateway compares endpoint keys
         require_key(
             app,
-            lambda presented: presented is not None and hmac.compare_digest(presented, token),
+            lambda presented: matches(presented, hashes),
             "this instance answers its endpoint's gateway only; call the endpoint's scoring URI with an endpoint key",
         )
     metrics = engine.metrics
