@@ -342,7 +342,7 @@ def _cli_plain(tmp: Path, *args: str) -> None:
 def _teardown(tmp: Path, endpoint: str | None) -> list[int]:
     """Delete the endpoint with the CLI, stop whatever the workspace still records, remove the temp dir; return
     the pids that were still alive after that (none expected)."""
-    from chattune.endpoints import processes
+    from chattune import processes
 
     db = tmp / "home" / "chattune.db"
     pids: list[int] = []

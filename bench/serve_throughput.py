@@ -113,8 +113,8 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
 
 
 def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, float]:
-    from chattune.endpoints import processes
-    from chattune.endpoints.keys import INSTANCE_TOKEN_ENV
+    from chattune import processes
+    from chattune.serving.keys import INSTANCE_TOKEN_ENV
 
     started = time.perf_counter()
     if kind == "chattune":
@@ -168,8 +168,8 @@ def main() -> None:
     if args.quick:
         args.requests_per_client, args.max_tokens, args.lone_requests = 2, 32, 3
 
+    from chattune import processes
     from chattune.catalog.importer import import_model
-    from chattune.endpoints import processes
     from chattune.workspace import Workspace
 
     ws = Workspace()

@@ -32,8 +32,8 @@ def child(mode: str, model_path: str, steps: int, seq_len: int, batch: int) -> N
     from chattune.data import demo
     from chattune.inference import load_tokenizer
     from chattune.pipeline.config import OptimizationParams, TrainingParams
+    from chattune.templates import encode, training_chat_template
     from chattune.training.builders import lora_config, sft_config
-    from chattune.training.templates import encode, training_chat_template
 
     tokenizer = load_tokenizer(model_path)
     template = training_chat_template(tokenizer)

@@ -167,8 +167,8 @@ def run_trl(
     from chattune.catalog.importer import import_model
     from chattune.inference import load_tokenizer
     from chattune.pipeline.config import OptimizationParams
+    from chattune.templates import training_chat_template
     from chattune.training.builders import lora_config
-    from chattune.training.templates import training_chat_template
     from chattune.workspace import Workspace
 
     ws = Workspace()

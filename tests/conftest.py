@@ -34,7 +34,7 @@ def _stop_leftovers(path: Path) -> None:
     db = path / "chattune.db"
     if not db.exists():
         return
-    from chattune.endpoints.processes import stop
+    from chattune.processes import stop
 
     with sqlite3.connect(db) as conn:
         pids = [r[0] for r in conn.execute("SELECT pid FROM endpoints UNION SELECT pid FROM jobs")]
@@ -70,7 +70,7 @@ def cli(home: Path) -> Callable[..., CliResult]:
 def instance_auth(home: Path, endpoint: str) -> dict[str, str]:
     """The header an endpoint's gateway sends its instances; a test that calls an instance directly stands in for
     the gateway."""
-    from chattune.endpoints.keys import INSTANCE_TOKEN_FILE
+    from chattune.serving.keys import INSTANCE_TOKEN_FILE
 
     token = (home / "endpoints" / endpoint / INSTANCE_TOKEN_FILE).read_text(encoding="utf-8")
     return {"Authorization": f"Bearer {token}"}

@@ -46,17 +46,6 @@ class ComputeInfo:
         return out
 
 
-# oneDNN, which runs the bf16 matmuls (and the CPU flash-attention kernels' small matmuls) on CPUs, compiles and
-# caches a kernel per shape (1,024 of them by default) and ideep keeps an LRU of as many, each costing 2-3 MB. Both
-# serving (continuous batching: rows x padded prompt length) and training (padding-free batches: one total length
-# per batch, one length per conversation) make new shapes all the time, so with those defaults a process grew by
-# hundreds of MB (serving, bench/serve_load.py: +13% RSS in a minute) to GBs (training, bench/train_throughput.py:
-# 4.4 GB peak instead of 2.6 GB, and slower). 64 keeps the working set and was measured as fast or faster. Read when
-# the first kernel is built, so every chattune child process (jobs, training workers, instances) starts with them
-# (chattune.endpoints.processes.child_env); the environment can still choose other values.
-KERNEL_CACHE_CAPACITY = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "LRU_CACHE_CAPACITY": "64"}
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): then 16-bit training runs as bf16 autocast."""
     try:

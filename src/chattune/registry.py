@@ -305,7 +305,7 @@ class Registry:
     def check_template(self, mv: ModelVersion) -> str | None:
         """The chat template stored with a version must be the one it was trained with (the most reported failure
         of fine-tuned chat models is a template mismatch between training and serving). Returns its SHA-256."""
-        from chattune.training.templates import template_hash
+        from chattune.templates import template_hash
 
         expected = mv.lineage.get("chat_template_sha256")
         template = stored_chat_template(mv.path)

@@ -26,7 +26,7 @@ def _workers(job_id: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if job_id in cmdline and ("torch.distributed.run" in cmdline or "chattune.training.worker" in cmdline):
+        if job_id in cmdline and ("torch.distributed.run" in cmdline or "chattune.pipeline.worker" in cmdline):
             found.append(proc)
     return found
 

@@ -167,8 +167,8 @@ def test_every_gateway_route_needs_a_key_but_the_health_probes(live: dict[str, A
 def test_instances_listen_on_loopback_only_and_answer_only_their_gateway(live: dict[str, Any]) -> None:
     import types
 
-    from chattune.endpoints.keys import INSTANCE_TOKEN_FILE
     from chattune.serving.app import create_app
+    from chattune.serving.keys import INSTANCE_TOKEN_FILE
     from chattune.serving.metrics import InstanceMetrics
 
     # Loopback is open to every local user, so the instance's own routes need the gateway's token: walked as the

@@ -11,11 +11,10 @@ from chattune.catalog import (
     DEFAULT_MODEL,
     find_entry,
     get_entry,
-    known_training_template,
     list_entries,
-    smollm2_chat_template,
 )
 from chattune.errors import NotFoundError
+from chattune.templates import known_training_template, smollm2_chat_template
 
 
 def chat(*pairs: tuple[str, str]) -> list[dict[str, str]]:

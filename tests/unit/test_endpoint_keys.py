@@ -1,4 +1,4 @@
-"""chattune.endpoints.keys: generation, hashing, constant-time matching over both keys, bearer parsing."""
+"""chattune.serving.keys: generation, hashing, constant-time matching over both keys, bearer parsing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chattune.endpoints.keys import KEY_TYPES, bearer, generate_key, hash_key, instance_token, matches
+from chattune.serving.keys import KEY_TYPES, bearer, generate_key, hash_key, instance_token, matches
 
 
 def test_generated_keys_are_long_distinct_and_url_safe() -> None:
@@ -70,7 +70,7 @@ def test_keys_come_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(nbytes)
         return secrets.token_hex(nbytes)
 
-    monkeypatch.setattr("chattune.endpoints.keys.secrets.token_urlsafe", token_urlsafe)
+    monkeypatch.setattr("chattune.serving.keys.secrets.token_urlsafe", token_urlsafe)
     generate_key()
     assert calls == [32]  # 256 bits from the OS's CSPRNG
 
@@ -90,7 +90,7 @@ def test_matching_compares_every_hash_in_constant_time(monkeypatch: pytest.Monke
         compared.append((a, b))
         return original(a, b)
 
-    monkeypatch.setattr("chattune.endpoints.keys.hmac.compare_digest", compare_digest)
+    monkeypatch.setattr("chattune.serving.keys.hmac.compare_digest", compare_digest)
     presented = keys.get(which, generate_key())
     assert matches(presented, hashes) is (which != "neither")
     assert compared == [(hash_key(presented), hashes["primary"]), (hash_key(presented), hashes["secondary"])]

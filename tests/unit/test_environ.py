@@ -54,7 +54,7 @@ def test_the_guard_keeps_the_process_environment_and_accelerates_defaults(monkey
 
 
 def test_child_processes_start_with_their_defaults_and_the_users_choices_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chattune.endpoints.processes import CHILD_DEFAULTS, child_env
+    from chattune.processes import CHILD_DEFAULTS, child_env
 
     assert {"ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY", "MLFLOW_DISABLE_TELEMETRY"} <= set(CHILD_DEFAULTS)
     for name in CHILD_DEFAULTS:

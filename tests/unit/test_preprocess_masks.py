@@ -9,10 +9,16 @@ from typing import Any
 
 import pytest
 
-from chattune.catalog import known_training_template, smollm2_chat_template
 from chattune.errors import UserError
 from chattune.pipeline.steps.preprocess import tokenize
-from chattune.training.templates import fold_system, supports_system_role, template_hash, training_chat_template
+from chattune.templates import (
+    fold_system,
+    known_training_template,
+    smollm2_chat_template,
+    supports_system_role,
+    template_hash,
+    training_chat_template,
+)
 
 
 def chat(*pairs: tuple[str, str]) -> list[dict[str, str]]:

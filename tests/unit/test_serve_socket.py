@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from chattune.endpoints import processes
+from chattune import processes
 
 
 def test_serve_hands_uvicorn_an_inet_socket(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,20 +113,3 @@ def get_entry(name: str) -> CatalogEntry:
 def compute_skus() -> dict[str, Any]:
     return yaml.safe_load(resources.files(__package__).joinpath("compute_skus.yaml").read_text(encoding="utf-8"))
 
-
-def _template(name: str) -> str:
-    return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8").rstrip("\n")
-
-
-@cache
-def _training_templates() -> dict[str, str]:
-    """Chat templates chattune knows, mapped to their training variants ({% generation %} markers added)."""
-    return {_template("smollm2.jinja"): _template("smollm2_training.jinja")}
-
-
-def smollm2_chat_template() -> str:
-    return _template("smollm2.jinja")
-
-
-def known_training_template(chat_template: str) -> str | None:
-    return _training_templates().get(chat_template.rstrip("\n"))

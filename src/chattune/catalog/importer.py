@@ -18,10 +18,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chattune.catalog import CatalogEntry, ModelSource, find_entry, get_entry, smollm2_chat_template
+from chattune.catalog import CatalogEntry, ModelSource, find_entry, get_entry
 from chattune.errors import NotFoundError, OfflineError, UserError
 from chattune.settings import Settings
 from chattune.store.base import Store
+from chattune.templates import smollm2_chat_template
 
 log = logging.getLogger(__name__)
 

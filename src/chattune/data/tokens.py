@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chattune.training.templates import encode, supports_system_role, training_chat_template
+from chattune.templates import encode, supports_system_role, training_chat_template
 
 
 @dataclass

@@ -19,8 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from chattune.endpoints import processes
-from chattune.endpoints.keys import matches
+from chattune import processes
 from chattune.endpoints.openapi import document_gateway, forwarded_route
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment
@@ -28,6 +27,7 @@ from chattune.serving.app import MAX_BODY_BYTES
 from chattune.serving.auth import PUBLIC_PATHS, require_key
 from chattune.serving.disconnect import ClientDisconnected, closed_response, unless_disconnected
 from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
+from chattune.serving.keys import matches
 from chattune.settings import Settings
 from chattune.store import SqliteStore
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 
-from chattune.endpoints import processes
+from chattune import processes
 from chattune.endpoints.config import MAX_REQUEST_TIMEOUT_MS, ProbeSettings
-from chattune.endpoints.keys import INSTANCE_TOKEN_FILE, KEY_TYPES, KeyRing, generate_key, hash_key
 from chattune.entities import Deployment, Endpoint, ModelVersion, ProvisioningState
 from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
 from chattune.registry import Registry, check_ref
+from chattune.serving.keys import INSTANCE_TOKEN_FILE, KEY_TYPES, KeyRing, generate_key, hash_key
 from chattune.settings import Settings
 from chattune.store.base import Store
 

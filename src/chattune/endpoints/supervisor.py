@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 
-from chattune.endpoints import processes
+from chattune import processes
 from chattune.endpoints.config import probe_settings
-from chattune.endpoints.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.entities import Deployment, ProvisioningState
 from chattune.errors import ChattuneError
 from chattune.registry import Registry
+from chattune.serving.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.settings import Settings
 from chattune.store.base import Store
 

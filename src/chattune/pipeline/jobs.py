@@ -17,11 +17,11 @@ import psutil
 from chattune import catalog
 from chattune.catalog.importer import resolve_model_ref
 from chattune.compute import cpu_has_bf16, detect
-from chattune.endpoints.processes import child_env
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, display_name, parse_spec, resolve
+from chattune.processes import child_env
 from chattune.settings import Settings
 from chattune.store.base import Page, Store
 

@@ -17,12 +17,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chattune.endpoints.keys import hash_key, matches
 from chattune.inference import Generation, GenerationParams
 from chattune.serving.auth import require_key
 from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
 from chattune.serving.errors import BodyLimit, documented_errors, error_response, install_error_handlers
+from chattune.serving.keys import hash_key, matches
 from chattune.serving.protocol import (
     ChatCompletion,
     ChatCompletionRequest,

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from chattune.endpoints.keys import bearer
 from chattune.serving.errors import error_response
+from chattune.serving.keys import bearer
 
 PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
 

@@ -97,7 +97,7 @@ class Engine:
             log.exception("engine failed to load")
 
     def _check_template(self, tokenizer: Any) -> None:
-        from chattune.training.templates import template_hash
+        from chattune.templates import template_hash
 
         if self.template_sha256 and template_hash(tokenizer.chat_template or "") != self.template_sha256:
             raise ConflictError(

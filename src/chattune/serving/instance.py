@@ -11,9 +11,9 @@ import argparse
 import logging
 import os
 
-from chattune.endpoints.keys import INSTANCE_TOKEN_ENV
-from chattune.endpoints.processes import serve
+from chattune.processes import serve
 from chattune.serving.app import build_engine, create_app
+from chattune.serving.keys import INSTANCE_TOKEN_ENV
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from chattune.pipeline.config import OptimizationParams, TrainingParams
+from chattune.training.params import OptimizationParams, TrainingParams
 
 
 def lora_config(opt: OptimizationParams, target_modules: str | list[str] = "all-linear") -> Any:

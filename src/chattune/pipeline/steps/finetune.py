@@ -1,7 +1,7 @@
 """finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only.
 
 One process trains in the job's runner. Several (``number_of_gpu_to_use_finetuning`` x ``num_nodes_finetune``) are
-launched with torchrun (chattune.training.launch): each worker rebuilds the step context from the job record and
+launched with torchrun (chattune.pipeline.launch): each worker rebuilds the step context from the job record and
 calls ``train``, the same function; rank 0 reports progress and writes the result.
 """
 
@@ -103,7 +103,7 @@ def _attention(ctx: StepContext, model: Any, padding_free: bool) -> None:
 def run(ctx: StepContext) -> dict[str, Any]:
     world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
     if world > 1:
-        from chattune.training.launch import launch
+        from chattune.pipeline.launch import launch
 
         return launch(ctx, nproc_per_node=ctx.optimization.number_of_gpu_to_use_finetuning)
     return train(ctx)

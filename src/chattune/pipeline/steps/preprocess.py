@@ -15,7 +15,7 @@ from chattune.data.formats import read_records
 from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer
 from chattune.pipeline.context import StepContext
-from chattune.training.templates import encode, supports_system_role, template_hash, training_chat_template
+from chattune.templates import encode, supports_system_role, template_hash, training_chat_template
 
 VALIDATION_FRACTION = 0.2
 

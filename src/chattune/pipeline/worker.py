@@ -1,4 +1,4 @@
-"""One finetune worker under torchrun: ``python -m chattune.training.worker REQUEST.json``.
+"""One finetune worker under torchrun: ``python -m chattune.pipeline.worker REQUEST.json``.
 
 Rebuilds the step context from the job record and calls the finetune step's ``train``; rank 0 writes the job's
 progress lines, logs metrics to the step's MLflow run, and writes the result atomically (write, then rename).
@@ -17,9 +17,9 @@ from typing import Any
 from chattune.pipeline.config import JobSpec, values
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.jobs import JobService
+from chattune.pipeline.launch import RESULT
 from chattune.settings import Settings
 from chattune.store import SqliteStore
-from chattune.training.launch import RESULT
 
 
 def main(request_path: str) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cache
+from importlib import resources
 from typing import Any
 
-from chattune.catalog import known_training_template
 from chattune.errors import UserError
 
 
@@ -76,3 +77,21 @@ def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return rest
     # No user turn to join: the system text becomes the user turn rather than being lost.
     return [{"role": "user", "content": system["content"]}, *rest]
+
+
+def _template(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8").rstrip("\n")
+
+
+@cache
+def _training_templates() -> dict[str, str]:
+    """Chat templates chattune knows, mapped to their training variants ({% generation %} markers added)."""
+    return {_template("smollm2.jinja"): _template("smollm2_training.jinja")}
+
+
+def smollm2_chat_template() -> str:
+    return _template("smollm2.jinja")
+
+
+def known_training_template(chat_template: str) -> str | None:
+    return _training_templates().get(chat_template.rstrip("\n"))

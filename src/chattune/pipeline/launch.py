@@ -1,7 +1,7 @@
 """Several training processes on this machine: torchrun launches the finetune workers, this process watches them.
 
 The request (job id, step folder, the outputs of the earlier steps, resume) goes to the workers as a JSON file;
-each worker rebuilds the step context from the job record (``python -m chattune.training.worker``), trains its
+each worker rebuilds the step context from the job record (``python -m chattune.pipeline.worker``), trains its
 shard with DDP (NCCL on GPUs, gloo on a CPU), and rank 0 writes ``result.json``. A cancel stops the whole process
 group; the checkpoints written so far stay, so ``jobs resume`` continues from the last one.
 """
@@ -17,9 +17,9 @@ import sys
 import time
 from typing import Any
 
-from chattune.endpoints.processes import child_env, tail
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
+from chattune.processes import child_env, tail
 
 REQUEST = "launch.json"
 RESULT = "result.json"
@@ -43,7 +43,7 @@ def torchrun_command(nproc_per_node: int, request: str) -> list[str]:
         "--nnodes=1",
         f"--nproc_per_node={nproc_per_node}",
         "-m",
-        "chattune.training.worker",
+        "chattune.pipeline.worker",
         request,
     ]
 
