@@ -20,6 +20,14 @@ import pytest
 from tests.conftest import _stop_leftovers, parse_json
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test), the tests on a served model all go to one worker, so the session's trained
+    workspace is built once rather than once per worker (`--dist loadgroup`)."""
+    for item in items:
+        if "served" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("served"))
+
+
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("trained")
