@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from chattune import catalog
-from chattune.pipeline.config import load_spec, resolve
+from chattune.pipeline.config import load_spec
+from chattune.pipeline.resolved import resolve
 from chattune.quickstart import RECIPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ def test_example_job_files_validate_and_resolve(path: Path) -> None:
     entry = catalog.get_entry(spec.model)
     resolved, warnings = resolve(spec, entry.model_specific_defaults, has_cuda=False)
     assert warnings == []
-    assert all(v["source"] in ("user", "default", "model_specific_defaults") for v in resolved.values())
+    assert all(v["source"] in ("user", "default", "model_specific_defaults") for v in resolved.to_record().values())
 
 
 @pytest.mark.parametrize("model", sorted(RECIPES))
@@ -34,7 +35,7 @@ def test_quickstart_recipes_are_valid_job_sections(model: str) -> None:
             **{k: recipe[k] for k in ("training", "optimization", "evaluation")},
         }
     )
-    assert spec.training == recipe["training"]
+    assert spec.training.model_dump(exclude_unset=True) == recipe["training"]
 
 
 def test_every_catalog_entry_is_complete() -> None:
