@@ -401,3 +401,53 @@ def test_example_job_in_cli_md_parses() -> None:
     assert warnings == []
     assert resolved["learning_rate"] == {"value": 5e-6, "source": "user"}
     assert resolved["max_seq_length"]["value"] == 512
+
+
+# -- the models' own validators (a spec or resolved config built in Python) ---------------------------------------
+
+
+def test_a_spec_built_in_python_lists_every_problem_like_the_yaml() -> None:
+    from chattune.pipeline.config import JobSpec
+
+    with pytest.raises(ConfigError) as exc:
+        JobSpec.model_validate({"data": {"train": "t"}, "optimization": {"lora_rank": 4}, "modle": "x"})
+    assert {p.code for p in exc.value.problems} == {"unknown_key"}
+    assert any("did you mean `lora_r`?" in p.message for p in exc.value.problems)
+    with pytest.raises(ConfigError) as exc:
+        JobSpec.model_validate(
+            {"data": {"train": "t"}, "training": {"apply_early_stopping": True, "evaluation_strategy": "no"}}
+        )
+    assert [p.code for p in exc.value.problems] == ["invalid_combination"]
+
+
+def test_resolved_config_checks_its_combination() -> None:
+    training, optimization = (
+        TrainingParams(),
+        OptimizationParams(apply_deepspeed=True, deepspeed_stage=3, apply_lora=True),
+    )
+    with pytest.raises(ConfigError) as exc:
+        ResolvedConfig(training=training, optimization=optimization, sources={})
+    assert [p.where for p in exc.value.problems] == ["deepspeed_stage"]
+
+
+def test_mixed_precision_and_lora_targets_are_resolved_with_their_source() -> None:
+    spec = spec_of(optimization={"precision": "16"})
+    config, _ = resolve_config(spec, {}, has_cuda=True, cuda_bf16=True, lora_targets=["qkv_proj"])
+    record = config.to_record()
+    assert record["mixed_precision"]["value"] == "bf16" and record["mixed_precision"]["source"].startswith("derived")
+    assert record["lora_target_modules"] == {
+        "value": ["qkv_proj"],
+        "source": "catalog: the entry's lora_target_modules",
+    }
+    assert resolve_config(spec, {}, has_cuda=True, cuda_bf16=False)[0].mixed_precision == "fp16"
+    assert resolve_config(spec, {}, has_cuda=False, cpu_bf16=True)[0].mixed_precision == "bf16"
+    cpu, warnings = resolve_config(spec, {}, has_cuda=False)
+    assert cpu.mixed_precision == "fp32" and cpu.sources["mixed_precision"].startswith("downgraded")
+    assert warnings
+
+
+def test_max_seq_length_minus_one_means_the_models_context() -> None:
+    config, _ = resolve_config(spec_of(), {}, has_cuda=False)
+    assert config.max_length(2048) == 2048 and config.max_length(None) == 4096
+    config, _ = resolve_config(spec_of(training={"max_seq_length": 512}), {}, has_cuda=False)
+    assert config.max_length(256) == 256 and config.max_length(None) == 512

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_serializer
+from pydantic import BaseModel, Field, ModelWrapValidatorHandler, ValidationError, field_serializer, model_validator
 
 from chattune.errors import ConfigError, Problem
 from chattune.training.params import OptimizationParams, Strict, TrainingParams
@@ -55,6 +55,23 @@ class JobSpec(Strict):
     def _user_given(self, params: Strict) -> dict[str, Any]:
         return params.model_dump(mode="json", exclude_unset=True)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[JobSpec]) -> JobSpec:
+        """A spec built in Python fails as the YAML does: a ConfigError listing every problem, closest keys."""
+        try:
+            spec = handler(data)
+        except ValidationError:
+            checked(data, "job spec")  # raises ConfigError when it finds what pydantic found
+            raise
+        problems = cross_field_problems(
+            spec.training.model_dump(include=spec.training.model_fields_set),
+            spec.optimization.model_dump(include=spec.optimization.model_fields_set),
+        )
+        if problems:
+            raise ConfigError("job spec", problems)
+        return spec
+
 
 PARAM_MODELS: dict[str, type[Strict]] = {"training": TrainingParams, "optimization": OptimizationParams}
 
@@ -86,6 +103,19 @@ def _closest(key: str, valid: list[str]) -> str:
 
 def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobSpec:
     """Validate a raw mapping into a JobSpec, collecting every problem before raising ConfigError."""
+    return JobSpec.model_validate(checked(raw, source, text))
+
+
+def checked(raw: Any, source: str = "<job>", text: str | None = None) -> dict[str, Any]:
+    """Check a raw job mapping: every problem at once, with its YAML line (given ``text``) and the closest key.
+
+    Returns:
+        The mapping to validate into a JobSpec, the parameter sections as validated (YAML reads ``-1e-5`` as a
+        string; pydantic makes it a float).
+
+    Raises:
+        ConfigError: Every problem found.
+    """
     lines = _line_index(text) if text else {}
 
     def where(path: str) -> str:
@@ -142,13 +172,13 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
     if problems:
         raise ConfigError(source, problems)
     cleaned = {k: v for k, v in raw.items() if k in top_level}
-    # Keep the user's values as validated (YAML reads `-1e-5` as a string; pydantic makes it a float).
     cleaned.update({s: validated[s] for s in PARAM_MODELS if s in validated})
-    return JobSpec.model_validate(cleaned)
+    return cleaned
 
 
 def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p: p) -> list[Problem]:
-    """Azure's hard errors worth keeping, on user-given values (before defaults)."""
+    """Azure's hard errors worth keeping: on user-given values (JobSpec's validator, with YAML lines in
+    ``checked``) and on the resolved values (ResolvedConfig's validator)."""
     problems: list[Problem] = []
     if not isinstance(training, dict) or not isinstance(optimization, dict):
         return problems

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from chattune.errors import ConfigError, Problem
 from chattune.pipeline.config import PARAM_MODELS, JobSpec, cross_field_problems
@@ -40,6 +40,14 @@ class ResolvedConfig(BaseModel):
     mixed_precision: MixedPrecision = "fp32"
     lora_target_modules: str | list[str] = DEFAULT_LORA_TARGETS
     sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _combination(self) -> ResolvedConfig:
+        """The rules across parameters, on the values as resolved (from any source)."""
+        problems = combination_problems({**self.training.model_dump(), **self.optimization.model_dump()})
+        if problems:
+            raise ConfigError("resolved job config", problems)
+        return self
 
     def value(self, name: str) -> Any:
         """One resolved value by its name (a parameter or a derived value)."""
@@ -158,7 +166,7 @@ def resolve(
         unit = "GPU" if has_cuda else "CPU core (one training process per core)"
         downgrade("number_of_gpu_to_use_finetuning", max(1, devices), f"{devices} {unit}s here")
     flat = {k: v["value"] for k, v in resolved.items()}
-    sections: dict[str, BaseModel] = {}
+    sections: dict[str, Any] = {}
     for section, model in PARAM_MODELS.items():
         try:
             sections[section] = model.model_validate({k: flat[k] for k in model.model_fields})
@@ -166,27 +174,32 @@ def resolve(
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
                 problems.append(Problem(f"{loc} (from {resolved[loc]['source']})", err["msg"]))
-    problems += cross_field_problems(flat, flat)
-    ds_file = flat.get("deepspeed_config")
-    if ds_file and not Path(ds_file).is_file():
-        problems.append(Problem("optimization.deepspeed_config", f"file {ds_file} not found", "invalid_value"))
-    if flat["apply_deepspeed"] and flat["deepspeed_stage"] == 3 and flat["apply_lora"]:
-        problems.append(Problem("deepspeed_stage", "DeepSpeed stage 3 with LoRA is not supported; use stage 2"))
-    if problems:
-        raise ConfigError("resolved job config", problems)
+    if problems:  # with what the combination rules find, so that every problem is listed at once
+        raise ConfigError("resolved job config", problems + combination_problems(flat))
     sources = {name: entry["source"] for name, entry in resolved.items()}
     precision, why = _mixed_precision(flat["precision"], has_cuda=has_cuda, bf16_ok=cuda_bf16 if has_cuda else cpu_bf16)
     # fp32 is what precision "32" says wherever it came from; a 16-bit choice depends on this machine, and says so.
     sources["mixed_precision"] = sources["precision"] if precision == "fp32" else f"derived: {why}"
     sources["lora_target_modules"] = "catalog: the entry's lora_target_modules" if lora_targets else "default"
-    config = ResolvedConfig(
-        training=sections["training"],  # type: ignore[arg-type]
-        optimization=sections["optimization"],  # type: ignore[arg-type]
+    config = ResolvedConfig(  # its validator checks the combination
+        training=sections["training"],
+        optimization=sections["optimization"],
         mixed_precision=precision,
         lora_target_modules=list(lora_targets) if lora_targets else DEFAULT_LORA_TARGETS,
         sources=sources,
     )
     return config, warnings
+
+
+def combination_problems(flat: dict[str, Any]) -> list[Problem]:
+    """Azure's cross-field errors and chattune's own, on resolved values by name."""
+    problems = cross_field_problems(flat, flat)
+    ds_file = flat.get("deepspeed_config")
+    if ds_file and not Path(ds_file).is_file():
+        problems.append(Problem("optimization.deepspeed_config", f"file {ds_file} not found", "invalid_value"))
+    if flat.get("apply_deepspeed") and flat.get("deepspeed_stage") == 3 and flat.get("apply_lora"):
+        problems.append(Problem("deepspeed_stage", "DeepSpeed stage 3 with LoRA is not supported; use stage 2"))
+    return problems
 
 
 def _mixed_precision(precision: str, *, has_cuda: bool, bf16_ok: bool) -> tuple[MixedPrecision, str]:
