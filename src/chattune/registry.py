@@ -23,6 +23,7 @@ from typing import Any
 
 from chattune.entities import Job, JobStatus, ModelVersion
 from chattune.errors import ConflictError, NotFoundError, UserError
+from chattune.pipeline.config import JobSpec
 from chattune.pipeline.outputs import FinetuneOutput, ModelImportOutput, StepOutputs
 from chattune.pipeline.resolved import ResolvedConfig
 from chattune.settings import Settings
@@ -98,7 +99,7 @@ class Registry:
             check_name("version", version)
         job, produced = self._trained_job(job_id)
         imported, finetune = produced.model_import, produced.finetune
-        data_dir = Path(job.spec["data"]["train"]).parent.name or "data"
+        data_dir = Path(JobSpec.model_validate(job.spec).data.train).parent.name or "data"
         name = check_name("model", name or f"{imported.name.split('/')[-1]}-{data_dir}")
         if version is not None and (self.settings.registry_dir / name / version).exists():
             raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
