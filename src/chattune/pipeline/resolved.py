@@ -49,13 +49,6 @@ class ResolvedConfig(BaseModel):
             raise ConfigError("resolved job config", problems)
         return self
 
-    def value(self, name: str) -> Any:
-        """One resolved value by its name (a parameter or a derived value)."""
-        if name in DERIVED:
-            return getattr(self, name)
-        params: BaseModel = self.training if name in TrainingParams.model_fields else self.optimization
-        return getattr(params, name)
-
     def to_record(self) -> dict[str, dict[str, Any]]:
         """The job record's shape (``jobs show --json``, MLflow): ``{name: {"value": ..., "source": ...}}``."""
         values = {
