@@ -53,9 +53,7 @@ def child(mode: str, model_path: str, steps: int, seq_len: int, batch: int) -> N
     )
     opt = OptimizationParams(apply_lora=mode == "lora")
     with tempfile.TemporaryDirectory() as tmp:
-        args = sft_config(
-            train, opt, output_dir=Path(tmp), max_length=seq_len, has_cuda=False, bf16_ok=False, has_eval=False
-        )
+        args = sft_config(train, opt, output_dir=Path(tmp), max_length=seq_len, has_cuda=False, has_eval=False)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         trainer = SFTTrainer(
             model=model,

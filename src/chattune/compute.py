@@ -10,6 +10,7 @@ from typing import Any
 import psutil
 
 from chattune.catalog import CatalogEntry, compute_skus
+from chattune.errors import ComputeError
 
 
 @dataclass
@@ -249,3 +250,18 @@ def check(
         messages=messages,
         estimate=estimate,
     )
+
+
+def unfit_error(result: CheckResult) -> ComputeError:
+    """The error for a failed check (``compute check`` and ``jobs create`` raise the same)."""
+    return ComputeError("; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine.")
+
+
+def cuda_has_bf16() -> bool:
+    """Whether the GPU computes bf16 (Ampere and later); without it precision "16" trains as fp16."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False

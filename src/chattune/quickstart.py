@@ -7,47 +7,48 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from chattune import catalog, compute
 from chattune.data import demo
 from chattune.errors import ComputeError, UserError
-from chattune.pipeline.config import parse_spec
+from chattune.pipeline.config import JobSpec, parse_spec
 from chattune.workspace import Workspace
 
-# The demo recipe per model: enough to show the fine-tune working in minutes on a 2-core CPU. The built-in
-# Azure defaults (lr 2e-5, batch 1) would need far longer to move a model on this task.
-RECIPES: dict[str, dict[str, Any]] = {
-    "default": {
-        "rows": 400,
-        "training": {
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 8,
-            "per_device_eval_batch_size": 8,
-            "learning_rate": 5e-4,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 4,
-            "max_seq_length": 256,
-            "logging_steps": 5,
-        },
-        "optimization": {"apply_lora": True, "lora_r": 8, "lora_alpha": 16},
-        "evaluation": {"max_rows": 50, "max_new_tokens": 16, "batch_size": 25},
-    },
-    "tiny-test": {
-        "rows": 40,
-        "training": {
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": 8,
-            "per_device_eval_batch_size": 8,
-            "learning_rate": 1e-3,
-            "max_seq_length": 128,
-            "logging_steps": 2,
-        },
-        "optimization": {"apply_lora": True, "lora_r": 4, "lora_alpha": 8},
-        "evaluation": {"max_rows": 8, "max_new_tokens": 8, "batch_size": 8},
-    },
-}
+RECIPE_DIR = "recipes"  # package data: one job YAML per model, default.yaml for the rest
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A quickstart recipe: the demo dataset's size and a job spec without model and data (shipped YAML)."""
+
+    name: str
+    rows: int
+    job: dict[str, Any]
+
+    def spec(self, model: str, data: dict[str, Any], **fields: Any) -> JobSpec:
+        """The job spec for ``model`` on ``data``, through the job YAML's parser and checks."""
+        return parse_spec({**self.job, **fields, "model": model, "data": data}, source=f"{RECIPE_DIR}/{self.name}.yaml")
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes (file stems)."""
+    files = resources.files("chattune").joinpath(RECIPE_DIR).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def load_recipe(model: str) -> Recipe:
+    """The recipe for ``model``, or the default one; its job sections are validated as a job spec."""
+    name = model if model in recipe_names() else "default"
+    raw = yaml.safe_load(resources.files("chattune").joinpath(RECIPE_DIR, f"{name}.yaml").read_text(encoding="utf-8"))
+    recipe = Recipe(name=name, rows=int(raw["rows"]), job=dict(raw["job"]))
+    recipe.spec(model, {"train": "train_sft.jsonl"})  # a bad recipe fails here, every problem listed
+    return recipe
 
 
 SPLITS = ("train_sft", "test_sft", "test_gen")
@@ -87,7 +88,8 @@ def run(
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     timestamp = str(int(time.time()))
-    recipe = RECIPES.get(model, RECIPES["default"])
+    recipe = load_recipe(model)
+    planned = recipe.spec(model, {"train": "train_sft.jsonl"})
 
     progress("1/9 workspace: " + str(ws.settings.home))
     entry = catalog.get_entry(model)
@@ -98,8 +100,8 @@ def run(
         entry,
         info,
         lora=True,
-        seq_len=recipe["training"]["max_seq_length"],
-        batch_size=recipe["training"]["per_device_train_batch_size"],
+        seq_len=planned.training.max_seq_length,
+        batch_size=planned.training.per_device_train_batch_size,
     )
     progress(
         f"3/9 compute: {info.size}, {info.cpu_cores} cores, {info.ram_gb} GB RAM, {len(info.gpus)} GPU(s); "
@@ -108,24 +110,18 @@ def run(
     if not check.ok:
         raise ComputeError("; ".join(check.messages), remedy="See `chattune compute check --model " + model + "`.")
 
-    data_dir = _dataset_dir(ws, dataset, recipe["rows"], percent)
+    data_dir = _dataset_dir(ws, dataset, recipe.rows, percent)
     progress(f"4/9 data: {data_dir}")
 
-    spec = parse_spec(
+    spec = recipe.spec(
+        model,
         {
-            "model": model,
-            "experiment_name": f"chat_completion_{entry.name}",
-            "data": {
-                "train": str(data_dir / "train_sft.jsonl"),
-                "test": str(data_dir / "test_sft.jsonl"),
-                "generation_test": str(data_dir / "test_gen.jsonl"),
-                "max_train_rows": max_train_rows,
-            },
-            "training": recipe["training"],
-            "optimization": recipe["optimization"],
-            "evaluation": recipe["evaluation"],
+            "train": str(data_dir / "train_sft.jsonl"),
+            "test": str(data_dir / "test_sft.jsonl"),
+            "generation_test": str(data_dir / "test_gen.jsonl"),
+            "max_train_rows": max_train_rows,
         },
-        source="quickstart",
+        experiment_name=f"chat_completion_{entry.name}",
     )
     job, warnings = ws.jobs.create(spec)
     progress(f"5/9 job {job.id}: {job.display_name}")

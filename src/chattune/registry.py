@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chattune.entities import JobStatus, ModelVersion
+from chattune.entities import Job, JobStatus, ModelVersion
 from chattune.errors import ConflictError, NotFoundError, UserError
+from chattune.pipeline.config import JobSpec
+from chattune.pipeline.outputs import FinetuneOutput, ModelImportOutput, StepOutputs
+from chattune.pipeline.resolved import ResolvedConfig
 from chattune.settings import Settings
 from chattune.store.base import Store
 
@@ -89,56 +92,25 @@ class Registry:
     def register(
         self, job_id: str, *, name: str | None = None, version: str | None = None, description: str = ""
     ) -> ModelVersion:
-        from chattune.pipeline.jobs import JobService
-
+        """Copy a succeeded job's trained model into the registry and register it in MLflow; return the version."""
         if name is not None:  # a bad --name or --version is refused before anything is looked up
             check_name("model", name)
         if version is not None:
             check_name("version", version)
-        job = JobService(self.settings, self.store).get(job_id)
-        if job.status != JobStatus.SUCCEEDED:
-            raise ConflictError(
-                f"job {job_id} is {job.status}; only a succeeded job's trained_model can be registered",
-                remedy=f"Follow it with `chattune jobs stream {job_id}`.",
-            )
-        steps = {s.name: s for s in job.steps}
-        trained = Path(job.outputs["trained_model"])
-        if not trained.is_dir():
-            raise NotFoundError(f"job {job_id}'s trained_model is missing at {trained}")
-        imported = steps["model_import"].outputs
-        finetune = steps["finetune"].outputs
-        data_dir = Path(job.spec["data"]["train"]).parent.name or "data"
-        name = check_name("model", name or f"{imported['name'].split('/')[-1]}-{data_dir}")
-        if version is not None:
-            check_name("version", version)
-            if (self.settings.registry_dir / name / version).exists():
-                raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
+        job, produced = self._trained_job(job_id)
+        imported, finetune = produced.model_import, produced.finetune
+        data_dir = Path(JobSpec.model_validate(job.spec).data.train).parent.name or "data"
+        name = check_name("model", name or f"{imported.name.split('/')[-1]}-{data_dir}")
+        if version is not None and (self.settings.registry_dir / name / version).exists():
+            raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
+        resolved = ResolvedConfig.from_record(job.resolved_config)
+        merge = finetune.kind == "lora" and resolved.optimization.merge_lora_weights
         # The version is also an MLflow model version (models:/NAME/N); without --version, MLflow's number is ours.
-        from chattune.pipeline.config import values
-
-        merge = finetune["kind"] == "lora" and values(job.resolved_config)[1].merge_lora_weights
-        mlflow_version = self._log_to_mlflow(name, job, trained, finetune["kind"], imported, merge=merge)
+        mlflow_version = self._log_to_mlflow(name, job, finetune, imported, merge=merge)
         version = version or mlflow_version
-        lineage: dict[str, Any] = {
-            "job_id": job.id,
-            "job_display_name": job.display_name,
-            "mlflow_run_id": job.mlflow_run_id,
-            "base_model": {"name": imported["name"], "content_hash": imported["content_hash"]},
-            "datasets": steps["validate"].outputs.get("files", {}),
-            "parameters": {k: v["value"] for k, v in job.resolved_config.items()},
-            "chat_template_sha256": steps["preprocess"].outputs.get("chat_template_sha256"),
-            "mlflow_model": "merged" if merge else finetune["kind"],
-        }
         target = self.settings.registry_dir / name / version
         try:
-            if target.exists():
-                raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Copy then rename: a registry directory is either complete or absent.
-            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".register-") as tmp:
-                staged = Path(tmp) / "model"
-                shutil.copytree(trained, staged)
-                os.replace(staged, target)
+            self._copy_in(finetune.trained_model, target, f"model {name}:{version}")
         except BaseException:
             self._mlflow().delete_model_version(name, mlflow_version)
             raise
@@ -146,15 +118,15 @@ class Registry:
             name=name,
             version=version,
             created_at=time.time(),
-            kind=finetune["kind"],
+            kind=finetune.kind,
             path=str(target),
-            base_model=imported["name"],
-            base_model_hash=imported["content_hash"],
-            base_model_path=imported["path"],
+            base_model=imported.name,
+            base_model_hash=imported.content_hash,
+            base_model_path=imported.path,
             job_id=job.id,
             description=description,
             tags={"task": "chat-completion"},
-            lineage=lineage,
+            lineage=_lineage(job, produced, resolved, "merged" if merge else finetune.kind),
             metrics=job.metrics,
             mlflow_version=mlflow_version,
         )
@@ -166,6 +138,33 @@ class Registry:
             raise
         return mv
 
+    def _trained_job(self, job_id: str) -> tuple[Job, StepOutputs]:
+        """The succeeded job and its steps' typed outputs; the trained model must still be on disk."""
+        from chattune.pipeline.jobs import JobService
+
+        job = JobService(self.settings, self.store).get(job_id)
+        if job.status != JobStatus.SUCCEEDED:
+            raise ConflictError(
+                f"job {job_id} is {job.status}; only a succeeded job's trained_model can be registered",
+                remedy=f"Follow it with `chattune jobs stream {job_id}`.",
+            )
+        produced = StepOutputs.from_records({s.name: s.outputs for s in job.steps if s.outputs})
+        trained = produced.finetune.trained_model
+        if not trained.is_dir():
+            raise NotFoundError(f"job {job_id}'s trained_model is missing at {trained}")
+        return job, produced
+
+    @staticmethod
+    def _copy_in(trained: Path, target: Path, label: str) -> None:
+        """Copy then rename: a registry directory is either complete or absent."""
+        if target.exists():
+            raise ConflictError(f"{label} already exists", remedy="Pick another --version.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".register-") as tmp:
+            staged = Path(tmp) / "model"
+            shutil.copytree(trained, staged)
+            os.replace(staged, target)
+
     def _mlflow(self) -> Any:
         from mlflow import MlflowClient
 
@@ -175,19 +174,20 @@ class Registry:
         return MlflowClient()
 
     def _log_to_mlflow(
-        self, name: str, job: Any, trained: Path, kind: str, imported: dict[str, Any], *, merge: bool
+        self, name: str, job: Any, finetune: FinetuneOutput, imported: ModelImportOutput, *, merge: bool
     ) -> str:
         """Log the trained model as a pyfunc under the job's MLflow run and register it; return its version."""
+        trained, kind = finetune.trained_model, finetune.kind
         config: dict[str, Any] = {"model_name": name, "max_new_tokens": 256}
         if merge:  # merge_lora_weights: a standalone model, copied into the artifact store
             from chattune.inference import save_merged
 
             with tempfile.TemporaryDirectory(dir=self.settings.home, prefix=".merge-") as tmp:
                 merged = Path(tmp) / "model"  # MLflow keeps the directory's name under artifacts/
-                save_merged(imported["path"], trained, merged)
+                save_merged(imported.path, trained, merged)
                 return self._log_pyfunc(name, job, {"model": str(merged)}, config)
         if kind == "lora":  # the adapter is small: copied into the artifact store; the base is referenced
-            config["base_model_path"] = imported["path"]
+            config["base_model_path"] = imported.path
             return self._log_pyfunc(name, job, {"adapter": str(trained)}, config)
         # full weights: referenced, like the base models
         return self._log_pyfunc(name, job, {}, {**config, "model_path": str(trained)})
@@ -324,3 +324,18 @@ class Registry:
                 remedy=f"Restore {Path(mv.path) / 'chat_template.jinja'} or re-register the version from its job.",
             )
         return actual
+
+
+def _lineage(job: Job, produced: StepOutputs, resolved: ResolvedConfig, mlflow_model: str) -> dict[str, Any]:
+    """Where a registered model came from: the job, its base model, data files, parameters and template."""
+    imported = produced.model_import
+    return {
+        "job_id": job.id,
+        "job_display_name": job.display_name,
+        "mlflow_run_id": job.mlflow_run_id,
+        "base_model": {"name": imported.name, "content_hash": imported.content_hash},
+        "datasets": {role: check.to_record() for role, check in produced.validate.files.items()},
+        "parameters": {k: v["value"] for k, v in resolved.to_record().items()},
+        "chat_template_sha256": produced.preprocess.chat_template_sha256,
+        "mlflow_model": mlflow_model,
+    }

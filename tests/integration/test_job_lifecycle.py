@@ -136,12 +136,14 @@ def test_cancel_stops_a_running_job(cli, home: Path, tmp_path: Path) -> None:
 def test_user_values_beat_model_defaults_with_their_source(cli, tmp_path: Path) -> None:
     """Phi-3's catalog defaults set epochs 1 and lr 5e-6; the user's values win and say so (no run needed)."""
     from chattune.catalog import get_entry
-    from chattune.pipeline.config import parse_spec, resolve
+    from chattune.pipeline.config import parse_spec
+    from chattune.pipeline.resolved import resolve
 
     spec = parse_spec(
         {"model": "phi-3-mini-4k-instruct", "data": {"train": "t.jsonl"}, "training": {"num_train_epochs": 3}}
     )
-    resolved, warnings = resolve(spec, get_entry("phi-3-mini-4k-instruct").model_specific_defaults, has_cuda=False)
+    config, warnings = resolve(spec, get_entry("phi-3-mini-4k-instruct").model_specific_defaults, has_cuda=False)
+    resolved = config.to_record()
     assert resolved["num_train_epochs"] == {"value": 3, "source": "user"}
     assert resolved["learning_rate"] == {"value": 5e-6, "source": "model_specific_defaults"}
     assert resolved["apply_deepspeed"]["value"] is False and resolved["apply_deepspeed"]["source"].startswith(

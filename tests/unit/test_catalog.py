@@ -144,3 +144,30 @@ def test_training_template_renders_like_smollm2(
         1 if add_generation_prompt else 0
     )
     assert text.endswith("<|im_start|>assistant\n") == add_generation_prompt
+
+
+def test_misspelt_model_specific_default_is_an_error_when_the_catalog_loads() -> None:
+    from chattune.catalog import load_entries
+    from chattune.errors import ConfigError
+
+    text = """
+models:
+  m:
+    display_name: M
+    source: {kind: random}
+    tags:
+      model_specific_defaults: {learning_rat: 1.0e-4, lora_r: 0, apply_lora: true}
+"""
+    with pytest.raises(ConfigError) as exc:
+        load_entries(text, "models.yaml")
+    problems = {p.where: p for p in exc.value.problems}
+    assert set(problems) == {
+        "models.yaml: m.tags.model_specific_defaults.learning_rat",
+        "models.yaml: m.tags.model_specific_defaults.lora_r",
+    }
+    assert problems["models.yaml: m.tags.model_specific_defaults.learning_rat"].code == "unknown_key"
+    assert (
+        "did you mean `learning_rate`?" in problems["models.yaml: m.tags.model_specific_defaults.learning_rat"].message
+    )
+    # The shipped catalog is valid.
+    assert catalog._entries()

@@ -11,15 +11,9 @@ import yaml
 
 from chattune.catalog import get_entry
 from chattune.errors import ConfigError, UserError
-from chattune.pipeline.config import (
-    OptimizationParams,
-    TrainingParams,
-    display_name,
-    load_spec,
-    parse_spec,
-    resolve,
-    values,
-)
+from chattune.pipeline.config import OptimizationParams, TrainingParams, load_spec, parse_spec
+from chattune.pipeline.resolved import DERIVED, ResolvedConfig, display_name
+from chattune.pipeline.resolved import resolve as resolve_config
 
 PHI3 = "phi-3-mini-4k-instruct"
 
@@ -32,6 +26,13 @@ def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
 
 def spec_of(**sections: Any) -> Any:
     return parse_spec({"data": {"train": "train.jsonl"}, **sections})
+
+
+def resolve(*args: Any, **kwargs: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The resolved config as the job record stores it (value and source per name)."""
+    config, warnings = resolve_config(*args, **kwargs)
+    assert ResolvedConfig.from_record(config.to_record()) == config  # what the runner and workers read back
+    return config.to_record(), warnings
 
 
 def phi3_defaults() -> dict[str, Any]:
@@ -56,7 +57,7 @@ def test_minimal_spec_and_relative_paths(tmp_path: Path) -> None:
     assert spec.data.train == str((tmp_path / "data" / "train.jsonl").resolve())
     assert spec.data.test == "/abs/test.jsonl"
     assert spec.data.validation is None
-    assert spec.training == {}
+    assert spec.training.model_fields_set == set()
     assert spec.settings.strict is False
 
 
@@ -149,12 +150,13 @@ def test_learning_rate_in_exponent_notation_is_checked(tmp_path: Path) -> None:
 
 def test_quoted_false_early_stopping_is_false() -> None:
     spec = spec_of(training={"apply_early_stopping": "false", "evaluation_strategy": "no"})
-    assert TrainingParams.model_validate(spec.training).apply_early_stopping is False
+    assert spec.training.apply_early_stopping is False
 
 
 def test_early_stopping_with_evaluation_ok_when_strategy_given() -> None:
     spec = spec_of(training={"apply_early_stopping": True, "evaluation_strategy": "steps"})
-    assert spec.training["apply_early_stopping"] is True
+    assert spec.training.apply_early_stopping is True
+    assert spec.training.model_fields_set == {"apply_early_stopping", "evaluation_strategy"}
 
 
 def test_malformed_yaml_is_a_config_error(tmp_path: Path) -> None:
@@ -198,10 +200,10 @@ def test_resolve_precedence_user_then_model_defaults_then_builtin() -> None:
     assert resolved["save_total_limit"] == {"value": 1, "source": "model_specific_defaults"}
     assert resolved["warmup_steps"] == {"value": 0, "source": "default"}
     assert resolved["lora_alpha"] == {"value": 128, "source": "default"}
-    assert set(resolved) == set(TrainingParams.model_fields) | set(OptimizationParams.model_fields)
-    training, optimization = values(resolved)
-    assert training.num_train_epochs == 3
-    assert optimization.apply_lora is True
+    assert set(resolved) == set(TrainingParams.model_fields) | set(OptimizationParams.model_fields) | set(DERIVED)
+    config, _ = resolve_config(spec, phi3_defaults(), has_cuda=True)
+    assert config.training.num_train_epochs == 3
+    assert config.optimization.apply_lora is True
 
 
 def test_builtin_defaults_match_reference() -> None:
@@ -340,10 +342,10 @@ def as_seed_params(resolved: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_display_name_phi3_catalog_defaults() -> None:
-    resolved, _ = resolve(spec_of(), phi3_defaults(), has_cuda=True)
-    name = display_name(PHI3, resolved)
+    config, _ = resolve_config(spec_of(), phi3_defaults(), has_cuda=True)
+    name = display_name(PHI3, config)
     assert name == "phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen-1"
-    assert name == seed_display_name(PHI3, as_seed_params(resolved), 1)
+    assert name == seed_display_name(PHI3, as_seed_params(config.to_record()), 1)
 
 
 @pytest.mark.parametrize("gpus", [1, 4])
@@ -352,18 +354,20 @@ def test_display_name_matches_seed_formula(gpus: int) -> None:
         training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3, "max_seq_length": 512},
         optimization={"num_nodes_finetune": 2, "apply_lora": False},
     )
-    resolved, _ = resolve(spec, phi3_defaults(), has_cuda=True, devices=gpus)
+    config, _ = resolve_config(spec, phi3_defaults(), has_cuda=True, devices=gpus)
     # One machine is one node (num_nodes is downgraded); the formula itself is the seed's for any node count.
-    resolved["num_nodes_finetune"] = {"value": 2, "source": "user"}
-    name = display_name("Phi-3-mini-4k-instruct", resolved, gpus_per_node=gpus)
-    assert name == seed_display_name("Phi-3-mini-4k-instruct", as_seed_params(resolved), gpus)
+    config = config.model_copy(
+        update={"optimization": config.optimization.model_copy(update={"num_nodes_finetune": 2})}
+    )
+    name = display_name("Phi-3-mini-4k-instruct", config, gpus_per_node=gpus)
+    assert name == seed_display_name("Phi-3-mini-4k-instruct", as_seed_params(config.to_record()), gpus)
     assert f"-bs{2 * 3 * gpus * 2}-" in name
     assert name.endswith("-cosine-ds2-nolora-save_limit1-seqlen512")
 
 
 def test_display_name_without_deepspeed_on_cpu() -> None:
-    resolved, _ = resolve(spec_of(), phi3_defaults(), has_cuda=False)
-    assert display_name("m", resolved) == "m-ultrachat-bs1-cosine-nods-lora-save_limit1-seqlen-1"
+    config, _ = resolve_config(spec_of(), phi3_defaults(), has_cuda=False)
+    assert display_name("m", config) == "m-ultrachat-bs1-cosine-nods-lora-save_limit1-seqlen-1"
 
 
 def test_example_job_in_cli_md_parses() -> None:
@@ -397,3 +401,53 @@ def test_example_job_in_cli_md_parses() -> None:
     assert warnings == []
     assert resolved["learning_rate"] == {"value": 5e-6, "source": "user"}
     assert resolved["max_seq_length"]["value"] == 512
+
+
+# -- the models' own validators (a spec or resolved config built in Python) ---------------------------------------
+
+
+def test_a_spec_built_in_python_lists_every_problem_like_the_yaml() -> None:
+    from chattune.pipeline.config import JobSpec
+
+    with pytest.raises(ConfigError) as exc:
+        JobSpec.model_validate({"data": {"train": "t"}, "optimization": {"lora_rank": 4}, "modle": "x"})
+    assert {p.code for p in exc.value.problems} == {"unknown_key"}
+    assert any("did you mean `lora_r`?" in p.message for p in exc.value.problems)
+    with pytest.raises(ConfigError) as exc:
+        JobSpec.model_validate(
+            {"data": {"train": "t"}, "training": {"apply_early_stopping": True, "evaluation_strategy": "no"}}
+        )
+    assert [p.code for p in exc.value.problems] == ["invalid_combination"]
+
+
+def test_resolved_config_checks_its_combination() -> None:
+    training, optimization = (
+        TrainingParams(),
+        OptimizationParams(apply_deepspeed=True, deepspeed_stage=3, apply_lora=True),
+    )
+    with pytest.raises(ConfigError) as exc:
+        ResolvedConfig(training=training, optimization=optimization, sources={})
+    assert [p.where for p in exc.value.problems] == ["deepspeed_stage"]
+
+
+def test_mixed_precision_and_lora_targets_are_resolved_with_their_source() -> None:
+    spec = spec_of(optimization={"precision": "16"})
+    config, _ = resolve_config(spec, {}, has_cuda=True, cuda_bf16=True, lora_targets=["qkv_proj"])
+    record = config.to_record()
+    assert record["mixed_precision"]["value"] == "bf16" and record["mixed_precision"]["source"].startswith("derived")
+    assert record["lora_target_modules"] == {
+        "value": ["qkv_proj"],
+        "source": "catalog: the entry's lora_target_modules",
+    }
+    assert resolve_config(spec, {}, has_cuda=True, cuda_bf16=False)[0].mixed_precision == "fp16"
+    assert resolve_config(spec, {}, has_cuda=False, cpu_bf16=True)[0].mixed_precision == "bf16"
+    cpu, warnings = resolve_config(spec, {}, has_cuda=False)
+    assert cpu.mixed_precision == "fp32" and cpu.sources["mixed_precision"].startswith("downgraded")
+    assert warnings
+
+
+def test_max_seq_length_minus_one_means_the_models_context() -> None:
+    config, _ = resolve_config(spec_of(), {}, has_cuda=False)
+    assert config.max_length(2048) == 2048 and config.max_length(None) == 4096
+    config, _ = resolve_config(spec_of(training={"max_seq_length": 512}), {}, has_cuda=False)
+    assert config.max_length(256) == 256 and config.max_length(None) == 512

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from chattune import catalog
-from chattune.pipeline.config import load_spec, resolve
-from chattune.quickstart import RECIPES
+from chattune.pipeline.config import load_spec
+from chattune.pipeline.resolved import resolve
+from chattune.quickstart import load_recipe, recipe_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,22 +20,23 @@ def test_example_job_files_validate_and_resolve(path: Path) -> None:
     entry = catalog.get_entry(spec.model)
     resolved, warnings = resolve(spec, entry.model_specific_defaults, has_cuda=False)
     assert warnings == []
-    assert all(v["source"] in ("user", "default", "model_specific_defaults") for v in resolved.values())
+    assert all(v["source"] in ("user", "default", "model_specific_defaults") for v in resolved.to_record().values())
 
 
-@pytest.mark.parametrize("model", sorted(RECIPES))
-def test_quickstart_recipes_are_valid_job_sections(model: str) -> None:
-    from chattune.pipeline.config import parse_spec
+def test_quickstart_ships_its_recipes() -> None:
+    assert {"default", "tiny-test"} <= set(recipe_names())
 
-    recipe = RECIPES[model]
-    spec = parse_spec(
-        {
-            "model": "tiny-test",
-            "data": {"train": "t.jsonl"},
-            **{k: recipe[k] for k in ("training", "optimization", "evaluation")},
-        }
-    )
-    assert spec.training == recipe["training"]
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_quickstart_recipes_are_valid_job_specs(name: str) -> None:
+    model = name if name != "default" else catalog.DEFAULT_MODEL
+    recipe = load_recipe(model)
+    assert recipe.name == name and recipe.rows > 0
+    spec = recipe.spec(model, {"train": "t.jsonl"})
+    assert spec.training.model_dump(mode="json", exclude_unset=True) == recipe.job["training"]
+    resolved, warnings = resolve(spec, catalog.get_entry(model).model_specific_defaults, has_cuda=False)
+    assert warnings == []
+    assert resolved.max_length(None) == recipe.job["training"]["max_seq_length"]
 
 
 def test_every_catalog_entry_is_complete() -> None:

@@ -20,7 +20,6 @@ def _args(tmp_path: Path, padding_free: bool = False, **training: Any) -> Any:
         output_dir=tmp_path,
         max_length=512,
         has_cuda=False,
-        bf16_ok=False,
         has_eval=False,
         padding_free=padding_free,
     )

@@ -8,9 +8,10 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from chattune.errors import NotFoundError
+from chattune.errors import ConfigError, NotFoundError, Problem
+from chattune.training.params import OptimizationParams, TrainingParams
 
 
 class ModelSource(BaseModel):
@@ -66,6 +67,11 @@ class CatalogEntry(BaseModel):
         return dict(self.tags.get("model_specific_defaults") or {})
 
     @property
+    def lora_target_modules(self) -> list[str] | None:
+        """The modules LoRA adapts in this architecture; None: every linear layer."""
+        return self.tags.get("lora_target_modules")
+
+    @property
     def finetune_compute_allow_list(self) -> list[str] | None:
         return self.tags.get("finetune_compute_allow_list")
 
@@ -79,8 +85,42 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @cache
 def _entries() -> dict[str, CatalogEntry]:
-    raw = yaml.safe_load(resources.files(__package__).joinpath("models.yaml").read_text(encoding="utf-8"))
-    return {name: CatalogEntry(name=name, **body) for name, body in raw["models"].items()}
+    return load_entries(resources.files(__package__).joinpath("models.yaml").read_text(encoding="utf-8"))
+
+
+def load_entries(text: str, source: str = "models.yaml") -> dict[str, CatalogEntry]:
+    """Parse a catalog YAML document; every entry's ``model_specific_defaults`` is checked against the job
+    parameters, so a misspelt key is an error here instead of a value silently ignored.
+
+    Raises:
+        ConfigError: Every bad default of every entry, each with the closest valid key for a typo.
+    """
+    raw = yaml.safe_load(text)
+    entries = {name: CatalogEntry(name=name, **body) for name, body in raw["models"].items()}
+    problems = [p for entry in entries.values() for p in _default_problems(entry, source)]
+    if problems:
+        raise ConfigError(source, problems, remedy="Fix the catalog entry's model_specific_defaults.")
+    return entries
+
+
+def _default_problems(entry: CatalogEntry, source: str) -> list[Problem]:
+    """What is wrong with an entry's ``model_specific_defaults``: unknown keys and invalid values."""
+    where = f"{source}: {entry.name}.tags.model_specific_defaults"
+    problems: list[Problem] = []
+    defaults = entry.model_specific_defaults
+    for model in (TrainingParams, OptimizationParams):
+        given = {k: v for k, v in defaults.items() if k in model.model_fields}
+        try:
+            model.model_validate(given)
+        except ValidationError as exc:
+            problems += [Problem(f"{where}.{e['loc'][0]}", e["msg"]) for e in exc.errors()]
+    valid = [*TrainingParams.model_fields, *OptimizationParams.model_fields]
+    for key in defaults:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            problems.append(Problem(f"{where}.{key}", f"not a training or optimization parameter{hint}", "unknown_key"))
+    return problems
 
 
 def list_entries() -> list[CatalogEntry]:
@@ -112,4 +152,3 @@ def get_entry(name: str) -> CatalogEntry:
 @cache
 def compute_skus() -> dict[str, Any]:
     return yaml.safe_load(resources.files(__package__).joinpath("compute_skus.yaml").read_text(encoding="utf-8"))
-

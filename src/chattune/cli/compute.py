@@ -10,7 +10,6 @@ import typer
 from chattune import catalog
 from chattune import compute as compute_lib
 from chattune.cli.output import emit_json, out, table
-from chattune.errors import ComputeError
 
 app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -38,27 +37,17 @@ def check(
     info = compute_lib.detect()
     options: dict[str, Any] = {"lora": True, "precision": "32", "seq_len": 512, "batch_size": 1}
     if job_file:
-        from chattune.pipeline.config import load_spec, resolve
+        from chattune.pipeline.config import load_spec
+        from chattune.pipeline.resolved import resolve
 
-        spec = load_spec(job_file)
         resolved, _ = resolve(
-            spec,
+            load_spec(job_file),
             entry.model_specific_defaults,
             has_cuda=info.has_cuda,
             devices=info.devices,
             cpu_bf16=compute_lib.cpu_has_bf16(),
         )
-        v = {k: x["value"] for k, x in resolved.items()}
-        options = {
-            "lora": v["apply_lora"],
-            "precision": v["precision"],
-            "batch_size": v["per_device_train_batch_size"],
-            "seq_len": v["max_seq_length"] if v["max_seq_length"] > 0 else 4096,
-            "zero_stage": v["deepspeed_stage"] if v["apply_deepspeed"] else 0,
-            "world_size": v["number_of_gpu_to_use_finetuning"] * v["num_nodes_finetune"],
-            # Azure's generated stage-2 config offloads the optimizer to the CPU; a user's JSON is taken as is.
-            "offload_optimizer": bool(v["apply_deepspeed"] and v["deepspeed_stage"] == 2 and not v["deepspeed_config"]),
-        }
+        options = resolved.memory_options()
     result = compute_lib.check(entry, info, **options)
     if json_:
         emit_json(result.to_dict())
@@ -78,6 +67,4 @@ def check(
         for m in result.messages:
             out.print(f"  - {m}")
     if not result.ok:
-        raise ComputeError(
-            "; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine."
-        )
+        raise compute_lib.unfit_error(result)

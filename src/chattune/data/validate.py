@@ -223,118 +223,122 @@ def validate_file(
         seen_in_other_files: Shared between the files of one call: conversation fingerprint -> (path, line), to
             warn about rows that are in two files (a test row that is also a training row).
     """
-    report = FileReport(path=str(path))
-    turns, chars, tokens = array("l"), array("l"), array("l")
-    roles: Counter[str] = Counter()
-    first_prompt_id: dict[str, int] = {}
-    usable = dropped = over = lose_all = 0
-    folds = counter.folds_system if counter else False
+    scan = _FileScan(FileReport(path=str(path)), counter, seen_in_other_files)
     for rec in iter_records(path, lazy=True):
-        report.rows += 1
-        prompt_id: Any = None
-        pairs: Sequence[tuple[str, str]] | None
-        if rec.raw is not None:
-            try:
-                row = _ROW.decode(rec.raw)
-                pairs = [(m.role, m.content) for m in row.messages]
-                prompt_id = row.prompt_id
-            except (
-                msgspec.DecodeError,
-                UnicodeDecodeError,
-            ):  # not the happy shape: decode generically and say exactly what is wrong
-                rec = decode(rec)
-                pairs = _structure_problems(rec, report)
-        else:
-            pairs = _structure_problems(rec, report)
-        if prompt_id is None and isinstance(rec.value, dict):
-            prompt_id = rec.value.get("prompt_id")
+        scan.row(rec)
+    return scan.finish(min_rows)
+
+
+def _decode_row(rec: Record, report: FileReport) -> tuple[Record, Sequence[tuple[str, str]] | None, Any]:
+    """(record, its (role, content) pairs or None when unusable, its prompt_id): the fast typed decoder first."""
+    if rec.raw is not None:
+        try:
+            row = _ROW.decode(rec.raw)
+            if row.prompt_id is not None or not isinstance(rec.value, dict):
+                return rec, [(m.role, m.content) for m in row.messages], row.prompt_id
+            return rec, [(m.role, m.content) for m in row.messages], rec.value.get("prompt_id")
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            rec = decode(rec)  # not the happy shape: decode generically and say exactly what is wrong
+    pairs = _structure_problems(rec, report)
+    return rec, pairs, rec.value.get("prompt_id") if isinstance(rec.value, dict) else None
+
+
+@dataclass
+class _FileScan:
+    """What one pass over a file accumulates: the report's issues, and the counts and lengths of its stats."""
+
+    report: FileReport
+    counter: TokenCounter | None
+    seen_in_other_files: dict[int, tuple[str, int]] | None
+    turns: array[int] = field(default_factory=lambda: array("l"))
+    chars: array[int] = field(default_factory=lambda: array("l"))
+    tokens: array[int] = field(default_factory=lambda: array("l"))
+    roles: Counter[str] = field(default_factory=Counter)
+    first_prompt_id: dict[str, int] = field(default_factory=dict)
+    usable: int = 0
+    dropped: int = 0
+    over: int = 0
+    lose_all: int = 0
+
+    def row(self, rec: Record) -> None:
+        """Check one row and count it."""
+        self.report.rows += 1
+        rec, pairs, prompt_id = _decode_row(rec, self.report)
         if isinstance(prompt_id, str):
-            if prompt_id in first_prompt_id:
-                report.warnings.append(
-                    Issue(
-                        rec.line,
-                        "duplicate_prompt_id",
-                        "prompt_id",
-                        f"same prompt_id as line {first_prompt_id[prompt_id]}",
-                    )
-                )
-            else:
-                first_prompt_id[prompt_id] = rec.line
+            self._prompt_id(rec.line, prompt_id)
         if pairs is None:
-            continue
-        if not _conversation_problems(rec.line, pairs, report, folds):
-            dropped += len(pairs) < 2
-            continue
-        usable += 1
-        turns.append(len(pairs))
-        chars.append(sum(len(c) for _, c in pairs))
-        roles.update(r for r, _ in pairs)
-        if seen_in_other_files is not None:
-            fingerprint = hash(tuple(pairs))
-            other = seen_in_other_files.get(fingerprint)
-            if other is None:
-                seen_in_other_files[fingerprint] = (report.path, rec.line)
-            elif other[0] != report.path:
-                report.warnings.append(
-                    Issue(
-                        rec.line,
-                        "row_in_other_file",
-                        "messages",
-                        f"the same conversation is in {other[0]}:{other[1]}; a test row seen in training "
-                        "inflates test metrics",
-                    )
-                )
-        if counter is not None:
-            count = counter.count([{"role": r, "content": c} for r, c in pairs])
-            tokens.append(count.tokens)
-            if count.over_limit:
-                over += 1
-                report.warnings.append(
-                    Issue(
-                        rec.line,
-                        "over_max_seq_length",
-                        "messages",
-                        f"{count.tokens} tokens; truncated to {counter.max_seq_length}",
-                    )
-                )
-            if count.loses_all_assistant_tokens:
-                lose_all += 1
-                report.warnings.append(
-                    Issue(
-                        rec.line,
-                        "no_assistant_tokens_after_truncation",
-                        "messages",
-                        f"truncation to {counter.max_seq_length} tokens leaves no assistant token: the job will "
-                        "leave this row out; raise max_seq_length or shorten the conversation",
-                    )
-                )
-    if report.rows == 0:
-        report.errors.append(Issue(1, "empty_file", "", "the file holds no rows; add conversations"))
-    elif usable < min_rows:
-        report.errors.append(
-            Issue(
-                1,
-                "too_few_rows",
-                "",
-                f"{usable} usable row(s); at least {min_rows} are needed: add rows or fix the listed ones",
+            return
+        if not _conversation_problems(
+            rec.line, pairs, self.report, self.counter.folds_system if self.counter else False
+        ):
+            self.dropped += len(pairs) < 2
+            return
+        self.usable += 1
+        self.turns.append(len(pairs))
+        self.chars.append(sum(len(c) for _, c in pairs))
+        self.roles.update(r for r, _ in pairs)
+        if self.seen_in_other_files is not None:
+            self._other_files(rec.line, pairs, self.seen_in_other_files)
+        if self.counter is not None:
+            self._tokens(rec.line, pairs, self.counter)
+
+    def _prompt_id(self, line: int, prompt_id: str) -> None:
+        if prompt_id in self.first_prompt_id:
+            message = f"same prompt_id as line {self.first_prompt_id[prompt_id]}"
+            self.report.warnings.append(Issue(line, "duplicate_prompt_id", "prompt_id", message))
+        else:
+            self.first_prompt_id[prompt_id] = line
+
+    def _other_files(self, line: int, pairs: Sequence[tuple[str, str]], seen: dict[int, tuple[str, int]]) -> None:
+        fingerprint = hash(tuple(pairs))
+        other = seen.get(fingerprint)
+        if other is None:
+            seen[fingerprint] = (self.report.path, line)
+        elif other[0] != self.report.path:
+            message = (
+                f"the same conversation is in {other[0]}:{other[1]}; a test row seen in training inflates test metrics"
             )
-        )
-    report.stats = {
-        "rows": report.rows,
-        "usable_rows": usable,
-        "dropped_rows": dropped,
-        "turns": _dist(turns),
-        "characters": _dist(chars),
-        "roles": dict(roles),
-    }
-    if counter is not None:
-        report.stats["tokens"] = _dist(tokens)
-        report.stats["truncation"] = {
-            "max_seq_length": counter.max_seq_length,
-            "rows_over": over,
-            "rows_losing_all_assistant_tokens": lose_all,
+            self.report.warnings.append(Issue(line, "row_in_other_file", "messages", message))
+
+    def _tokens(self, line: int, pairs: Sequence[tuple[str, str]], counter: TokenCounter) -> None:
+        count = counter.count([{"role": r, "content": c} for r, c in pairs])
+        self.tokens.append(count.tokens)
+        if count.over_limit:
+            self.over += 1
+            message = f"{count.tokens} tokens; truncated to {counter.max_seq_length}"
+            self.report.warnings.append(Issue(line, "over_max_seq_length", "messages", message))
+        if count.loses_all_assistant_tokens:
+            self.lose_all += 1
+            message = (
+                f"truncation to {counter.max_seq_length} tokens leaves no assistant token: the job will "
+                "leave this row out; raise max_seq_length or shorten the conversation"
+            )
+            self.report.warnings.append(Issue(line, "no_assistant_tokens_after_truncation", "messages", message))
+
+    def finish(self, min_rows: int) -> FileReport:
+        """The file-level errors (empty, too few usable rows) and the stats; return the report."""
+        report = self.report
+        if report.rows == 0:
+            report.errors.append(Issue(1, "empty_file", "", "the file holds no rows; add conversations"))
+        elif self.usable < min_rows:
+            message = f"{self.usable} usable row(s); at least {min_rows} are needed: add rows or fix the listed ones"
+            report.errors.append(Issue(1, "too_few_rows", "", message))
+        report.stats = {
+            "rows": report.rows,
+            "usable_rows": self.usable,
+            "dropped_rows": self.dropped,
+            "turns": _dist(self.turns),
+            "characters": _dist(self.chars),
+            "roles": dict(self.roles),
         }
-    return report
+        if self.counter is not None:
+            report.stats["tokens"] = _dist(self.tokens)
+            report.stats["truncation"] = {
+                "max_seq_length": self.counter.max_seq_length,
+                "rows_over": self.over,
+                "rows_losing_all_assistant_tokens": self.lose_all,
+            }
+        return report
 
 
 def validate_files(

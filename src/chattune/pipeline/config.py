@@ -1,8 +1,8 @@
 """The job spec: Azure ``chat_completion_pipeline`` parameter names and defaults, in one typed place.
 
-Values resolve as user > catalog ``model_specific_defaults`` > built-in defaults, and the resolved config records
-where each value came from. Every problem in a spec is reported at once, with the YAML line and the closest valid
-key for a typo.
+``training`` and ``optimization`` are the typed parameter models; what the user gave is their ``model_fields_set``
+(the resolved config, chattune.pipeline.resolved, fills the rest from the catalog and the defaults). Every problem
+in a spec is reported at once, with the YAML line and the closest valid key for a typo.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ModelWrapValidatorHandler, ValidationError, field_serializer, model_validator
 
 from chattune.errors import ConfigError, Problem
 from chattune.training.params import OptimizationParams, Strict, TrainingParams
@@ -44,10 +44,33 @@ class JobSpec(Strict):
     experiment_name: str = "chat_completion_demo"
     display_name: str | None = None
     data: DataSpec
-    training: dict[str, Any] = Field(default_factory=dict)
-    optimization: dict[str, Any] = Field(default_factory=dict)
+    # Only what the user gave is set (``model_fields_set``); the job record stores just that, so a stored spec
+    # read back still tells the user's values from the defaults.
+    training: TrainingParams = Field(default_factory=lambda: TrainingParams())
+    optimization: OptimizationParams = Field(default_factory=lambda: OptimizationParams())
     evaluation: EvaluationSpec = Field(default_factory=lambda: EvaluationSpec())
     settings: JobSettings = Field(default_factory=lambda: JobSettings())
+
+    @field_serializer("training", "optimization", mode="plain")
+    def _user_given(self, params: Strict) -> dict[str, Any]:
+        return params.model_dump(mode="json", exclude_unset=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[JobSpec]) -> JobSpec:
+        """A spec built in Python fails as the YAML does: a ConfigError listing every problem, closest keys."""
+        try:
+            spec = handler(data)
+        except ValidationError:
+            checked(data, "job spec")  # raises ConfigError when it finds what pydantic found
+            raise
+        problems = cross_field_problems(
+            spec.training.model_dump(include=spec.training.model_fields_set),
+            spec.optimization.model_dump(include=spec.optimization.model_fields_set),
+        )
+        if problems:
+            raise ConfigError("job spec", problems)
+        return spec
 
 
 PARAM_MODELS: dict[str, type[Strict]] = {"training": TrainingParams, "optimization": OptimizationParams}
@@ -80,6 +103,19 @@ def _closest(key: str, valid: list[str]) -> str:
 
 def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobSpec:
     """Validate a raw mapping into a JobSpec, collecting every problem before raising ConfigError."""
+    return JobSpec.model_validate(checked(raw, source, text))
+
+
+def checked(raw: Any, source: str = "<job>", text: str | None = None) -> dict[str, Any]:
+    """Check a raw job mapping: every problem at once, with its YAML line (given ``text``) and the closest key.
+
+    Returns:
+        The mapping to validate into a JobSpec, the parameter sections as validated (YAML reads ``-1e-5`` as a
+        string; pydantic makes it a float).
+
+    Raises:
+        ConfigError: Every problem found.
+    """
     lines = _line_index(text) if text else {}
 
     def where(path: str) -> str:
@@ -89,7 +125,7 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem(source, "the job file must be a YAML mapping (see CLI.md)")])
     problems: list[Problem] = []
-    validated: dict[str, dict[str, Any]] = {}
+    validated: dict[str, dict[str, Any]] = {}  # the parameter sections: what the user gave, as validated
     sections: dict[str, type[BaseModel]] = {
         "data": DataSpec,
         "evaluation": EvaluationSpec,
@@ -136,13 +172,13 @@ def parse_spec(raw: Any, source: str = "<job>", text: str | None = None) -> JobS
     if problems:
         raise ConfigError(source, problems)
     cleaned = {k: v for k, v in raw.items() if k in top_level}
-    # Keep the user's values as validated (YAML reads `-1e-5` as a string; pydantic makes it a float).
     cleaned.update({s: validated[s] for s in PARAM_MODELS if s in validated})
-    return JobSpec.model_validate(cleaned)
+    return cleaned
 
 
 def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p: p) -> list[Problem]:
-    """Azure's hard errors worth keeping, on user-given values (before defaults)."""
+    """Azure's hard errors worth keeping: on user-given values (JobSpec's validator, with YAML lines in
+    ``checked``) and on the resolved values (ResolvedConfig's validator)."""
     problems: list[Problem] = []
     if not isinstance(training, dict) or not isinstance(optimization, dict):
         return problems
@@ -189,86 +225,3 @@ def load_spec(path: Path) -> JobSpec:
         if value and not Path(value).is_absolute():
             setattr(spec.data, key, str((base / value).resolve()))
     return spec
-
-
-def resolve(
-    spec: JobSpec, model_defaults: dict[str, Any], *, has_cuda: bool, devices: int = 1, cpu_bf16: bool = False
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Resolve every training and optimization parameter with its source; return (resolved, warnings).
-
-    ``devices``: the GPUs of this machine, or its CPU cores when it has none (one gloo process per core at most).
-    ``cpu_bf16``: the CPU computes bf16 natively, so precision "16" runs as bf16 autocast instead of downgrading.
-
-    Raises ConfigError when the resolved combination is invalid or, with ``settings.strict``, when something
-    would have to be downgraded on this machine.
-    """
-    resolved: dict[str, dict[str, Any]] = {}
-    for section, model in PARAM_MODELS.items():
-        user = getattr(spec, section)
-        for name, field in model.model_fields.items():
-            if name in user:
-                resolved[name] = {"value": user[name], "source": "user"}
-            elif name in model_defaults:
-                resolved[name] = {"value": model_defaults[name], "source": "model_specific_defaults"}
-            else:
-                resolved[name] = {"value": field.default, "source": "default"}
-    warnings: list[str] = []
-    problems: list[Problem] = []
-
-    def downgrade(name: str, value: Any, why: str) -> None:
-        if spec.settings.strict:
-            problems.append(Problem(f"{name} (from {resolved[name]['source']})", f"{why}; strict mode refuses it"))
-            return
-        warnings.append(f"{name}={resolved[name]['value']!r} ({resolved[name]['source']}) -> {value!r}: {why}")
-        resolved[name] = {"value": value, "source": f"downgraded: {why}"}
-
-    if not has_cuda:
-        if resolved["apply_deepspeed"]["value"]:
-            downgrade("apply_deepspeed", False, "DeepSpeed needs a CUDA GPU and none was found")
-        if resolved["precision"]["value"] == "16" and not cpu_bf16:
-            downgrade("precision", "32", "16-bit training needs a CUDA GPU or a CPU with native bf16 here")
-    if resolved["num_nodes_finetune"]["value"] > 1:
-        downgrade("num_nodes_finetune", 1, "this machine is one node; several nodes need a cluster")
-    wanted = resolved["number_of_gpu_to_use_finetuning"]["value"]
-    if isinstance(wanted, int) and wanted > max(1, devices):
-        unit = "GPU" if has_cuda else "CPU core (one training process per core)"
-        downgrade("number_of_gpu_to_use_finetuning", max(1, devices), f"{devices} {unit}s here")
-    flat = {k: v["value"] for k, v in resolved.items()}
-    try:
-        TrainingParams.model_validate({k: flat[k] for k in TrainingParams.model_fields})
-        OptimizationParams.model_validate({k: flat[k] for k in OptimizationParams.model_fields})
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            problems.append(Problem(f"{loc} (from {resolved[loc]['source']})", err["msg"]))
-    problems += cross_field_problems(flat, flat)
-    ds_file = flat.get("deepspeed_config")
-    if ds_file and not Path(ds_file).is_file():
-        problems.append(Problem("optimization.deepspeed_config", f"file {ds_file} not found", "invalid_value"))
-    if flat["apply_deepspeed"] and flat["deepspeed_stage"] == 3 and flat["apply_lora"]:
-        problems.append(Problem("deepspeed_stage", "DeepSpeed stage 3 with LoRA is not supported; use stage 2"))
-    if problems:
-        raise ConfigError("resolved job config", problems)
-    return resolved, warnings
-
-
-def values(resolved: dict[str, dict[str, Any]]) -> tuple[TrainingParams, OptimizationParams]:
-    flat = {k: v["value"] for k, v in resolved.items()}
-    return (
-        TrainingParams.model_validate({k: flat[k] for k in TrainingParams.model_fields}),
-        OptimizationParams.model_validate({k: flat[k] for k in OptimizationParams.model_fields}),
-    )
-
-
-def display_name(model_name: str, resolved: dict[str, dict[str, Any]], gpus_per_node: int = 1) -> str:
-    """The seed's pipeline display-name formula."""
-    v = {k: x["value"] for k, x in resolved.items()}
-    batch = (
-        v["per_device_train_batch_size"] * v["gradient_accumulation_steps"] * gpus_per_node * v["num_nodes_finetune"]
-    )
-    ds = f"ds{v['deepspeed_stage']}" if v["apply_deepspeed"] else "nods"
-    lora = "lora" if v["apply_lora"] else "nolora"
-    return (
-        f"{model_name}-ultrachat-bs{batch}-{v['lr_scheduler_type']}-{ds}-{lora}"
-        f"-save_limit{v['save_total_limit']}-seqlen{v['max_seq_length']}"
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import subprocess
@@ -14,19 +13,18 @@ from typing import Any
 
 import psutil
 
-from chattune import catalog
+from chattune import catalog, compute
 from chattune.catalog.importer import resolve_model_ref
-from chattune.compute import cpu_has_bf16, detect
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
-from chattune.pipeline.config import JobSpec, display_name, parse_spec, resolve
+from chattune.pipeline.config import JobSpec, parse_spec
+from chattune.pipeline.joblog import JOB_LOG, JobLog
+from chattune.pipeline.resolved import display_name, resolve
 from chattune.processes import child_env
 from chattune.settings import Settings
 from chattune.store.base import Page, Store
 
-JOB_LOG = "job.log"
-EVENTS = "events.jsonl"
 CANCEL_FLAG = "CANCEL"
 
 
@@ -52,12 +50,22 @@ class JobService:
         raw = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) else spec
         spec = parse_spec(raw, source="job spec")
         target = resolve_model_ref(spec.model)  # unknown model: NotFound now, not minutes later
-        defaults = target.model_specific_defaults if isinstance(target, catalog.CatalogEntry) else {}
-        info = detect()
+        entry = target if isinstance(target, catalog.CatalogEntry) else None
+        info = compute.detect()
         resolved, warnings = resolve(
-            spec, defaults, has_cuda=info.has_cuda, devices=info.devices, cpu_bf16=cpu_has_bf16()
+            spec,
+            entry.model_specific_defaults if entry else {},
+            has_cuda=info.has_cuda,
+            devices=info.devices,
+            cpu_bf16=compute.cpu_has_bf16(),
+            cuda_bf16=compute.cuda_has_bf16() if info.has_cuda else False,
+            lora_targets=entry.lora_target_modules if entry else None,
         )
-        gpus_per_node = resolved["number_of_gpu_to_use_finetuning"]["value"]
+        if entry:  # a model that cannot train here fails now, for the CLI, the SDK and quickstart alike
+            fit = compute.check(entry, info, **resolved.memory_options())
+            if not fit.ok:
+                raise compute.unfit_error(fit)
+        gpus_per_node = resolved.optimization.number_of_gpu_to_use_finetuning
         name = spec.display_name or display_name(model_label(spec.model), resolved, gpus_per_node)
         job_id = f"ftjob-{secrets.token_hex(6)}"
         job = Job(
@@ -68,7 +76,7 @@ class JobService:
             status=JobStatus.QUEUED,
             created_at=time.time(),
             spec=spec.model_dump(mode="json"),
-            resolved_config=resolved,
+            resolved_config=resolved.to_record(),
             steps=[StepRun(job_id=job_id, name=s) for s in STEPS],
         )
         self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
@@ -92,31 +100,17 @@ class JobService:
         )
         self.store.update_job(job_id, pid=proc.pid)
 
-    def append_log(
-        self, job_id: str, line: str, *, level: str = "info", type_: str = "message", data: dict[str, Any] | None = None
-    ) -> None:
-        """One line of the job log (what `jobs stream` shows) and one OpenAI-shaped event (`jobs show --json`)."""
-        now = time.time()
-        if type_ == "message":
-            with (self.job_dir(job_id) / JOB_LOG).open("a", encoding="utf-8") as fh:
-                fh.write(f"{time.strftime('%H:%M:%S', time.localtime(now))} {line}\n")
-        event = {
-            "id": f"ftevent-{secrets.token_hex(8)}",
-            "object": "fine_tuning.job.event",
-            "created_at": int(now),
-            "level": level,
-            "message": line.strip(),
-            "type": type_,
-            "data": data or {},
-        }
-        with (self.job_dir(job_id) / EVENTS).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\n")
+    def log(self, job_id: str) -> JobLog:
+        """The job's log and event files."""
+        return JobLog(self.job_dir(job_id))
+
+    def append_log(self, job_id: str, line: str, *, level: str = "info") -> None:
+        """One line of the job log and its event."""
+        self.log(job_id).append(line, level=level)
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        path = self.job_dir(job_id) / EVENTS
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """The job's OpenAI-shaped events, oldest first."""
+        return self.log(job_id).events()
 
     def _checkpoint_root(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "steps" / "finetune" / checkpoints.DIR

@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
+from chattune.pipeline.outputs import FinetuneOutput
 from chattune.processes import child_env, tail
 
 REQUEST = "launch.json"
@@ -48,7 +48,7 @@ def torchrun_command(nproc_per_node: int, request: str) -> list[str]:
     ]
 
 
-def launch(ctx: StepContext, *, nproc_per_node: int) -> dict[str, Any]:
+def launch(ctx: StepContext, *, nproc_per_node: int) -> FinetuneOutput:
     """Run the finetune in ``nproc_per_node`` processes and return rank 0's result."""
     import mlflow
 
@@ -61,7 +61,7 @@ def launch(ctx: StepContext, *, nproc_per_node: int) -> dict[str, Any]:
             {
                 "job_id": ctx.job.id,
                 "step_dir": str(ctx.step_dir),
-                "inputs": ctx.inputs,
+                "inputs": ctx.inputs.to_records(),
                 "resume": ctx.resume,
                 "mlflow_run_id": run.info.run_id if run else None,
             }
@@ -99,9 +99,8 @@ def launch(ctx: StepContext, *, nproc_per_node: int) -> dict[str, Any]:
         raise StepFailedError(
             f"the training processes exited with status {proc.returncode}; see {log_path}:\n{tail(log_path, 30)}"
         )
-    out: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-    out["metrics"]["processes"] = nproc_per_node
-    return out
+    out = FinetuneOutput.model_validate_json(result.read_text(encoding="utf-8"))
+    return out.model_copy(update={"metrics": {**out.metrics, "processes": nproc_per_node}})
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -1,7 +1,8 @@
 """One finetune worker under torchrun: ``python -m chattune.pipeline.worker REQUEST.json``.
 
-Rebuilds the step context from the job record and calls the finetune step's ``train``; rank 0 writes the job's
-progress lines, logs metrics to the step's MLflow run, and writes the result atomically (write, then rename).
+Rebuilds the step context from the job record (its stored resolved config, never resolved again) and calls the
+finetune step's ``train``; rank 0 writes the job's progress lines, logs metrics to the step's MLflow run, and
+writes the result atomically (write, then rename).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chattune.pipeline.config import JobSpec, values
+from chattune.pipeline.config import JobSpec
 from chattune.pipeline.context import StepContext
-from chattune.pipeline.jobs import JobService
+from chattune.pipeline.joblog import JobLog
 from chattune.pipeline.launch import RESULT
+from chattune.pipeline.outputs import StepOutputs
+from chattune.pipeline.resolved import ResolvedConfig
 from chattune.settings import Settings
 from chattune.store import SqliteStore
 
@@ -32,9 +35,9 @@ def main(request_path: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     settings = Settings()
     store = SqliteStore(settings.db_path)
-    jobs = JobService(settings, store)
     job = store.get_job(request["job_id"])
-    training, optimization = values(job.resolved_config)
+    job_dir = settings.jobs_dir / job.id
+    log = JobLog(job_dir)
     step_dir = Path(request["step_dir"])
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s", stream=sys.stdout
@@ -42,23 +45,22 @@ def main(request_path: str) -> None:
 
     def progress(line: str) -> None:
         if rank == 0:
-            jobs.append_log(job.id, line)
+            log.append(line)
 
     def metrics(data: dict[str, Any]) -> None:
         if rank == 0:
-            jobs.append_log(job.id, f"metrics at step {data.get('step')}", type_="metrics", data=data)
+            log.metrics(data)
 
     ctx = StepContext(
         job=job,
         spec=JobSpec.model_validate(job.spec),
-        training=training,
-        optimization=optimization,
+        resolved=ResolvedConfig.from_record(job.resolved_config),
         settings=settings,
         store=store,
-        job_dir=jobs.job_dir(job.id),
+        job_dir=job_dir,
         step_dir=step_dir,
         log=logging.getLogger("chattune.step.finetune"),
-        inputs=request["inputs"],
+        inputs=StepOutputs.from_records(request["inputs"]),
         progress=progress,
         metrics=metrics,
         resume=request["resume"],
@@ -71,7 +73,7 @@ def main(request_path: str) -> None:
         result = train(ctx)
     if rank == 0:
         tmp = step_dir / f"{RESULT}.tmp"
-        tmp.write_text(json.dumps(result), encoding="utf-8")
+        tmp.write_text(json.dumps(result.to_record()), encoding="utf-8")
         tmp.replace(step_dir / RESULT)
 
 

@@ -46,14 +46,13 @@ def sft_config(
     output_dir: Path,
     max_length: int,
     has_cuda: bool,
-    bf16_ok: bool,
     has_eval: bool,
+    mixed_precision: str = "fp32",
     padding_free: bool = False,
 ) -> Any:
     from trl import SFTConfig
 
     eval_strategy = train.evaluation_strategy if has_eval else "no"
-    half = opt.precision == "16" and (has_cuda or bf16_ok)  # a CPU only with native bf16
     early = train.apply_early_stopping and eval_strategy != "no"
     # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
     save_strategy = eval_strategy if early else train.save_strategy
@@ -103,8 +102,10 @@ def sft_config(
         # Preprocess truncated every conversation (TRL enforces max_length only when it tokenizes); packing, when
         # on, is done before the trainer (chattune.training.packing).
         max_length=None if padding_free else max_length,
-        bf16=half and bf16_ok,
-        fp16=half and not bf16_ok and has_cuda,
+        # The resolved config decided it (chattune.pipeline.resolved): bf16 on a device that computes it natively
+        # (a CPU only then, as autocast), fp16 on an older GPU.
+        bf16=mixed_precision == "bf16",
+        fp16=mixed_precision == "fp16",
         use_cpu=not has_cuda,
         # Several processes (torchrun): NCCL between GPUs, gloo between CPU processes. LoRA leaves the frozen base
         # out of the gradient graph by design, so DDP need not search for unused parameters.

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
-from chattune.pipeline.context import StepContext
+from chattune.pipeline.context import KeyInputs, StepContext
+from chattune.pipeline.outputs import EvaluateOutput
 from chattune.pipeline.steps.preprocess import read_conversations
 from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
@@ -84,14 +85,32 @@ def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[st
     return out
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+class Evaluate:
+    """The ``evaluate`` step."""
+
+    name = "evaluate"
+    needs: tuple[str, ...] = ("finetune",)
+
+    def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
+        """The evaluation settings (the trained model is in the finetune key)."""
+        return {"evaluation": given.spec.evaluation.model_dump()}
+
+    def run(self, ctx: StepContext) -> EvaluateOutput:
+        """Evaluate the base and the fine-tuned model on the test files."""
+        return run(ctx)
+
+
+STEP = Evaluate()
+
+
+def run(ctx: StepContext) -> EvaluateOutput:
     from datasets import load_from_disk
 
-    base_path = ctx.inputs["model_import"]["path"]
-    tuned = ctx.inputs["finetune"]
+    base_path = ctx.inputs.model_import.path
+    tuned = ctx.inputs.finetune
     tokenizer = load_tokenizer(base_path)
-    is_lora = tuned["kind"] == "lora"
-    tuned_model = load_model(base_path, tuned["trained_model"] if is_lora else None) if is_lora else None
+    is_lora = tuned.kind == "lora"
+    tuned_model = load_model(base_path, str(tuned.trained_model)) if is_lora else None
     base_model = None if is_lora else load_model(base_path)
 
     @contextlib.contextmanager
@@ -106,9 +125,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         elif which == "base":
             yield base_model
         else:
-            yield load_model(tuned["trained_model"])
+            yield load_model(str(tuned.trained_model))
 
-    test_split = ctx.inputs["preprocess"]["splits"].get("test")
+    test_split = ctx.inputs.preprocess.splits.get("test")
     gen_cases: list[tuple[list[dict[str, Any]], str]] = []
     if ctx.spec.data.generation_test:
         rows = read_conversations(ctx.spec.data.generation_test)[: ctx.spec.evaluation.max_rows]
@@ -119,7 +138,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     for which in ("base", "tuned"):
         with as_model(which) as model:
             if test_split:
-                metrics[which].update(_loss(model, tokenizer, load_from_disk(test_split["path"]), ctx))
+                metrics[which].update(_loss(model, tokenizer, load_from_disk(test_split.path), ctx))
             if gen_cases:
                 gen = ChatGenerator(model, tokenizer)
                 params = GenerationParams(max_new_tokens=ctx.spec.evaluation.max_new_tokens)
@@ -144,4 +163,4 @@ def run(ctx: StepContext) -> dict[str, Any]:
                     "tuned": predictions["tuned"][i],
                 }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {"metrics": metrics, "generation_rows": len(gen_cases)}
+    return EvaluateOutput(metrics=metrics, generation_rows=len(gen_cases))

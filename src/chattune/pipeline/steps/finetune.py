@@ -12,23 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chattune import catalog
-from chattune.compute import cpu_has_bf16
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline import checkpoints
-from chattune.pipeline.context import StepContext
+from chattune.pipeline.context import KeyInputs, StepContext
+from chattune.pipeline.outputs import FinetuneOutput
 from chattune.training.attention import use_per_conversation_attention
 from chattune.training.builders import lora_config, sft_config
 from chattune.training.callbacks import ProgressCallback
 from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 from chattune.training.packing import PackedRowsCollator, pack, packing_support
-
-
-def _target_modules(model: str) -> str | list[str]:
-    entry = catalog.find_entry(model)
-    return (entry.tags.get("lora_target_modules") if entry else None) or "all-linear"
 
 
 def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
@@ -100,16 +94,29 @@ def _attention(ctx: StepContext, model: Any, padding_free: bool) -> None:
         )
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
-    world = ctx.optimization.number_of_gpu_to_use_finetuning * ctx.optimization.num_nodes_finetune
-    if world > 1:
-        from chattune.pipeline.launch import launch
+class Finetune:
+    """The ``finetune`` step."""
 
-        return launch(ctx, nproc_per_node=ctx.optimization.number_of_gpu_to_use_finetuning)
-    return train(ctx)
+    name = "finetune"
+    needs: tuple[str, ...] = ("preprocess",)
+
+    def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
+        """Every resolved value (the data is in the preprocess key)."""
+        return {"config": given.resolved.to_record()}
+
+    def run(self, ctx: StepContext) -> FinetuneOutput:
+        """Train in this process, or in several under torchrun."""
+        if ctx.resolved.world_size > 1:
+            from chattune.pipeline.launch import launch
+
+            return launch(ctx, nproc_per_node=ctx.optimization.number_of_gpu_to_use_finetuning)
+        return train(ctx)
 
 
-def train(ctx: StepContext) -> dict[str, Any]:
+STEP = Finetune()
+
+
+def train(ctx: StepContext) -> FinetuneOutput:
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback
@@ -117,18 +124,18 @@ def train(ctx: StepContext) -> dict[str, Any]:
 
     from chattune.inference import load_tokenizer
 
-    pre = ctx.inputs["preprocess"]
-    base_path = ctx.inputs["model_import"]["path"]
+    pre = ctx.inputs.preprocess
+    base_path = ctx.inputs.model_import.path
     has_cuda = pick_device() == "cuda"
     if ctx.training.num_threads:
         torch.set_num_threads(ctx.training.num_threads)
-    # bf16 where the device computes it natively: CUDA with bf16, or a CPU with AVX512-BF16/AMX (autocast there).
-    bf16_ok = torch.cuda.is_bf16_supported() if has_cuda else cpu_has_bf16()
-    train_ds = load_from_disk(pre["splits"]["train"]["path"])
-    eval_ds = load_from_disk(pre["splits"]["validation"]["path"]) if "validation" in pre["splits"] else None
+    train_ds = load_from_disk(pre.train.path)
+    eval_ds = load_from_disk(pre.splits["validation"].path) if "validation" in pre.splits else None
     tokenizer = load_tokenizer(base_path)
-    # On a GPU 16-bit weights; on a CPU fp32 weights under bf16 autocast (mixed precision, as TRL does).
-    dtype = torch.bfloat16 if has_cuda and bf16_ok and ctx.optimization.precision == "16" else torch.float32
+    # On a GPU bf16 weights; on a CPU fp32 weights under bf16 autocast (mixed precision, as TRL does); fp16 is
+    # always AMP over fp32 weights.
+    bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
+    dtype = torch.bfloat16 if bf16_weights else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     packing = _packing(ctx, model)
 
@@ -136,17 +143,17 @@ def train(ctx: StepContext) -> dict[str, Any]:
         ctx.training,
         ctx.optimization,
         output_dir=ctx.step_dir / checkpoints.DIR,
-        max_length=pre["max_seq_length"],
+        max_length=pre.max_seq_length,
         has_cuda=has_cuda,
-        bf16_ok=bf16_ok,
+        mixed_precision=ctx.resolved.mixed_precision,
         has_eval=eval_ds is not None,
         padding_free=(padding_free := _padding_free(ctx, model, packing)),
     )
     _attention(ctx, model, padding_free)
     loss_tokens = sum(sum(m) for m in train_ds["assistant_masks"])
     if packing:
-        train_ds = pack(train_ds, pre["max_seq_length"])
-        eval_ds = pack(eval_ds, pre["max_seq_length"]) if eval_ds is not None else None
+        train_ds = pack(train_ds, pre.max_seq_length)
+        eval_ds = pack(eval_ds, pre.max_seq_length) if eval_ds is not None else None
     callbacks: list[Any] = [ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics)]
     if ctx.training.apply_early_stopping and args.load_best_model_at_end:
         callbacks.append(
@@ -160,7 +167,7 @@ def train(ctx: StepContext) -> dict[str, Any]:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         data_collator=PackedRowsCollator(tokenizer.pad_token_id) if packing else None,
-        peft_config=lora_config(ctx.optimization, _target_modules(ctx.spec.model))
+        peft_config=lora_config(ctx.optimization, ctx.resolved.lora_target_modules)
         if ctx.optimization.apply_lora
         else None,
         callbacks=callbacks,
@@ -198,8 +205,8 @@ def train(ctx: StepContext) -> dict[str, Any]:
         "train_runtime_s": round(wall, 2),
         "global_steps": int(result.global_step),
         "trained_tokens": int(loss_tokens * epochs),
-        "input_tokens": int(pre["splits"]["train"]["tokens"] * epochs),
-        "tokens_per_s": round(pre["splits"]["train"]["tokens"] * epochs / wall, 1) if wall > 0 else None,
+        "input_tokens": int(pre.train.tokens * epochs),
+        "tokens_per_s": round(pre.train.tokens * epochs / wall, 1) if wall > 0 else None,
         "trainable_parameters": trainable,
     }
     if trainer.state.best_model_checkpoint:
@@ -211,8 +218,4 @@ def train(ctx: StepContext) -> dict[str, Any]:
         metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
         if "eval_mean_token_accuracy" in final_eval:
             metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
-    return {
-        "trained_model": str(out),
-        "kind": "lora" if ctx.optimization.apply_lora else "full",
-        "metrics": metrics,
-    }
+    return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)

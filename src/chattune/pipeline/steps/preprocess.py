@@ -14,7 +14,8 @@ from typing import Any
 from chattune.data.formats import read_records
 from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer
-from chattune.pipeline.context import StepContext
+from chattune.pipeline.context import KeyInputs, StepContext
+from chattune.pipeline.outputs import PreprocessOutput, SplitStats
 from chattune.templates import encode, supports_system_role, template_hash, training_chat_template
 
 VALIDATION_FRACTION = 0.2
@@ -58,15 +59,37 @@ def tokenize(
     return columns, counts
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+class Preprocess:
+    """The ``preprocess`` step."""
+
+    name = "preprocess"
+    needs: tuple[str, ...] = ("validate", "model_import")
+
+    def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
+        """The base model's content, the sequence length and the row limits."""
+        return {
+            "model": given.inputs.model_import.content_hash,
+            "max_seq_length": given.resolved.training.max_seq_length,
+            "max_train_rows": given.spec.data.max_train_rows,
+            "test_rows": given.spec.evaluation.max_rows,
+        }
+
+    def run(self, ctx: StepContext) -> PreprocessOutput:
+        """Tokenize every split with the training chat template."""
+        return run(ctx)
+
+
+STEP = Preprocess()
+
+
+def run(ctx: StepContext) -> PreprocessOutput:
     from datasets import Dataset
 
-    model_path = ctx.inputs["model_import"]["path"]
+    model_path = ctx.inputs.model_import.path
     tokenizer = load_tokenizer(model_path)
     train_template = training_chat_template(tokenizer)
     fold = not supports_system_role(tokenizer)
-    limit = context_length(model_path, tokenizer)
-    max_len = min(ctx.training.max_seq_length, limit) if ctx.training.max_seq_length > 0 else limit
+    max_len = ctx.resolved.max_length(context_length(model_path, tokenizer))
 
     data = ctx.spec.data
     train = read_conversations(data.train)
@@ -82,7 +105,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if data.test:
         splits["test"] = read_conversations(data.test)[: ctx.spec.evaluation.max_rows]
 
-    outputs: dict[str, Any] = {"max_seq_length": max_len, "system_folded_into_user": fold, "splits": {}}
+    stats: dict[str, SplitStats] = {}
     for name, conversations in splits.items():
         columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
         if counts["too_few_messages"]:
@@ -101,12 +124,16 @@ def run(ctx: StepContext) -> dict[str, Any]:
             )
         path = ctx.step_dir / name
         Dataset.from_dict(columns).save_to_disk(str(path))
-        outputs["splits"][name] = {"path": str(path), **counts, "kept": len(columns["input_ids"])}
+        stats[name] = SplitStats(path=str(path), **counts, kept=len(columns["input_ids"]))
         ctx.progress(
             f"  {name}: {len(columns['input_ids'])}/{counts['rows']} rows, {counts['tokens']} tokens, "
             f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens, "
             f"{counts['too_few_messages']} with fewer than 2 messages"
         )
     (ctx.step_dir / "training_chat_template.jinja").write_text(train_template)
-    outputs["chat_template_sha256"] = template_hash(tokenizer.chat_template)
-    return outputs
+    return PreprocessOutput(
+        max_seq_length=max_len,
+        system_folded_into_user=fold,
+        splits=stats,
+        chat_template_sha256=template_hash(tokenizer.chat_template),
+    )

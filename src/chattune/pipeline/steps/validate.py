@@ -8,7 +8,8 @@ from typing import Any
 
 from chattune.data.validate import MIN_TRAIN_ROWS, validate_files
 from chattune.errors import DataError
-from chattune.pipeline.context import StepContext
+from chattune.pipeline.context import KeyInputs, StepContext
+from chattune.pipeline.outputs import FileCheck, ValidateOutput
 
 
 def file_sha256(path: str | Path) -> str:
@@ -19,24 +20,42 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
+class Validate:
+    """The ``validate`` step."""
+
+    name = "validate"
+    needs: tuple[str, ...] = ()
+
+    def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
+        """The content of every data file."""
+        return {"files": given.file_hashes}
+
+    def run(self, ctx: StepContext) -> ValidateOutput:
+        """Validate every data file; a file with errors fails the step."""
+        return run(ctx)
+
+
+STEP = Validate()
+
+
+def run(ctx: StepContext) -> ValidateOutput:
     roles = {r: getattr(ctx.spec.data, r) for r in ("train", "validation", "test", "generation_test")}
     paths = {r: Path(p) for r, p in roles.items() if p}
     # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
     # training row is reported).
     reports = validate_files(list(paths.values()), min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS})
-    files: dict[str, Any] = {}
+    files: dict[str, FileCheck] = {}
     for (role, path), report in zip(paths.items(), reports, strict=True):
         for w in report.warnings:
             ctx.log.warning("%s:%s: %s: %s [%s]", path, w.line, w.field, w.message, w.code)
-        files[role] = {
-            "path": str(path),
-            "sha256": file_sha256(path),
-            "rows": report.rows,
-            "valid": report.valid,
-            "warnings": len(report.warnings),
-            "dropped_rows": report.stats.get("dropped_rows", 0),
-        }
+        files[role] = FileCheck(
+            path=str(path),
+            sha256=file_sha256(path),
+            rows=report.rows,
+            valid=report.valid,
+            warnings=len(report.warnings),
+            dropped_rows=report.stats.get("dropped_rows", 0),
+        )
         ctx.progress(
             f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings"
             + (
@@ -55,4 +74,4 @@ def run(ctx: StepContext) -> dict[str, Any]:
             remedy="Fix the listed rows (see `chattune data validate FILE`), then create the job again.",
             details={"errors": errors},
         )
-    return {"files": files}
+    return ValidateOutput(files=files)
