@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 
 from chattune import processes
-from chattune.endpoints.config import probe_settings
 from chattune.entities import Deployment, ProvisioningState
 from chattune.errors import ChattuneError
 from chattune.registry import Registry
+from chattune.serving.instance import SETTINGS_ENV
 from chattune.serving.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.settings import Settings
 from chattune.store.base import Store
@@ -185,7 +185,10 @@ class Supervisor:
             inst.state, inst.error = "Failed", exc.message
             return
         inst.pid, inst.port = processes.spawn(
-            "chattune.serving.instance", args, self.log_path(dep.name), env={INSTANCE_TOKEN_ENV: self.token}
+            "chattune.serving.instance",
+            args,
+            self.log_path(dep.name),
+            env={INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()},
         )
         inst.state, inst.started_at = "Starting", time.time()
         inst.live_failures = inst.ready_failures = inst.ready_successes = 0
@@ -199,8 +202,8 @@ class Supervisor:
             return False
 
     async def _probe(self, dep: Deployment, inst: Instance, now: float) -> None:
-        readiness = probe_settings(dep.probes, "readiness_probe")
-        liveness = probe_settings(dep.probes, "liveness_probe")
+        settings = dep.settings
+        readiness, liveness = settings.readiness_probe, settings.liveness_probe
         if inst.state == "Starting":  # start-up: poll readiness quickly, never fail an instance for loading slowly
             if await self._get(f"{inst.url}/health/ready", readiness.timeout):
                 inst.ever_ready, inst.state = True, "Ready"

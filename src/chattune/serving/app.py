@@ -220,17 +220,3 @@ async def _sse(
             task.cancel()
         for pending in pendings:
             pending.cancelled = True
-
-
-def build_engine(args: Any) -> Engine:
-    extras = dict(item.split("=", 1) for item in args.extra_adapter)
-    return Engine(
-        args.base,
-        args.adapter,
-        args.name,
-        args.base_name,
-        max_new_tokens_cap=args.max_new_tokens_cap,
-        extra_adapters=extras,
-        template_sha256=args.template_sha256,
-        max_batch_size=args.max_batch_size,
-    )
