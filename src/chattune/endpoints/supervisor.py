@@ -8,7 +8,6 @@ The gateway is the only writer of each deployment's ``instances``; the CLI and S
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -84,26 +83,10 @@ class Supervisor:
         self.token = instance_token(settings.endpoints_dir / endpoint / INSTANCE_TOKEN_FILE)
         self.instances: dict[str, list[Instance]] = {}
         self.restarts_total = 0
-        self._rr = itertools.count()
         self._client = httpx.AsyncClient()
 
     def log_path(self, deployment: str) -> Path:
         return self.settings.endpoints_dir / self.endpoint / f"{deployment}.log"
-
-    # routing --------------------------------------------------------------------------------------------------
-    def pick(self, deployment: str, limit: int) -> tuple[Instance | None, bool]:
-        """A ready instance with room for one more request, least busy first; (None, full) when there is none."""
-        ready = [i for i in self.instances.get(deployment, []) if i.state == "Ready"]
-        room = [i for i in ready if i.in_flight < limit]
-        if not room:
-            return None, bool(ready)
-        turn = next(self._rr)
-        return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room))), False
-
-    def suspect(self, inst: Instance) -> None:
-        """A connection to it was refused: out of rotation until the supervisor sees it ready (or restarts it)."""
-        if inst.state == "Ready":
-            inst.state = "Starting"
 
     # lifecycle ------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -192,7 +175,6 @@ class Supervisor:
         )
         inst.state, inst.started_at = "Starting", time.time()
         inst.live_failures = inst.ready_failures = inst.ready_successes = 0
-        inst.in_flight = 0
         inst.next_probe = 0.0
 
     async def _get(self, url: str, timeout: float) -> bool:
