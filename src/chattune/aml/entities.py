@@ -100,7 +100,7 @@ class ManagedOnlineDeployment:
     endpoint_name: str
     model: str | Model | None = None
     instance_type: str | None = None
-    instance_count: int = 1
+    instance_count: int = _DEFAULT.instance_count
     liveness_probe: ProbeSettings | None = None
     readiness_probe: ProbeSettings | None = None
     request_settings: OnlineRequestSettings | None = None

@@ -26,7 +26,7 @@ def create(
     model: str = typer.Option(..., "--model", help="registered NAME:VERSION or NAME@ALIAS"),
     instances: int = typer.Option(None, "--instances", help=_help("instance_count")),
     request_timeout_ms: int = typer.Option(None, "--request-timeout-ms", help=_help("request_timeout_ms")),
-    max_concurrent: int = typer.Option(
+    max_concurrent_requests_per_instance: int = typer.Option(
         None,
         "--max-concurrent-requests-per-instance",
         "--max-concurrent",
@@ -46,7 +46,7 @@ def create(
         {
             "instance_count": instances,
             "request_timeout_ms": request_timeout_ms,
-            "max_concurrent_requests_per_instance": max_concurrent,
+            "max_concurrent_requests_per_instance": max_concurrent_requests_per_instance,
             "liveness_probe": parse_probe_option("--liveness-probe", liveness),
             "readiness_probe": parse_probe_option("--readiness-probe", readiness),
             "max_batch_size": max_batch_size,

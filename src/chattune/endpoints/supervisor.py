@@ -42,7 +42,7 @@ class Instance:
     restarts: int = 0
     started_at: float = field(default_factory=time.time)
     ever_ready: bool = False
-    in_flight: int = 0
+    in_flight: int = 0  # requests holding a lease on it (chattune.endpoints.routing)
     live_failures: int = 0
     ready_failures: int = 0
     ready_successes: int = 0
