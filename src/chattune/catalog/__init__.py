@@ -112,3 +112,4 @@ def get_entry(name: str) -> CatalogEntry:
 @cache
 def compute_skus() -> dict[str, Any]:
     return yaml.safe_load(resources.files(__package__).joinpath("compute_skus.yaml").read_text(encoding="utf-8"))
+
