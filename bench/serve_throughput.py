@@ -114,12 +114,16 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
 
 def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, float]:
     from chattune import processes
+    from chattune.entities import DeploymentSettings
+    from chattune.serving.instance import SETTINGS_ENV
     from chattune.serving.keys import INSTANCE_TOKEN_ENV
 
     started = time.perf_counter()
     if kind == "chattune":
-        args = ["--base", model_path, "--name", "smollm2", "--base-name", "smollm2", "--max-new-tokens-cap", "4096"]
-        pid, port = processes.spawn("chattune.serving.instance", args, log, env={INSTANCE_TOKEN_ENV: TOKEN})
+        args = ["--base", model_path, "--name", "smollm2", "--base-name", "smollm2"]
+        settings = DeploymentSettings(max_new_tokens_cap=4096, max_batch_size=32)
+        env = {INSTANCE_TOKEN_ENV: TOKEN, SETTINGS_ENV: settings.model_dump_json()}
+        pid, port = processes.spawn("chattune.serving.instance", args, log, env=env)
     else:
         script = log.parent / "baseline_app.py"
         script.write_text(BASELINE_APP)

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 if sys.version_info >= (3, 11):
     from enum import StrEnum
 else:  # pragma: no cover - Python 3.10
@@ -158,6 +160,67 @@ class Endpoint(Entity):
         return f"http://{host}:{self.port}/v1" if self.port else None
 
 
+class ProbeSettings(BaseModel):
+    """Azure's ProbeSettings (seconds). Liveness failure restarts the instance; readiness failure takes it out of
+    rotation. Until an instance first reports ready it is polled every half second (a start-up phase that never
+    fails it), so a deployment is served as soon as its model is loaded instead of after ``initial_delay``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_delay: float = Field(10, ge=0, description="seconds after start before the first liveness verdict")
+    period: float = Field(10, gt=0, description="seconds between probes")
+    timeout: float = Field(2, gt=0, description="seconds a probe waits for its answer")
+    success_threshold: int = Field(1, ge=1, description="successes in a row that put an instance back in rotation")
+    failure_threshold: int = Field(30, ge=1, description="failures in a row before a restart (liveness) or out")
+
+
+MAX_REQUEST_TIMEOUT_MS = 180_000
+# The most sequences one request can ask for (OpenAI's `n`); the engine's batch holds that many per request.
+MAX_CHOICES = 8
+
+
+class DeploymentSettings(BaseModel):
+    """How a deployment serves: Azure's names and defaults (OnlineRequestSettings, ProbeSettings, instance_count),
+    stated here once and carried from the CLI flag and the SDK through the store to the gateway and the instance.
+
+    The gateway enforces ``request_timeout_ms`` and ``max_concurrent_requests_per_instance`` (429 beyond it); the
+    instance reads the engine's settings (``engine_batch_size``, ``max_new_tokens_cap``) from its environment.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_count: int = Field(1, ge=1, description="instances (processes) behind the gateway")
+    request_timeout_ms: int = Field(
+        5000, gt=0, le=MAX_REQUEST_TIMEOUT_MS, description="how long the gateway waits for an instance to answer"
+    )
+    max_concurrent_requests_per_instance: int = Field(
+        1, ge=1, description="requests one instance holds at once; beyond that on every instance: 429"
+    )
+    liveness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    readiness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="sequences sharing one forward pass; unset: max_concurrent_requests_per_instance x MAX_CHOICES",
+    )
+    max_new_tokens_cap: int = Field(1024, ge=1, description="the server-side cap on tokens generated per answer")
+
+    @property
+    def engine_batch_size(self) -> int:
+        """The engine's batch follows the deployment's concurrency: every admitted request's choices fit at once
+        (more memory per instance, no request waiting behind another's)."""
+        return self.max_batch_size or self.max_concurrent_requests_per_instance * MAX_CHOICES
+
+    def columns(self) -> dict[str, Any]:
+        """The settings as ``Deployment`` holds them (one field each, probes as one dict)."""
+        flat = self.model_dump(exclude={"liveness_probe", "readiness_probe"})
+        flat["probes"] = {probe: getattr(self, probe).model_dump() for probe in ("liveness_probe", "readiness_probe")}
+        return flat
+
+
+_DEFAULT = DeploymentSettings()
+
+
 @dataclass
 class Deployment(Entity):
     endpoint: str
@@ -166,15 +229,32 @@ class Deployment(Entity):
     model_version: str
     state: ProvisioningState
     created_at: float
-    instance_count: int = 1
-    request_timeout_ms: int = 5000
-    max_concurrent_requests_per_instance: int = 1
+    # DeploymentSettings, one column each (``settings`` gives them typed); defaults only in DeploymentSettings.
+    instance_count: int = _DEFAULT.instance_count
+    request_timeout_ms: int = _DEFAULT.request_timeout_ms
+    max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
+    max_batch_size: int | None = None
+    max_new_tokens_cap: int | None = None  # None (a deployment recorded before it existed): the default
     port: int | None = None
     pid: int | None = None
     log_path: str | None = None
-    # {"liveness_probe": {...}, "readiness_probe": {...}}: Azure's ProbeSettings fields; defaults in PROBE_DEFAULTS.
+    # {"liveness_probe": {...}, "readiness_probe": {...}}: Azure's ProbeSettings fields; defaults in ProbeSettings.
     probes: dict[str, Any] = field(default_factory=dict)
     # Written by the endpoint's gateway, which supervises them: [{"index", "pid", "port", "state", "restarts", ...}].
     instances: list[dict[str, Any]] = field(default_factory=list)
     # More registered LoRA versions of the same base, served from the one loaded base ("model" picks one).
     extra_models: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> DeploymentSettings:
+        """The deployment's serving settings, typed and with every default filled in."""
+        given: dict[str, Any] = {
+            "instance_count": self.instance_count,
+            "request_timeout_ms": self.request_timeout_ms,
+            "max_concurrent_requests_per_instance": self.max_concurrent_requests_per_instance,
+            "max_batch_size": self.max_batch_size,
+            **{probe: self.probes[probe] for probe in ("liveness_probe", "readiness_probe") if self.probes.get(probe)},
+        }
+        if self.max_new_tokens_cap is not None:
+            given["max_new_tokens_cap"] = self.max_new_tokens_cap
+        return DeploymentSettings.model_validate(given)

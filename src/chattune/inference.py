@@ -37,6 +37,23 @@ class Generation:
     completion_tokens: int
 
 
+def checked_new_tokens(prompt_tokens: int, max_new_tokens: int, *, cap: int, context: int) -> int:
+    """The request check shared by the serving engine and the evaluation generator: the tokens to generate at most
+    (the request's, under the server-side ``cap``), once the prompt and them fit the model's ``context``.
+
+    Raises:
+        UserError: the prompt plus the tokens to generate exceed the context (a 400 from a server).
+    """
+    max_new = min(max_new_tokens, cap)
+    if prompt_tokens + max_new > context:
+        raise UserError(
+            f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new}) exceeds the model's context "
+            f"({context} tokens)",
+            remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
+        )
+    return max_new
+
+
 def pick_device() -> str:
     import torch
 
@@ -137,7 +154,6 @@ class ChatGenerator:
 
         if not conversations:
             return []
-        max_new = min(params.max_new_tokens, self.max_new_tokens_cap)
         tok = self.tokenizer
         tok.padding_side = "left"  # decoder-only generation continues from the right edge
         batch = tok.apply_chat_template(
@@ -149,12 +165,9 @@ class ChatGenerator:
             padding=True,
         )
         prompt_len = batch["input_ids"].shape[1]
-        if prompt_len + max_new > self.max_length:
-            raise UserError(
-                f"prompt ({prompt_len} tokens) plus max_new_tokens ({max_new}) exceeds the model's context "
-                f"({self.max_length} tokens)",
-                remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
-            )
+        max_new = checked_new_tokens(
+            prompt_len, params.max_new_tokens, cap=self.max_new_tokens_cap, context=self.max_length
+        )
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,

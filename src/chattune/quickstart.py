@@ -16,6 +16,7 @@ import yaml
 
 from chattune import catalog, compute
 from chattune.data import demo
+from chattune.entities import DeploymentSettings
 from chattune.errors import ComputeError, UserError
 from chattune.pipeline.config import JobSpec, parse_spec
 from chattune.workspace import Workspace
@@ -139,7 +140,7 @@ def run(
     ep, keys = ws.endpoints.create(endpoint_name, description=f"Online endpoint for {mv.name}")
     deleted = False
     try:
-        ws.endpoints.deploy(endpoint_name, "demo", mv.id, request_timeout_ms=90_000)
+        ws.endpoints.deploy(endpoint_name, "demo", mv.id, DeploymentSettings(request_timeout_ms=90_000))
         ep = ws.endpoints.set_traffic(endpoint_name, {"demo": 100})
         progress(f"7/9 endpoint {endpoint_name}: deployment demo, traffic demo=100, {ep.scoring_uri(ws.settings.host)}")
 

@@ -183,3 +183,39 @@ def test_integers_as_json_schema_has_them() -> None:
     assert chat_request(temperature=1).temperature == 1.0
     body = score(CONVERSATION, parameters={"max_new_tokens": 7.0})
     assert body.input_data.parameters.max_new_tokens == 7
+
+
+def test_stream_chunks_are_framed_as_openai_sends_them() -> None:
+    import json
+
+    from chattune.serving import sse
+    from chattune.serving.protocol import ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage
+
+    def decoded(frame: bytes) -> dict[str, object]:
+        text = frame.decode()
+        assert text.startswith("data: ") and text.endswith("\n\n") and "\n" not in text[:-2]
+        return json.loads(text[len("data: ") :])  # type: ignore[no-any-return]
+
+    first = ChatCompletionChunk(
+        id="c", created=1, model="m", choices=[ChunkChoice(index=0, delta=ChunkDelta(role="assistant", content=""))]
+    )
+    assert decoded(sse.event(first)) == {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+    }  # no usage unless asked
+    end = ChatCompletionChunk(
+        id="c",
+        created=1,
+        model="m",
+        choices=[ChunkChoice(index=0, delta=ChunkDelta(), finish_reason="stop")],
+        usage=None,
+    )
+    assert decoded(sse.event(end))["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert decoded(sse.event(end))["usage"] is None  # asked for: null until the last chunk
+    last = ChatCompletionChunk(id="c", created=1, model="m", choices=[], usage=Usage.of(3, 4))
+    assert decoded(sse.event(last))["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert sse.DONE == b"data: [DONE]\n\n"
+    assert sse.is_event_stream("text/event-stream; charset=utf-8") and not sse.is_event_stream(None)

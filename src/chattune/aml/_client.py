@@ -22,6 +22,7 @@ from chattune.aml.entities import (
     Model,
     ProbeSettings,
 )
+from chattune.endpoints.config import deployment_settings
 from chattune.errors import ChattuneError, NotFoundError, UserError
 from chattune.pipeline.config import PARAM_MODELS
 from chattune.settings import Settings
@@ -367,18 +368,17 @@ class OnlineDeploymentOperations:
         ref = model.removeprefix("azureml:")
         if deployment.instance_type:
             _local_only(self.client, f"instance_type={deployment.instance_type!r}")
-        request = deployment.request_settings
-        service = self.client.workspace.endpoints
-        service.deploy(
-            deployment.endpoint_name,
-            deployment.name,
-            ref,
-            instance_count=deployment.instance_count,
-            request_timeout_ms=request.request_timeout_ms if request else 5000,
-            max_concurrent=request.max_concurrent_requests_per_instance if request else 1,
-            liveness_probe=_probe(deployment.liveness_probe),
-            readiness_probe=_probe(deployment.readiness_probe),
+        request = vars(deployment.request_settings) if deployment.request_settings else {}
+        settings = deployment_settings(
+            {
+                "instance_count": deployment.instance_count,
+                "request_timeout_ms": request.get("request_timeout_ms"),
+                "max_concurrent_requests_per_instance": request.get("max_concurrent_requests_per_instance"),
+                "liveness_probe": _probe(deployment.liveness_probe),
+                "readiness_probe": _probe(deployment.readiness_probe),
+            }
         )
+        self.client.workspace.endpoints.deploy(deployment.endpoint_name, deployment.name, ref, settings)
         return Poller(self.get(deployment.name, deployment.endpoint_name))
 
     def get(self, name: str, endpoint_name: str) -> ManagedOnlineDeployment:

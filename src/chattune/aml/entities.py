@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chattune.aml.constants import AssetTypes
+from chattune.entities import DeploymentSettings
+from chattune.entities import ProbeSettings as _Probe
+
+# Defaults come from the one typed model (chattune.entities); these dataclasses only carry Azure's names.
+_DEFAULT = DeploymentSettings()
+_PROBE = _Probe()
 
 
 @dataclass
@@ -59,11 +65,11 @@ class ComputeSize:
 class ProbeSettings:
     """Azure's probe settings (seconds); defaults as Azure's."""
 
-    initial_delay: int = 10
-    period: int = 10
-    timeout: int = 2
-    success_threshold: int = 1
-    failure_threshold: int = 30
+    initial_delay: int = int(_PROBE.initial_delay)
+    period: int = int(_PROBE.period)
+    timeout: int = int(_PROBE.timeout)
+    success_threshold: int = _PROBE.success_threshold
+    failure_threshold: int = _PROBE.failure_threshold
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -71,8 +77,8 @@ class ProbeSettings:
 
 @dataclass
 class OnlineRequestSettings:
-    request_timeout_ms: int = 5000
-    max_concurrent_requests_per_instance: int = 1
+    request_timeout_ms: int = _DEFAULT.request_timeout_ms
+    max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
     max_queue_wait_ms: int | None = None
 
 
@@ -94,7 +100,7 @@ class ManagedOnlineDeployment:
     endpoint_name: str
     model: str | Model | None = None
     instance_type: str | None = None
-    instance_count: int = 1
+    instance_count: int = _DEFAULT.instance_count
     liveness_probe: ProbeSettings | None = None
     readiness_probe: ProbeSettings | None = None
     request_settings: OnlineRequestSettings | None = None

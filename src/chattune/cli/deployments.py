@@ -5,11 +5,18 @@ from __future__ import annotations
 import typer
 
 from chattune.cli.output import emit_json, out, table
-from chattune.endpoints.config import parse_probe_option
+from chattune.endpoints.config import deployment_settings, parse_probe_option
+from chattune.entities import DeploymentSettings
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Deployments of registered models behind an endpoint.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def _help(setting: str) -> str:
+    """A flag's help: the setting's own description and default, as DeploymentSettings declares them."""
+    info = DeploymentSettings.model_fields[setting]
+    return f"{setting}: {info.description} [{info.default}]"
 
 
 @app.command("create")
@@ -17,30 +24,36 @@ def create(
     endpoint: str = typer.Option(..., "--endpoint"),
     name: str = typer.Option(..., "--name"),
     model: str = typer.Option(..., "--model", help="registered NAME:VERSION or NAME@ALIAS"),
-    instances: int = typer.Option(1, "--instances", help="instance_count: processes behind the gateway"),
-    request_timeout_ms: int = typer.Option(5000, "--request-timeout-ms", help="1..180000"),
-    max_concurrent: int = typer.Option(
-        1, "--max-concurrent", help="max_concurrent_requests_per_instance; more is answered 429"
+    instances: int = typer.Option(None, "--instances", help=_help("instance_count")),
+    request_timeout_ms: int = typer.Option(None, "--request-timeout-ms", help=_help("request_timeout_ms")),
+    max_concurrent_requests_per_instance: int = typer.Option(
+        None,
+        "--max-concurrent-requests-per-instance",
+        "--max-concurrent",
+        help=_help("max_concurrent_requests_per_instance"),
     ),
     liveness: str = typer.Option(None, "--liveness-probe", help="e.g. period=2,failure_threshold=3 (Azure's fields)"),
     readiness: str = typer.Option(None, "--readiness-probe", help="e.g. period=2,failure_threshold=3"),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", help=_help("max_batch_size")),
+    max_new_tokens_cap: int = typer.Option(None, "--max-new-tokens-cap", help=_help("max_new_tokens_cap")),
     extra_model: list[str] = typer.Option(
         [], "--extra-model", help="another LoRA version of the same base, served from the same loaded base"
     ),
     json_: bool = JSON,
 ) -> None:
     """Start the deployment's instances behind the endpoint's gateway; returns when they are loaded and ready."""
-    dep = Workspace().endpoints.deploy(
-        endpoint,
-        name,
-        model,
-        instance_count=instances,
-        request_timeout_ms=request_timeout_ms,
-        max_concurrent=max_concurrent,
-        liveness_probe=parse_probe_option("--liveness-probe", liveness),
-        readiness_probe=parse_probe_option("--readiness-probe", readiness),
-        extra_models=extra_model,
+    settings = deployment_settings(
+        {
+            "instance_count": instances,
+            "request_timeout_ms": request_timeout_ms,
+            "max_concurrent_requests_per_instance": max_concurrent_requests_per_instance,
+            "liveness_probe": parse_probe_option("--liveness-probe", liveness),
+            "readiness_probe": parse_probe_option("--readiness-probe", readiness),
+            "max_batch_size": max_batch_size,
+            "max_new_tokens_cap": max_new_tokens_cap,
+        }
     )
+    dep = Workspace().endpoints.deploy(endpoint, name, model, settings, extra_models=extra_model)
     if json_:
         emit_json(dep.to_dict())
     else:

@@ -1,47 +1,58 @@
-"""Deployment settings with Azure's names and defaults, in one place (REFERENCE.md section 5)."""
+"""Deployment settings as a user gives them (CLI flags, SDK objects) -> the one typed ``DeploymentSettings``.
+
+The model, its defaults and bounds live in ``chattune.entities``; this module only turns user text into it, with
+errors that name the flag the user typed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from chattune.entities import DeploymentSettings, ProbeSettings
 from chattune.errors import UserError
 
-MAX_REQUEST_TIMEOUT_MS = 180_000
+# The CLI flag of each setting, so that an error names what the user typed.
+FLAGS = {
+    "instance_count": "--instances",
+    "request_timeout_ms": "--request-timeout-ms",
+    "max_concurrent_requests_per_instance": "--max-concurrent-requests-per-instance",
+    "liveness_probe": "--liveness-probe",
+    "readiness_probe": "--readiness-probe",
+    "max_batch_size": "--max-batch-size",
+    "max_new_tokens_cap": "--max-new-tokens-cap",
+}
 
 
-class ProbeSettings(BaseModel):
-    """Azure's ProbeSettings (seconds). Liveness failure restarts the instance; readiness failure takes it out of
-    rotation. Until an instance first reports ready it is polled every half second (a start-up phase that never
-    fails it), so a deployment is served as soon as its model is loaded instead of after ``initial_delay``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    initial_delay: float = Field(10, ge=0)
-    period: float = Field(10, gt=0)
-    timeout: float = Field(2, gt=0)
-    success_threshold: int = Field(1, ge=1)
-    failure_threshold: int = Field(30, ge=1)
+def _first_error(exc: ValidationError, model: type[BaseModel], flag_of: dict[str, str] | None = None) -> UserError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    head = (flag_of or {}).get(loc[0], loc[0]) if loc else model.__name__
+    field = ".".join([head, *loc[1:]])
+    return UserError(f"{field}: {err['msg']}", remedy=f"Fields: {', '.join(model.model_fields)}.")
 
 
-class RequestSettings(BaseModel):
-    """Azure's OnlineRequestSettings."""
+def deployment_settings(given: dict[str, Any]) -> DeploymentSettings:
+    """``DeploymentSettings`` from the values a user gave (None: not given, the default applies).
 
-    model_config = ConfigDict(extra="forbid")
+    Raises:
+        UserError: a value out of bounds, naming its CLI flag.
+    """
+    try:
+        return DeploymentSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise _first_error(exc, DeploymentSettings, FLAGS) from exc
 
-    request_timeout_ms: int = Field(5000, gt=0, le=MAX_REQUEST_TIMEOUT_MS)
-    max_concurrent_requests_per_instance: int = Field(1, ge=1)
 
+def parse_probe_option(flag: str, text: str | None) -> dict[str, Any] | None:
+    """``--liveness-probe period=2,failure_threshold=3`` -> validated settings (None when not given).
 
-def probe_settings(probes: dict[str, Any], which: str) -> ProbeSettings:
-    return ProbeSettings.model_validate(probes.get(which) or {})
-
-
-def parse_probe_option(flag: str, text: str | None) -> dict[str, Any]:
-    """``--liveness-probe period=2,failure_threshold=3`` -> validated settings; a clear error names the field."""
+    Raises:
+        UserError: text that is not KEY=VALUE pairs of ProbeSettings fields, naming the field.
+    """
     if not text:
-        return {}
+        return None
     values: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
@@ -51,8 +62,5 @@ def parse_probe_option(flag: str, text: str | None) -> dict[str, Any]:
     try:
         return ProbeSettings.model_validate(values).model_dump(exclude_unset=True)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise UserError(
-            f"{flag}: {field}: {err['msg']}", remedy=f"Fields: {', '.join(ProbeSettings.model_fields)}."
-        ) from exc
+        err = _first_error(exc, ProbeSettings)
+        raise UserError(f"{flag}: {err.message}", remedy=err.remedy) from exc

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from chattune import processes
-from chattune.endpoints.config import MAX_REQUEST_TIMEOUT_MS, ProbeSettings
-from chattune.entities import Deployment, Endpoint, ModelVersion, ProvisioningState
+from chattune.endpoints.config import deployment_settings
+from chattune.entities import Deployment, DeploymentSettings, Endpoint, ModelVersion, ProvisioningState
 from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
 from chattune.registry import Registry, check_ref
 from chattune.serving.keys import INSTANCE_TOKEN_FILE, KEY_TYPES, KeyRing, generate_key, hash_key
@@ -211,16 +211,25 @@ class EndpointService:
         endpoint: str,
         name: str,
         model_ref: str,
+        settings: DeploymentSettings | None = None,
         *,
-        instance_count: int = 1,
-        request_timeout_ms: int = 5000,
-        max_concurrent: int = 1,
-        liveness_probe: dict[str, Any] | None = None,
-        readiness_probe: dict[str, Any] | None = None,
         extra_models: list[str] | None = None,
         wait: bool = True,
     ) -> Deployment:
-        """Record the deployment; the endpoint's gateway starts its instances. Waits until they are ready."""
+        """Record the deployment; the endpoint's gateway starts its instances.
+
+        Args:
+            endpoint: The endpoint's name.
+            name: The deployment's name.
+            model_ref: The registered model version served (NAME:VERSION or NAME@ALIAS).
+            settings: How it serves (timeouts, concurrency, probes, instances, engine); defaults when None.
+            extra_models: More LoRA versions of the same base, served from the one loaded base.
+            wait: Return only once every instance is ready (or the deployment failed).
+
+        Returns:
+            The deployment as recorded (ready, when ``wait``).
+        """
+        settings = settings or DeploymentSettings()
         check_name("endpoint", endpoint)
         check_name("deployment", name)
         for ref in [model_ref, *(extra_models or [])]:
@@ -229,19 +238,9 @@ class EndpointService:
         if ep.state != ProvisioningState.SUCCEEDED:
             raise ConflictError(f"endpoint {endpoint!r} is {ep.state}")
         self._gateway_running(ep)
-        if instance_count < 1:
-            raise UserError(f"--instances must be at least 1, not {instance_count}")
-        if not 0 < request_timeout_ms <= MAX_REQUEST_TIMEOUT_MS:
-            raise UserError(f"--request-timeout-ms must be in 1..{MAX_REQUEST_TIMEOUT_MS}, not {request_timeout_ms}")
-        if max_concurrent < 1:
-            raise UserError("--max-concurrent must be at least 1")
         mv = self.registry.get(model_ref)
         self.registry.check_template(mv)
         extras = [self._extra(mv, ref) for ref in extra_models or []]
-        probes = {
-            "liveness_probe": ProbeSettings.model_validate(liveness_probe or {}).model_dump(),
-            "readiness_probe": ProbeSettings.model_validate(readiness_probe or {}).model_dump(),
-        }
         dep = Deployment(
             endpoint=endpoint,
             name=name,
@@ -249,12 +248,9 @@ class EndpointService:
             model_version=mv.version,
             state=ProvisioningState.CREATING,
             created_at=time.time(),
-            instance_count=instance_count,
-            request_timeout_ms=request_timeout_ms,
-            max_concurrent_requests_per_instance=max_concurrent,
             log_path=str(self._dir(endpoint) / f"{name}.log"),
-            probes=probes,
             extra_models=extras,
+            **settings.columns(),
         )
         self.store.create_deployment(dep)
         return self.wait_deployment(endpoint, name) if wait else dep
@@ -294,8 +290,7 @@ class EndpointService:
     def scale(self, endpoint: str, name: str, instance_count: int) -> Deployment:
         check_name("endpoint", endpoint)
         check_name("deployment", name)
-        if instance_count < 1:
-            raise UserError(f"--instances must be at least 1, not {instance_count}")
+        deployment_settings({"instance_count": instance_count})  # the bound, as a user error naming --instances
         self.get_deployment(endpoint, name)
         self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.SCALING)
         return self.wait_deployment(endpoint, name)

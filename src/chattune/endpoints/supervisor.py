@@ -8,7 +8,6 @@ The gateway is the only writer of each deployment's ``instances``; the CLI and S
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from typing import Any
 import httpx
 
 from chattune import processes
-from chattune.endpoints.config import probe_settings
 from chattune.entities import Deployment, ProvisioningState
 from chattune.errors import ChattuneError
 from chattune.registry import Registry
+from chattune.serving.instance import SETTINGS_ENV
 from chattune.serving.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.settings import Settings
 from chattune.store.base import Store
@@ -43,7 +42,7 @@ class Instance:
     restarts: int = 0
     started_at: float = field(default_factory=time.time)
     ever_ready: bool = False
-    in_flight: int = 0
+    in_flight: int = 0  # requests holding a lease on it (chattune.endpoints.routing)
     live_failures: int = 0
     ready_failures: int = 0
     ready_successes: int = 0
@@ -84,26 +83,10 @@ class Supervisor:
         self.token = instance_token(settings.endpoints_dir / endpoint / INSTANCE_TOKEN_FILE)
         self.instances: dict[str, list[Instance]] = {}
         self.restarts_total = 0
-        self._rr = itertools.count()
         self._client = httpx.AsyncClient()
 
     def log_path(self, deployment: str) -> Path:
         return self.settings.endpoints_dir / self.endpoint / f"{deployment}.log"
-
-    # routing --------------------------------------------------------------------------------------------------
-    def pick(self, deployment: str, limit: int) -> tuple[Instance | None, bool]:
-        """A ready instance with room for one more request, least busy first; (None, full) when there is none."""
-        ready = [i for i in self.instances.get(deployment, []) if i.state == "Ready"]
-        room = [i for i in ready if i.in_flight < limit]
-        if not room:
-            return None, bool(ready)
-        turn = next(self._rr)
-        return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room))), False
-
-    def suspect(self, inst: Instance) -> None:
-        """A connection to it was refused: out of rotation until the supervisor sees it ready (or restarts it)."""
-        if inst.state == "Ready":
-            inst.state = "Starting"
 
     # lifecycle ------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -185,11 +168,13 @@ class Supervisor:
             inst.state, inst.error = "Failed", exc.message
             return
         inst.pid, inst.port = processes.spawn(
-            "chattune.serving.instance", args, self.log_path(dep.name), env={INSTANCE_TOKEN_ENV: self.token}
+            "chattune.serving.instance",
+            args,
+            self.log_path(dep.name),
+            env={INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()},
         )
         inst.state, inst.started_at = "Starting", time.time()
         inst.live_failures = inst.ready_failures = inst.ready_successes = 0
-        inst.in_flight = 0
         inst.next_probe = 0.0
 
     async def _get(self, url: str, timeout: float) -> bool:
@@ -199,8 +184,8 @@ class Supervisor:
             return False
 
     async def _probe(self, dep: Deployment, inst: Instance, now: float) -> None:
-        readiness = probe_settings(dep.probes, "readiness_probe")
-        liveness = probe_settings(dep.probes, "liveness_probe")
+        settings = dep.settings
+        readiness, liveness = settings.readiness_probe, settings.liveness_probe
         if inst.state == "Starting":  # start-up: poll readiness quickly, never fail an instance for loading slowly
             if await self._get(f"{inst.url}/health/ready", readiness.timeout):
                 inst.ever_ready, inst.state = True, "Ready"

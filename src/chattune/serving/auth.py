@@ -1,27 +1,58 @@
 """Bearer-key checks for the gateway (the endpoint's keys) and for instances (the gateway's token).
 
-Every route except the health routes needs ``Authorization: Bearer <key>``; a refusal is a 401 in OpenAI's error
-shape with ``WWW-Authenticate: Bearer``.
+One pure ASGI middleware guards every route of an app but an explicit list of public paths (the health probes):
+a route added later is guarded by default. A refusal is a 401 in OpenAI's error shape with
+``WWW-Authenticate: Bearer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Collection
 
-from fastapi import FastAPI, Request, Response
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chattune.serving.errors import error_response
 from chattune.serving.keys import bearer
 
+# Open to anyone: what a load balancer or the gateway's supervisor probes.
 PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
 
 
-def require_key(app: FastAPI, accepts: Callable[[str | None], bool], refusal: str) -> None:
-    """Refuse every request outside PUBLIC_PATHS whose bearer key ``accepts`` rejects, with ``refusal`` as the
-    message."""
+class BearerAuth:
+    """ASGI middleware: requests outside ``public_paths`` need a bearer key that ``accepts`` takes.
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path in PUBLIC_PATHS or accepts(bearer(request.headers.get("authorization"))):
-            return await call_next(request)
-        return error_response(401, refusal, "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    Fails closed: any connection type but the server's own lifespan messages is checked, websockets included.
+
+    Args:
+        app: The application guarded.
+        accepts: Whether a presented key (None: none presented) opens the app.
+        refusal: The 401's message, telling the caller what key to send.
+        public_paths: Exact paths open without a key.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        accepts: Callable[[str | None], bool],
+        refusal: str,
+        public_paths: Collection[str] = PUBLIC_PATHS,
+    ) -> None:
+        self.app = app
+        self.accepts = accepts
+        self.refusal = refusal
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or scope.get("path") in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        if self.accepts(bearer(Headers(scope=scope).get("authorization"))):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no route of ours takes one; a websocket is closed as policy violation
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        refused = error_response(401, self.refusal, "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        await refused(scope, receive, send)

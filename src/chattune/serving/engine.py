@@ -14,8 +14,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError, UserError
-from chattune.inference import Generation, GenerationParams, load_model, load_tokenizer, model_max_length
+from chattune.entities import DeploymentSettings
+from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from chattune.inference import (
+    Generation,
+    GenerationParams,
+    checked_new_tokens,
+    load_model,
+    load_tokenizer,
+    model_max_length,
+)
 from chattune.serving.batching import BatchScheduler, Pending
 from chattune.serving.metrics import InstanceMetrics
 
@@ -30,21 +38,21 @@ class Engine:
         served_name: str,
         base_name: str,
         *,
-        max_new_tokens_cap: int = 1024,
+        settings: DeploymentSettings | None = None,
         extra_adapters: dict[str, str] | None = None,
         template_sha256: str | None = None,
-        max_batch_size: int = 32,
         metrics: InstanceMetrics | None = None,
     ):
+        settings = settings or DeploymentSettings()
         self.base_path = base_path
         self.served_name = served_name
         self.base_name = base_name
-        self.max_new_tokens_cap = max_new_tokens_cap
+        self.max_new_tokens_cap = settings.max_new_tokens_cap
         # adapter name -> directory; the main one first. A full fine-tune has none (served_name is the weights).
         self.adapters: dict[str, str] = {served_name: adapter_path} if adapter_path else {}
         self.adapters.update(extra_adapters or {})
         self.template_sha256 = template_sha256
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = settings.engine_batch_size
         self.metrics = metrics or InstanceMetrics()
         self.created = int(time.time())
         self.ready = threading.Event()
@@ -143,16 +151,12 @@ class Engine:
         adapter: str | None,
         loop: asyncio.AbstractEventLoop,
     ) -> Pending:
-        params.max_new_tokens = min(params.max_new_tokens, self.max_new_tokens_cap)  # the server-side cap
         ids = self._tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
-        if len(ids) + params.max_new_tokens > self.max_length:
-            raise UserError(
-                f"prompt ({len(ids)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the model's "
-                f"context ({self.max_length} tokens)",
-                remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
-            )
+        params.max_new_tokens = checked_new_tokens(
+            len(ids), params.max_new_tokens, cap=self.max_new_tokens_cap, context=self.max_length
+        )
         return Pending(list(ids), params, self._keys.get(adapter) if adapter else None, loop)
 
     def submit(self, conversation: list[dict[str, Any]], params: GenerationParams, adapter: str | None) -> Pending:

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, name TEXT NOT NULL,
     model_name TEXT NOT NULL, model_version TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
     instance_count INTEGER NOT NULL, request_timeout_ms INTEGER NOT NULL,
-    max_concurrent_requests_per_instance INTEGER NOT NULL, port INTEGER, pid INTEGER, log_path TEXT,
+    max_concurrent_requests_per_instance INTEGER NOT NULL, max_batch_size INTEGER, max_new_tokens_cap INTEGER,
+    port INTEGER, pid INTEGER, log_path TEXT,
     probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (endpoint, name)
 );
@@ -84,6 +85,8 @@ _ADDED_COLUMNS = [
     ("deployments", "probes", "TEXT NOT NULL DEFAULT '{}'"),
     ("deployments", "instances", "TEXT NOT NULL DEFAULT '[]'"),
     ("deployments", "extra_models", "TEXT NOT NULL DEFAULT '[]'"),
+    ("deployments", "max_batch_size", "INTEGER"),
+    ("deployments", "max_new_tokens_cap", "INTEGER"),
 ]
 
 
