@@ -96,3 +96,40 @@ def test_problem_list() -> None:
     assert found
     assert [str(p) for p in found.problems] == ["a: bad", "b: worse"]
     assert found.problems[1].code == "invalid_combination"
+
+
+def test_every_coded_class_reads_the_one_table() -> None:
+    import chattune.errors as errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, ChattuneError)]
+    assert len(classes) > 20
+    for cls in classes:
+        entry = errors.ERROR_CODES[cls.code]
+        assert (cls.exit_code, cls.http_status) == (entry.exit_code, entry.http_status), cls
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "exit_code"),
+    [
+        ("ProcessError", "process_failed", 1),
+        ("WaitTimeoutError", "timeout", 1),
+        ("UnreachableError", "unreachable", 1),
+        ("StorageError", "workspace_unwritable", 1),
+    ],
+)
+def test_operational_failures_have_codes_of_their_own(cls: str, code: str, exit_code: int) -> None:
+    import chattune.errors as errors
+
+    err = getattr(errors, cls)("it broke")
+    assert (err.code, err.exit_code) == (code, exit_code)
+    assert not isinstance(err, UserError)
+
+
+def test_error_types_are_openai_s() -> None:
+    from chattune.errors import error_type
+
+    assert error_type(429, "too_many_requests") == "rate_limit_error"
+    assert error_type(503, "loading") == "service_unavailable_error"
+    assert error_type(409, "conflict") == "invalid_request_error"
+    assert error_type(405) == "invalid_request_error"
+    assert error_type(502, "bad_gateway") == "server_error"
