@@ -14,6 +14,7 @@ from chattune import catalog, compute
 from chattune.data import demo
 from chattune.errors import ComputeError, UserError
 from chattune.pipeline.config import parse_spec
+from chattune.schemas import EndpointKeys
 from chattune.workspace import Workspace
 
 # The demo recipe per model: enough to show the fine-tune working in minutes on a 2-core CPU. The built-in
@@ -175,5 +176,5 @@ def run(
         "warnings": warnings,
     }
     if keep_endpoint:
-        result["endpoint"]["keys"] = keys
+        result["endpoint"]["keys"] = EndpointKeys.from_key_types(keys).model_dump()
     return result

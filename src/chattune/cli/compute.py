@@ -9,8 +9,9 @@ import typer
 
 from chattune import catalog
 from chattune import compute as compute_lib
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
 from chattune.errors import ComputeError
+from chattune.schemas import ComputeCheckPublic, ComputePublic
 
 app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -19,10 +20,10 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("show")
 def show(json_: bool = JSON) -> None:
     """GPUs (name, memory), CPU cores, RAM."""
-    info = compute_lib.detect()
-    if json_:
-        emit_json(info.to_dict())
-        return
+    emit(ComputePublic.model_validate(compute_lib.detect().to_dict()), json_, _render_compute)
+
+
+def _render_compute(info: ComputePublic) -> None:
     out.print(f"{info.size}: {info.cpu_cores} CPU cores, {info.ram_gb} GB RAM ({info.ram_available_gb} GB free)")
     table("GPUs", ["index", "name", "memory GB"], [[g.index, g.name, g.memory_gb] for g in info.gpus])
 
@@ -59,25 +60,26 @@ def check(
             # Azure's generated stage-2 config offloads the optimizer to the CPU; a user's JSON is taken as is.
             "offload_optimizer": bool(v["apply_deepspeed"] and v["deepspeed_stage"] == 2 and not v["deepspeed_config"]),
         }
-    result = compute_lib.check(entry, info, **options)
-    if json_:
-        emit_json(result.to_dict())
-    else:
-        out.print(
-            f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
-            f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
-        )
-        e = result.estimate
-        if e is not None:
-            zero = f"ZeRO-{e.zero_stage}" if e.zero_stage else "no ZeRO"
-            out.print(
-                f"  per process ({e.world_size} process(es), {zero}): weights {e.weights_gb}, gradients "
-                f"{e.gradients_gb}, optimizer {e.optimizer_gb}, activations {e.activations_gb}, logits "
-                f"{e.logits_gb} GB" + (f"; offloaded to RAM {e.offloaded_gb} GB" if e.offloaded_gb else "")
-            )
-        for m in result.messages:
-            out.print(f"  - {m}")
+    result = ComputeCheckPublic.model_validate(compute_lib.check(entry, info, **options).to_dict())
+    emit(result, json_, _render_check)
     if not result.ok:
         raise ComputeError(
             "; ".join(result.messages), remedy="Pick a smaller model, enable LoRA, or use a GPU machine."
         )
+
+
+def _render_check(result: ComputeCheckPublic) -> None:
+    out.print(
+        f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
+        f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
+    )
+    e = result.estimate
+    if e is not None:
+        zero = f"ZeRO-{e.zero_stage}" if e.zero_stage else "no ZeRO"
+        out.print(
+            f"  per process ({e.world_size} process(es), {zero}): weights {e.weights_gb}, gradients "
+            f"{e.gradients_gb}, optimizer {e.optimizer_gb}, activations {e.activations_gb}, logits "
+            f"{e.logits_gb} GB" + (f"; offloaded to RAM {e.offloaded_gb} GB" if e.offloaded_gb else "")
+        )
+    for m in result.messages:
+        out.print(f"  - {m}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
 from chattune.endpoints.config import parse_probe_option
+from chattune.schemas import DeploymentList, DeploymentPublic
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Deployments of registered models behind an endpoint.", no_args_is_help=True)
@@ -41,13 +42,14 @@ def create(
         readiness_probe=parse_probe_option("--readiness-probe", readiness),
         extra_models=extra_model,
     )
-    if json_:
-        emit_json(dep.to_dict())
-    else:
-        out.print(
-            f"deployment {name} on {endpoint}: {dep.state} ({dep.model_name}:{dep.model_version}, "
-            f"{dep.instance_count} instance(s))"
-        )
+    emit(
+        DeploymentPublic.from_deployment(dep),
+        json_,
+        lambda d: out.print(
+            f"deployment {name} on {endpoint}: {d.state} ({d.model_name}:{d.model_version}, "
+            f"{d.instance_count} instance(s))"
+        ),
+    )
 
 
 @app.command("update")
@@ -59,31 +61,34 @@ def update(
 ) -> None:
     """Scale a deployment; returns when every instance is ready."""
     dep = Workspace().endpoints.scale(endpoint, name, instances)
-    if json_:
-        emit_json(dep.to_dict())
-    else:
-        out.print(f"deployment {name} on {endpoint}: {dep.state}, {dep.instance_count} instance(s)")
+    emit(
+        DeploymentPublic.from_deployment(dep),
+        json_,
+        lambda d: out.print(f"deployment {name} on {endpoint}: {d.state}, {d.instance_count} instance(s)"),
+    )
 
 
 @app.command("list")
 def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -> None:
+    """An endpoint's deployments with their instances."""
     deps = Workspace().endpoints.list_deployments(endpoint)
-    if json_:
-        emit_json([d.to_dict() for d in deps])
-    else:
-        table(
-            "deployments",
-            ["name", "state", "model", "instances (state/port/restarts)"],
+    emit(DeploymentList([DeploymentPublic.from_deployment(d) for d in deps]), json_, _render_deployments)
+
+
+def _render_deployments(deps: DeploymentList) -> None:
+    table(
+        "deployments",
+        ["name", "state", "model", "instances (state/port/restarts)"],
+        [
             [
-                [
-                    d.name,
-                    d.state,
-                    f"{d.model_name}:{d.model_version}",
-                    " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
-                ]
-                for d in deps
-            ],
-        )
+                d.name,
+                d.state,
+                f"{d.model_name}:{d.model_version}",
+                " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
+            ]
+            for d in deps.root
+        ],
+    )
 
 
 @app.command("logs")

@@ -17,6 +17,11 @@ class Page(Generic[T]):
     items: list[T] = field(default_factory=list)
     next_cursor: str | None = None
 
+    @property
+    def has_more(self) -> bool:
+        """Whether another page follows this one."""
+        return self.next_cursor is not None
+
 
 class Store(Protocol):
     # jobs and steps
