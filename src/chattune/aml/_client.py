@@ -91,7 +91,7 @@ class MLClient:
         self.resource_group_name = resource_group_name
         self.workspace_name = workspace_name
         self.registry_name = registry_name
-        self.workspace = Workspace(settings)
+        self.workspace = Workspace.open(settings)
         self.local_only: list[str] = []  # cloud-only parameters given to this client, recorded
         self.models = ModelOperations(self)
         self.compute = ComputeOperations(self)

@@ -9,10 +9,9 @@ import typer
 from rich.panel import Panel
 
 from chattune.cli.output import emit, out, table
-from chattune.data import demo
 from chattune.data.formats import iter_records
-from chattune.data.validate import validate_file, validate_files
-from chattune.errors import DataError, UserError
+from chattune.data.validate import validate_file
+from chattune.errors import DataError
 from chattune.schemas import (
     DataDemo,
     DataDownload,
@@ -23,6 +22,7 @@ from chattune.schemas import (
     DataRow,
     DataValidation,
 )
+from chattune.workspace import Workspace
 
 app = typer.Typer(help="Chat datasets: download, import, demo, validate, show.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -37,9 +37,7 @@ def download(
     json_: bool = JSON,
 ) -> None:
     """Download the first P% of every split with Hugging Face datasets."""
-    from chattune.data.download import download as download_lib
-
-    result = download_lib(dataset, out_dir, percent=percent, splits=split or None)
+    result = Workspace.from_env().data.download(dataset, out_dir, percent=percent, splits=split or None)
     doc = DataDownload.model_validate({"dataset": dataset, "percent": percent, "splits": result})
     emit(doc, json_, _render_download)
 
@@ -56,11 +54,10 @@ def import_(
     json_: bool = JSON,
 ) -> None:
     """Validate local files and write them as canonical JSON Lines, keeping every column."""
-    from chattune.data.imports import import_file
-
+    ws = Workspace.from_env()
     done = []
     for f in files:
-        target, report = import_file(f, out_dir)
+        target, report = ws.data.import_file(f, out_dir)
         done.append(DataImported(source=str(f), path=str(target), rows=report.rows, warnings=len(report.warnings)))
     emit(DataImport(files=done), json_, _render_import)
 
@@ -78,27 +75,13 @@ def demo_(
     json_: bool = JSON,
 ) -> None:
     """Write the built-in demo dataset (ultrachat_200k schema and split names)."""
-    paths = demo.write(out_dir, rows=rows, seed=seed)
+    paths = Workspace.from_env().data.demo(out_dir, rows=rows, seed=seed)
     emit(DataDemo({split: str(p) for split, p in paths.items()}), json_, _render_demo)
 
 
 def _render_demo(doc: DataDemo) -> None:
     for split, path in doc.root.items():
         out.print(f"{split}: {path}", markup=False)
-
-
-def _counter(model: str | None, max_seq_length: int | None) -> Any:
-    if model is None:
-        if max_seq_length is not None:
-            raise UserError("--max-seq-length needs --model (tokens are counted with that model's chat template)")
-        return None
-    from chattune.catalog.importer import import_model
-    from chattune.data.tokens import TokenCounter
-    from chattune.workspace import Workspace
-
-    ws = Workspace()
-    imported = import_model(ws.settings, ws.store, model)
-    return TokenCounter.for_model(imported.path, max_seq_length)
 
 
 def _stats_rows(stats: dict[str, Any]) -> list[list[Any]]:
@@ -119,7 +102,8 @@ def validate(
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
-    reports = validate_files(files, min_rows=min_rows, counter=_counter(model, max_seq_length))
+    ws = Workspace.from_env()
+    reports = ws.data.validate(files, min_rows=min_rows, counter=ws.data.token_counter(model, max_seq_length))
     valid = all(r.valid for r in reports)
     doc = DataValidation(files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=valid)
     emit(doc, json_, _render_validation)
@@ -151,7 +135,7 @@ def show(
     json_: bool = JSON,
 ) -> None:
     """Render a few conversations and the file's statistics (the same numbers with --json)."""
-    report = validate_file(file, counter=_counter(model, None))
+    report = validate_file(file, counter=Workspace.from_env().data.token_counter(model))
     shown: list[DataRow] = []
     for rec in iter_records(file):
         if len(shown) >= rows:

@@ -31,7 +31,7 @@ def create(
     json_: bool = JSON,
 ) -> None:
     """Start the deployment's instances behind the endpoint's gateway; returns when they are loaded and ready."""
-    dep = Workspace().endpoints.deploy(
+    dep = Workspace.from_env().endpoints.deploy(
         endpoint,
         name,
         model,
@@ -60,7 +60,7 @@ def update(
     json_: bool = JSON,
 ) -> None:
     """Scale a deployment; returns when every instance is ready."""
-    dep = Workspace().endpoints.scale(endpoint, name, instances)
+    dep = Workspace.from_env().endpoints.scale(endpoint, name, instances)
     emit(
         DeploymentPublic.from_deployment(dep),
         json_,
@@ -71,7 +71,7 @@ def update(
 @app.command("list")
 def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -> None:
     """An endpoint's deployments with their instances."""
-    deps = Workspace().endpoints.list_deployments(endpoint)
+    deps = Workspace.from_env().endpoints.list_deployments(endpoint)
     emit(DeploymentList([DeploymentPublic.from_deployment(d) for d in deps]), json_, _render_deployments)
 
 
@@ -97,10 +97,10 @@ def logs(
     name: str = typer.Option(..., "--name"),
     lines: int = typer.Option(50, "--lines"),
 ) -> None:
-    out.print(Workspace().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
+    out.print(Workspace.from_env().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
 
 
 @app.command("delete")
 def delete(endpoint: str = typer.Option(..., "--endpoint"), name: str = typer.Option(..., "--name")) -> None:
-    Workspace().endpoints.delete_deployment(endpoint, name)
+    Workspace.from_env().endpoints.delete_deployment(endpoint, name)
     out.print(f"deleted deployment {name} from {endpoint}")

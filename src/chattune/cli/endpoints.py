@@ -19,7 +19,7 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("create")
 def create(name: str, description: str = typer.Option("", "--description"), json_: bool = JSON) -> None:
     """Create an endpoint and start its gateway. Its two keys are printed once: only their hashes are stored."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     ep, keys = ws.endpoints.create(name, description)
     doc = EndpointCreated.model_validate({**ws.endpoints.describe(ep), "keys": EndpointKeys.from_key_types(keys)})
     emit(doc, json_, _render_created)
@@ -43,13 +43,13 @@ def _render_keys(doc: EndpointKeys) -> None:
 @app.command("keys")
 def keys(name: str, json_: bool = JSON) -> None:
     """The primary and secondary key, as this client received them (the server keeps only hashes)."""
-    emit(EndpointKeys.from_key_types(Workspace().endpoints.keys(name)), json_, _render_keys)
+    emit(EndpointKeys.from_key_types(Workspace.from_env().endpoints.keys(name)), json_, _render_keys)
 
 
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     """Endpoints, oldest first."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     found = ws.endpoints.list_endpoints()
     docs = EndpointList([EndpointPublic.model_validate(ws.endpoints.describe(e)) for e in found])
     emit(
@@ -66,7 +66,7 @@ def list_(json_: bool = JSON) -> None:
 @app.command("show")
 def show(name: str, json_: bool = JSON) -> None:
     """An endpoint: state, URIs, traffic and deployments."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     emit(EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.get(name))), json_)
 
 
@@ -75,7 +75,7 @@ def regenerate_keys(
     name: str, key: str = typer.Option(..., "--key", help="primary or secondary"), json_: bool = JSON
 ) -> None:
     """Replace one key; the old value is refused from the next request on. Prints the pair as this client holds it."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     ws.endpoints.regenerate_key(name, key)
     doc = EndpointKeys.from_key_types(ws.endpoints.keys(name))
     emit(doc, json_, lambda d: out.print(f"{key} key: {d.primary_key if key == 'primary' else d.secondary_key}"))
@@ -96,7 +96,7 @@ def traffic(
     name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT ..."), json_: bool = JSON
 ) -> None:
     """Set the traffic split; it must sum to 0 or 100."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     doc = EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_traffic(name, _split("traffic", split))))
     emit(doc, json_, lambda d: out.print(f"{name} traffic: {d.traffic}"))
 
@@ -106,7 +106,7 @@ def mirror(
     name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT (0 stops it)"), json_: bool = JSON
 ) -> None:
     """Copy a share (at most 50%) of live traffic to a deployment at 0% traffic; its answers are discarded."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     doc = EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_mirror(name, _split("mirror", split))))
     emit(doc, json_, lambda d: out.print(f"{name} mirror traffic: {d.mirror_traffic or 'none'}"))
 
@@ -114,7 +114,7 @@ def mirror(
 @app.command("up")
 def up(json_: bool = JSON) -> None:
     """Start every endpoint whose gateway is not running (after a reboot or a crash), with its keys and routing."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     docs = EndpointList([EndpointPublic.model_validate(ws.endpoints.describe(e)) for e in ws.endpoints.up()])
     emit(docs, json_, _render_started)
 
@@ -138,11 +138,11 @@ def invoke(
 ) -> None:
     """POST the request file to the endpoint's /score and print the answer."""
     given = key or os.environ.get("CHATTUNE_ENDPOINT_KEY") or None
-    emit(ScoreAnswer(Workspace().endpoints.invoke(name, request_file, given, deployment)), json_)
+    emit(ScoreAnswer(Workspace.from_env().endpoints.invoke(name, request_file, given, deployment)), json_)
 
 
 @app.command("delete")
 def delete(name: str) -> None:
     """Stop every process of the endpoint and remove it."""
-    Workspace().endpoints.delete(name)
+    Workspace.from_env().endpoints.delete(name)
     out.print(f"deleted endpoint {name}")

@@ -23,7 +23,7 @@ def create(
 ) -> None:
     """Validate the job file, start the job, print its id."""
     spec = load_spec(file)
-    ws = Workspace()
+    ws = Workspace.from_env()
     job, warnings = ws.jobs.create(spec)
     for w in warnings:
         progress(f"warning: {w}")
@@ -39,7 +39,7 @@ def list_(
     limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"), json_: bool = JSON
 ) -> None:
     """Jobs, newest first, a page at a time (``--after`` the last id shown)."""
-    page = Workspace().jobs.list(limit=limit, after=after)
+    page = Workspace.from_env().jobs.list(limit=limit, after=after)
     doc = JobList(
         data=[JobSummary.from_job(j) for j in page.items], has_more=page.has_more, next_cursor=page.next_cursor
     )
@@ -57,7 +57,7 @@ def list_(
 @app.command("show")
 def show(job_id: str, json_: bool = JSON) -> None:
     """A job with its steps, checkpoints, metrics and events."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     job = ws.jobs.get(job_id)
     emit(JobPublic.from_job(job, ws.jobs.checkpoints(job_id), ws.jobs.events(job_id)), json_, _render_job)
 
@@ -86,7 +86,7 @@ def _render_job(job: JobPublic) -> None:
 @app.command("stream")
 def stream(job_id: str) -> None:
     """Print the job's log until it ends; exit 1 if it did not succeed."""
-    job = Workspace().jobs.stream(job_id, progress)
+    job = Workspace.from_env().jobs.stream(job_id, progress)
     if str(job.status) != "succeeded":
         raise typer.Exit(1)
 
@@ -96,7 +96,7 @@ def resume(
     job_id: str, stream: bool = typer.Option(False, "--stream", help="follow it until it ends"), json_: bool = JSON
 ) -> None:
     """Continue a failed or cancelled job: finished steps are kept, the finetune resumes from its last checkpoint."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     job = ws.jobs.resume(job_id)
     if stream:
         job = ws.jobs.stream(job_id, progress)
@@ -108,5 +108,5 @@ def resume(
 @app.command("cancel")
 def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    Workspace().jobs.cancel(job_id)
+    Workspace.from_env().jobs.cancel(job_id)
     out.print(f"cancelling {job_id}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from chattune import catalog
-from chattune.catalog.importer import import_model
 from chattune.cli.output import emit, out, table
 from chattune.errors import UserError
 from chattune.schemas import (
@@ -28,8 +27,8 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     """Catalog entries and registered model versions."""
-    ws = Workspace()
-    entries = catalog.list_entries()
+    ws = Workspace.from_env()
+    entries = ws.catalog.list()
     versions = ws.registry.list_versions()
     aliases: dict[tuple[str, str], list[str]] = {}
     for name in {v.name for v in versions}:
@@ -68,7 +67,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")
     if entry is not None:
         doc = CatalogEntryPublic.model_validate({**entry.model_dump(), "id": entry.id})
     else:
-        registry = Workspace().registry
+        registry = Workspace.from_env().registry
         mv = registry.get(ref)
         aliases = registry.aliases(mv.name)
         doc = ModelVersionDetail.model_validate(
@@ -93,7 +92,7 @@ def alias(
     name, sep, alias_ = ref.partition("@")
     if not sep or not alias_:
         raise UserError(f"{ref!r}: expected NAME@ALIAS", remedy="e.g. `chattune models alias chat@champion 3`.")
-    registry = Workspace().registry
+    registry = Workspace.from_env().registry
     if delete:
         registry.delete_alias(name, alias_)
         doc = ModelAliasPublic(name=name, alias=alias_, deleted=True)
@@ -117,22 +116,21 @@ def tag(
         if not sep or not key:
             raise UserError(f"tag {item!r}: expected KEY=VALUE")
         parsed[key] = value
-    mv = Workspace().registry.set_tags(ref, parsed)
+    mv = Workspace.from_env().registry.set_tags(ref, parsed)
     emit(ModelTagsPublic(id=mv.id, tags=mv.tags), json_, lambda d: out.print(f"{d.id} tags: {d.tags}"))
 
 
 @app.command("delete")
 def delete(ref: str = typer.Argument(..., help="NAME:VERSION or NAME@ALIAS")) -> None:
     """Delete a registered version and its files; refused while a deployment serves it."""
-    mv = Workspace().registry.delete(ref)
+    mv = Workspace.from_env().registry.delete(ref)
     out.print(f"deleted {mv.id}")
 
 
 @app.command("import")
 def import_(name: str = typer.Argument(..., help="catalog name or local model directory"), json_: bool = JSON) -> None:
     """Materialize base weights into the workspace (once; stored by content hash)."""
-    ws = Workspace()
-    imported = import_model(ws.settings, ws.store, name)
+    imported = Workspace.from_env().catalog.import_model(name)
     doc = ModelImportPublic(
         name=imported.name, path=str(imported.path), content_hash=imported.content_hash, reused=imported.reused
     )
@@ -147,5 +145,5 @@ def register(
     json_: bool = JSON,
 ) -> None:
     """Register a job's trained_model as a new version, with lineage."""
-    mv = Workspace().registry.register(job, name=name, version=version)
+    mv = Workspace.from_env().registry.register(job, name=name, version=version)
     emit(ModelVersionPublic.from_version(mv), json_, lambda d: out.print(f"registered {d.id} ({d.kind}) from {job}"))

@@ -26,7 +26,7 @@ def quickstart(
     """Catalog -> compute check -> data -> job -> evaluate -> register -> endpoint -> invoke -> delete."""
     started = time.perf_counter()
     result = quickstart_lib.run(
-        Workspace(),
+        Workspace.from_env(),
         model=model,
         dataset=dataset,
         percent=percent,

@@ -29,7 +29,7 @@ from chattune.serving.disconnect import ClientDisconnected, closed_response, unl
 from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
 from chattune.serving.keys import matches
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 FORWARDED = ("/score", "/v1/chat/completions", "/v1/models")
@@ -72,7 +72,7 @@ class _Metrics:
 
 
 def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     supervisor = Supervisor(settings, store, endpoint)
     metrics = _Metrics(supervisor)
     client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))

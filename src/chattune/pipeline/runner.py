@@ -22,7 +22,7 @@ from chattune.pipeline.context import StepContext
 from chattune.pipeline.jobs import CANCEL_FLAG, JobService
 from chattune.pipeline.steps.validate import file_sha256
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 from chattune.tracking import experiment_id, flat_metrics
 
 
@@ -45,7 +45,7 @@ def run_job(job_id: str, settings: Settings, *, resume: bool = False) -> JobStat
     import mlflow
     import transformers
 
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     jobs = JobService(settings, store)
     job = store.get_job(job_id)
     job_dir = jobs.job_dir(job_id)
@@ -224,7 +224,7 @@ def main() -> None:
         status = run_job(job_id, settings, resume=resume)
     except Exception as exc:  # outside any step (tracking store, database): the job still ends as failed
         traceback.print_exc()
-        SqliteStore(settings.db_path).update_job(
+        open_store(settings).update_job(
             job_id,
             status=JobStatus.FAILED,
             finished_at=time.time(),

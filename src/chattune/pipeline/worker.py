@@ -19,7 +19,7 @@ from chattune.pipeline.context import StepContext
 from chattune.pipeline.jobs import JobService
 from chattune.pipeline.launch import RESULT
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 
 
 def main(request_path: str) -> None:
@@ -31,7 +31,7 @@ def main(request_path: str) -> None:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     rank = int(os.environ.get("RANK", "0"))
     settings = Settings()
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     jobs = JobService(settings, store)
     job = store.get_job(request["job_id"])
     training, optimization = values(job.resolved_config)

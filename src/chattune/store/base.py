@@ -1,21 +1,37 @@
-"""The store interface. Services depend on this, not on SQLite."""
+"""The store interfaces, one per domain, and the page every ``list_*`` returns. Services depend on these, not on SQLite.
+
+``SqliteStore`` implements all four; a service asks for the narrowest one it needs (the runner a ``JobStore``, the
+registry a ``ModelStore``, the gateway an ``EndpointStore``), as MLflow splits its tracking and registry stores.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 from chattune.entities import Deployment, Endpoint, Job, ModelVersion, StepRun
 
 T = TypeVar("T")
 
 
-@dataclass
-class Page(Generic[T]):
-    """One page of a list call; pass ``next_cursor`` as ``after`` to get the next one."""
+class Page(list[T]):
+    """One page of a list call: the items themselves (it is a list), and the cursor to the next page.
 
-    items: list[T] = field(default_factory=list)
-    next_cursor: str | None = None
+    As MLflow's ``PagedList``: code that only iterates a list keeps working, and a caller that pages reads
+    ``has_more`` and passes ``next_cursor`` as ``after`` to get the next page.
+
+    Attributes:
+        next_cursor: The id to pass as ``after`` for the next page; None on the last page.
+    """
+
+    def __init__(self, items: Iterable[T] = (), next_cursor: str | None = None) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+    @property
+    def items(self) -> list[T]:
+        """The page's items, as a plain list."""
+        return list(self)
 
     @property
     def has_more(self) -> bool:
@@ -23,24 +39,31 @@ class Page(Generic[T]):
         return self.next_cursor is not None
 
 
-class Store(Protocol):
-    # jobs and steps
+class JobStore(Protocol):
+    """Jobs and their steps."""
+
     def create_job(self, job: Job) -> None: ...
     def get_job(self, job_id: str) -> Job: ...
     def list_jobs(self, *, limit: int = 50, after: str | None = None) -> Page[Job]: ...
     def update_job(self, job_id: str, **fields: Any) -> Job: ...
     def save_step(self, step: StepRun) -> None: ...
-    def list_steps(self, job_id: str) -> list[StepRun]: ...
+    def list_steps(self, job_id: str) -> Page[StepRun]: ...
     def find_cached_step(self, name: str, cache_key: str) -> StepRun | None: ...
 
-    # base model imports (source key -> content hash)
+
+class ImportStore(Protocol):
+    """Base model imports: a source key (catalog name, directory) to the content hash of its weights."""
+
     def record_import(self, source_key: str, content_hash: str, path: str) -> None: ...
     def find_import(self, source_key: str) -> tuple[str, str] | None: ...
 
-    # registry
+
+class ModelStore(Protocol):
+    """The registry: model versions and their aliases."""
+
     def add_model_version(self, mv: ModelVersion) -> None: ...
     def get_model_version(self, name: str, version: str | None = None) -> ModelVersion: ...
-    def list_model_versions(self, name: str | None = None) -> list[ModelVersion]: ...
+    def list_model_versions(self, name: str | None = None) -> Page[ModelVersion]: ...
     def delete_model_version(self, name: str, version: str) -> None: ...
     def update_model_version(self, name: str, version: str, **fields: Any) -> ModelVersion: ...
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
@@ -48,16 +71,23 @@ class Store(Protocol):
     def aliases(self, name: str) -> dict[str, str]: ...
     def deployments_using(self, name: str, version: str) -> list[Deployment]: ...
 
-    # endpoints, keys, deployments
+
+class EndpointStore(Protocol):
+    """Endpoints, their key hashes and their deployments."""
+
     def create_endpoint(self, ep: Endpoint, key_hashes: dict[str, str]) -> None: ...
     def get_endpoint(self, name: str) -> Endpoint: ...
-    def list_endpoints(self) -> list[Endpoint]: ...
+    def list_endpoints(self) -> Page[Endpoint]: ...
     def update_endpoint(self, name: str, **fields: Any) -> Endpoint: ...
     def delete_endpoint(self, name: str) -> None: ...
     def set_key_hash(self, endpoint: str, key_type: str, key_hash: str) -> None: ...
     def key_hashes(self, endpoint: str) -> dict[str, str]: ...
     def create_deployment(self, dep: Deployment) -> None: ...
     def get_deployment(self, endpoint: str, name: str) -> Deployment: ...
-    def list_deployments(self, endpoint: str) -> list[Deployment]: ...
+    def list_deployments(self, endpoint: str) -> Page[Deployment]: ...
     def update_deployment(self, endpoint: str, name: str, **fields: Any) -> Deployment: ...
     def delete_deployment(self, endpoint: str, name: str) -> None: ...
+
+
+class Store(JobStore, ImportStore, ModelStore, EndpointStore, Protocol):
+    """The whole workspace database: every domain's interface."""
