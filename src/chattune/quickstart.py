@@ -133,7 +133,7 @@ def run(
     job = ws.jobs.stream(job.id, lambda line: progress("    " + line))
     if str(job.status) != "succeeded":
         raise UserError(
-            f"job {job.id} {job.status}: {(job.error or {}).get('message', '')}",
+            f"job {job.id} {job.status}: {job.error.message if job.error else ''}",
             remedy=f"See `chattune jobs show {job.id}` and the step logs under {ws.jobs.job_dir(job.id)}.",
         )
 

@@ -80,7 +80,7 @@ def test_job_schemas_are_built_from_the_entity() -> None:
     job.error = {"code": "step_failed", "message": "boom", "step": "validate"}  # type: ignore[assignment]
     shown = JobPublic.from_job(job).model_dump(mode="json")
     assert shown["status"] == "failed" and shown["steps"][0]["duration_s"] == 2.5
-    assert shown["error"] == {"code": "step_failed", "message": "boom", "step": "validate"}
+    assert shown["error"] == {"code": "step_failed", "message": "boom", "step": "validate", "details": {}}
     listed = JobList(data=[JobSummary.from_job(job)], has_more=False).model_dump(mode="json")
     assert listed == {
         "data": [

@@ -246,7 +246,7 @@ class JobOperations:
         """Print the job's log until it ends; raise if it did not complete, as Azure's stream does."""
         final = self.client.workspace.jobs.stream(name, emit)
         if str(final.status) != "succeeded":
-            raise ChattuneError(f"job {name} {final.status}: {(final.error or {}).get('message', '')}")
+            raise ChattuneError(f"job {name} {final.status}: {final.error.message if final.error else ''}")
 
     def get(self, name: str) -> Job:
         return self._job(name)

@@ -15,11 +15,13 @@ class JobError(Schema):
         code: A chattune error code (``step_failed``, ``runner_failed``, ``runner_died``, an error class's code).
         message: What went wrong.
         step: The step that failed, when one did.
+        details: The error's structured data (a data file's errors, a config's problems).
     """
 
     code: str
     message: str
     step: str | None = None
+    details: dict[str, Any] = {}
 
 
 class StepPublic(Schema):

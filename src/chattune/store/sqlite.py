@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from chattune.entities import (
     Deployment,
     Endpoint,
     Job,
+    JobError,
     JobStatus,
     ModelVersion,
     ProvisioningState,
@@ -88,6 +90,8 @@ _ADDED_COLUMNS = [
 
 
 def _encode(key: str, value: Any) -> Any:
+    if isinstance(value, JobError):
+        return json.dumps(asdict(value))
     if key in _JSON:
         return None if value is None else json.dumps(value)
     if hasattr(value, "value"):  # enums
@@ -207,6 +211,7 @@ class SqliteStore:
 
     def _job(self, row: dict[str, Any]) -> Job:
         row["status"] = JobStatus(row["status"])
+        row["error"] = JobError(**row["error"]) if row["error"] else None
         job = Job(**_only(Job, row))
         job.steps = self.list_steps(job.id)
         return job
@@ -226,6 +231,8 @@ class SqliteStore:
         return Page(items, items[-1].id if len(rows) > limit else None)
 
     def update_job(self, job_id: str, **fields: Any) -> Job:
+        if isinstance(fields.get("error"), dict):  # checked on the way in: a job's error has one shape
+            fields["error"] = JobError(**fields["error"])
         self._update("jobs", {"id": job_id}, fields)
         return self.get_job(job_id)
 
