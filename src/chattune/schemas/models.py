@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SerializerFunctionWrapHandler, model_serializer
+
 from chattune.entities import ModelVersion
 from chattune.schemas.base import Schema
 
@@ -93,12 +95,16 @@ class ModelList(Schema):
 
 
 class ModelAliasPublic(Schema):
-    """An alias after ``models alias``: the version it points to, or ``deleted``."""
+    """An alias after ``models alias``: the version it points to, or ``deleted: true``; the other key is left out."""
 
     name: str
     alias: str
     version: str | None = None
-    deleted: bool = False
+    deleted: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ModelTagsPublic(Schema):
