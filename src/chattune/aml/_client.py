@@ -345,7 +345,7 @@ class OnlineEndpointOperations:
 
     def get_keys(self, name: str) -> EndpointAuthKeys:
         keys = self._service.keys(name)
-        return EndpointAuthKeys(keys.get("primary"), keys.get("secondary"))
+        return EndpointAuthKeys.from_key_types(keys)
 
     def begin_regenerate_keys(self, name: str, *, key_type: str = "primary", **kwargs: Any) -> Poller:
         self._service.regenerate_key(name, key_type)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chattune.aml.constants import AssetTypes
+from chattune.schemas import EndpointKeys
 
 
 @dataclass
@@ -101,10 +102,8 @@ class ManagedOnlineDeployment:
     provisioning_state: str | None = None
 
 
-@dataclass
-class EndpointAuthKeys:
-    primary_key: str | None
-    secondary_key: str | None
+# Azure's name for the key pair; the same schema as `chattune endpoints keys --json` (one shape of the pair).
+EndpointAuthKeys = EndpointKeys
 
 
 @dataclass
