@@ -169,9 +169,12 @@ class Problem:
 
 @dataclass
 class ProblemList:
+    """Problems collected while checking, so that all are reported at once; falsy while empty."""
+
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, where: str, message: str, code: str = "invalid_value") -> None:
+        """Record one problem at ``where`` (file:line, key)."""
         self.problems.append(Problem(where, message, code))
 
     def __bool__(self) -> bool:
@@ -237,6 +240,7 @@ class StorageError(ChattuneError):
 
     @classmethod
     def from_os_error(cls, exc: OSError) -> StorageError:
+        """The error for a failed write, naming the file when the OS did."""
         where = f" {exc.filename}" if exc.filename else ""
         return cls(f"cannot write{where}: {exc.strerror or exc}")
 
@@ -247,8 +251,10 @@ STORAGE_MESSAGES = ("disk is full", "readonly database", "read-only", "unable to
 
 
 def storage_error(exc: BaseException) -> StorageError | None:
-    """The StorageError behind ``exc`` when the workspace could not be written, at any depth of its cause chain
-    (MLflow wraps SQLAlchemy, which wraps sqlite3); None for anything else."""
+    """The StorageError behind ``exc`` when the workspace could not be written, else None.
+
+    Looks at any depth of the cause chain (MLflow wraps SQLAlchemy, which wraps sqlite3).
+    """
     import errno
 
     seen: set[int] = set()

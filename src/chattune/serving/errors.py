@@ -42,16 +42,17 @@ _DESCRIPTIONS = {
 
 
 def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """FastAPI ``responses`` for these error statuses, each documented in OpenAI's shape (``ErrorResponse``), which
-    is what the handlers below answer, rather than FastAPI's default ``HTTPValidationError``."""
+    """FastAPI ``responses`` for these error statuses, each documented in OpenAI's shape (``ErrorResponse``).
+
+    That is what the handlers below answer, rather than FastAPI's default ``HTTPValidationError``.
+    """
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
 def error_response(
     status: int, message: str, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """An answer in OpenAI's error shape; its ``type`` comes from chattune's one error table
-    (``chattune.errors.ERROR_CODES``).
+    """An answer in OpenAI's error shape, its ``type`` from chattune's one table (``chattune.errors.ERROR_CODES``).
 
     Args:
         status: The HTTP status.
@@ -85,15 +86,19 @@ def coded_response(
 
 
 class _TooLarge(StarletteHTTPException):
-    """A request body over the limit, found while it was being read. An HTTPException, so that FastAPI's body parsing
-    passes it on: any other exception there became a 400 "There was an error parsing the body" (a chunked body over
-    the limit sent to an instance)."""
+    """A request body over the limit, found while it was being read.
+
+    An HTTPException, so that FastAPI's body parsing passes it on: any other exception there became a 400 "There was
+    an error parsing the body" (a chunked body over the limit sent to an instance).
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(413, message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer chattune errors, invalid requests and unexpected failures in OpenAI's error shape."""
+
     @app.exception_handler(ChattuneError)
     async def _chattune(request: Request, exc: ChattuneError) -> JSONResponse:
         return error_response(exc.http_status, exc.message, exc.code)
@@ -143,8 +148,10 @@ def _is_json(content_type: str) -> bool:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is answered 413 in OpenAI's shape, before it is read
-    whole (a declared Content-Length is checked first; a chunked body is counted as it arrives)."""
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 in OpenAI's shape, before it is read whole.
+
+    A declared Content-Length is checked first; a chunked body is counted as it arrives.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
