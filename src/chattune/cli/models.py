@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from chattune import catalog
 from chattune.cli.output import emit, out, table
 from chattune.errors import UserError
 from chattune.schemas import (
@@ -62,12 +61,13 @@ def _render_models(doc: ModelList) -> None:
 @app.command("show")
 def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), json_: bool = JSON) -> None:
     """Tags of a catalog model, or a registered version with its lineage, the name's versions and aliases."""
-    entry = catalog.find_entry(ref)
+    ws = Workspace.from_env()
+    entry = ws.catalog.find(ref)
     doc: CatalogEntryPublic | ModelVersionDetail
     if entry is not None:
         doc = CatalogEntryPublic.model_validate({**entry.model_dump(), "id": entry.id})
     else:
-        registry = Workspace.from_env().registry
+        registry = ws.registry
         mv = registry.get(ref)
         aliases = registry.aliases(mv.name)
         doc = ModelVersionDetail.model_validate(
