@@ -96,6 +96,24 @@ class StepRun(Entity):
         return out
 
 
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: stored with the job, shown by ``jobs show`` (``chattune.schemas.JobError`` on the wire).
+
+    Attributes:
+        code: A chattune error code: an error class's ``code``, or the runner's own (``runner_failed``,
+            ``runner_died``).
+        message: What went wrong.
+        step: The step that failed, when one did.
+        details: The error's structured data (a data file's errors, a config's problems).
+    """
+
+    code: str
+    message: str
+    step: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Job(Entity):
     id: str
@@ -112,7 +130,7 @@ class Job(Entity):
     mlflow_run_id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
+    error: JobError | None = None
     steps: list[StepRun] = field(default_factory=list)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
-from chattune.errors import ChattuneError
+from chattune.errors import ProcessError, WaitTimeoutError
 
 # oneDNN, which runs the bf16 matmuls (and the CPU flash-attention kernels' small matmuls) on CPUs, compiles and
 # caches a kernel per shape (1,024 of them by default) and ideep keeps an LRU of as many, each costing 2-3 MB. Both
@@ -49,14 +49,14 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> tuple[int, int]:
     """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process
-    (``env`` added to its environment); return (pid, port). Raises ChattuneError when ``port`` is taken."""
+    (``env`` added to its environment); return (pid, port). Raises ProcessError when ``port`` is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ChattuneError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise ProcessError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(128)
     port = sock.getsockname()[1]
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def wait_until_ready(url: str, pid: int, log_path: Path, timeout_s: float) -> No
     last = ""
     while time.monotonic() < deadline:
         if not alive(pid):
-            raise ChattuneError(f"server process {pid} exited while starting:\n{tail(log_path)}")
+            raise ProcessError(f"server process {pid} exited while starting:\n{tail(log_path)}")
         try:
             r = httpx.get(url, timeout=2.0)
             if r.status_code == 200:
@@ -137,7 +137,7 @@ def wait_until_ready(url: str, pid: int, log_path: Path, timeout_s: float) -> No
             last = str(exc)
         time.sleep(0.25)
     stop(pid)
-    raise ChattuneError(f"server process {pid} not ready after {timeout_s:.0f}s ({last}):\n{tail(log_path)}")
+    raise WaitTimeoutError(f"server process {pid} not ready after {timeout_s:.0f}s ({last}):\n{tail(log_path)}")
 
 
 def stop(pid: int | None, timeout_s: float = 10.0) -> None:

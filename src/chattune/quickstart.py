@@ -19,6 +19,7 @@ from chattune.data import demo
 from chattune.entities import DeploymentSettings
 from chattune.errors import ComputeError, UserError
 from chattune.pipeline.config import JobSpec, parse_spec
+from chattune.schemas import EndpointKeys
 from chattune.workspace import Workspace
 
 RECIPE_DIR = "recipes"  # package data: one job YAML per model, default.yaml for the rest
@@ -129,7 +130,7 @@ def run(
     job = ws.jobs.stream(job.id, lambda line: progress("    " + line))
     if str(job.status) != "succeeded":
         raise UserError(
-            f"job {job.id} {job.status}: {(job.error or {}).get('message', '')}",
+            f"job {job.id} {job.status}: {job.error.message if job.error else ''}",
             remedy=f"See `chattune jobs show {job.id}` and the step logs under {ws.jobs.job_dir(job.id)}.",
         )
 
@@ -172,5 +173,5 @@ def run(
         "warnings": warnings,
     }
     if keep_endpoint:
-        result["endpoint"]["keys"] = keys
+        result["endpoint"]["keys"] = EndpointKeys.from_key_types(keys).model_dump()
     return result

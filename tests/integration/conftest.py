@@ -62,6 +62,6 @@ def served(cli: Any, trained_workspace: dict[str, Any]) -> Iterator[dict[str, An
         "model": model,
         "uri": shown["scoring_uri"],
         "base": shown["scoring_uri"].removesuffix("/score"),
-        "headers": {"Authorization": f"Bearer {keys['primary']}"},
+        "headers": {"Authorization": f"Bearer {keys['primary_key']}"},
     }
     cli("endpoints", "delete", endpoint)  # what it leaves running, the home fixture stops

@@ -51,7 +51,7 @@ def test_full_finetune_registers_a_whole_model_and_serves_it(cli, tmp_path: Path
         body = {
             "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 3}}
         }
-        auth = {"Authorization": f"Bearer {ep['keys']['primary']}"}
+        auth = {"Authorization": f"Bearer {ep['keys']['primary_key']}"}
         r = httpx.post(ep["scoring_uri"], json=body, headers=auth, timeout=60)
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_traffic"
         r = httpx.post(ep["scoring_uri"], json=body, headers={**auth, "azureml-model-deployment": "blue"}, timeout=60)

@@ -70,11 +70,11 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
         assert r.headers["azureml-model-deployment"] == "demo"
     # Azure's vLLM container shape: one flat conversation
     flat = {"input_data": {"input_string": [{"role": "user", "content": "Hi"}], "parameters": {"max_new_tokens": 3}}}
-    r = httpx.post(scoring_uri, json=flat, headers={"Authorization": f"Bearer {keys['primary']}"}, timeout=60)
+    r = httpx.post(scoring_uri, json=flat, headers={"Authorization": f"Bearer {keys['primary_key']}"}, timeout=60)
     assert r.status_code == 200 and len(r.json()) == 1
 
     # the official OpenAI client against /v1
-    client = openai.OpenAI(base_url=base_url, api_key=keys["secondary"])
+    client = openai.OpenAI(base_url=base_url, api_key=keys["secondary_key"])
     completion = client.chat.completions.create(
         model=f"{doc['model']['name']}:{doc['model']['version']}",
         messages=[{"role": "user", "content": "Convert this date to ISO 8601: May 1, 2020"}],
@@ -90,7 +90,7 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     r = httpx.post(
         f"{base_url}/chat/completions",
         json={"messages": "nope"},
-        headers={"Authorization": f"Bearer {keys['primary']}"},
+        headers={"Authorization": f"Bearer {keys['primary_key']}"},
         timeout=30,
     )
     assert r.status_code == 422 and "error" in r.json()
@@ -111,7 +111,7 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
             "--request-file",
             str(small),
             "--key",
-            keys["primary"],
+            keys["primary_key"],
             "--deployment",
             "demo",
             "--json",
@@ -124,8 +124,8 @@ def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
     assert "POST /score" in cli("deployments", "logs", "--endpoint", endpoint, "--name", "demo").stdout
 
     # regenerating a key refuses the old value at once; the other key keeps working
-    new_primary = parse_json(cli("endpoints", "regenerate-keys", endpoint, "--key", "primary", "--json"))["primary"]
-    auth = {"primary_old": keys["primary"], "primary_new": new_primary, "secondary": keys["secondary"]}
+    new_primary = parse_json(cli("endpoints", "regenerate-keys", endpoint, "--key", "primary", "--json"))["primary_key"]
+    auth = {"primary_old": keys["primary_key"], "primary_new": new_primary, "secondary": keys["secondary_key"]}
     codes = {
         k: httpx.post(scoring_uri, json=body, headers={"Authorization": f"Bearer {v}"}, timeout=60).status_code
         for k, v in auth.items()

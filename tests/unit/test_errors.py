@@ -96,3 +96,68 @@ def test_problem_list() -> None:
     assert found
     assert [str(p) for p in found.problems] == ["a: bad", "b: worse"]
     assert found.problems[1].code == "invalid_combination"
+
+
+def test_every_coded_class_reads_the_one_table() -> None:
+    import chattune.errors as errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, ChattuneError)]
+    assert len(classes) > 20
+    for cls in classes:
+        entry = errors.ERROR_CODES[cls.code]
+        assert (cls.exit_code, cls.http_status) == (entry.exit_code, entry.http_status), cls
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "exit_code"),
+    [
+        ("ProcessError", "process_failed", 1),
+        ("WaitTimeoutError", "timeout", 1),
+        ("UnreachableError", "unreachable", 1),
+        ("StorageError", "workspace_unwritable", 1),
+    ],
+)
+def test_operational_failures_have_codes_of_their_own(cls: str, code: str, exit_code: int) -> None:
+    import chattune.errors as errors
+
+    err = getattr(errors, cls)("it broke")
+    assert (err.code, err.exit_code) == (code, exit_code)
+    assert not isinstance(err, UserError)
+
+
+def test_error_types_are_openai_s() -> None:
+    from chattune.errors import error_type
+
+    assert error_type(429, "too_many_requests") == "rate_limit_error"
+    assert error_type(503, "loading") == "service_unavailable_error"
+    assert error_type(409, "conflict") == "invalid_request_error"
+    assert error_type(405) == "invalid_request_error"
+    assert error_type(502, "bad_gateway") == "server_error"
+
+
+def test_every_code_a_server_answers_is_in_the_table_with_its_status() -> None:
+    """A literal code passed to serving.errors.error_response (gateway, instance, auth) is a code of the one table,
+    answered with the table's status, so that the CLI, the SDK and the servers agree on what each code means."""
+    import ast
+    from pathlib import Path
+
+    import chattune
+    from chattune.errors import ERROR_CODES
+
+    root = Path(chattune.__file__).parent
+    found: list[tuple[str, int, str]] = []
+    for path in [*root.joinpath("serving").rglob("*.py"), *root.joinpath("endpoints").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "error_response"):
+                continue
+            args = list(node.args) + [k.value for k in node.keywords if k.arg == "code"]
+            status, code = (args[0], args[2]) if len(args) >= 3 else (args[0], None)
+            if isinstance(status, ast.Constant) and isinstance(code, ast.Constant) and code.value is not None:
+                found.append((f"{path.name}:{node.lineno}", status.value, code.value))
+    wrong = [f"{where}: {code} answered {status}" for where, status, code in found if code not in ERROR_CODES]
+    wrong += [
+        f"{where}: {code} answered {status}, the table says {ERROR_CODES[code].http_status}"
+        for where, status, code in found
+        if code in ERROR_CODES and ERROR_CODES[code].http_status != status
+    ]
+    assert found and not wrong, "\n".join(wrong)

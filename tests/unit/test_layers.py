@@ -15,7 +15,8 @@ ROOT = Path(chattune.__file__).parent
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"settings", "entities", "schemas"},
+    {"settings", "entities"},
+    {"schemas"},  # the wire shapes of the entities: built from them, so one layer above
     {"processes", "store", "tracking", "templates", "inference"},
     {"training", "data", "mlflow_model"},
     {"catalog"},

@@ -11,6 +11,7 @@ from chattune.entities import (
     Deployment,
     Endpoint,
     Job,
+    JobError,
     JobStatus,
     ModelVersion,
     ProvisioningState,
@@ -87,7 +88,7 @@ def test_update_job_fields(store: SqliteStore) -> None:
     assert updated.status.is_terminal
     assert updated.pid == 4242
     assert updated.metrics == {"train_loss": 0.5}
-    assert updated.error == {"code": "step_failed", "message": "boom"}
+    assert updated.error == JobError("step_failed", "boom")
     assert store.get_job("ftjob-a") == updated
     # The raw column holds the enum's value, not its repr.
     with sqlite3.connect(store.path) as conn:
@@ -291,3 +292,15 @@ def test_reopening_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "chattune.db"
     SqliteStore(path).create_job(make_job("ftjob-a", 1.0))
     assert SqliteStore(path).get_job("ftjob-a").display_name == "name-ftjob-a"
+
+
+def test_a_job_error_is_typed_on_the_way_in_and_out(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    store.create_job(Job("ftjob-e", "d", "e", "tiny-test", JobStatus.RUNNING, 1.0, {}))
+    failed = store.update_job("ftjob-e", status=JobStatus.FAILED, error={"code": "runner_died", "message": "gone"})
+    assert failed.error == JobError("runner_died", "gone")
+    typed = JobError("step_failed", "bad row", step="validate", details={"errors": [{"line": 4}]})
+    assert store.update_job("ftjob-e", error=typed).error == typed
+    assert store.update_job("ftjob-e", error=None).error is None
+    with pytest.raises(TypeError):
+        store.update_job("ftjob-e", error={"code": "x", "message": "y", "misspelt": 1})

@@ -92,7 +92,7 @@ class MLClient:
         self.resource_group_name = resource_group_name
         self.workspace_name = workspace_name
         self.registry_name = registry_name
-        self.workspace = Workspace(settings)
+        self.workspace = Workspace.open(settings)
         self.local_only: list[str] = []  # cloud-only parameters given to this client, recorded
         self.models = ModelOperations(self)
         self.compute = ComputeOperations(self)
@@ -247,7 +247,7 @@ class JobOperations:
         """Print the job's log until it ends; raise if it did not complete, as Azure's stream does."""
         final = self.client.workspace.jobs.stream(name, emit)
         if str(final.status) != "succeeded":
-            raise ChattuneError(f"job {name} {final.status}: {(final.error or {}).get('message', '')}")
+            raise ChattuneError(f"job {name} {final.status}: {final.error.message if final.error else ''}")
 
     def get(self, name: str) -> Job:
         return self._job(name)
@@ -346,7 +346,7 @@ class OnlineEndpointOperations:
 
     def get_keys(self, name: str) -> EndpointAuthKeys:
         keys = self._service.keys(name)
-        return EndpointAuthKeys(keys.get("primary"), keys.get("secondary"))
+        return EndpointAuthKeys.from_key_types(keys)
 
     def begin_regenerate_keys(self, name: str, *, key_type: str = "primary", **kwargs: Any) -> Poller:
         self._service.regenerate_key(name, key_type)

@@ -8,6 +8,7 @@ from typing import Any
 from chattune.aml.constants import AssetTypes
 from chattune.entities import DeploymentSettings
 from chattune.entities import ProbeSettings as _Probe
+from chattune.schemas import EndpointKeys
 
 # Defaults come from the one typed model (chattune.entities); these dataclasses only carry Azure's names.
 _DEFAULT = DeploymentSettings()
@@ -107,10 +108,8 @@ class ManagedOnlineDeployment:
     provisioning_state: str | None = None
 
 
-@dataclass
-class EndpointAuthKeys:
-    primary_key: str | None
-    secondary_key: str | None
+# Azure's name for the key pair; the same schema as `chattune endpoints keys --json` (one shape of the pair).
+EndpointAuthKeys = EndpointKeys
 
 
 @dataclass

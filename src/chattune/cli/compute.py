@@ -9,7 +9,8 @@ import typer
 
 from chattune import catalog
 from chattune import compute as compute_lib
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
+from chattune.schemas import ComputeCheckPublic, ComputePublic
 
 app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -18,10 +19,10 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("show")
 def show(json_: bool = JSON) -> None:
     """GPUs (name, memory), CPU cores, RAM."""
-    info = compute_lib.detect()
-    if json_:
-        emit_json(info.to_dict())
-        return
+    emit(ComputePublic.model_validate(compute_lib.detect().to_dict()), json_, _render_compute)
+
+
+def _render_compute(info: ComputePublic) -> None:
     out.print(f"{info.size}: {info.cpu_cores} CPU cores, {info.ram_gb} GB RAM ({info.ram_available_gb} GB free)")
     table("GPUs", ["index", "name", "memory GB"], [[g.index, g.name, g.memory_gb] for g in info.gpus])
 
@@ -48,23 +49,25 @@ def check(
             cpu_bf16=compute_lib.cpu_has_bf16(),
         )
         options = resolved.memory_options()
-    result = compute_lib.check(entry, info, **options)
-    if json_:
-        emit_json(result.to_dict())
-    else:
-        out.print(
-            f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
-            f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
-        )
-        e = result.estimate
-        if e is not None:
-            zero = f"ZeRO-{e.zero_stage}" if e.zero_stage else "no ZeRO"
-            out.print(
-                f"  per process ({e.world_size} process(es), {zero}): weights {e.weights_gb}, gradients "
-                f"{e.gradients_gb}, optimizer {e.optimizer_gb}, activations {e.activations_gb}, logits "
-                f"{e.logits_gb} GB" + (f"; offloaded to RAM {e.offloaded_gb} GB" if e.offloaded_gb else "")
-            )
-        for m in result.messages:
-            out.print(f"  - {m}")
+    checked = compute_lib.check(entry, info, **options)
+    result = ComputeCheckPublic.model_validate(checked.to_dict())
+    emit(result, json_, _render_check)
     if not result.ok:
-        raise compute_lib.unfit_error(result)
+        raise compute_lib.unfit_error(checked)
+
+
+def _render_check(result: ComputeCheckPublic) -> None:
+    out.print(
+        f"{result.model} on {result.compute}: {'OK' if result.ok else 'NOT OK'}; "
+        f"~{result.estimated_memory_gb} GB needed, {result.available_memory_gb} GB available"
+    )
+    e = result.estimate
+    if e is not None:
+        zero = f"ZeRO-{e.zero_stage}" if e.zero_stage else "no ZeRO"
+        out.print(
+            f"  per process ({e.world_size} process(es), {zero}): weights {e.weights_gb}, gradients "
+            f"{e.gradients_gb}, optimizer {e.optimizer_gb}, activations {e.activations_gb}, logits "
+            f"{e.logits_gb} GB" + (f"; offloaded to RAM {e.offloaded_gb} GB" if e.offloaded_gb else "")
+        )
+    for m in result.messages:
+        out.print(f"  - {m}")

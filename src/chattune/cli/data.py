@@ -8,11 +8,21 @@ from typing import Any
 import typer
 from rich.panel import Panel
 
-from chattune.cli.output import emit_json, out, table
-from chattune.data import demo
+from chattune.cli.output import emit, out, table
 from chattune.data.formats import iter_records
-from chattune.data.validate import FileReport, validate_file, validate_files
-from chattune.errors import DataError, UserError
+from chattune.data.validate import validate_file
+from chattune.errors import DataError
+from chattune.schemas import (
+    DataDemo,
+    DataDownload,
+    DataFileReport,
+    DataImport,
+    DataImported,
+    DataPreview,
+    DataRow,
+    DataValidation,
+)
+from chattune.workspace import Workspace
 
 app = typer.Typer(help="Chat datasets: download, import, demo, validate, show.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -27,14 +37,14 @@ def download(
     json_: bool = JSON,
 ) -> None:
     """Download the first P% of every split with Hugging Face datasets."""
-    from chattune.data.download import download as download_lib
+    result = Workspace.from_env().data.download(dataset, out_dir, percent=percent, splits=split or None)
+    doc = DataDownload.model_validate({"dataset": dataset, "percent": percent, "splits": result})
+    emit(doc, json_, _render_download)
 
-    result = download_lib(dataset, out_dir, percent=percent, splits=split or None)
-    if json_:
-        emit_json({"dataset": dataset, "percent": percent, "splits": result})
-    else:
-        for name, info in result.items():
-            out.print(f"{name}: {info['rows']} rows -> {info['path']}", markup=False)
+
+def _render_download(doc: DataDownload) -> None:
+    for name, info in doc.splits.items():
+        out.print(f"{name}: {info.rows} rows -> {info.path}", markup=False)
 
 
 @app.command("import")
@@ -44,17 +54,17 @@ def import_(
     json_: bool = JSON,
 ) -> None:
     """Validate local files and write them as canonical JSON Lines, keeping every column."""
-    from chattune.data.imports import import_file
-
+    ws = Workspace.from_env()
     done = []
     for f in files:
-        target, report = import_file(f, out_dir)
-        done.append({"source": str(f), "path": str(target), "rows": report.rows, "warnings": len(report.warnings)})
-    if json_:
-        emit_json({"files": done})
-    else:
-        for d in done:
-            out.print(f"{d['source']} -> {d['path']} ({d['rows']} rows, {d['warnings']} warnings)", markup=False)
+        target, report = ws.data.import_file(f, out_dir)
+        done.append(DataImported(source=str(f), path=str(target), rows=report.rows, warnings=len(report.warnings)))
+    emit(DataImport(files=done), json_, _render_import)
+
+
+def _render_import(doc: DataImport) -> None:
+    for d in doc.files:
+        out.print(f"{d.source} -> {d.path} ({d.rows} rows, {d.warnings} warnings)", markup=False)
 
 
 @app.command("demo")
@@ -65,26 +75,13 @@ def demo_(
     json_: bool = JSON,
 ) -> None:
     """Write the built-in demo dataset (ultrachat_200k schema and split names)."""
-    paths = demo.write(out_dir, rows=rows, seed=seed)
-    if json_:
-        emit_json({split: str(p) for split, p in paths.items()})
-    else:
-        for split, p in paths.items():
-            out.print(f"{split}: {p}", markup=False)
+    paths = Workspace.from_env().data.demo(out_dir, rows=rows, seed=seed)
+    emit(DataDemo({split: str(p) for split, p in paths.items()}), json_, _render_demo)
 
 
-def _counter(model: str | None, max_seq_length: int | None) -> Any:
-    if model is None:
-        if max_seq_length is not None:
-            raise UserError("--max-seq-length needs --model (tokens are counted with that model's chat template)")
-        return None
-    from chattune.catalog.importer import import_model
-    from chattune.data.tokens import TokenCounter
-    from chattune.workspace import Workspace
-
-    ws = Workspace()
-    imported = import_model(ws.settings, ws.store, model)
-    return TokenCounter.for_model(imported.path, max_seq_length)
+def _render_demo(doc: DataDemo) -> None:
+    for split, path in doc.root.items():
+        out.print(f"{split}: {path}", markup=False)
 
 
 def _stats_rows(stats: dict[str, Any]) -> list[list[Any]]:
@@ -105,20 +102,23 @@ def validate(
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
-    reports = validate_files(files, min_rows=min_rows, counter=_counter(model, max_seq_length))
+    ws = Workspace.from_env()
+    reports = ws.data.validate(files, min_rows=min_rows, counter=ws.data.token_counter(model, max_seq_length))
     valid = all(r.valid for r in reports)
-    if json_:
-        emit_json({"files": [r.to_dict() for r in reports], "valid": valid})
-    else:
-        for r in reports:
-            _print_report(r)
+    doc = DataValidation(files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=valid)
+    emit(doc, json_, _render_validation)
     if not valid:
         raise DataError(
             f"{sum(len(r.errors) for r in reports)} error(s) in {sum(not r.valid for r in reports)} file(s)"
         )
 
 
-def _print_report(r: FileReport) -> None:
+def _render_validation(doc: DataValidation) -> None:
+    for r in doc.files:
+        _print_report(r)
+
+
+def _print_report(r: DataFileReport) -> None:
     status = "valid" if r.valid else f"{len(r.errors)} error(s)"
     out.print(f"{r.path}: {r.rows} rows, {status}, {len(r.warnings)} warning(s)", markup=False)
     for e in r.errors:
@@ -135,38 +135,38 @@ def show(
     json_: bool = JSON,
 ) -> None:
     """Render a few conversations and the file's statistics (the same numbers with --json)."""
-    report = validate_file(file, counter=_counter(model, None))
-    shown: list[dict[str, Any]] = []
+    report = validate_file(file, counter=Workspace.from_env().data.token_counter(model))
+    shown: list[DataRow] = []
     for rec in iter_records(file):
         if len(shown) >= rows:
             break
-        shown.append({"line": rec.line, "row": rec.value, "error": rec.error})
-    if json_:
-        emit_json(
-            {
-                "path": str(file),
-                "rows": shown,
-                "stats": report.stats,
-                "valid": report.valid,
-                "errors": len(report.errors),
-                "warnings": len(report.warnings),
-            }
-        )
-        return
-    for item in shown:
-        messages = (item["row"] or {}).get("messages") if isinstance(item["row"], dict) else None
+        shown.append(DataRow(line=rec.line, row=rec.value, error=rec.error))
+    doc = DataPreview(
+        path=str(file),
+        rows=shown,
+        stats=report.stats,
+        valid=report.valid,
+        errors=len(report.errors),
+        warnings=len(report.warnings),
+    )
+    emit(doc, json_, _render_preview)
+
+
+def _render_preview(doc: DataPreview) -> None:
+    for item in doc.rows:
+        messages = (item.row or {}).get("messages") if isinstance(item.row, dict) else None
         if not isinstance(messages, list):
-            out.print(Panel(str(item["error"] or item["row"])[:500], title=f"line {item['line']} (unreadable)"))
+            out.print(Panel(str(item.error or item.row)[:500], title=f"line {item.line} (unreadable)"))
             continue
         body = "\n\n".join(
             f"[bold]{m.get('role', '?')}[/]: {_clip(str(m.get('content', '')))}" if isinstance(m, dict) else str(m)
             for m in messages
         )
-        out.print(Panel(body, title=f"line {item['line']}", title_align="left"))
-    s = report.stats
+        out.print(Panel(body, title=f"line {item.line}", title_align="left"))
+    s = doc.stats
     out.print(
-        f"{report.path}: {s['rows']} rows, {s['usable_rows']} usable, {s['dropped_rows']} to drop, "
-        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s); roles {s['roles']}",
+        f"{doc.path}: {s['rows']} rows, {s['usable_rows']} usable, {s['dropped_rows']} to drop, "
+        f"{doc.errors} error(s), {doc.warnings} warning(s); roles {s['roles']}",
         markup=False,
     )
     table("per row", ["", "min", "median", "p95", "max"], _stats_rows(s))

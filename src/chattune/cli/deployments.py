@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
 from chattune.endpoints.config import deployment_settings, parse_probe_option
 from chattune.entities import DeploymentSettings
+from chattune.schemas import DeploymentList, DeploymentPublic
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Deployments of registered models behind an endpoint.", no_args_is_help=True)
@@ -53,14 +54,15 @@ def create(
             "max_new_tokens_cap": max_new_tokens_cap,
         }
     )
-    dep = Workspace().endpoints.deploy(endpoint, name, model, settings, extra_models=extra_model)
-    if json_:
-        emit_json(dep.to_dict())
-    else:
-        out.print(
-            f"deployment {name} on {endpoint}: {dep.state} ({dep.model_name}:{dep.model_version}, "
-            f"{dep.instance_count} instance(s))"
-        )
+    dep = Workspace.from_env().endpoints.deploy(endpoint, name, model, settings, extra_models=extra_model)
+    emit(
+        DeploymentPublic.from_deployment(dep),
+        json_,
+        lambda d: out.print(
+            f"deployment {name} on {endpoint}: {d.state} ({d.model_name}:{d.model_version}, "
+            f"{d.instance_count} instance(s))"
+        ),
+    )
 
 
 @app.command("update")
@@ -71,32 +73,35 @@ def update(
     json_: bool = JSON,
 ) -> None:
     """Scale a deployment; returns when every instance is ready."""
-    dep = Workspace().endpoints.scale(endpoint, name, instances)
-    if json_:
-        emit_json(dep.to_dict())
-    else:
-        out.print(f"deployment {name} on {endpoint}: {dep.state}, {dep.instance_count} instance(s)")
+    dep = Workspace.from_env().endpoints.scale(endpoint, name, instances)
+    emit(
+        DeploymentPublic.from_deployment(dep),
+        json_,
+        lambda d: out.print(f"deployment {name} on {endpoint}: {d.state}, {d.instance_count} instance(s)"),
+    )
 
 
 @app.command("list")
 def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -> None:
-    deps = Workspace().endpoints.list_deployments(endpoint)
-    if json_:
-        emit_json([d.to_dict() for d in deps])
-    else:
-        table(
-            "deployments",
-            ["name", "state", "model", "instances (state/port/restarts)"],
+    """An endpoint's deployments with their instances."""
+    deps = Workspace.from_env().endpoints.list_deployments(endpoint)
+    emit(DeploymentList([DeploymentPublic.from_deployment(d) for d in deps]), json_, _render_deployments)
+
+
+def _render_deployments(deps: DeploymentList) -> None:
+    table(
+        "deployments",
+        ["name", "state", "model", "instances (state/port/restarts)"],
+        [
             [
-                [
-                    d.name,
-                    d.state,
-                    f"{d.model_name}:{d.model_version}",
-                    " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
-                ]
-                for d in deps
-            ],
-        )
+                d.name,
+                d.state,
+                f"{d.model_name}:{d.model_version}",
+                " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
+            ]
+            for d in deps.root
+        ],
+    )
 
 
 @app.command("logs")
@@ -105,10 +110,10 @@ def logs(
     name: str = typer.Option(..., "--name"),
     lines: int = typer.Option(50, "--lines"),
 ) -> None:
-    out.print(Workspace().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
+    out.print(Workspace.from_env().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
 
 
 @app.command("delete")
 def delete(endpoint: str = typer.Option(..., "--endpoint"), name: str = typer.Option(..., "--name")) -> None:
-    Workspace().endpoints.delete_deployment(endpoint, name)
+    Workspace.from_env().endpoints.delete_deployment(endpoint, name)
     out.print(f"deleted deployment {name} from {endpoint}")

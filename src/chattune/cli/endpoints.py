@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
 from chattune.errors import UserError
+from chattune.schemas import EndpointCreated, EndpointKeys, EndpointList, EndpointPublic, ScoreAnswer
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Online endpoints (key auth, traffic split).", no_args_is_help=True)
@@ -18,65 +19,66 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("create")
 def create(name: str, description: str = typer.Option("", "--description"), json_: bool = JSON) -> None:
     """Create an endpoint and start its gateway. Its two keys are printed once: only their hashes are stored."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     ep, keys = ws.endpoints.create(name, description)
-    doc = {**ws.endpoints.describe(ep), "keys": keys}
-    if json_:
-        emit_json(doc)
-    else:
-        out.print(f"endpoint {name}: {doc['scoring_uri']}")
-        out.print(f"primary key:   {keys['primary']}\nsecondary key: {keys['secondary']}")
-        out.print(
-            "The endpoint stores only their hashes; this client keeps a copy for `chattune endpoints keys` "
-            "(CHATTUNE_CREDENTIALS_PATH)."
-        )
+    doc = EndpointCreated.model_validate({**ws.endpoints.describe(ep), "keys": EndpointKeys.from_key_types(keys)})
+    emit(doc, json_, _render_created)
+
+
+def _render_created(doc: EndpointCreated) -> None:
+    out.print(f"endpoint {doc.name}: {doc.scoring_uri}")
+    out.print(f"primary key:   {doc.keys.primary_key}\nsecondary key: {doc.keys.secondary_key}")
+    out.print(
+        "The endpoint stores only their hashes; this client keeps a copy for `chattune endpoints keys` "
+        "(CHATTUNE_CREDENTIALS_PATH)."
+    )
+
+
+def _render_keys(doc: EndpointKeys) -> None:
+    for key_type, value in (("primary", doc.primary_key), ("secondary", doc.secondary_key)):
+        if value is not None:
+            out.print(f"{key_type} key: {value}")
 
 
 @app.command("keys")
 def keys(name: str, json_: bool = JSON) -> None:
     """The primary and secondary key, as this client received them (the server keeps only hashes)."""
-    found = Workspace().endpoints.keys(name)
-    if json_:
-        emit_json({"primary_key": found.get("primary"), "secondary_key": found.get("secondary")})
-    else:
-        for key_type, value in found.items():
-            out.print(f"{key_type} key: {value}")
+    emit(EndpointKeys.from_key_types(Workspace.from_env().endpoints.keys(name)), json_, _render_keys)
 
 
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
-    ws = Workspace()
-    docs = [ws.endpoints.describe(e) for e in ws.endpoints.list_endpoints()]
-    if json_:
-        emit_json(docs)
-    else:
-        table(
+    """Endpoints, oldest first."""
+    ws = Workspace.from_env()
+    found = ws.endpoints.list_endpoints()
+    docs = EndpointList([EndpointPublic.model_validate(ws.endpoints.describe(e)) for e in found])
+    emit(
+        docs,
+        json_,
+        lambda d: table(
             "endpoints",
             ["name", "state", "scoring uri", "traffic"],
-            [[d["name"], d["state"], d["scoring_uri"], d["traffic"]] for d in docs],
-        )
+            [[e.name, e.state, e.scoring_uri, e.traffic] for e in d.root],
+        ),
+    )
 
 
 @app.command("show")
 def show(name: str, json_: bool = JSON) -> None:
-    ws = Workspace()
-    doc = ws.endpoints.describe(ws.endpoints.get(name))
-    if json_:
-        emit_json(doc)
-    else:
-        out.print_json(data=doc)
+    """An endpoint: state, URIs, traffic and deployments."""
+    ws = Workspace.from_env()
+    emit(EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.get(name))), json_)
 
 
 @app.command("regenerate-keys")
 def regenerate_keys(
     name: str, key: str = typer.Option(..., "--key", help="primary or secondary"), json_: bool = JSON
 ) -> None:
-    """Replace one key; the old value is refused from the next request on."""
-    new = Workspace().endpoints.regenerate_key(name, key)
-    if json_:
-        emit_json({key: new})
-    else:
-        out.print(f"{key} key: {new}")
+    """Replace one key; the old value is refused from the next request on. Prints the pair as this client holds it."""
+    ws = Workspace.from_env()
+    ws.endpoints.regenerate_key(name, key)
+    doc = EndpointKeys.from_key_types(ws.endpoints.keys(name))
+    emit(doc, json_, lambda d: out.print(f"{key} key: {d.primary_key if key == 'primary' else d.secondary_key}"))
 
 
 def _split(what: str, items: list[str]) -> dict[str, int]:
@@ -94,12 +96,9 @@ def traffic(
     name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT ..."), json_: bool = JSON
 ) -> None:
     """Set the traffic split; it must sum to 0 or 100."""
-    ws = Workspace()
-    doc = ws.endpoints.describe(ws.endpoints.set_traffic(name, _split("traffic", split)))
-    if json_:
-        emit_json(doc)
-    else:
-        out.print(f"{name} traffic: {doc['traffic']}")
+    ws = Workspace.from_env()
+    doc = EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_traffic(name, _split("traffic", split))))
+    emit(doc, json_, lambda d: out.print(f"{name} traffic: {d.traffic}"))
 
 
 @app.command("mirror")
@@ -107,27 +106,24 @@ def mirror(
     name: str, split: list[str] = typer.Argument(..., help="DEPLOYMENT=PERCENT (0 stops it)"), json_: bool = JSON
 ) -> None:
     """Copy a share (at most 50%) of live traffic to a deployment at 0% traffic; its answers are discarded."""
-    ws = Workspace()
-    doc = ws.endpoints.describe(ws.endpoints.set_mirror(name, _split("mirror", split)))
-    if json_:
-        emit_json(doc)
-    else:
-        out.print(f"{name} mirror traffic: {doc['mirror_traffic'] or 'none'}")
+    ws = Workspace.from_env()
+    doc = EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_mirror(name, _split("mirror", split))))
+    emit(doc, json_, lambda d: out.print(f"{name} mirror traffic: {d.mirror_traffic or 'none'}"))
 
 
 @app.command("up")
 def up(json_: bool = JSON) -> None:
     """Start every endpoint whose gateway is not running (after a reboot or a crash), with its keys and routing."""
-    ws = Workspace()
-    started = ws.endpoints.up()
-    docs = [ws.endpoints.describe(e) for e in started]
-    if json_:
-        emit_json(docs)
-    else:
-        for d in docs:
-            out.print(f"started {d['name']}: {d['scoring_uri']}")
-        if not docs:
-            out.print("every endpoint's gateway is already running")
+    ws = Workspace.from_env()
+    docs = EndpointList([EndpointPublic.model_validate(ws.endpoints.describe(e)) for e in ws.endpoints.up()])
+    emit(docs, json_, _render_started)
+
+
+def _render_started(docs: EndpointList) -> None:
+    for d in docs.root:
+        out.print(f"started {d.name}: {d.scoring_uri}")
+    if not docs.root:
+        out.print("every endpoint's gateway is already running")
 
 
 @app.command("invoke")
@@ -142,15 +138,11 @@ def invoke(
 ) -> None:
     """POST the request file to the endpoint's /score and print the answer."""
     given = key or os.environ.get("CHATTUNE_ENDPOINT_KEY") or None
-    result = Workspace().endpoints.invoke(name, request_file, given, deployment)
-    if json_:
-        emit_json(result)
-    else:
-        out.print_json(data=result)
+    emit(ScoreAnswer(Workspace.from_env().endpoints.invoke(name, request_file, given, deployment)), json_)
 
 
 @app.command("delete")
 def delete(name: str) -> None:
     """Stop every process of the endpoint and remove it."""
-    Workspace().endpoints.delete(name)
+    Workspace.from_env().endpoints.delete(name)
     out.print(f"deleted endpoint {name}")

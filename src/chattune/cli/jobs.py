@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from chattune.cli.output import emit_json, out, progress, table
+from chattune.cli.output import emit, out, progress, table
 from chattune.pipeline.config import load_spec
-from chattune.pipeline.jobs import job_summary
+from chattune.schemas import JobList, JobPublic, JobSummary
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Fine-tuning pipeline jobs.", no_args_is_help=True)
@@ -23,16 +23,13 @@ def create(
 ) -> None:
     """Validate the job file, start the job, print its id."""
     spec = load_spec(file)
-    ws = Workspace()
+    ws = Workspace.from_env()
     job, warnings = ws.jobs.create(spec)
     for w in warnings:
         progress(f"warning: {w}")
     if stream:
         job = ws.jobs.stream(job.id, progress)
-    if json_:
-        emit_json(job_summary(job))
-    else:
-        out.print(job.id)
+    emit(JobSummary.from_job(job), json_, lambda doc: out.print(doc.id))
     if stream and str(job.status) != "succeeded":
         raise typer.Exit(1)
 
@@ -41,34 +38,31 @@ def create(
 def list_(
     limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"), json_: bool = JSON
 ) -> None:
-    page = Workspace().jobs.list(limit=limit, after=after)
-    if json_:
-        emit_json(
-            {
-                "data": [job_summary(j) for j in page.items],
-                "has_more": page.next_cursor is not None,
-                "next_cursor": page.next_cursor,
-            }
-        )
-        return
-    table(
-        "jobs",
-        ["id", "status", "model", "display name"],
-        [[j.id, j.status, j.model, j.display_name] for j in page.items],
+    """Jobs, newest first, a page at a time (``--after`` the last id shown)."""
+    page = Workspace.from_env().jobs.list(limit=limit, after=after)
+    doc = JobList(
+        data=[JobSummary.from_job(j) for j in page.items], has_more=page.has_more, next_cursor=page.next_cursor
+    )
+    emit(
+        doc,
+        json_,
+        lambda d: table(
+            "jobs",
+            ["id", "status", "model", "display name"],
+            [[j.id, j.status, j.model, j.display_name] for j in d.data],
+        ),
     )
 
 
 @app.command("show")
 def show(job_id: str, json_: bool = JSON) -> None:
-    ws = Workspace()
+    """A job with its steps, checkpoints, metrics and events."""
+    ws = Workspace.from_env()
     job = ws.jobs.get(job_id)
-    doc = job.to_dict()
-    doc["steps"] = [s.to_dict() for s in job.steps]
-    doc["checkpoints"] = ws.jobs.checkpoints(job_id)
-    doc["events"] = ws.jobs.events(job_id)
-    if json_:
-        emit_json(doc)
-        return
+    emit(JobPublic.from_job(job, ws.jobs.checkpoints(job_id), ws.jobs.events(job_id)), json_, _render_job)
+
+
+def _render_job(job: JobPublic) -> None:
     out.print(f"{job.id} {job.status}  {job.display_name}")
     table(
         "steps",
@@ -78,11 +72,11 @@ def show(job_id: str, json_: bool = JSON) -> None:
             for s in job.steps
         ],
     )
-    if doc["checkpoints"]:
+    if job.checkpoints:
         table(
             "checkpoints",
             ["step", "train loss", "valid loss"],
-            [[c["step_number"], c["metrics"]["train_loss"], c["metrics"]["valid_loss"]] for c in doc["checkpoints"]],
+            [[c.step_number, c.metrics.train_loss, c.metrics.valid_loss] for c in job.checkpoints],
         )
     for which in ("base", "tuned"):
         if which in job.metrics:
@@ -92,7 +86,7 @@ def show(job_id: str, json_: bool = JSON) -> None:
 @app.command("stream")
 def stream(job_id: str) -> None:
     """Print the job's log until it ends; exit 1 if it did not succeed."""
-    job = Workspace().jobs.stream(job_id, progress)
+    job = Workspace.from_env().jobs.stream(job_id, progress)
     if str(job.status) != "succeeded":
         raise typer.Exit(1)
 
@@ -102,19 +96,17 @@ def resume(
     job_id: str, stream: bool = typer.Option(False, "--stream", help="follow it until it ends"), json_: bool = JSON
 ) -> None:
     """Continue a failed or cancelled job: finished steps are kept, the finetune resumes from its last checkpoint."""
-    ws = Workspace()
+    ws = Workspace.from_env()
     job = ws.jobs.resume(job_id)
     if stream:
         job = ws.jobs.stream(job_id, progress)
-    if json_:
-        emit_json(job_summary(job))
-    else:
-        out.print(f"{job_id}: {job.status}")
+    emit(JobSummary.from_job(job), json_, lambda doc: out.print(f"{job_id}: {doc.status}"))
     if stream and str(job.status) != "succeeded":
         raise typer.Exit(1)
 
 
 @app.command("cancel")
 def cancel(job_id: str) -> None:
-    Workspace().jobs.cancel(job_id)
+    """Cancel a queued or running job."""
+    Workspace.from_env().jobs.cancel(job_id)
     out.print(f"cancelling {job_id}")

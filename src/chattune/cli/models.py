@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from chattune import catalog
-from chattune.catalog.importer import import_model
-from chattune.cli.output import emit_json, out, table
+from chattune.cli.output import emit, out, table
 from chattune.errors import UserError
+from chattune.schemas import (
+    CatalogEntryPublic,
+    CatalogEntrySummary,
+    ModelAliasPublic,
+    ModelImportPublic,
+    ModelList,
+    ModelTagsPublic,
+    ModelVersionDetail,
+    ModelVersionPublic,
+    RegisteredModelSummary,
+)
 from chattune.workspace import Workspace
 
 app = typer.Typer(help="Catalog models and registered (fine-tuned) models.", no_args_is_help=True)
@@ -17,80 +26,59 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     """Catalog entries and registered model versions."""
-    ws = Workspace()
-    entries = catalog.list_entries()
+    ws = Workspace.from_env()
+    entries = ws.catalog.list()
     versions = ws.registry.list_versions()
     aliases: dict[tuple[str, str], list[str]] = {}
     for name in {v.name for v in versions}:
         for alias_, version in ws.registry.aliases(name).items():
             aliases.setdefault((name, version), []).append(alias_)
-    if json_:
-        emit_json(
-            {
-                "catalog": [
-                    {
-                        "name": e.name,
-                        "display_name": e.display_name,
-                        "version": e.version,
-                        "id": e.id,
-                        "parameters": e.parameters,
-                        "source": e.source.kind,
-                    }
-                    for e in entries
-                ],
-                "registered": [
-                    {
-                        "name": v.name,
-                        "version": v.version,
-                        "kind": v.kind,
-                        "base_model": v.base_model,
-                        "job_id": v.job_id,
-                        "created_at": v.created_at,
-                        "aliases": aliases.get((v.name, v.version), []),
-                        "tags": v.tags,
-                        "mlflow_version": v.mlflow_version,
-                    }
-                    for v in versions
-                ],
-            }
-        )
-        return
+    doc = ModelList(
+        catalog=[
+            CatalogEntrySummary.model_validate({**e.model_dump(), "id": e.id, "source": e.source.kind}) for e in entries
+        ],
+        registered=[
+            RegisteredModelSummary.model_validate({**v.to_dict(), "aliases": aliases.get((v.name, v.version), [])})
+            for v in versions
+        ],
+    )
+    emit(doc, json_, _render_models)
+
+
+def _render_models(doc: ModelList) -> None:
     table(
         "catalog",
         ["name", "display name", "version", "parameters", "source"],
-        [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source.kind] for e in entries],
+        [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source] for e in doc.catalog],
     )
     table(
         "registered",
         ["name", "version", "aliases", "kind", "base"],
-        [
-            [v.name, v.version, " ".join(f"@{a}" for a in aliases.get((v.name, v.version), [])), v.kind, v.base_model]
-            for v in versions
-        ],
+        [[v.name, v.version, " ".join(f"@{a}" for a in v.aliases), v.kind, v.base_model] for v in doc.registered],
     )
 
 
 @app.command("show")
 def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), json_: bool = JSON) -> None:
     """Tags of a catalog model, or a registered version with its lineage, the name's versions and aliases."""
-    entry = catalog.find_entry(ref)
+    ws = Workspace.from_env()
+    entry = ws.catalog.find(ref)
+    doc: CatalogEntryPublic | ModelVersionDetail
     if entry is not None:
-        doc = {**entry.model_dump(), "id": entry.id}
+        doc = CatalogEntryPublic.model_validate({**entry.model_dump(), "id": entry.id})
     else:
-        registry = Workspace().registry
+        registry = ws.registry
         mv = registry.get(ref)
         aliases = registry.aliases(mv.name)
-        doc = {
-            **mv.to_dict(),
-            "id": mv.id,
-            "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
-            "all_aliases": aliases,
-            "versions": [v.version for v in registry.list_versions(mv.name)],
-        }
-    if json_:
-        emit_json(doc)
-    else:
-        out.print_json(data=doc)
+        doc = ModelVersionDetail.model_validate(
+            {
+                **ModelVersionPublic.from_version(mv).model_dump(),
+                "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
+                "all_aliases": aliases,
+                "versions": [v.version for v in registry.list_versions(mv.name)],
+            }
+        )
+    emit(doc, json_)
 
 
 @app.command("alias")
@@ -104,19 +92,15 @@ def alias(
     name, sep, alias_ = ref.partition("@")
     if not sep or not alias_:
         raise UserError(f"{ref!r}: expected NAME@ALIAS", remedy="e.g. `chattune models alias chat@champion 3`.")
-    registry = Workspace().registry
+    registry = Workspace.from_env().registry
     if delete:
         registry.delete_alias(name, alias_)
-        doc = {"name": name, "alias": alias_, "deleted": True}
+        doc = ModelAliasPublic(name=name, alias=alias_, deleted=True)
     else:
         if not version:
             raise UserError("VERSION is required (or pass --delete)")
-        mv = registry.set_alias(name, alias_, version)
-        doc = {"name": name, "alias": alias_, "version": mv.version}
-    if json_:
-        emit_json(doc)
-    else:
-        out.print(f"{name}@{alias_} " + ("deleted" if delete else f"-> version {doc['version']}"))
+        doc = ModelAliasPublic(name=name, alias=alias_, version=registry.set_alias(name, alias_, version).version)
+    emit(doc, json_, lambda d: out.print(f"{name}@{alias_} " + ("deleted" if d.deleted else f"-> version {d.version}")))
 
 
 @app.command("tag")
@@ -132,35 +116,25 @@ def tag(
         if not sep or not key:
             raise UserError(f"tag {item!r}: expected KEY=VALUE")
         parsed[key] = value
-    mv = Workspace().registry.set_tags(ref, parsed)
-    if json_:
-        emit_json({"id": mv.id, "tags": mv.tags})
-    else:
-        out.print(f"{mv.id} tags: {mv.tags}")
+    mv = Workspace.from_env().registry.set_tags(ref, parsed)
+    emit(ModelTagsPublic(id=mv.id, tags=mv.tags), json_, lambda d: out.print(f"{d.id} tags: {d.tags}"))
 
 
 @app.command("delete")
 def delete(ref: str = typer.Argument(..., help="NAME:VERSION or NAME@ALIAS")) -> None:
     """Delete a registered version and its files; refused while a deployment serves it."""
-    mv = Workspace().registry.delete(ref)
+    mv = Workspace.from_env().registry.delete(ref)
     out.print(f"deleted {mv.id}")
 
 
 @app.command("import")
 def import_(name: str = typer.Argument(..., help="catalog name or local model directory"), json_: bool = JSON) -> None:
     """Materialize base weights into the workspace (once; stored by content hash)."""
-    ws = Workspace()
-    imported = import_model(ws.settings, ws.store, name)
-    doc = {
-        "name": imported.name,
-        "path": imported.path,
-        "content_hash": imported.content_hash,
-        "reused": imported.reused,
-    }
-    if json_:
-        emit_json(doc)
-    else:
-        out.print(f"{imported.name}: {imported.path} ({'already imported' if imported.reused else 'imported'})")
+    imported = Workspace.from_env().catalog.import_model(name)
+    doc = ModelImportPublic(
+        name=imported.name, path=str(imported.path), content_hash=imported.content_hash, reused=imported.reused
+    )
+    emit(doc, json_, lambda d: out.print(f"{d.name}: {d.path} ({'already imported' if d.reused else 'imported'})"))
 
 
 @app.command("register")
@@ -171,8 +145,5 @@ def register(
     json_: bool = JSON,
 ) -> None:
     """Register a job's trained_model as a new version, with lineage."""
-    mv = Workspace().registry.register(job, name=name, version=version)
-    if json_:
-        emit_json({**mv.to_dict(), "id": mv.id})
-    else:
-        out.print(f"registered {mv.id} ({mv.kind}) from {job}")
+    mv = Workspace.from_env().registry.register(job, name=name, version=version)
+    emit(ModelVersionPublic.from_version(mv), json_, lambda d: out.print(f"registered {d.id} ({d.kind}) from {job}"))

@@ -8,7 +8,8 @@ import typer
 
 from chattune import catalog
 from chattune import quickstart as quickstart_lib
-from chattune.cli.output import emit_json, progress, table
+from chattune.cli.output import emit, progress, table
+from chattune.schemas import QuickstartResult
 from chattune.workspace import Workspace
 
 
@@ -25,7 +26,7 @@ def quickstart(
     """Catalog -> compute check -> data -> job -> evaluate -> register -> endpoint -> invoke -> delete."""
     started = time.perf_counter()
     result = quickstart_lib.run(
-        Workspace(),
+        Workspace.from_env(),
         model=model,
         dataset=dataset,
         percent=percent,
@@ -34,10 +35,11 @@ def quickstart(
         progress=progress,
     )
     result["wall_time_s"] = round(time.perf_counter() - started, 1)
-    if json_:
-        emit_json(result)
-        return
-    base, tuned = result["metrics"]["base"], result["metrics"]["tuned"]
+    emit(QuickstartResult.model_validate(result), json_, _render)
+
+
+def _render(result: QuickstartResult) -> None:
+    base, tuned = result.metrics.base, result.metrics.tuned
     rows = [
         [k, f"{base.get(k, float('nan')):.4g}", f"{tuned.get(k, float('nan')):.4g}"]
         for k in sorted(set(base) | set(tuned))
@@ -47,11 +49,11 @@ def quickstart(
         "result",
         ["", ""],
         [
-            ["job", f"{result['job']['id']} ({result['job']['status']})"],
-            ["model version", f"{result['model']['name']}:{result['model']['version']}"],
-            ["endpoint", f"{result['endpoint']['name']} ({'deleted' if result['endpoint']['deleted'] else 'running'})"],
-            ["sample request", result["request"]["question"]],
-            ["answer", result["response"][0]["output"]],
-            ["wall time", f"{result['wall_time_s']} s"],
+            ["job", f"{result.job.id} ({result.job.status})"],
+            ["model version", f"{result.model.name}:{result.model.version}"],
+            ["endpoint", f"{result.endpoint.name} ({'deleted' if result.endpoint.deleted else 'running'})"],
+            ["sample request", result.request.question],
+            ["answer", result.response[0]["output"]],
+            ["wall time", f"{result.wall_time_s} s"],
         ],
     )

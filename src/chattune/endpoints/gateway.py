@@ -32,7 +32,7 @@ from chattune.serving.disconnect import ClientDisconnected, closed_response, unl
 from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
 from chattune.serving.keys import matches
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 
 FORWARDED = ("/score", "/v1/chat/completions", "/v1/models")
 
@@ -79,7 +79,7 @@ class GatewayMetrics:
 
 def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     """The gateway app of one endpoint (its lifespan runs the instances' supervisor)."""
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     supervisor = Supervisor(settings, store, endpoint)
     router = Router(store, endpoint, supervisor)
     forwarder = Forwarder(supervisor.token)

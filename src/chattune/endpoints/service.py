@@ -14,7 +14,15 @@ import httpx
 from chattune import processes
 from chattune.endpoints.config import deployment_settings
 from chattune.entities import Deployment, DeploymentSettings, Endpoint, ModelVersion, ProvisioningState
-from chattune.errors import ChattuneError, ConflictError, NotFoundError, UserError
+from chattune.errors import (
+    ChattuneError,
+    ConflictError,
+    NotFoundError,
+    ProcessError,
+    UnreachableError,
+    UserError,
+    WaitTimeoutError,
+)
 from chattune.registry import Registry, check_ref
 from chattune.serving.keys import INSTANCE_TOKEN_FILE, KEY_TYPES, KeyRing, generate_key, hash_key
 from chattune.settings import Settings
@@ -275,12 +283,12 @@ class EndpointService:
                 return dep
             if dep.state == ProvisioningState.FAILED:
                 errors = [i.get("error") for i in dep.instances if i.get("error")]
-                raise ChattuneError(
+                raise ProcessError(
                     f"deployment {name!r} failed: {errors[0] if errors else 'see its log'}",
                     remedy=f"`chattune deployments logs --endpoint {endpoint} --name {name}`.",
                 )
             if time.monotonic() > deadline:
-                raise ChattuneError(
+                raise WaitTimeoutError(
                     f"deployment {name!r} not ready after {self.settings.ready_timeout_s:.0f}s "
                     f"(state {dep.state}):\n{processes.tail(Path(dep.log_path or ''), 20)}"
                 )
@@ -371,7 +379,7 @@ class EndpointService:
         try:
             r = httpx.post(uri, json=body, headers=headers, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise ChattuneError(f"endpoint {endpoint!r} unreachable at {uri}: {exc}") from exc
+            raise UnreachableError(f"endpoint {endpoint!r} unreachable at {uri}: {exc}") from exc
         if r.status_code >= 400:
             try:
                 message = r.json()["error"]["message"]

@@ -14,14 +14,14 @@ from chattune.entities import JobStatus, StepStatus
 from chattune.pipeline.attempt import JobRun
 from chattune.pipeline.steps import PIPELINE
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 
 
 def run_job(job_id: str, settings: Settings, *, resume: bool = False) -> JobStatus:
     """Run (or resume) a job to its end: plan each step, then reuse it or run it; record the outcome."""
     import mlflow
 
-    run = JobRun(job_id, settings, SqliteStore(settings.db_path), resume=resume)
+    run = JobRun(job_id, settings, open_store(settings), resume=resume)
     _route_library_logs()
     run.begin()
     with mlflow.start_run(**run.mlflow_run_args()) as parent:
@@ -56,7 +56,7 @@ def main() -> None:
         status = run_job(job_id, settings, resume=resume)
     except Exception as exc:  # outside any step (tracking store, database): the job still ends as failed
         traceback.print_exc()
-        SqliteStore(settings.db_path).update_job(
+        open_store(settings).update_job(
             job_id,
             status=JobStatus.FAILED,
             finished_at=time.time(),

@@ -22,7 +22,7 @@ from chattune.pipeline.launch import RESULT
 from chattune.pipeline.outputs import StepOutputs
 from chattune.pipeline.resolved import ResolvedConfig
 from chattune.settings import Settings
-from chattune.store import SqliteStore
+from chattune.store import open_store
 
 
 def main(request_path: str) -> None:
@@ -34,7 +34,7 @@ def main(request_path: str) -> None:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     rank = int(os.environ.get("RANK", "0"))
     settings = Settings()
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     job = store.get_job(request["job_id"])
     job_dir = settings.jobs_dir / job.id
     log = JobLog(job_dir)

@@ -1,4 +1,7 @@
-"""Map chattune errors and request validation failures to OpenAI-shaped HTTP errors, for instances and gateways."""
+"""Map chattune errors and request validation failures to OpenAI-shaped HTTP errors, for instances and gateways.
+
+Statuses and OpenAI error types come from the one error table, ``chattune.errors.ERROR_CODES``.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +14,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chattune.errors import ChattuneError
+from chattune.errors import (
+    ChattuneError,
+    InvalidJSONError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
+    error_type,
+)
 from chattune.serving.disconnect import ClientDisconnected, closed_response
 from chattune.serving.protocol import ErrorResponse, error_body
 
 log = logging.getLogger(__name__)
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable_error",
-}
-
 
 _DESCRIPTIONS = {
     400: "The body is not JSON or not UTF-8, or the prompt and max_tokens exceed the model's context",
@@ -46,29 +42,63 @@ _DESCRIPTIONS = {
 
 
 def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """FastAPI ``responses`` for these error statuses, each documented in OpenAI's shape (``ErrorResponse``), which
-    is what the handlers below answer, rather than FastAPI's default ``HTTPValidationError``."""
+    """FastAPI ``responses`` for these error statuses, each documented in OpenAI's shape (``ErrorResponse``).
+
+    That is what the handlers below answer, rather than FastAPI's default ``HTTPValidationError``.
+    """
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
 def error_response(
     status: int, message: str, code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    type_ = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = error_body(message, type_, code, param)
+    """An answer in OpenAI's error shape, its ``type`` from chattune's one table (``chattune.errors.ERROR_CODES``).
+
+    Args:
+        status: The HTTP status.
+        message: What went wrong.
+        code: The chattune error code (a key of ``ERROR_CODES``), when there is one.
+        param: The request field at fault, if any.
+        headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+
+    Returns:
+        The JSON response.
+    """
+    body = error_body(message, error_type(status, code), code, param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def coded_response(
+    error: type[ChattuneError], message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The answer for a coded error class: its status and type from the error table.
+
+    Args:
+        error: The class whose code is answered (e.g. ``TooManyRequestsError``).
+        message: What went wrong.
+        param: The request field at fault, if any.
+        headers: Extra response headers.
+
+    Returns:
+        The JSON response.
+    """
+    return error_response(error.http_status, message, error.code, param, headers)
+
+
 class _TooLarge(StarletteHTTPException):
-    """A request body over the limit, found while it was being read. An HTTPException, so that FastAPI's body parsing
-    passes it on: any other exception there became a 400 "There was an error parsing the body" (a chunked body over
-    the limit sent to an instance)."""
+    """A request body over the limit, found while it was being read.
+
+    An HTTPException, so that FastAPI's body parsing passes it on: any other exception there became a 400 "There was
+    an error parsing the body" (a chunked body over the limit sent to an instance).
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(413, message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer chattune errors, invalid requests and unexpected failures in OpenAI's error shape."""
+
     @app.exception_handler(ChattuneError)
     async def _chattune(request: Request, exc: ChattuneError) -> JSONResponse:
         return error_response(exc.http_status, exc.message, exc.code)
@@ -78,21 +108,20 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":  # as OpenAI answers it: a 400, not a field error at "0"
             reason = (first.get("ctx") or {}).get("error", "JSON decode error")
-            return error_response(400, f"the body is not valid JSON: {reason}", "invalid_json")
+            return coded_response(InvalidJSONError, f"the body is not valid JSON: {reason}")
         content_type = request.headers.get("content-type", "")
         if tuple(first.get("loc", ())) == ("body",) and first.get("type") != "missing" and not _is_json(content_type):
             # FastAPI leaves a body not sent as JSON unparsed, and it fails as "not a dictionary": say what is wrong.
-            return error_response(
-                415,
+            return coded_response(
+                UnsupportedMediaTypeError,
                 f"send the body as JSON with Content-Type: application/json, not {content_type or 'no Content-Type'!r}",
-                "unsupported_media_type",
             )
         loc = [str(p) for p in first.get("loc", []) if p != "body"]
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', []) if p != 'body') or 'body'}: {e.get('msg')}"
             for e in exc.errors()
         )
-        return error_response(422, problems or "invalid request", "invalid_request", ".".join(loc) or None)
+        return coded_response(InvalidRequestError, problems or "invalid request", ".".join(loc) or None)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
@@ -100,7 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(_TooLarge)
     async def _too_large(request: Request, exc: _TooLarge) -> JSONResponse:
-        return error_response(413, str(exc.detail), "request_too_large", headers={"Connection": "close"})
+        return coded_response(RequestTooLargeError, str(exc.detail), headers={"Connection": "close"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -109,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(500, "internal server error; see the instance log", "internal_error")
+        return coded_response(ChattuneError, "internal server error; see the instance log")
 
 
 def _is_json(content_type: str) -> bool:
@@ -119,8 +148,10 @@ def _is_json(content_type: str) -> bool:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` is answered 413 in OpenAI's shape, before it is read
-    whole (a declared Content-Length is checked first; a chunked body is counted as it arrives)."""
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 in OpenAI's shape, before it is read whole.
+
+    A declared Content-Length is checked first; a chunked body is counted as it arrives.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -130,8 +161,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = error_response(
-            413, f"request body over {self.max_bytes} bytes", "request_too_large", headers={"Connection": "close"}
+        too_big = coded_response(
+            RequestTooLargeError, f"request body over {self.max_bytes} bytes", headers={"Connection": "close"}
         )
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

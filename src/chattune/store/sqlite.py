@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from chattune.entities import (
     Deployment,
     Endpoint,
     Job,
+    JobError,
     JobStatus,
     ModelVersion,
     ProvisioningState,
@@ -91,6 +93,8 @@ _ADDED_COLUMNS = [
 
 
 def _encode(key: str, value: Any) -> Any:
+    if isinstance(value, JobError):
+        return json.dumps(asdict(value))
     if key in _JSON:
         return None if value is None else json.dumps(value)
     if hasattr(value, "value"):  # enums
@@ -210,6 +214,7 @@ class SqliteStore:
 
     def _job(self, row: dict[str, Any]) -> Job:
         row["status"] = JobStatus(row["status"])
+        row["error"] = JobError(**row["error"]) if row["error"] else None
         job = Job(**_only(Job, row))
         job.steps = self.list_steps(job.id)
         return job
@@ -229,6 +234,8 @@ class SqliteStore:
         return Page(items, items[-1].id if len(rows) > limit else None)
 
     def update_job(self, job_id: str, **fields: Any) -> Job:
+        if isinstance(fields.get("error"), dict):  # checked on the way in: a job's error has one shape
+            fields["error"] = JobError(**fields["error"])
         self._update("jobs", {"id": job_id}, fields)
         return self.get_job(job_id)
 
@@ -259,11 +266,11 @@ class SqliteStore:
         rows[0]["status"] = StepStatus(rows[0]["status"])
         return StepRun(**_only(StepRun, rows[0]))
 
-    def list_steps(self, job_id: str) -> list[StepRun]:
+    def list_steps(self, job_id: str) -> Page[StepRun]:
         rows = self._query("SELECT * FROM steps WHERE job_id = ? ORDER BY position", (job_id,))
         for r in rows:
             r["status"] = StepStatus(r["status"])
-        return [StepRun(**_only(StepRun, r)) for r in rows]
+        return Page(StepRun(**_only(StepRun, r)) for r in rows)
 
     # model imports --------------------------------------------------------------------------------------------
     def record_import(self, source_key: str, content_hash: str, path: str) -> None:
@@ -297,12 +304,12 @@ class SqliteStore:
             raise NotFoundError(f"registered model {what!r} not found", remedy="See `chattune models list`.")
         return ModelVersion(**_only(ModelVersion, rows[0]))
 
-    def list_model_versions(self, name: str | None = None) -> list[ModelVersion]:
+    def list_model_versions(self, name: str | None = None) -> Page[ModelVersion]:
         if name:
             rows = self._query("SELECT * FROM model_versions WHERE name = ? ORDER BY created_at", (name,))
         else:
             rows = self._query("SELECT * FROM model_versions ORDER BY name, created_at")
-        return [ModelVersion(**_only(ModelVersion, r)) for r in rows]
+        return Page(ModelVersion(**_only(ModelVersion, r)) for r in rows)
 
     def delete_model_version(self, name: str, version: str) -> None:
         with self._tx() as db:
@@ -353,8 +360,8 @@ class SqliteStore:
             raise NotFoundError(f"endpoint {name!r} not found", remedy="See `chattune endpoints list`.")
         return self._endpoint(rows[0])
 
-    def list_endpoints(self) -> list[Endpoint]:
-        return [self._endpoint(r) for r in self._query("SELECT * FROM endpoints ORDER BY created_at")]
+    def list_endpoints(self) -> Page[Endpoint]:
+        return Page(self._endpoint(r) for r in self._query("SELECT * FROM endpoints ORDER BY created_at"))
 
     def update_endpoint(self, name: str, **fields: Any) -> Endpoint:
         self._update("endpoints", {"name": name}, fields)
@@ -397,9 +404,9 @@ class SqliteStore:
             )
         return self._deployment(rows[0])
 
-    def list_deployments(self, endpoint: str) -> list[Deployment]:
+    def list_deployments(self, endpoint: str) -> Page[Deployment]:
         rows = self._query("SELECT * FROM deployments WHERE endpoint = ? ORDER BY created_at", (endpoint,))
-        return [self._deployment(r) for r in rows]
+        return Page(self._deployment(r) for r in rows)
 
     def update_deployment(self, endpoint: str, name: str, **fields: Any) -> Deployment:
         self._update("deployments", {"endpoint": endpoint, "name": name}, fields)

@@ -1,0 +1,123 @@
+"""Models on the wire: catalog entries, registered model versions, aliases, tags and imports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SerializerFunctionWrapHandler, model_serializer
+
+from chattune.entities import ModelVersion
+from chattune.schemas.base import Schema
+
+
+class CatalogEntrySummary(Schema):
+    """A catalog model in ``models list``."""
+
+    name: str
+    display_name: str
+    version: str
+    id: str
+    parameters: int
+    source: str
+
+
+class CatalogEntryPublic(Schema):
+    """A catalog model with its tags (``models show NAME``); ``source`` says where its weights come from."""
+
+    name: str
+    display_name: str
+    description: str = ""
+    version: str
+    license: str = ""
+    family: str = ""
+    parameters: int = 0
+    hidden_size: int = 0
+    num_hidden_layers: int = 0
+    vocab_size: int = 0
+    hub_id: str | None = None
+    source: dict[str, Any]
+    tags: dict[str, Any] = {}
+    id: str
+
+
+class ModelVersionPublic(Schema):
+    """A registered model version (``models register``). A LoRA version refers to its base by content hash."""
+
+    id: str
+    name: str
+    version: str
+    created_at: float
+    kind: str
+    path: str
+    base_model: str
+    base_model_hash: str
+    base_model_path: str
+    job_id: str | None = None
+    description: str = ""
+    tags: dict[str, Any] = {}
+    lineage: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    mlflow_version: str | None = None
+
+    @classmethod
+    def from_version(cls, mv: ModelVersion) -> ModelVersionPublic:
+        """The registered version as shown."""
+        return cls.model_validate({**mv.to_dict(), "id": mv.id})
+
+
+class ModelVersionDetail(ModelVersionPublic):
+    """A registered version with its name's aliases and versions (``models show NAME:VERSION``)."""
+
+    aliases: list[str] = []
+    all_aliases: dict[str, str] = {}
+    versions: list[str] = []
+
+
+class RegisteredModelSummary(Schema):
+    """A registered version in ``models list``."""
+
+    name: str
+    version: str
+    kind: str
+    base_model: str
+    job_id: str | None = None
+    created_at: float
+    aliases: list[str] = []
+    tags: dict[str, Any] = {}
+    mlflow_version: str | None = None
+
+
+class ModelList(Schema):
+    """``models list``: the catalog and the registry."""
+
+    catalog: list[CatalogEntrySummary]
+    registered: list[RegisteredModelSummary]
+
+
+class ModelAliasPublic(Schema):
+    """An alias after ``models alias``: the version it points to, or ``deleted: true``; the other key is left out."""
+
+    name: str
+    alias: str
+    version: str | None = None
+    deleted: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ModelTagsPublic(Schema):
+    """A registered version's tags after ``models tag``."""
+
+    id: str
+    tags: dict[str, Any]
+
+
+class ModelImportPublic(Schema):
+    """Base weights materialized in the workspace (``models import``), stored by content hash."""
+
+    name: str
+    path: str
+    content_hash: str
+    reused: bool

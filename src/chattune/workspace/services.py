@@ -1,0 +1,140 @@
+"""The workspace's services over the catalog, this machine's compute and data files.
+
+Jobs, the registry and endpoints have services of their own (``JobService``, ``Registry``, ``EndpointService``); these
+three give the catalog, compute and data the same shape on ``Workspace``, so that the CLI, the SDK and quickstart
+reach every service as ``ws.<service>.<verb>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chattune import catalog
+from chattune import compute as compute_lib
+from chattune.catalog import CatalogEntry
+from chattune.errors import UserError
+from chattune.settings import Settings
+from chattune.store import Store
+
+if TYPE_CHECKING:
+    from chattune.catalog.importer import ImportedModel
+    from chattune.compute import CheckResult, ComputeInfo
+    from chattune.data.tokens import TokenCounter
+    from chattune.data.validate import FileReport
+
+
+class CatalogService:
+    """The built-in model catalog and the base weights imported from it."""
+
+    def __init__(self, settings: Settings, store: Callable[[], Store]) -> None:
+        self.settings = settings
+        self._store = store  # opened only when weights are imported
+
+    def list(self) -> list[CatalogEntry]:
+        """Every catalog entry."""
+        return catalog.list_entries()
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry ``name`` (or its display name); raises NotFoundError listing the valid names."""
+        return catalog.get_entry(name)
+
+    def find(self, name: str) -> CatalogEntry | None:
+        """The entry ``name`` (or its display name), or None."""
+        return catalog.find_entry(name)
+
+    def import_model(self, ref: str) -> ImportedModel:
+        """Materialize a catalog model's (or a local directory's) weights in the workspace, once per content hash.
+
+        Args:
+            ref: A catalog name or a local model directory.
+
+        Returns:
+            Where the weights are, their content hash, and whether they were there already.
+        """
+        from chattune.catalog.importer import import_model
+
+        return import_model(self.settings, self._store(), ref)
+
+
+class ComputeService:
+    """This machine's devices and whether a catalog model can be fine-tuned on them."""
+
+    def detect(self) -> ComputeInfo:
+        """GPUs, CPU cores and RAM of this machine."""
+        return compute_lib.detect()
+
+    def check(self, model: str, **options: Any) -> CheckResult:
+        """The catalog's allow list and a training memory estimate for ``model`` on this machine.
+
+        Args:
+            model: A catalog name.
+            **options: ``compute.check``'s options (``lora``, ``precision``, ``seq_len``, ``batch_size``, ...).
+
+        Returns:
+            The check's result; ``ok`` is False when the model cannot run here.
+        """
+        return compute_lib.check(catalog.get_entry(model), compute_lib.detect(), **options)
+
+
+class DataService:
+    """Chat data files: validate, import, the demo dataset, downloads."""
+
+    def __init__(self, catalog_service: CatalogService) -> None:
+        self._catalog = catalog_service
+
+    def token_counter(self, model: str | None, max_seq_length: int | None = None) -> TokenCounter | None:
+        """A counter of tokens with ``model``'s chat template (imported first), or None without a model.
+
+        Args:
+            model: A catalog name or model directory, or None.
+            max_seq_length: The truncation length to report against (needs ``model``).
+
+        Returns:
+            The counter, or None.
+        """
+        if model is None:
+            if max_seq_length is not None:
+                raise UserError("--max-seq-length needs --model (tokens are counted with that model's chat template)")
+            return None
+        from chattune.data.tokens import TokenCounter
+
+        return TokenCounter.for_model(self._catalog.import_model(model).path, max_seq_length)
+
+    def validate(
+        self, files: Sequence[Path], *, min_rows: int = 1, counter: TokenCounter | None = None
+    ) -> list[FileReport]:
+        """Check files and report every error at once (file:line, field, code).
+
+        Args:
+            files: jsonl, json, parquet or csv files.
+            min_rows: The least number of usable rows in each.
+            counter: Counts tokens with a model's chat template, when given.
+
+        Returns:
+            One report per file.
+        """
+        from chattune.data.validate import validate_files
+
+        return validate_files(files, min_rows=min_rows, counter=counter)
+
+    def import_file(self, path: Path, out_dir: Path) -> tuple[Path, FileReport]:
+        """Validate a local file and write it as canonical JSON Lines under ``out_dir``."""
+        from chattune.data.imports import import_file
+
+        return import_file(path, out_dir)
+
+    def demo(self, out_dir: Path, *, rows: int = 400, seed: int = 0) -> dict[str, Path]:
+        """Write the built-in demo dataset (ultrachat_200k's schema and split names)."""
+        from chattune.data import demo
+
+        return demo.write(out_dir, rows=rows, seed=seed)
+
+    def download(
+        self, dataset: str, out_dir: Path, *, percent: int = 5, splits: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Download the first ``percent`` of every split (or of ``splits``) with Hugging Face datasets."""
+        from chattune.data.download import download
+
+        return download(dataset, out_dir, percent=percent, splits=splits)
