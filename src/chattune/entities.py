@@ -14,6 +14,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
 
     class StrEnum(str, Enum):
+        """A ``str`` enum whose ``str()`` is its value, as Python 3.11's ``enum.StrEnum``."""
+
         def __str__(self) -> str:
             return str(self.value)
 
@@ -30,10 +32,13 @@ class JobStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the job has finished (succeeded, failed or cancelled) and will not change again."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class StepStatus(StrEnum):
+    """The state of one step of a job's pipeline."""
+
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -43,6 +48,7 @@ class StepStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the step has finished (succeeded, failed, skipped or cancelled)."""
         return self in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
 
 
@@ -59,17 +65,23 @@ class ProvisioningState(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether provisioning has finished (succeeded, failed or canceled)."""
         return self in (ProvisioningState.SUCCEEDED, ProvisioningState.FAILED, ProvisioningState.CANCELED)
 
 
 @dataclass
 class Entity:
+    """Base of the stored entities: a dataclass that turns into a plain dict."""
+
     def to_dict(self) -> dict[str, Any]:
+        """The entity's fields as a dict (nested dataclasses included), as stored and as shown with ``--json``."""
         return asdict(self)
 
 
 @dataclass
 class StepRun(Entity):
+    """One step of a job's pipeline as run: its status, timing, log file and outputs."""
+
     job_id: str
     name: str
     status: StepStatus = StepStatus.PENDING
@@ -86,11 +98,13 @@ class StepRun(Entity):
 
     @property
     def duration_s(self) -> float | None:
+        """Seconds the step ran, or None until it has started and finished."""
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
+        """The step's fields as a dict, with ``duration_s`` added."""
         out = asdict(self)
         out["duration_s"] = self.duration_s
         return out
@@ -116,6 +130,8 @@ class JobError:
 
 @dataclass
 class Job(Entity):
+    """A fine-tuning job: its spec, resolved config, status, outputs, metrics and steps."""
+
     id: str
     display_name: str
     experiment_name: str
@@ -156,11 +172,14 @@ class ModelVersion(Entity):
 
     @property
     def id(self) -> str:
+        """The version's reference, ``name:version``."""
         return f"{self.name}:{self.version}"
 
 
 @dataclass
 class Endpoint(Entity):
+    """An online endpoint: its gateway's port and process, auth mode and traffic split."""
+
     name: str
     auth_mode: str
     state: ProvisioningState
@@ -172,16 +191,21 @@ class Endpoint(Entity):
     pid: int | None = None
 
     def scoring_uri(self, host: str) -> str | None:
+        """The endpoint's Azure-style scoring URL on ``host``, or None while it has no port."""
         return f"http://{host}:{self.port}/score" if self.port else None
 
     def openai_base_url(self, host: str) -> str | None:
+        """The endpoint's OpenAI-compatible base URL on ``host``, or None while it has no port."""
         return f"http://{host}:{self.port}/v1" if self.port else None
 
 
 class ProbeSettings(BaseModel):
-    """Azure's ProbeSettings (seconds). Liveness failure restarts the instance; readiness failure takes it out of
-    rotation. Until an instance first reports ready it is polled every half second (a start-up phase that never
-    fails it), so a deployment is served as soon as its model is loaded instead of after ``initial_delay``."""
+    """Azure's ProbeSettings (seconds).
+
+    Liveness failure restarts the instance; readiness failure takes it out of rotation. Until an instance first reports
+    ready it is polled every half second (a start-up phase that never fails it), so a deployment is served as soon as
+    its model is loaded instead of after ``initial_delay``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -198,8 +222,10 @@ MAX_CHOICES = 8
 
 
 class DeploymentSettings(BaseModel):
-    """How a deployment serves: Azure's names and defaults (OnlineRequestSettings, ProbeSettings, instance_count),
-    stated here once and carried from the CLI flag and the SDK through the store to the gateway and the instance.
+    """How a deployment serves: Azure's names and defaults, stated here once.
+
+    Azure's OnlineRequestSettings, ProbeSettings and instance_count, carried from the CLI flag and the SDK through the
+    store to the gateway and the instance.
 
     The gateway enforces ``request_timeout_ms`` and ``max_concurrent_requests_per_instance`` (429 beyond it); the
     instance reads the engine's settings (``engine_batch_size``, ``max_new_tokens_cap``) from its environment.
@@ -225,8 +251,10 @@ class DeploymentSettings(BaseModel):
 
     @property
     def engine_batch_size(self) -> int:
-        """The engine's batch follows the deployment's concurrency: every admitted request's choices fit at once
-        (more memory per instance, no request waiting behind another's)."""
+        """The engine's batch size, following the deployment's concurrency.
+
+        Every admitted request's choices fit at once (more memory per instance, no request waiting behind another's).
+        """
         return self.max_batch_size or self.max_concurrent_requests_per_instance * MAX_CHOICES
 
     def columns(self) -> dict[str, Any]:
@@ -241,6 +269,8 @@ _DEFAULT = DeploymentSettings()
 
 @dataclass
 class Deployment(Entity):
+    """A deployment of a registered model version on an endpoint, with its settings and instances."""
+
     endpoint: str
     name: str
     model_name: str

@@ -37,32 +37,40 @@ class Settings(BaseSettings):
 
     @property
     def db_path(self) -> Path:
+        """The workspace database."""
         return self.home / "chattune.db"
 
     @property
     def models_dir(self) -> Path:
+        """Imported base models."""
         return self.home / "models"
 
     @property
     def registry_dir(self) -> Path:
+        """Registered model versions' files."""
         return self.home / "registry"
 
     @property
     def jobs_dir(self) -> Path:
+        """Jobs' working directories (outputs, logs)."""
         return self.home / "jobs"
 
     @property
     def endpoints_dir(self) -> Path:
+        """Per-endpoint directories: deployment logs and the gateway's instance token."""
         return self.home / "endpoints"
 
     @property
     def cache_dir(self) -> Path:
+        """Caches, such as the wheels fetched to convert GGUF models."""
         return self.home / "cache"
 
     @property
     def tracking_uri(self) -> str:
+        """The MLflow tracking URI: ``mlflow_tracking_uri`` if set, else a SQLite database in the workspace."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def artifacts_dir(self) -> Path:
+        """MLflow's artifact store in the workspace."""
         return self.home / "mlartifacts"

@@ -200,6 +200,7 @@ class SqliteStore:
 
     # jobs -----------------------------------------------------------------------------------------------------
     def create_job(self, job: Job) -> None:
+        """Insert a new job with its steps; ConflictError if the id exists."""
         data = job.to_dict()
         data.pop("steps")
         self._insert("jobs", data)
@@ -207,6 +208,7 @@ class SqliteStore:
             self._save_step(step, i)
 
     def get_job(self, job_id: str) -> Job:
+        """The job with its steps; NotFoundError if there is none."""
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise NotFoundError(f"job {job_id!r} not found", remedy="List jobs with `chattune jobs list`.")
@@ -220,6 +222,7 @@ class SqliteStore:
         return job
 
     def list_jobs(self, *, limit: int = 50, after: str | None = None) -> Page[Job]:
+        """Jobs, newest first, ``limit`` at a time, after the job ``after``."""
         # Newest first, ordered by (created_at, id) so that equal timestamps never lose a job between pages.
         if after:
             created = self.get_job(after).created_at
@@ -234,12 +237,14 @@ class SqliteStore:
         return Page(items, items[-1].id if len(rows) > limit else None)
 
     def update_job(self, job_id: str, **fields: Any) -> Job:
+        """Change some of a job's fields; returns the job as stored."""
         if isinstance(fields.get("error"), dict):  # checked on the way in: a job's error has one shape
             fields["error"] = JobError(**fields["error"])
         self._update("jobs", {"id": job_id}, fields)
         return self.get_job(job_id)
 
     def save_step(self, step: StepRun) -> None:
+        """Insert or replace a step run, keeping its position in the job."""
         rows = self._query("SELECT position FROM steps WHERE job_id = ? AND name = ?", (step.job_id, step.name))
         position = rows[0]["position"] if rows else len(self.list_steps(step.job_id))
         self._save_step(step, position)
@@ -257,6 +262,7 @@ class SqliteStore:
             )
 
     def find_cached_step(self, name: str, cache_key: str) -> StepRun | None:
+        """The latest succeeded step with this name and cache key, or None."""
         rows = self._query(
             "SELECT * FROM steps WHERE name = ? AND cache_key = ? AND status = ? ORDER BY finished_at DESC LIMIT 1",
             (name, cache_key, StepStatus.SUCCEEDED.value),
@@ -267,6 +273,7 @@ class SqliteStore:
         return StepRun(**_only(StepRun, rows[0]))
 
     def list_steps(self, job_id: str) -> Page[StepRun]:
+        """A job's steps, in pipeline order."""
         rows = self._query("SELECT * FROM steps WHERE job_id = ? ORDER BY position", (job_id,))
         for r in rows:
             r["status"] = StepStatus(r["status"])
@@ -274,6 +281,7 @@ class SqliteStore:
 
     # model imports --------------------------------------------------------------------------------------------
     def record_import(self, source_key: str, content_hash: str, path: str) -> None:
+        """Remember that ``source_key``'s weights are at ``path`` with this content hash."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO model_imports VALUES (?, ?, ?, ?)",
@@ -281,11 +289,13 @@ class SqliteStore:
             )
 
     def find_import(self, source_key: str) -> tuple[str, str] | None:
+        """(content hash, path) of an imported source, or None."""
         rows = self._query("SELECT content_hash, path FROM model_imports WHERE source_key = ?", (source_key,))
         return (rows[0]["content_hash"], rows[0]["path"]) if rows else None
 
     # registry -------------------------------------------------------------------------------------------------
     def add_model_version(self, mv: ModelVersion) -> None:
+        """Insert a registered version; ConflictError if it exists."""
         try:
             self._insert("model_versions", mv.to_dict())
         except ConflictError as exc:
@@ -295,6 +305,7 @@ class SqliteStore:
             ) from exc
 
     def get_model_version(self, name: str, version: str | None = None) -> ModelVersion:
+        """A version, or the latest of ``name`` without one; NotFoundError if there is none."""
         if version is None:
             rows = self._query("SELECT * FROM model_versions WHERE name = ? ORDER BY created_at DESC LIMIT 1", (name,))
         else:
@@ -305,6 +316,7 @@ class SqliteStore:
         return ModelVersion(**_only(ModelVersion, rows[0]))
 
     def list_model_versions(self, name: str | None = None) -> Page[ModelVersion]:
+        """Registered versions (of ``name``, or all by name), oldest first."""
         if name:
             rows = self._query("SELECT * FROM model_versions WHERE name = ? ORDER BY created_at", (name,))
         else:
@@ -312,19 +324,23 @@ class SqliteStore:
         return Page(ModelVersion(**_only(ModelVersion, r)) for r in rows)
 
     def delete_model_version(self, name: str, version: str) -> None:
+        """Remove a version and the aliases that point to it."""
         with self._tx() as db:
             db.execute("DELETE FROM model_aliases WHERE name = ? AND version = ?", (name, version))
             db.execute("DELETE FROM model_versions WHERE name = ? AND version = ?", (name, version))
 
     def update_model_version(self, name: str, version: str, **fields: Any) -> ModelVersion:
+        """Change some of a version's fields; returns it as stored."""
         self._update("model_versions", {"name": name, "version": version}, fields)
         return self.get_model_version(name, version)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``name@alias`` at ``version``."""
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO model_aliases VALUES (?, ?, ?, ?)", (name, alias, version, time.time()))
 
     def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``name@alias``."""
         with self._tx() as db:
             db.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
 
@@ -334,6 +350,7 @@ class SqliteStore:
         return {r["alias"]: r["version"] for r in rows}
 
     def deployments_using(self, name: str, version: str) -> list[Deployment]:
+        """The deployments that serve this version (as their model or an extra model)."""
         rows = self._query("SELECT * FROM deployments ORDER BY endpoint, name")
         found = [self._deployment(r) for r in rows]
         ref = f"{name}:{version}"
@@ -341,6 +358,7 @@ class SqliteStore:
 
     # endpoints ------------------------------------------------------------------------------------------------
     def create_endpoint(self, ep: Endpoint, key_hashes: dict[str, str]) -> None:
+        """Insert an endpoint with its key hashes; ConflictError if the name is taken."""
         try:
             self._insert("endpoints", ep.to_dict())
         except ConflictError as exc:
@@ -355,34 +373,41 @@ class SqliteStore:
         return Endpoint(**_only(Endpoint, row))
 
     def get_endpoint(self, name: str) -> Endpoint:
+        """The endpoint; NotFoundError if there is none."""
         rows = self._query("SELECT * FROM endpoints WHERE name = ?", (name,))
         if not rows:
             raise NotFoundError(f"endpoint {name!r} not found", remedy="See `chattune endpoints list`.")
         return self._endpoint(rows[0])
 
     def list_endpoints(self) -> Page[Endpoint]:
+        """Endpoints, oldest first."""
         return Page(self._endpoint(r) for r in self._query("SELECT * FROM endpoints ORDER BY created_at"))
 
     def update_endpoint(self, name: str, **fields: Any) -> Endpoint:
+        """Change some of an endpoint's fields; returns it as stored."""
         self._update("endpoints", {"name": name}, fields)
         return self.get_endpoint(name)
 
     def delete_endpoint(self, name: str) -> None:
+        """Remove an endpoint with its keys and deployments."""
         with self._tx() as db:
             db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
 
     def set_key_hash(self, endpoint: str, key_type: str, key_hash: str) -> None:
+        """Store the hash of one of the endpoint's keys (``primary`` or ``secondary``)."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO endpoint_keys VALUES (?, ?, ?, ?)", (endpoint, key_type, key_hash, time.time())
             )
 
     def key_hashes(self, endpoint: str) -> dict[str, str]:
+        """``{key_type: hash}`` of the endpoint's keys."""
         rows = self._query("SELECT key_type, key_hash FROM endpoint_keys WHERE endpoint = ?", (endpoint,))
         return {r["key_type"]: r["key_hash"] for r in rows}
 
     # deployments ----------------------------------------------------------------------------------------------
     def create_deployment(self, dep: Deployment) -> None:
+        """Insert a deployment; ConflictError if the endpoint has one of this name."""
         try:
             self._insert("deployments", dep.to_dict())
         except ConflictError as exc:
@@ -396,6 +421,7 @@ class SqliteStore:
         return Deployment(**_only(Deployment, row))
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment:
+        """The deployment; NotFoundError if there is none."""
         rows = self._query("SELECT * FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
         if not rows:
             raise NotFoundError(
@@ -405,13 +431,16 @@ class SqliteStore:
         return self._deployment(rows[0])
 
     def list_deployments(self, endpoint: str) -> Page[Deployment]:
+        """An endpoint's deployments, oldest first."""
         rows = self._query("SELECT * FROM deployments WHERE endpoint = ? ORDER BY created_at", (endpoint,))
         return Page(self._deployment(r) for r in rows)
 
     def update_deployment(self, endpoint: str, name: str, **fields: Any) -> Deployment:
+        """Change some of a deployment's fields; returns it as stored."""
         self._update("deployments", {"endpoint": endpoint, "name": name}, fields)
         return self.get_deployment(endpoint, name)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Remove a deployment."""
         with self._tx() as db:
             db.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
