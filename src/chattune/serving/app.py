@@ -1,5 +1,7 @@
-"""The routes of one deployment instance: Azure ``/score``, OpenAI ``/v1/chat/completions`` (streamed too),
-``/v1/models``, health probes and Prometheus ``/metrics``.
+"""The routes of one deployment instance.
+
+Azure ``/score``, OpenAI ``/v1/chat/completions`` (streamed too), ``/v1/models``, health probes and Prometheus
+``/metrics``.
 
 Routes are thin: parse (the wire models of chattune.serving.protocol), authorize (the gateway's token, one
 middleware), call the chat service (chattune.serving.chat), shape the answer. Instances listen on loopback behind

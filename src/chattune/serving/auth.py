@@ -45,6 +45,10 @@ class BearerAuth:
         self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass lifespan events, public paths and requests with an accepted bearer key on to the app; refuse the rest.
+
+        A refused HTTP request gets a 401 in OpenAI's shape; a websocket is closed as a policy violation.
+        """
         if scope["type"] == "lifespan" or scope.get("path") in self.public_paths:
             await self.app(scope, receive, send)
             return

@@ -45,6 +45,7 @@ class Pending:
     done: bool = False
 
     def emit(self, kind: str, value: Any) -> None:
+        """Queue an event for the request's consumer; safe to call from the scheduler thread."""
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
 
@@ -105,8 +106,10 @@ class _RowText:
 
 
 class BatchScheduler:
-    """Continuous batching: one thread keeps a running batch and its KV cache; between decoding steps it admits
-    queued requests (prefilled together, their cache joined to the running one) and drops finished ones.
+    """Continuous batching of generation requests on one thread.
+
+    One thread keeps a running batch and its KV cache; between decoding steps it admits queued requests (prefilled
+    together, their cache joined to the running one) and drops finished ones.
 
     Built on the model's own forward pass and transformers' DynamicCache; each row has its own decoding settings
     (greedy, or temperature / top-p with its own seeded generator, through transformers' logits warpers) and its
@@ -141,14 +144,17 @@ class BatchScheduler:
         self._thread.start()
 
     def submit(self, pending: Pending) -> None:
+        """Queue a request for the next free slot in the running batch (called from the server's event loop)."""
         with self._cond:
             self._queue.append(pending)
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify()
 
     def _admit(self, running: int) -> list[Pending]:
-        """Queued requests for the free slots; blocks only while nothing runs. A lone arrival waits a moment
-        for company, so a burst is prefilled together."""
+        """Queued requests for the free slots; blocks only while nothing runs.
+
+        A lone arrival waits a moment for company, so a burst is prefilled together.
+        """
         with self._cond:
             if not running:
                 while not self._queue:
@@ -308,8 +314,11 @@ class _Running:
 
 
 class _Sampler:
-    """A row's next-token choice: greedy, or transformers' temperature / top-p warpers with the row's own seeded
-    generator (so a seed reproduces an answer whatever else shares the batch)."""
+    """A row's next-token choice.
+
+    Greedy, or transformers' temperature / top-p warpers with the row's own seeded generator (so a seed reproduces an
+    answer whatever else shares the batch).
+    """
 
     def __init__(self, params: GenerationParams):
         import torch

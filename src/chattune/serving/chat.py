@@ -95,8 +95,11 @@ class ChatService:
         )
 
     def stream(self, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
-        """A streamed chat completion as SSE bytes. Its generations are submitted here, before the 200 is sent,
-        so that a prompt too long or an unknown model is still a 4xx."""
+        """A streamed chat completion as SSE bytes.
+
+        Its generations are submitted here, before the 200 is sent, so that a prompt too long or an unknown model is
+        still a 4xx.
+        """
         adapter = self.engine.resolve(req.model)
         conversation = [m.model_dump() for m in req.messages]
         params = chat_params(req)

@@ -30,7 +30,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
     The body has been read, so the next ASGI message is the disconnect (uvicorn sends it when the connection closes,
     or once the response is complete). A watcher waits for it. ``Request.is_disconnected()`` is no use here: its
-    cancelled receive loses the message under Starlette's BaseHTTPMiddleware (the `@app.middleware` functions)."""
+    cancelled receive loses the message under Starlette's BaseHTTPMiddleware (the `@app.middleware` functions).
+    """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnect(request))
     try:
@@ -52,4 +53,5 @@ async def _disconnect(request: Request) -> None:
 
 
 def closed_response() -> Response:
+    """The response a request is counted as when its client has gone away (499, "client closed request")."""
     return Response(status_code=CLIENT_CLOSED)

@@ -1,5 +1,7 @@
-"""The engine behind one instance: loads the base model and its LoRA adapters in the background, warms them up,
-then serves generations through the batch scheduler (chattune.serving.batching).
+"""The engine behind one instance.
+
+It loads the base model and its LoRA adapters in the background, warms them up, then serves generations through the
+batch scheduler (chattune.serving.batching).
 
 Several LoRA versions of one base share the loaded base; the request's ``model`` picks the adapter, as in vLLM.
 """
@@ -31,6 +33,19 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
+    """The model an instance serves: a base with its LoRA adapters (or a full fine-tune) behind a batch scheduler.
+
+    Args:
+        base_path: Directory of the base model's weights (or of the full fine-tune).
+        adapter_path: Directory of the deployment's own LoRA adapter; None for a full fine-tune.
+        served_name: The name a request's ``model`` gives for the deployment's own model.
+        base_name: The name of the base model, served too when there are adapters.
+        settings: The deployment's settings (batch size, cap on new tokens); the defaults without them.
+        extra_adapters: More LoRA adapters of the same base, by served name.
+        template_sha256: The hash of the chat template the model was trained with; a different one is refused.
+        metrics: Where the instance's Prometheus metrics go; a fresh registry without it.
+    """
+
     def __init__(
         self,
         base_path: str,
@@ -64,9 +79,11 @@ class Engine:
 
     @property
     def adapter_path(self) -> str | None:
+        """Directory of the deployment's own LoRA adapter, or None for a full fine-tune."""
         return self.adapters.get(self.served_name)
 
     def start(self) -> None:
+        """Load the model in a background thread; ``ready`` is set when it can serve, ``failed`` says why when not."""
         threading.Thread(target=self._load, name="engine-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -170,6 +187,10 @@ class Engine:
     async def generate(
         self, conversations: list[list[dict[str, Any]]], params: GenerationParams, adapter: str | None = None
     ) -> list[Generation]:
+        """Generate one answer per conversation, together in the running batch.
+
+        If the wait ends early (the client went away, or a generation failed), the remaining generations are cancelled.
+        """
         pendings = [self.submit(c, params, adapter) for c in conversations]
         try:
             return list(await asyncio.gather(*(_final(p) for p in pendings)))

@@ -158,6 +158,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 413 for a body over ``max_bytes``, by its declared length or as its chunks arrive; else pass it on."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -21,10 +21,12 @@ INSTANCE_TOKEN_FILE = "instance.token"  # in the endpoint's folder
 
 
 def generate_key() -> str:
+    """A new random endpoint key (URL-safe, 256 bits)."""
     return secrets.token_urlsafe(32)
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of a key: what the workspace stores instead of the key."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -40,6 +42,7 @@ def matches(presented: str | None, hashes: dict[str, str]) -> bool:
 
 
 def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header value, or None when it has none."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -47,9 +50,12 @@ def bearer(header: str | None) -> str | None:
 
 
 def instance_token(path: Path) -> str:
-    """The token an endpoint's gateway presents to its instances: made once (mode 0600, beside the endpoint's logs)
-    and read again by a restarted gateway, so that it can still call the instances it adopts. Instances listen on
-    loopback, which every local user can reach; the token keeps all but the gateway out."""
+    """Make (once) or read the token an endpoint's gateway presents to its instances.
+
+    The token is made once (mode 0600, beside the endpoint's logs) and read again by a restarted gateway, so that it can
+    still call the instances it adopts. Instances listen on loopback, which every local user can reach; the token keeps
+    all but the gateway out.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")  # 0600
     try:
@@ -100,14 +106,17 @@ class KeyRing:
         return f"{self.workspace}::{endpoint}"
 
     def get(self, endpoint: str) -> dict[str, str]:
+        """The saved keys of ``endpoint`` in this workspace (``{key_type: key}``); empty when none are saved."""
         return dict(self._read().get(self._id(endpoint), {}))
 
     def save(self, endpoint: str, keys: dict[str, str]) -> None:
+        """Save ``keys`` for ``endpoint``, replacing those of the same type and keeping the others."""
         data = self._read()
         data[self._id(endpoint)] = {**data.get(self._id(endpoint), {}), **keys}
         self._write(data)
 
     def forget(self, endpoint: str) -> None:
+        """Drop the saved keys of ``endpoint``."""
         data = self._read()
         if data.pop(self._id(endpoint), None) is not None:
             self._write(data)

@@ -8,6 +8,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class InstanceMetrics:
+    """Prometheus metrics of one instance, in their own registry: requests, latency, tokens, queue and batch sizes."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

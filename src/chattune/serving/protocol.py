@@ -8,6 +8,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializerFu
 
 
 class Wire(BaseModel):
+    """Base of the request models: unknown fields and wrongly typed values are refused (a 422 that names them)."""
+
     # Unknown fields are refused with a 422 that names them: nothing the client sent is silently ignored. Types are
     # strict, as the JSON schema says: `"seed": false`, `"n": "2"` or `"max_tokens": true` are a 422, not read as 0,
     # 2 and 1. JSON's own equivalences stay valid: an integer is a number, and 2.0 is an integer (INTEGRAL).
@@ -24,11 +26,15 @@ INTEGRAL = BeforeValidator(_integral)
 
 
 class ChatMessage(Wire):
+    """One message of a conversation."""
+
     role: Literal["system", "user", "assistant"]
     content: str
 
 
 class ScoreParameters(Wire):
+    """Azure's generation parameters of a ``/score`` request."""
+
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     do_sample: bool = False
@@ -36,6 +42,8 @@ class ScoreParameters(Wire):
 
 
 class ScoreInput(Wire):
+    """The ``input_data`` of a ``/score`` request: one conversation or a list of them, and the parameters."""
+
     # Azure's shape is a list of conversations; its vLLM container also takes one flat conversation. The length
     # bound sits on each arm of the union, so that the JSON schema says it too (minItems, not a stray minLength).
     input_string: (
@@ -45,6 +53,7 @@ class ScoreInput(Wire):
     parameters: ScoreParameters = Field(default_factory=lambda: ScoreParameters())
 
     def conversations(self) -> list[list[ChatMessage]]:
+        """The conversations to answer: a single flat conversation becomes a list of one."""
         first = self.input_string[0]
         if isinstance(first, ChatMessage):
             return [self.input_string]  # type: ignore[list-item]
@@ -52,11 +61,15 @@ class ScoreInput(Wire):
 
 
 class ScoreRequest(Wire):
+    """An Azure ``/score`` request body."""
+
     input_data: ScoreInput
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class Usage(BaseModel):
+    """Token counts of an answer."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -68,16 +81,22 @@ class Usage(BaseModel):
 
 
 class ScoreOutput(BaseModel):
+    """One answer of a ``/score`` response."""
+
     output: str
     finish_reason: str
     usage: Usage
 
 
 class StreamOptions(Wire):
+    """OpenAI's ``stream_options``: whether the stream ends with a usage chunk."""
+
     include_usage: bool = False
 
 
 class ChatCompletionRequest(Wire):
+    """An OpenAI ``/v1/chat/completions`` request body."""
+
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -92,17 +111,22 @@ class ChatCompletionRequest(Wire):
     user: str | None = None
 
     def stop_list(self) -> list[str] | None:
+        """The stop strings as a list (a single string becomes a list of one), or None."""
         if self.stop is None:
             return None
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 class ChoiceMessage(BaseModel):
+    """The assistant message of a chat completion choice."""
+
     role: Literal["assistant"] = "assistant"
     content: str
 
 
 class Choice(BaseModel):
+    """One choice of a chat completion."""
+
     index: int
     message: ChoiceMessage
     finish_reason: str
@@ -110,6 +134,8 @@ class Choice(BaseModel):
 
 
 class ChatCompletion(BaseModel):
+    """An OpenAI chat completion (``chat.completion``), the answer of a non-streamed request."""
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -130,6 +156,8 @@ class ChunkDelta(BaseModel):
 
 
 class ChunkChoice(BaseModel):
+    """One choice's part of a stream chunk."""
+
     index: int
     delta: ChunkDelta
     finish_reason: str | None = None
@@ -155,6 +183,8 @@ class ChatCompletionChunk(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """One model of ``/v1/models``; an adapter names its base as ``parent``."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -164,11 +194,15 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
+    """The ``/v1/models`` answer."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
 class ErrorDetail(BaseModel):
+    """The body of OpenAI's error shape: message, type, and the offending parameter and code where known."""
+
     message: str
     type: str
     param: str | None = None
