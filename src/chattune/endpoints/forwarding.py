@@ -37,8 +37,10 @@ class Forwarder:
         await self.client.aclose()
 
     async def send(self, dep: Deployment, inst: Instance, request: Request, body: bytes) -> httpx.Response:
-        """Forward; returns once the instance starts answering. ``request_timeout_ms`` bounds that wait, which for
-        a non-streamed answer is the whole generation (the instance sends nothing before it is done).
+        """Forward the request to the instance; return once the instance starts answering.
+
+        ``request_timeout_ms`` bounds that wait, which for a non-streamed answer is the whole generation (the instance
+        sends nothing before it is done).
 
         Raises:
             TimeoutError: the instance did not answer within ``request_timeout_ms``.
@@ -57,8 +59,11 @@ class Forwarder:
         return await asyncio.wait_for(self.client.send(upstream, stream=True), timeout_s)
 
     async def answer(self, dep: Deployment, upstream: httpx.Response, lease: contextlib.AsyncExitStack) -> Response:
-        """The instance's answer for the client. A stream is relayed as it comes and keeps ``lease`` until it ends;
-        otherwise the answer is read whole and ``lease`` closed."""
+        """The instance's answer for the client.
+
+        A stream is relayed as it comes and keeps ``lease`` until it ends; otherwise the answer is read whole and
+        ``lease`` closed.
+        """
         headers = {DEPLOYMENT_HEADER: dep.name}
         media_type = upstream.headers.get("content-type")
         if sse.is_event_stream(media_type):
@@ -77,8 +82,11 @@ class Forwarder:
         return Response(content, status_code=upstream.status_code, media_type=media_type, headers=headers)
 
     async def mirror(self, router: Router, dep: Deployment, request: Request, body: bytes) -> str:
-        """A copy for the shadow deployment ``dep``: its answer is read and discarded, its failures never reach the
-        client. Returns the outcome /metrics counts: the status, "skipped" (no room) or "error"."""
+        """Send a copy of the request to the shadow deployment ``dep``.
+
+        Its answer is read and discarded, its failures never reach the client. Returns the outcome /metrics counts: the
+        status, "skipped" (no room) or "error".
+        """
         try:
             async with router.lease(dep) as inst:
                 response = await self.send(dep, inst, request, body)

@@ -40,8 +40,10 @@ log = logging.getLogger("chattune.gateway")
 
 
 class GatewayMetrics:
-    """The gateway's Prometheus metrics: answers and mirrored copies by deployment; instance gauges read from the
-    supervisor at scrape time."""
+    """The gateway's Prometheus metrics.
+
+    Answers and mirrored copies are counted by deployment; instance gauges are read from the supervisor at scrape time.
+    """
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.registry = CollectorRegistry()

@@ -61,8 +61,11 @@ def forwarded_route(path: str) -> dict[str, Any]:
 
 
 def document_gateway(app: FastAPI, public_paths: Iterable[str]) -> None:
-    """Add the request models' schemas (as the instance's document has them) and the key requirement, which every
-    route but ``public_paths`` has, to the document FastAPI generates."""
+    """Complete the OpenAPI document FastAPI generates for the gateway.
+
+    Adds the request models' schemas (as the instance's document has them) and the key requirement, which every route
+    but ``public_paths`` has.
+    """
     generate = app.openapi
     public = frozenset(public_paths)
 
@@ -93,8 +96,10 @@ def document_gateway(app: FastAPI, public_paths: Iterable[str]) -> None:
 
 
 def _request_schemas() -> dict[str, Any]:
-    """The request models' component schemas exactly as FastAPI renders them for the instance's typed handlers: a
-    twin app with such handlers (never served) generates them."""
+    """The request models' component schemas exactly as FastAPI renders them for the instance.
+
+    A twin app with the instance's typed handlers (never served) generates them.
+    """
     twin = FastAPI()
 
     @twin.post("/score")

@@ -1,5 +1,7 @@
-"""Where a gateway request goes: which deployment (the header, else the traffic split) and which instance (the least
-busy ready one, under the deployment's max concurrency), held for the request by a lease.
+"""Where a gateway request goes: which deployment, which instance, held by a lease.
+
+The deployment is the one the header names, else one drawn by the traffic split; the instance is the least busy ready
+one, under the deployment's max concurrency.
 
 A lease counts the request against its instance while it is held and gives the slot back however the request ends
 (answer, error, disconnect, a stream that finishes later), so nobody counts in-flight requests by hand.
@@ -113,8 +115,10 @@ class Router:
         return Target(deployments[picked], ep, deployments, chosen_by_header=False)
 
     def mirrors(self, target: Target) -> list[Deployment]:
-        """The shadow deployments that get a copy of this request, each drawn by its mirror percentage. Azure
-        mirrors live traffic only, never a request aimed at one deployment."""
+        """The shadow deployments that get a copy of this request, each drawn by its mirror percentage.
+
+        Azure mirrors live traffic only, never a request aimed at one deployment.
+        """
         if target.chosen_by_header:
             return []
         return [

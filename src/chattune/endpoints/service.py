@@ -1,5 +1,7 @@
-"""Endpoint and deployment lifecycle: create (keys, gateway process), deploy (instance process), traffic, invoke,
-delete (every process stopped, ports freed)."""
+"""Endpoint and deployment lifecycle.
+
+Create (keys, gateway process), deploy (instance process), traffic, invoke, delete (every process stopped, ports freed).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ MAX_MIRROR_PERCENT = 50
 
 
 def check_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid endpoint or deployment name.
+
+    Raises:
+        UserError: The name is not 3-32 letters, digits or '-', starting with a letter and not ending with '-'.
+    """
     if not NAME_RE.fullmatch(name):
         raise UserError(
             f"invalid {kind} name {name!r}",
@@ -44,6 +51,14 @@ def check_name(kind: str, name: str) -> str:
 
 
 class EndpointService:
+    """Endpoints and their deployments: the operations behind the CLI's and the SDK's endpoint commands.
+
+    Args:
+        settings: The workspace settings.
+        store: The workspace database.
+        registry: The model registry deployments are made from.
+    """
+
     def __init__(self, settings: Settings, store: Store, registry: Registry):
         self.settings = settings
         self.store = store
@@ -54,9 +69,11 @@ class EndpointService:
         return self.settings.endpoints_dir / endpoint
 
     def scoring_uri(self, ep: Endpoint) -> str | None:
+        """The endpoint's scoring URL on the configured host, or None while it has no port."""
         return ep.scoring_uri(self.settings.host)
 
     def describe(self, ep: Endpoint) -> dict[str, Any]:
+        """The endpoint as ``endpoints show`` presents it: state, URLs, traffic and deployments."""
         return {
             "name": ep.name,
             "state": str(ep.state),
@@ -99,9 +116,12 @@ class EndpointService:
         processes.wait_until_ready(f"http://{self.settings.host}:{port}/health/live", pid, log, 60)
 
     def up(self) -> list[Endpoint]:
-        """After a restart of the machine or a killed gateway: start every endpoint's gateway that is not running,
-        on its old port when that is free. Each gateway adopts the instances still running and starts the rest;
-        keys (hashes), traffic and deployments come from the workspace database, so nothing changes for clients."""
+        """Start every endpoint's gateway that is not running (after a machine restart or a killed gateway).
+
+        Each gateway is started on its old port when that is free. Each gateway adopts the instances still running and
+        starts the rest; keys (hashes), traffic and deployments come from the workspace database, so nothing changes for
+        clients.
+        """
         started = []
         for ep in self.store.list_endpoints():
             if ep.state == ProvisioningState.DELETING or processes.alive(ep.pid):
@@ -130,14 +150,22 @@ class EndpointService:
         return keys
 
     def get(self, name: str) -> Endpoint:
-        """Every command that names an endpoint looks it up here (or checks the name itself): a name that cannot be
-        one (`../x`, `a/b`, spaces, NUL) is refused as invalid rather than searched for."""
+        """Look up an endpoint by name, refusing a name that cannot be one.
+
+        Every command that names an endpoint looks it up here (or checks the name itself): a name that cannot be one
+        (`../x`, `a/b`, spaces, NUL) is refused as invalid rather than searched for.
+        """
         return self.store.get_endpoint(check_name("endpoint", name))
 
     def list_endpoints(self) -> list[Endpoint]:
+        """Every endpoint of the workspace, oldest first."""
         return self.store.list_endpoints()
 
     def regenerate_key(self, name: str, key_type: str) -> str:
+        """Replace the endpoint's ``primary`` or ``secondary`` key with a new one; return the new key.
+
+        The workspace keeps only the new key's hash; the key itself is saved in this client's keyring.
+        """
         if key_type not in KEY_TYPES:
             raise UserError(f"--key must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
         self.get(name)
@@ -163,6 +191,12 @@ class EndpointService:
         return deployments
 
     def set_traffic(self, name: str, traffic: dict[str, int]) -> Endpoint:
+        """Set the endpoint's live traffic split, in percent per deployment.
+
+        Raises:
+            UserError: The split does not sum to 0 or 100, names an unknown deployment, or gives live traffic to a
+                deployment that receives mirrored traffic.
+        """
         self._check_split(name, traffic, "traffic")
         total = sum(traffic.values())
         if total not in (0, 100):
@@ -296,6 +330,7 @@ class EndpointService:
             time.sleep(0.2)
 
     def scale(self, endpoint: str, name: str, instance_count: int) -> Deployment:
+        """Change a deployment's instance count and wait until the gateway has it running."""
         check_name("endpoint", endpoint)
         check_name("deployment", name)
         deployment_settings({"instance_count": instance_count})  # the bound, as a user error naming --instances
@@ -304,16 +339,23 @@ class EndpointService:
         return self.wait_deployment(endpoint, name)
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment:
+        """A deployment of an endpoint; NotFoundError if there is none."""
         check_name("endpoint", endpoint)
         check_name("deployment", name)
         self.get(endpoint)
         return self.store.get_deployment(endpoint, name)
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
+        """The endpoint's deployments, oldest first."""
         self.get(endpoint)
         return self.store.list_deployments(endpoint)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete a deployment: its gateway stops its instances; without a running gateway they are stopped here.
+
+        Raises:
+            ConflictError: The deployment still receives live or mirrored traffic.
+        """
         dep = self.get_deployment(endpoint, name)
         ep = self.store.get_endpoint(endpoint)
         if ep.traffic.get(name, 0) > 0:
@@ -340,6 +382,7 @@ class EndpointService:
         self.store.delete_deployment(endpoint, name)
 
     def logs(self, endpoint: str, name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines of the deployment's log."""
         dep = self.get_deployment(endpoint, name)
         return processes.tail(Path(dep.log_path), lines) if dep.log_path else ""
 
@@ -352,8 +395,10 @@ class EndpointService:
         deployment: str | None = None,
         timeout_s: float = 180.0,
     ) -> Any:
-        """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does. Without ``key``,
-        the primary key this client saved is used."""
+        """POST the request file to the endpoint's /score, as ``online_endpoints.invoke`` does.
+
+        Without ``key``, the primary key this client saved is used.
+        """
         check_name("endpoint", endpoint)
         if deployment:
             check_name("deployment", deployment)

@@ -34,6 +34,8 @@ MAX_START_ATTEMPTS = 3
 
 @dataclass
 class Instance:
+    """One serving process of a deployment, as the gateway supervises it."""
+
     deployment: str
     index: int
     pid: int | None = None
@@ -51,9 +53,11 @@ class Instance:
 
     @property
     def url(self) -> str:
+        """The instance's base URL on loopback."""
         return f"http://127.0.0.1:{self.port}"
 
     def record(self) -> dict[str, Any]:
+        """The instance as stored in its deployment's ``instances`` column."""
         keys = ("index", "pid", "port", "state", "restarts", "started_at", "error")
         return {k: getattr(self, k) for k in keys}
 
@@ -75,6 +79,16 @@ def instance_args(registry: Registry, dep: Deployment) -> list[str]:
 
 
 class Supervisor:
+    """Keeps an endpoint's deployments at their instance counts: starts, probes, restarts and stops instances.
+
+    Runs in the endpoint's gateway; the workspace database is its desired state, and it records each instance there.
+
+    Args:
+        settings: The workspace settings.
+        store: The workspace database.
+        endpoint: The endpoint whose deployments it supervises.
+    """
+
     def __init__(self, settings: Settings, store: Store, endpoint: str):
         self.settings = settings
         self.store = store
@@ -86,10 +100,12 @@ class Supervisor:
         self._client = httpx.AsyncClient()
 
     def log_path(self, deployment: str) -> Path:
+        """The log file of a deployment's instances."""
         return self.settings.endpoints_dir / self.endpoint / f"{deployment}.log"
 
     # lifecycle ------------------------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Reconcile forever, every startup poll interval; a failed pass is logged and the next one runs."""
         while True:
             try:
                 await self.reconcile()
@@ -98,6 +114,7 @@ class Supervisor:
             await asyncio.sleep(STARTUP_POLL_S)
 
     async def reconcile(self) -> None:
+        """One pass: stop the instances of deleted deployments, then bring every deployment to its desired instances."""
         deployments = {d.name: d for d in self.store.list_deployments(self.endpoint)}
         for gone in set(self.instances) - set(deployments):
             for inst in self.instances.pop(gone):
@@ -213,6 +230,7 @@ class Supervisor:
                 inst.state = "NotReady"  # out of rotation until it answers again
 
     async def aclose(self) -> None:
+        """Close the HTTP client used for probes."""
         await self._client.aclose()
 
 
