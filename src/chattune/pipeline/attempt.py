@@ -45,8 +45,11 @@ class _StepLog:
 
 
 class JobRun:
-    """One attempt at a job: its record, typed spec and resolved config (read, never resolved again), the outputs
-    of the steps so far, and where its log goes."""
+    """One attempt at a job.
+
+    Holds its record, typed spec and resolved config (read, never resolved again), the outputs of the steps so far, and
+    where its log goes.
+    """
 
     def __init__(self, job_id: str, settings: Settings, store: Store, *, resume: bool):
         self.settings, self.store, self.resume = settings, store, resume

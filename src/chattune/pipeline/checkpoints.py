@@ -16,6 +16,7 @@ STATE = "trainer_state.json"
 
 
 def step_of(path: Path) -> int:
+    """The training step number of a ``checkpoint-N`` folder."""
     return int(path.name.rsplit("-", 1)[1])
 
 
@@ -37,6 +38,7 @@ def saved(root: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def complete(root: Path) -> list[Path]:
+    """Checkpoint folders whose save finished, oldest first."""
     return [p for p, _ in saved(root)]
 
 
@@ -46,5 +48,6 @@ def incomplete(root: Path) -> list[Path]:
 
 
 def last(root: Path) -> Path | None:
+    """The newest checkpoint whose save finished, or None."""
     found = complete(root)
     return found[-1] if found else None

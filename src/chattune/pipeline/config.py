@@ -19,6 +19,8 @@ from chattune.training.params import OptimizationParams, Strict, TrainingParams
 
 
 class DataSpec(Strict):
+    """The data files of a job."""
+
     train: str = Field(description="Training file: jsonl, json, parquet or csv with a `messages` column.")
     validation: str | None = Field(None, description="Validation file; default: the last 20% of train.")
     test: str | None = Field(None, description="Test file for loss and perplexity.")
@@ -27,12 +29,16 @@ class DataSpec(Strict):
 
 
 class EvaluationSpec(Strict):
+    """How the evaluate step runs: rows used, generation budget and batch size."""
+
     max_rows: int = Field(100, gt=0, description="Rows of the test files used (first N).")
     max_new_tokens: int = Field(32, gt=0, description="Generation budget per answer on generation_test.")
     batch_size: int = Field(16, gt=0)
 
 
 class JobSettings(Strict):
+    """How the pipeline runs: step caching, failure handling, and whether downgrades are errors (``strict``)."""
+
     force_rerun: bool = False
     continue_on_step_failure: bool = False
     # strict: options this machine cannot honour (DeepSpeed or fp16 without a GPU) are errors, not downgrades.
@@ -40,6 +46,8 @@ class JobSettings(Strict):
 
 
 class JobSpec(Strict):
+    """A fine-tuning job as the user gives it (the job YAML): model, data, training and optimization parameters."""
+
     model: str = "smollm2-135m-instruct"
     experiment_name: str = "chat_completion_demo"
     display_name: str | None = None
@@ -177,8 +185,11 @@ def checked(raw: Any, source: str = "<job>", text: str | None = None) -> dict[st
 
 
 def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p: p) -> list[Problem]:
-    """Azure's hard errors worth keeping: on user-given values (JobSpec's validator, with YAML lines in
-    ``checked``) and on the resolved values (ResolvedConfig's validator)."""
+    """Azure's hard errors worth keeping, as problems.
+
+    Checked on user-given values (JobSpec's validator, with YAML lines in ``checked``) and on the resolved values
+    (ResolvedConfig's validator).
+    """
     problems: list[Problem] = []
     if not isinstance(training, dict) or not isinstance(optimization, dict):
         return problems

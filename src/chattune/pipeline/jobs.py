@@ -29,16 +29,25 @@ CANCEL_FLAG = "CANCEL"
 
 
 def model_label(ref: str) -> str:
+    """A short label for a model reference: its catalog name, else the last part of its path."""
     entry = catalog.find_entry(ref)
     return entry.name if entry else Path(ref).name
 
 
 class JobService:
+    """Fine-tuning jobs: create, start, resume, cancel, inspect and follow them.
+
+    Args:
+        settings: The workspace settings.
+        store: The workspace database.
+    """
+
     def __init__(self, settings: Settings, store: Store):
         self.settings = settings
         self.store = store
 
     def job_dir(self, job_id: str) -> Path:
+        """The job's working directory (outputs, logs, cancel flag)."""
         return self.settings.jobs_dir / job_id
 
     def create(self, spec: JobSpec | dict[str, Any], *, start: bool = True) -> tuple[Job, list[str]]:
@@ -88,6 +97,7 @@ class JobService:
         return self.get(job_id), warnings
 
     def start(self, job_id: str, *, resume: bool = False) -> None:
+        """Start the job's runner process (detached: it outlives the caller) and record its pid."""
         out = (self.job_dir(job_id) / "runner.log").open("ab")
         env = child_env(CHATTUNE_HOME=str(self.settings.home))
         proc = subprocess.Popen(
@@ -143,8 +153,11 @@ class JobService:
         return out
 
     def resume(self, job_id: str) -> Job:
-        """Run a failed or cancelled job again: finished steps are kept, the finetune continues from its last
-        checkpoint (optimizer, scheduler and RNG state restored)."""
+        """Run a failed or cancelled job again.
+
+        Finished steps are kept, the finetune continues from its last checkpoint (optimizer, scheduler and RNG state
+        restored).
+        """
         job = self.get(job_id)
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise ConflictError(
@@ -167,6 +180,7 @@ class JobService:
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
+        """The job; one whose runner died without recording an end is marked failed (``runner_died``) first."""
         job = self.store.get_job(job_id)
         if not job.status.is_terminal and job.pid and not _alive(job.pid):
             # The runner died without recording an end (killed, OOM): say so instead of "running" forever.
@@ -179,9 +193,15 @@ class JobService:
         return job
 
     def list(self, *, limit: int = 50, after: str | None = None) -> Page[Job]:
+        """Jobs, newest first, ``limit`` at a time, after the job ``after``."""
         return self.store.list_jobs(limit=limit, after=after)
 
     def cancel(self, job_id: str) -> Job:
+        """Ask a running job to stop: the runner sees the cancel flag and stops at its next check.
+
+        Raises:
+            ConflictError: The job has already finished.
+        """
         job = self.get(job_id)
         if job.status.is_terminal:
             raise ConflictError(f"job {job_id} already {job.status}")
@@ -219,6 +239,7 @@ def _alive(pid: int) -> bool:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
+    """The fields of a job that ``jobs list`` shows."""
     return {
         "id": job.id,
         "display_name": job.display_name,

@@ -35,6 +35,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def torchrun_command(nproc_per_node: int, request: str) -> list[str]:
+    """The torchrun command that starts ``nproc_per_node`` finetune workers on this machine for ``request``."""
     return [
         sys.executable,
         "-m",

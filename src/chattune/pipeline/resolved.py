@@ -29,8 +29,10 @@ DERIVED = ("mixed_precision", "lora_target_modules")
 
 
 class ResolvedConfig(BaseModel):
-    """A job's effective parameters and the source of each (``user``, ``model_specific_defaults``, ``default``,
-    ``downgraded: why``, or a derivation)."""
+    """A job's effective parameters and the source of each.
+
+    A source is ``user``, ``model_specific_defaults``, ``default``, ``downgraded: why``, or a derivation.
+    """
 
     model_config = ConfigDict(frozen=True)
 

@@ -39,7 +39,7 @@ def run_job(job_id: str, settings: Settings, *, resume: bool = False) -> JobStat
 
 
 def _route_library_logs() -> None:
-    """transformers and TRL log through the root logger, so a step's log file gets their lines."""
+    """Route transformers' and TRL's logging through the root logger, so a step's log file gets their lines."""
     import transformers
 
     logging.getLogger().setLevel(logging.INFO)
@@ -49,6 +49,10 @@ def _route_library_logs() -> None:
 
 
 def main() -> None:
+    """Entry point of ``python -m chattune.pipeline.runner JOB_ID [--resume]``: run the job, exit 0 if it succeeded.
+
+    An error outside any step still ends the job as failed (``runner_failed``).
+    """
     job_id = sys.argv[1]
     resume = "--resume" in sys.argv[2:]
     settings = Settings()

@@ -26,6 +26,7 @@ from chattune.store import open_store
 
 
 def main(request_path: str) -> None:
+    """Run the finetune step as one torchrun worker, from the request file ``request_path``."""
     import mlflow
 
     from chattune.pipeline.steps.finetune import train

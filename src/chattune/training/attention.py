@@ -24,8 +24,10 @@ ATTENTION = "sdpa_per_conversation"
 
 
 def _boundaries(position_ids: Any) -> list[int] | None:
-    """Lengths of the conversations in a single packed row (transformers' own rule, the one its masks use), or None
-    when it is not one."""
+    """Lengths of the conversations in a single packed row, or None when it is not one.
+
+    Packed rows are recognised by transformers' own rule, the one its masks use.
+    """
     import torch
     from transformers.masking_utils import find_packed_sequence_indices
 
@@ -44,7 +46,7 @@ def sdpa_per_conversation(
     *args: Any,
     **kwargs: Any,
 ) -> tuple[Any, None]:
-    """transformers' attention-function signature: query ``[1, heads, total, dim]`` -> ``[1, total, heads, dim]``."""
+    """Attention with transformers' signature: query ``[1, heads, total, dim]`` -> ``[1, total, heads, dim]``."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -68,8 +70,11 @@ def register() -> str:
 
 
 def use_per_conversation_attention(model: Any) -> bool:
-    """Switch a model on the SDPA path to per-conversation attention. True when switched; False where the model
-    runs another kernel (flash kernels are varlen already, eager has no fused kernel to call)."""
+    """Switch a model on the SDPA path to per-conversation attention.
+
+    True when switched; False where the model runs another kernel (flash kernels are varlen already, eager has no fused
+    kernel to call).
+    """
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
     model.set_attn_implementation(register())

@@ -10,6 +10,7 @@ from chattune.training.params import OptimizationParams, TrainingParams
 
 
 def lora_config(opt: OptimizationParams, target_modules: str | list[str] = "all-linear") -> Any:
+    """The PEFT LoRA configuration of a job's optimization parameters."""
     from peft import LoraConfig
 
     # Default all linear layers: the QLoRA paper's finding that adapting every projection matches full fine-tuning
@@ -50,6 +51,11 @@ def sft_config(
     mixed_precision: str = "fp32",
     padding_free: bool = False,
 ) -> Any:
+    """The TRL SFTConfig of a job's training parameters.
+
+    Evaluation, checkpointing and early stopping are set to agree: early stopping saves a checkpoint at every
+    evaluation, so that the best one can be restored.
+    """
     from trl import SFTConfig
 
     eval_strategy = train.evaluation_strategy if has_eval else "no"

@@ -22,6 +22,7 @@ class ProgressCallback(TrainerCallback):
         self.metrics = metrics
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Log the event's numbers to the active MLflow run and the job's metrics, and write them as a progress line."""
         import mlflow
 
         if not logs:
@@ -34,5 +35,6 @@ class ProgressCallback(TrainerCallback):
         self.progress(f"  step {state.global_step}/{state.max_steps} epoch {numbers.get('epoch', 0):.2f}: {shown}")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Stop training when the job has been cancelled."""
         if self.cancelled():
             control.should_training_stop = True

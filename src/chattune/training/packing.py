@@ -26,10 +26,13 @@ def _module_builds_packed_masks(module_name: str) -> bool:
 
 
 def packing_support(model: Any) -> tuple[bool, bool, str]:
-    """(correct, fast, why) for this loaded model: whether packed rows keep conversations apart, and whether that
-    is also the faster choice. It is where a varlen (flash) kernel reads the boundaries; on the SDPA/eager paths the
-    per-row block mask makes a packed row cost its length squared, and padded batches of short rows measured
-    faster on this CPU (docs/benchmarks.md), so packing is on by default only with such a kernel."""
+    """Whether packing is correct and fast for this loaded model: (correct, fast, why).
+
+    Correct: packed rows keep conversations apart; fast: that is also the faster choice. It is where a varlen (flash)
+    kernel reads the boundaries; on the SDPA/eager paths the per-row block mask makes a packed row cost its length
+    squared, and padded batches of short rows measured faster on this CPU (docs/benchmarks.md), so packing is on by
+    default only with such a kernel.
+    """
     cls = type(model)
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     if "flash" in implementation:
@@ -49,8 +52,11 @@ def packing_support(model: Any) -> tuple[bool, bool, str]:
 
 
 def pack(dataset: Any, max_length: int) -> Any:
-    """Tokenized conversations (``input_ids``, ``assistant_masks``) -> packed rows (``input_ids``, ``labels``,
-    ``seq_lengths``), by TRL's best-fit decreasing; no conversation is split (preprocess truncated them)."""
+    """Pack tokenized conversations into rows by TRL's best-fit decreasing.
+
+    Tokenized conversations (``input_ids``, ``assistant_masks``) -> packed rows (``input_ids``, ``labels``,
+    ``seq_lengths``); no conversation is split (preprocess truncated them).
+    """
     from trl.data_utils import pack_dataset
 
     def labelled(row: dict[str, Any]) -> dict[str, Any]:
@@ -65,9 +71,11 @@ def pack(dataset: Any, max_length: int) -> Any:
 
 
 class PackedRowsCollator:
-    """TRL's collator, row by row (position ids restarting per conversation, right padding), without the attention
-    mask, so the model masks each conversation from its position ids. Padding sits after every real token, so a
-    causal model never attends to it, and its labels are -100."""
+    """Collator for packed rows that lets the model mask each conversation from its position ids.
+
+    TRL's collator, row by row (position ids restarting per conversation, right padding), without the attention mask.
+    Padding sits after every real token, so a causal model never attends to it, and its labels are -100.
+    """
 
     def __init__(self, pad_token_id: int):
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -75,6 +83,7 @@ class PackedRowsCollator:
         self.inner = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Collate packed rows; the collator's attention mask is dropped."""
         batch: dict[str, Any] = self.inner(examples)
         batch.pop("attention_mask", None)
         return batch

@@ -21,6 +21,7 @@ from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwra
 
 
 def split_reference(conversation: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
+    """Split a conversation into its prompt and its last assistant turn, the reference; None without one."""
     if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
         return None
     return conversation[:-1], conversation[-1]["content"]
@@ -30,8 +31,11 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Azure's generation metrics (ROUGE-1/2/L/Lsum F1 from rouge-score, corpus BLEU-1..4 from sacrebleu, on a
-    0-1 scale) plus exact match, the demo task's metric."""
+    """Azure's generation metrics plus exact match.
+
+    ROUGE-1/2/L/Lsum F1 from rouge-score and corpus BLEU-1..4 from sacrebleu, on a 0-1 scale, plus exact match, the demo
+    task's metric.
+    """
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import BLEU
 
@@ -104,6 +108,10 @@ STEP = Evaluate()
 
 
 def run(ctx: StepContext) -> EvaluateOutput:
+    """The evaluate step: test loss and perplexity, and generation metrics, of the base and of the tuned model.
+
+    Writes a metrics table and, with a generation test, the predictions of both models beside the references.
+    """
     from datasets import load_from_disk
 
     base_path = ctx.inputs.model_import.path

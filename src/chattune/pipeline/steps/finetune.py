@@ -117,6 +117,13 @@ STEP = Finetune()
 
 
 def train(ctx: StepContext) -> FinetuneOutput:
+    """Fine-tune the model on the preprocessed data (in this process or as one torchrun worker).
+
+    Resumes from the last checkpoint when the job is resumed, and stops at a cancel.
+
+    Raises:
+        JobCancelledError: The job was cancelled during training.
+    """
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback

@@ -22,6 +22,7 @@ VALIDATION_FRACTION = 0.2
 
 
 def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
+    """The conversations of a data file, each message reduced to its role and content."""
     return [
         [{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))
     ]
@@ -83,6 +84,13 @@ STEP = Preprocess()
 
 
 def run(ctx: StepContext) -> PreprocessOutput:
+    """The preprocess step: tokenize each split with the training chat template and save it as a dataset.
+
+    Without a validation file, the last rows of train become the validation split.
+
+    Raises:
+        DataError: No row of a split keeps an assistant token after truncation.
+    """
     from datasets import Dataset
 
     model_path = ctx.inputs.model_import.path

@@ -13,6 +13,7 @@ from chattune.pipeline.outputs import FileCheck, ValidateOutput
 
 
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file, read in chunks."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -39,6 +40,7 @@ STEP = Validate()
 
 
 def run(ctx: StepContext) -> ValidateOutput:
+    """The validate step: check every data file of the job as ``chattune data validate`` does, together."""
     roles = {r: getattr(ctx.spec.data, r) for r in ("train", "validation", "test", "generation_test")}
     paths = {r: Path(p) for r, p in roles.items() if p}
     # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
