@@ -105,8 +105,11 @@ class MLClient:
     def from_config(
         cls, credential: Any = None, *, path: str | os.PathLike[str] | None = None, file_name: str = "config.json"
     ) -> MLClient:
-        """Read ``config.json`` as Azure does: the given path, or the current directory and its parents (also in
-        ``.azureml/``). Raises when none is found, so the seed's fallback to explicit names runs."""
+        """Read ``config.json`` as Azure does.
+
+        Looks at the given path, or the current directory and its parents (also in ``.azureml/``). Raises when none is
+        found, so the seed's fallback to explicit names runs.
+        """
         start = Path(path) if path else Path.cwd()
         candidates = [start] if start.is_file() else []
         for folder in [start, *start.parents] if start.is_dir() else []:

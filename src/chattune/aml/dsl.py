@@ -14,6 +14,8 @@ from typing import Any
 
 @dataclass
 class OutputRef:
+    """A named output of a component call, as ``node.outputs.NAME`` gives it."""
+
     node: ComponentNode
     name: str
 
@@ -37,11 +39,14 @@ class ComponentNode:
 
     @property
     def outputs(self) -> _Outputs:
+        """The call's outputs: any attribute names an output (``node.outputs.mlflow_model_folder``)."""
         return _Outputs(self)
 
 
 @dataclass
 class PipelineSettings:
+    """A pipeline job's settings, as Azure's ``pipeline_job.settings``."""
+
     force_rerun: bool = False
     continue_on_step_failure: bool = False
     default_compute: str | None = None
@@ -69,6 +74,7 @@ class PipelineComponent:
         self.version = version
 
     def __call__(self, **parameters: Any) -> ComponentNode:
+        """Record a call of the component with ``parameters`` (inside a ``@pipeline`` function) and return it."""
         node = ComponentNode(self.name, parameters)
         if _recording:
             _recording[-1].append(node)

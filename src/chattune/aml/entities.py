@@ -39,8 +39,10 @@ class Model:
 
 @dataclass
 class AmlCompute:
-    """A compute target. Locally there is one: this machine; ``size`` names it (``local-cpu``,
-    ``local-1xNVIDIA_H100``...)."""
+    """A compute target.
+
+    Locally there is one: this machine; ``size`` names it (``local-cpu``, ``local-1xNVIDIA_H100``...).
+    """
 
     name: str = "local"
     size: str = ""
@@ -73,11 +75,14 @@ class ProbeSettings:
     failure_threshold: int = _PROBE.failure_threshold
 
     def to_dict(self) -> dict[str, Any]:
+        """The probe settings as a dict of their fields."""
         return dict(vars(self))
 
 
 @dataclass
 class OnlineRequestSettings:
+    """Azure's request settings of a deployment: timeout, concurrency per instance, queue wait."""
+
     request_timeout_ms: int = _DEFAULT.request_timeout_ms
     max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
     max_queue_wait_ms: int | None = None
@@ -85,6 +90,8 @@ class OnlineRequestSettings:
 
 @dataclass
 class ManagedOnlineEndpoint:
+    """Azure's managed online endpoint, as ``online_endpoints`` takes and returns it."""
+
     name: str
     description: str = ""
     auth_mode: str = "key"
@@ -97,6 +104,8 @@ class ManagedOnlineEndpoint:
 
 @dataclass
 class ManagedOnlineDeployment:
+    """Azure's managed online deployment, as ``online_deployments`` takes and returns it."""
+
     name: str
     endpoint_name: str
     model: str | Model | None = None

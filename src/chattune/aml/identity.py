@@ -1,5 +1,8 @@
-"""Credentials with Azure's names. A local chattune workspace needs no cloud credential: these classes exist only
-so that notebook code written for ``azure.identity`` runs unchanged; they authenticate nothing."""
+"""Credentials with Azure's names.
+
+A local chattune workspace needs no cloud credential: these classes exist only so that notebook code written for
+``azure.identity`` runs unchanged; they authenticate nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from typing import Any, NamedTuple
 
 
 class AccessToken(NamedTuple):
+    """A token and its expiry (seconds since the epoch), as ``azure.core.credentials.AccessToken``."""
+
     token: str
     expires_on: int
 

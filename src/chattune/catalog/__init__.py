@@ -42,6 +42,8 @@ class ModelSource(BaseModel):
 
 
 class CatalogEntry(BaseModel):
+    """A model of the catalog: its description, architecture sizes, source, and Azure-style tags."""
+
     name: str
     display_name: str
     description: str = ""
@@ -64,6 +66,7 @@ class CatalogEntry(BaseModel):
 
     @property
     def model_specific_defaults(self) -> dict[str, Any]:
+        """The entry's defaults for a job's parameters (Azure's ``model_specific_defaults`` tag)."""
         return dict(self.tags.get("model_specific_defaults") or {})
 
     @property
@@ -73,10 +76,12 @@ class CatalogEntry(BaseModel):
 
     @property
     def finetune_compute_allow_list(self) -> list[str] | None:
+        """The compute sizes the model may be fine-tuned on; None: any."""
         return self.tags.get("finetune_compute_allow_list")
 
     @property
     def inference_compute_allow_list(self) -> list[str] | None:
+        """The compute sizes the model may be served on; None: any."""
         return self.tags.get("inference_compute_allow_list")
 
 
@@ -89,8 +94,10 @@ def _entries() -> dict[str, CatalogEntry]:
 
 
 def load_entries(text: str, source: str = "models.yaml") -> dict[str, CatalogEntry]:
-    """Parse a catalog YAML document; every entry's ``model_specific_defaults`` is checked against the job
-    parameters, so a misspelt key is an error here instead of a value silently ignored.
+    """Parse a catalog YAML document.
+
+    Every entry's ``model_specific_defaults`` is checked against the job parameters, so a misspelt key is an error here
+    instead of a value silently ignored.
 
     Raises:
         ConfigError: Every bad default of every entry, each with the closest valid key for a typo.
@@ -124,10 +131,12 @@ def _default_problems(entry: CatalogEntry, source: str) -> list[Problem]:
 
 
 def list_entries() -> list[CatalogEntry]:
+    """Every catalog entry."""
     return list(_entries().values())
 
 
 def find_entry(name: str) -> CatalogEntry | None:
+    """The catalog entry ``name``, or the one whose display name it is (case-insensitive); None if there is none."""
     entries = _entries()
     if name in entries:
         return entries[name]
@@ -151,4 +160,5 @@ def get_entry(name: str) -> CatalogEntry:
 
 @cache
 def compute_skus() -> dict[str, Any]:
+    """The compute sizes the catalog knows (``compute_skus.yaml``)."""
     return yaml.safe_load(resources.files(__package__).joinpath("compute_skus.yaml").read_text(encoding="utf-8"))

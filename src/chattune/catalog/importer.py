@@ -31,6 +31,8 @@ META_FILE = "chattune_model.json"
 
 @dataclass(frozen=True)
 class ImportedModel:
+    """A base model imported into the workspace; ``reused`` when the same weights were imported before."""
+
     name: str
     path: str
     content_hash: str

@@ -110,10 +110,12 @@ def logs(
     name: str = typer.Option(..., "--name"),
     lines: int = typer.Option(50, "--lines"),
 ) -> None:
+    """Print the last lines of a deployment's log."""
     out.print(Workspace.from_env().endpoints.logs(endpoint, name, lines), markup=False, highlight=False)
 
 
 @app.command("delete")
 def delete(endpoint: str = typer.Option(..., "--endpoint"), name: str = typer.Option(..., "--name")) -> None:
+    """Delete a deployment (it must receive no traffic)."""
     Workspace.from_env().endpoints.delete_deployment(endpoint, name)
     out.print(f"deleted deployment {name} from {endpoint}")

@@ -28,6 +28,7 @@ app.command("quickstart")(quickstart.quickstart)
 
 
 def main() -> None:
+    """The ``chattune`` command: run the CLI and exit with its code."""
     # As for chattune's child processes (chattune.processes.child_env): no MLflow usage telemetry unless the
     # user's environment asks for it. Set before anything imports MLflow or starts a thread.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -85,6 +85,7 @@ def generate(rows: int = 400, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
 
 
 def write(out_dir: Path, rows: int = 400, seed: int = 0) -> dict[str, Path]:
+    """Write the demo data set's splits to ``out_dir`` as JSON Lines, each atomically; return their paths by split."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, split_rows in generate(rows, seed).items():

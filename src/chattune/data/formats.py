@@ -33,6 +33,11 @@ class Record:
 
 
 def detect_format(path: Path) -> str:
+    """The format of a data file by its suffix: ``jsonl``, ``json``, ``parquet`` or ``csv``.
+
+    Raises:
+        UserError: The suffix is not one of them.
+    """
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UserError(
@@ -43,6 +48,11 @@ def detect_format(path: Path) -> str:
 
 
 def check_path(path: Path) -> Path:
+    """Return ``path`` as a Path if it is an existing file.
+
+    Raises:
+        UserError: It does not exist, or is a directory.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found", remedy="Check the path (relative paths start at the job file).")
@@ -52,8 +62,11 @@ def check_path(path: Path) -> Path:
 
 
 def iter_records(path: Path, *, lazy: bool = False) -> Iterator[Record]:
-    """Stream the rows of ``path``. JSON Lines is read a line at a time (memory does not grow with the file);
-    with ``lazy`` its rows come undecoded in ``raw`` and the caller decodes them (see :func:`decode`)."""
+    """Stream the rows of ``path``.
+
+    JSON Lines is read a line at a time (memory does not grow with the file); with ``lazy`` its rows come undecoded in
+    ``raw`` and the caller decodes them (see :func:`decode`).
+    """
     path = check_path(path)
     fmt = detect_format(path)
     if fmt == "jsonl":
@@ -68,6 +81,7 @@ def iter_records(path: Path, *, lazy: bool = False) -> Iterator[Record]:
 
 
 def read_records(path: Path) -> list[Record]:
+    """Every row of a data file, decoded."""
     return list(iter_records(path))
 
 

@@ -1,5 +1,7 @@
-"""Import local chat data (jsonl, json array, parquet, csv) into the canonical form: JSON Lines, one row per line,
-a ``messages`` list, every other column kept as it was."""
+"""Import local chat data (jsonl, json array, parquet, csv) into the canonical form.
+
+The canonical form is JSON Lines, one row per line, a ``messages`` list, every other column kept as it was.
+"""
 
 from __future__ import annotations
 

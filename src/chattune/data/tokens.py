@@ -10,6 +10,8 @@ from chattune.templates import encode, supports_system_role, training_chat_templ
 
 @dataclass
 class TokenCount:
+    """The token count of one conversation, and how truncation at the limit would affect it."""
+
     tokens: int
     over_limit: bool
     loses_all_assistant_tokens: bool
@@ -26,6 +28,7 @@ class TokenCounter:
 
     @classmethod
     def for_model(cls, model_path: str, max_seq_length: int | None) -> TokenCounter:
+        """A counter for the model at ``model_path``, truncating at ``max_seq_length`` capped by the model's context."""
         from chattune.inference import context_length, load_tokenizer
 
         tokenizer = load_tokenizer(model_path)
@@ -34,5 +37,6 @@ class TokenCounter:
         return cls(tokenizer, limit)
 
     def count(self, messages: list[dict[str, Any]]) -> TokenCount:
+        """Count the tokens of one conversation as preprocess encodes it."""
         ids, mask = encode(self.tokenizer, messages, self.template, self.folds_system)
         return TokenCount(len(ids), len(ids) > self.max_seq_length, 1 not in mask[: self.max_seq_length])

@@ -52,6 +52,8 @@ _ROW = msgspec.json.Decoder(_Row)
 
 @dataclass
 class Issue:
+    """One finding of the validator: the row's line, a code, the field concerned and a message."""
+
     line: int
     code: str
     field: str
@@ -60,6 +62,8 @@ class Issue:
 
 @dataclass
 class FileReport:
+    """The validation result of one data file: rows, errors, warnings and statistics."""
+
     path: str
     rows: int = 0
     errors: list[Issue] = field(default_factory=list)
@@ -68,9 +72,11 @@ class FileReport:
 
     @property
     def valid(self) -> bool:
+        """Whether the file has no errors (warnings allowed)."""
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a dict, as ``data validate --json`` shows it."""
         return {
             "path": self.path,
             "rows": self.rows,
@@ -81,6 +87,7 @@ class FileReport:
         }
 
     def summary(self, limit: int = 20) -> str:
+        """The first ``limit`` errors, one ``path:line: field: message [code]`` line each."""
         lines = [f"{self.path}:{e.line}: {e.field or '-'}: {e.message} [{e.code}]" for e in self.errors[:limit]]
         if len(self.errors) > limit:
             lines.append(f"... and {len(self.errors) - limit} more (see `chattune data validate {self.path} --json`)")
