@@ -15,6 +15,8 @@ from chattune.errors import ComputeError
 
 @dataclass
 class Gpu:
+    """One CUDA GPU of this machine."""
+
     index: int
     name: str
     memory_gb: float
@@ -34,6 +36,7 @@ class ComputeInfo:
 
     @property
     def has_cuda(self) -> bool:
+        """Whether this machine has a CUDA GPU."""
         return bool(self.gpus)
 
     @property
@@ -42,6 +45,7 @@ class ComputeInfo:
         return len(self.gpus) if self.gpus else self.cpu_cores
 
     def to_dict(self) -> dict[str, Any]:
+        """The machine's description as a dict, with ``gpu_count`` added."""
         out = asdict(self)
         out["gpu_count"] = len(self.gpus)
         return out
@@ -58,6 +62,7 @@ def cpu_has_bf16() -> bool:
 
 
 def detect() -> ComputeInfo:
+    """Describe this machine: CPU cores available to this process, RAM, and CUDA GPUs."""
     gpus: list[Gpu] = []
     try:
         import torch
@@ -96,6 +101,8 @@ class MemoryEstimate:
 
 @dataclass
 class CheckResult:
+    """Whether a model can be fine-tuned on a compute: the allow list, the memory estimate, and messages saying why."""
+
     model: str
     compute: str
     ok: bool
@@ -109,6 +116,7 @@ class CheckResult:
     estimate: MemoryEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a dict (the estimate included)."""
         return asdict(self)
 
 

@@ -16,6 +16,8 @@ from chattune.errors import UserError
 
 @dataclass
 class GenerationParams:
+    """How to generate: token budget, sampling settings, stop strings and seed."""
+
     max_new_tokens: int = 200
     temperature: float = 1.0
     top_p: float = 1.0
@@ -24,13 +26,17 @@ class GenerationParams:
     seed: int | None = None
 
     def torch_seed(self) -> int | None:
-        """The seed as a torch generator takes it: any integer a client sends, reduced to 64 bits (a larger one made
-        ``manual_seed`` raise)."""
+        """The seed as a torch generator takes it.
+
+        Any integer a client sends, reduced to 64 bits (a larger one made ``manual_seed`` raise).
+        """
         return None if self.seed is None else self.seed % 2**64
 
 
 @dataclass
 class Generation:
+    """One generated answer: its text, why it ended (``stop`` or ``length``) and the token counts."""
+
     text: str
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
@@ -38,8 +44,10 @@ class Generation:
 
 
 def checked_new_tokens(prompt_tokens: int, max_new_tokens: int, *, cap: int, context: int) -> int:
-    """The request check shared by the serving engine and the evaluation generator: the tokens to generate at most
-    (the request's, under the server-side ``cap``), once the prompt and them fit the model's ``context``.
+    """Check a generation request against the model's context; return the tokens to generate at most.
+
+    The request check shared by the serving engine and the evaluation generator: the tokens to generate at most (the
+    request's, under the server-side ``cap``), once the prompt and them fit the model's ``context``.
 
     Raises:
         UserError: the prompt plus the tokens to generate exceed the context (a 400 from a server).
@@ -55,12 +63,14 @@ def checked_new_tokens(prompt_tokens: int, max_new_tokens: int, *, cap: int, con
 
 
 def pick_device() -> str:
+    """``cuda`` when a CUDA GPU is available, else ``cpu``."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_tokenizer(path: str | Path) -> Any:
+    """Load a tokenizer; one without a pad token pads with its end-of-sequence token."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
@@ -70,10 +80,13 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 def inference_dtype(device: str) -> Any:
-    """bf16 wherever the hardware computes it natively (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX, where
-    oneDNN's bf16 matmuls run about twice as fast as fp32: docs/benchmarks.md), else fp32. Training precision is
-    separate. Evaluation, the MLflow pyfunc and the serving engine all load through here, so they answer alike.
-    ``CHATTUNE_INFERENCE_DTYPE`` (auto, float32, bfloat16) overrides it."""
+    """The dtype to load a model in for inference.
+
+    bf16 wherever the hardware computes it natively (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX, where oneDNN's
+    bf16 matmuls run about twice as fast as fp32: docs/benchmarks.md), else fp32. Training precision is separate.
+    Evaluation, the MLflow pyfunc and the serving engine all load through here, so they answer alike.
+    ``CHATTUNE_INFERENCE_DTYPE`` (auto, float32, bfloat16) overrides it.
+    """
     import torch
 
     from chattune.settings import Settings
@@ -87,6 +100,7 @@ def inference_dtype(device: str) -> Any:
 
 
 def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *, device: str | None = None) -> Any:
+    """Load a model for inference, with its LoRA adapter if given, on ``device`` (default: the GPU if there is one)."""
     from transformers import AutoModelForCausalLM
 
     device = device or pick_device()
@@ -102,9 +116,12 @@ def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *,
 
 
 def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path) -> None:
-    """``merge_lora_weights``: the base with the LoRA adapter folded into its weights (PEFT's merge_and_unload, done
-    in fp32), saved as a standalone model in the base checkpoint's dtype with the adapter's tokenizer and chat template
-    beside it. Loading it needs neither PEFT nor the base model."""
+    """Merge a LoRA adapter into its base and save the result as a standalone model (``merge_lora_weights``).
+
+    The adapter is folded into the base's weights (PEFT's merge_and_unload, done in fp32), saved in the base
+    checkpoint's dtype with the adapter's tokenizer and chat template beside it. Loading it needs neither PEFT nor the
+    base model.
+    """
     import json
     import warnings
 
@@ -134,6 +151,7 @@ def context_length(model_path: str | Path, tokenizer: Any) -> int:
 
 
 def model_max_length(model: Any, tokenizer: Any) -> int:
+    """The longest sequence the model takes: the smaller of the config's and the tokenizer's limits (2048 without)."""
     limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     return int(min(x for x in limits if isinstance(x, int) and x > 0) if any(limits) else 2048)
 
@@ -150,6 +168,7 @@ class ChatGenerator:
         self._lock = threading.Lock()
 
     def generate(self, conversations: list[list[dict[str, Any]]], params: GenerationParams) -> list[Generation]:
+        """Generate one answer per conversation in one batch (left padded)."""
         import torch
 
         if not conversations:

@@ -1,5 +1,7 @@
-"""Registered versions as MLflow models: ``mlflow.pyfunc.load_model("models:/NAME/VERSION")`` answers chat requests
-with the serving engine's own generation code, so greedy answers are the same text as the endpoint's.
+"""Registered versions as MLflow models.
+
+``mlflow.pyfunc.load_model("models:/NAME/VERSION")`` answers chat requests with the serving engine's own generation
+code, so greedy answers are the same text as the endpoint's.
 
 A LoRA version trained with ``merge_lora_weights: true`` (Azure's default) is the base with the adapter merged into
 its weights, copied into the MLflow artifact store as a standalone model (artifact ``model``): it loads anywhere
@@ -20,33 +22,45 @@ from mlflow.pyfunc import PythonModel
 
 
 class Message(pydantic.BaseModel):
+    """One message of a chat request."""
+
     role: str
     content: str
 
 
 class ChatRequest(pydantic.BaseModel):
+    """A chat request to the pyfunc model: the conversation and, optionally, a token budget."""
+
     messages: list[Message]
     max_tokens: int | None = None
 
 
 class AnswerMessage(pydantic.BaseModel):
+    """The assistant message of an answer."""
+
     role: str = "assistant"
     content: str
 
 
 class Choice(pydantic.BaseModel):
+    """One choice of an answer."""
+
     index: int
     finish_reason: str
     message: AnswerMessage
 
 
 class Usage(pydantic.BaseModel):
+    """Token counts of an answer."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
 class ChatResponse(pydantic.BaseModel):
+    """The pyfunc model's answer, shaped like an OpenAI chat completion."""
+
     id: str
     object: str = "chat.completion"
     created: int
@@ -63,6 +77,7 @@ class ChattuneChatModel(PythonModel):  # type: ignore[misc]
         return {k: v for k, v in self.__dict__.items() if k != "generator"}
 
     def load_context(self, context: Any) -> None:
+        """Load the model from the artifacts: a merged model, a base plus adapter, or a full fine-tune."""
         from chattune.inference import ChatGenerator, load_model, load_tokenizer
 
         config = context.model_config
@@ -83,6 +98,7 @@ class ChattuneChatModel(PythonModel):  # type: ignore[misc]
     def predict(  # type: ignore[override]  # MLflow 3 reads the signature from these type hints
         self, model_input: list[ChatRequest], params: dict[str, Any] | None = None
     ) -> list[ChatResponse]:
+        """Answer each chat request greedily."""
         from chattune.inference import GenerationParams
 
         answers = []

@@ -31,12 +31,15 @@ CHILD_DEFAULTS = {**KERNEL_CACHE_CAPACITY, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for chattune's child processes. PYTHONSAFEPATH (Python 3.11+): `python -m` would otherwise
-    put the current directory first on sys.path, and any folder there named like a package (an `mlx/` or `torch/`
-    in the user's working directory) would shadow the real one in the child. Defaults the user's environment can
-    override: the kernel-cache caps (chattune.compute), given here so that no child sets them itself once its threads
-    run (chattune.training.environ says what that risks), and MLflow's usage telemetry off (chattune runs offline:
-    its worker thread would only retry an unreachable host from every job and instance)."""
+    """The environment for chattune's child processes.
+
+    PYTHONSAFEPATH (Python 3.11+): `python -m` would otherwise put the current directory first on sys.path, and any
+    folder there named like a package (an `mlx/` or `torch/` in the user's working directory) would shadow the real one
+    in the child. Defaults the user's environment can override: the kernel-cache caps (chattune.compute), given here so
+    that no child sets them itself once its threads run (chattune.training.environ says what that risks), and MLflow's
+    usage telemetry off (chattune runs offline: its worker thread would only retry an unreachable host from every job
+    and instance).
+    """
     return {**CHILD_DEFAULTS, **os.environ, "PYTHONSAFEPATH": "1", **extra}
 
 
@@ -48,8 +51,11 @@ def spawn(
     port: int = 0,
     env: dict[str, str] | None = None,
 ) -> tuple[int, int]:
-    """Bind a loopback port here (``port``, or a free one), hand its socket to a new ``python -m module`` process
-    (``env`` added to its environment); return (pid, port). Raises ProcessError when ``port`` is taken."""
+    """Start ``python -m module`` on a loopback socket bound here; return (pid, port).
+
+    The port is ``port``, or a free one; its socket is handed to the new process (``env`` added to its environment).
+    Raises ProcessError when ``port`` is taken.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -84,11 +90,15 @@ KEEP_ALIVE_S = 75
 
 
 class QuerylessAccessLog(logging.Filter):
-    """uvicorn's access log line has the request's path with its query string. chattune's routes take no query
+    """Logging filter that keeps query strings (and any key put there) out of uvicorn's access log.
+
+    uvicorn's access log line has the request's path with its query string. chattune's routes take no query
     parameters, and a client that puts its key there (``?api-key=...``, refused with 401) must not find the key in
-    the gateway's log: the query string is replaced by ``?...``."""
+    the gateway's log: the query string is replaced by ``?...``.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the query string of an access log line's path with ``?...``; every record passes."""
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
             record.args = (*args[:2], args[2].split("?", 1)[0] + "?...", *args[3:])
@@ -113,6 +123,7 @@ def serve(app: Any, fd: int, **options: Any) -> None:
 
 
 def alive(pid: int | None) -> bool:
+    """Whether a process with this pid is running (a zombie is not); False for None."""
     if not pid:
         return False
     try:
@@ -159,6 +170,7 @@ def stop(pid: int | None, timeout_s: float = 10.0) -> None:
 
 
 def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file, or ``(no log)`` when it does not exist."""
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except FileNotFoundError:

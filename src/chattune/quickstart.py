@@ -1,5 +1,8 @@
-"""The seed notebook's nine steps in one call: catalog -> compute -> data -> job -> register -> endpoint ->
-deployment "demo" (traffic 100) -> invoke with a sample_score.json -> delete."""
+"""The seed notebook's nine steps in one call.
+
+catalog -> compute -> data -> job -> register -> endpoint -> deployment "demo" (traffic 100) -> invoke with a
+sample_score.json -> delete.
+"""
 
 from __future__ import annotations
 
@@ -89,6 +92,21 @@ def run(
     keep_endpoint: bool = False,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
+    """Run the seed notebook's steps in this workspace and return what each produced.
+
+    Args:
+        ws: The workspace to run in.
+        model: The catalog model to fine-tune.
+        dataset: ``demo`` (the generated demo task), a directory holding the split files, or a data set to download
+            (hub id or hub-layout directory).
+        percent: The share (in percent) of a downloaded data set that is fetched.
+        max_train_rows: Use only the first N training rows (quick runs).
+        keep_endpoint: Leave the endpoint running instead of deleting it at the end.
+        progress: Called with one line per step.
+
+    Returns:
+        The job, its metrics, the registered model, the endpoint, the sample request and its response, and warnings.
+    """
     timestamp = str(int(time.time()))
     recipe = load_recipe(model)
     planned = recipe.spec(model, {"train": "train_sft.jsonl"})

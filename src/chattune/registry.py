@@ -85,6 +85,13 @@ def stored_chat_template(path: str | Path) -> str | None:
 
 
 class Registry:
+    """The model registry: versions registered from jobs, their aliases and tags, mirrored to MLflow's registry.
+
+    Args:
+        settings: The workspace settings.
+        store: The workspace database.
+    """
+
     def __init__(self, settings: Settings, store: Store):
         self.settings = settings
         self.store = store
@@ -225,6 +232,11 @@ class Registry:
         return str(info.registered_model_version)
 
     def get(self, ref: str) -> ModelVersion:
+        """The registered version ``ref`` names (``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``).
+
+        Raises:
+            NotFoundError: No such version or alias; the message suggests a close name.
+        """
         name, version, alias = parse_ref(check_ref(ref))  # `../x`, `a/b`, spaces, NUL: refused, never looked up
         if alias is not None:
             aliases = self.store.aliases(name)
@@ -249,6 +261,7 @@ class Registry:
             ) from exc
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Registered versions (of ``name``, or all by name), oldest first."""
         return self.store.list_model_versions(name)
 
     # aliases, tags, deletion --------------------------------------------------------------------------------------
@@ -266,6 +279,11 @@ class Registry:
         return mv
 
     def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``name@alias`` here and in MLflow.
+
+        Raises:
+            NotFoundError: The model has no such alias.
+        """
         if alias not in self.aliases(name):
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
         self.store.delete_alias(name, alias)
@@ -273,9 +291,11 @@ class Registry:
             self._mlflow().delete_registered_model_alias(name, alias)
 
     def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of one registered model."""
         return self.store.aliases(check_name("model", name))
 
     def set_tags(self, ref: str, tags: dict[str, str]) -> ModelVersion:
+        """Add or change tags of a version (in MLflow too); return the version as stored."""
         mv = self.get(ref)
         if mv.mlflow_version:
             client = self._mlflow()
@@ -303,8 +323,10 @@ class Registry:
         return mv
 
     def check_template(self, mv: ModelVersion) -> str | None:
-        """The chat template stored with a version must be the one it was trained with (the most reported failure
-        of fine-tuned chat models is a template mismatch between training and serving). Returns its SHA-256."""
+        """Check that a version's stored chat template is the one it was trained with; return its SHA-256.
+
+        The most reported failure of fine-tuned chat models is a template mismatch between training and serving.
+        """
         from chattune.templates import template_hash
 
         expected = mv.lineage.get("chat_template_sha256")

@@ -9,6 +9,7 @@ from chattune.settings import Settings
 
 
 def configure(settings: Settings) -> None:
+    """Point MLflow at the workspace's tracking store and quiet its logs and progress bars."""
     import os
 
     # No progress bars on the user's terminal for local artifact copies (chattune prints its own progress).
@@ -23,6 +24,7 @@ def configure(settings: Settings) -> None:
 
 
 def experiment_id(settings: Settings, name: str) -> str:
+    """The id of the MLflow experiment ``name``, created (with its artifacts in the workspace) if it does not exist."""
     import mlflow
 
     configure(settings)
@@ -34,4 +36,5 @@ def experiment_id(settings: Settings, name: str) -> str:
 
 
 def flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    """The numeric values of ``values`` as floats, each name prefixed with ``prefix``."""
     return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}

@@ -11,12 +11,15 @@ from chattune.errors import UserError
 
 
 def template_hash(template: str) -> str:
+    """The SHA-256 hex digest of a chat template."""
     return hashlib.sha256(template.encode("utf-8")).hexdigest()
 
 
 def training_chat_template(tokenizer: Any) -> str:
-    """The template to tokenize training data with: the model's own when it marks assistant output already, else a
-    training variant that renders identically (chattune's own for ChatML/SmolLM2, TRL's for the families it knows).
+    """The chat template to tokenize training data with.
+
+    The model's own when it marks assistant output already, else a training variant that renders identically (chattune's
+    own for ChatML/SmolLM2, TRL's for the families it knows).
     """
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
@@ -90,8 +93,10 @@ def _training_templates() -> dict[str, str]:
 
 
 def smollm2_chat_template() -> str:
+    """The SmolLM2 chat template shipped with chattune."""
     return _template("smollm2.jinja")
 
 
 def known_training_template(chat_template: str) -> str | None:
+    """The training variant of a known chat template (marking assistant output), or None for an unknown one."""
     return _training_templates().get(chat_template.rstrip("\n"))
