@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import _stop_leftovers, parse_json
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (make test), the tests on a served model all go to one worker, so the session's trained
     workspace is built once rather than once per worker (`--dist loadgroup`)."""

@@ -16,8 +16,9 @@ from fastapi.responses import StreamingResponse
 from chattune.endpoints.routing import DEPLOYMENT_HEADER, Refusal, Router
 from chattune.endpoints.supervisor import Instance
 from chattune.entities import Deployment
+from chattune.errors import BadGatewayError
 from chattune.serving import sse
-from chattune.serving.errors import error_response
+from chattune.serving.errors import coded_response
 
 # Errors after which nothing reached the client and the instance is gone or restarting: retried elsewhere.
 REFUSED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
@@ -74,8 +75,8 @@ class Forwarder:
             try:
                 content = await upstream.aread()
             except httpx.HTTPError as exc:
-                return error_response(
-                    502, f"deployment {dep.name!r} failed mid-answer: {type(exc).__name__}", "bad_gateway"
+                return coded_response(
+                    BadGatewayError, f"deployment {dep.name!r} failed mid-answer: {type(exc).__name__}"
                 )
             finally:
                 await upstream.aclose()

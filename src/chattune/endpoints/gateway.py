@@ -26,10 +26,11 @@ from chattune.endpoints.openapi import document_gateway, forwarded_route
 from chattune.endpoints.routing import DEPLOYMENT_HEADER, Refusal, Router, Target
 from chattune.endpoints.supervisor import Supervisor
 from chattune.entities import Deployment
+from chattune.errors import BadGatewayError, RequestTimeoutError
 from chattune.serving.app import MAX_BODY_BYTES
 from chattune.serving.auth import PUBLIC_PATHS, BearerAuth
 from chattune.serving.disconnect import ClientDisconnected, closed_response, unless_disconnected
-from chattune.serving.errors import BodyLimit, error_response, install_error_handlers
+from chattune.serving.errors import BodyLimit, coded_response, install_error_handlers
 from chattune.serving.keys import matches
 from chattune.settings import Settings
 from chattune.store import open_store
@@ -163,12 +164,12 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         except (TimeoutError, httpx.TimeoutException):
             timeout_ms = dep.settings.request_timeout_ms
             message = f"deployment {dep.name!r} did not answer within request_timeout_ms={timeout_ms}"
-            return metrics.count(dep.name, error_response(408, message, "request_timeout"))
+            return metrics.count(dep.name, coded_response(RequestTimeoutError, message))
         except httpx.HTTPError as exc:
             message = f"deployment {dep.name!r} is unreachable: {type(exc).__name__}"
-            return metrics.count(dep.name, error_response(502, message, "bad_gateway"))
+            return metrics.count(dep.name, coded_response(BadGatewayError, message))
         message = f"no instance of deployment {dep.name!r} is reachable"
-        return metrics.count(dep.name, error_response(502, message, "bad_gateway"))
+        return metrics.count(dep.name, coded_response(BadGatewayError, message))
 
     for path in FORWARDED:
         app.add_api_route(path, forward, methods=["GET"] if path == "/v1/models" else ["POST"], **forwarded_route(path))

@@ -19,7 +19,14 @@ from fastapi.responses import JSONResponse
 
 from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment, Endpoint
-from chattune.serving.errors import error_response
+from chattune.errors import (
+    ChattuneError,
+    DeploymentNotFoundError,
+    NoTrafficError,
+    NotReadyError,
+    TooManyRequestsError,
+)
+from chattune.serving.errors import coded_response
 from chattune.store.base import Store
 
 # Azure's header that sends a request to one deployment, whatever the traffic split says.
@@ -36,21 +43,30 @@ class Refusal(Exception):
 
     def __init__(
         self,
-        status: int,
+        error: type[ChattuneError],
         message: str,
-        code: str,
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
         counted_as: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
+        self.error, self.message, self.param, self.headers = error, message, param, headers
         self.counted_as = counted_as
+
+    @property
+    def status(self) -> int:
+        """The HTTP status, from the error table."""
+        return self.error.http_status
+
+    @property
+    def code(self) -> str:
+        """The error code in the answer's body."""
+        return self.error.code
 
     def response(self) -> JSONResponse:
         """The answer the client gets."""
-        return error_response(self.status, self.message, self.code, self.param, self.headers)
+        return coded_response(self.error, self.message, self.param, self.headers)
 
 
 @dataclass(frozen=True)
@@ -96,20 +112,18 @@ class Router:
         if wanted:
             if wanted not in deployments:
                 raise Refusal(
-                    404,
+                    DeploymentNotFoundError,
                     f"deployment {wanted!r} not found on endpoint {self.endpoint!r}; have: "
                     f"{', '.join(deployments) or 'none'}",
-                    "deployment_not_found",
                     param=DEPLOYMENT_HEADER,
                 )
             return Target(deployments[wanted], ep, deployments, chosen_by_header=True)
         picked = pick_deployment(ep.traffic, self.rng)
         if picked is None or picked not in deployments:
             raise Refusal(
-                503,
+                NoTrafficError,
                 f"no deployment receives traffic on {self.endpoint!r}; set it with "
                 f"`chattune endpoints traffic {self.endpoint} NAME=100` or send the {DEPLOYMENT_HEADER} header",
-                "no_traffic",
                 counted_as="-",
             )
         return Target(deployments[picked], ep, deployments, chosen_by_header=False)
@@ -144,13 +158,12 @@ class Router:
             return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room)))
         if ready:
             raise Refusal(
-                429,
+                TooManyRequestsError,
                 f"deployment {dep.name!r} is at max_concurrent_requests_per_instance={limit} on all "
                 f"{dep.instance_count} instance(s); retry",
-                "too_many_requests",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
-        raise Refusal(503, f"deployment {dep.name!r} has no ready instance ({dep.state})", "not_ready")
+        raise Refusal(NotReadyError, f"deployment {dep.name!r} has no ready instance ({dep.state})")
 
     @contextlib.asynccontextmanager
     async def lease(self, dep: Deployment) -> AsyncIterator[Instance]:

@@ -18,12 +18,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chattune.errors import ModelLoadFailedError, ModelLoadingError
 from chattune.serving import sse
 from chattune.serving.auth import BearerAuth
 from chattune.serving.chat import ChatService
 from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
-from chattune.serving.errors import BodyLimit, documented_errors, error_response, install_error_handlers
+from chattune.serving.errors import BodyLimit, coded_response, documented_errors, install_error_handlers
 from chattune.serving.keys import hash_key, matches
 from chattune.serving.protocol import ChatCompletion, ChatCompletionRequest, ModelList, ScoreOutput, ScoreRequest
 
@@ -96,8 +97,8 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
         if engine.ready.is_set():
             return {"status": "ready"}
         if engine.failed:
-            return error_response(503, f"model failed to load: {engine.failed}", "load_failed")
-        return error_response(503, "model is loading", "loading")
+            return coded_response(ModelLoadFailedError, f"model failed to load: {engine.failed}")
+        return coded_response(ModelLoadingError, "model is loading")
 
     @app.get("/metrics", response_class=PlainTextResponse)  # documented as text: Prometheus' format
     async def prometheus() -> Response:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Collection
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chattune.serving.errors import error_response
+from chattune.errors import AuthError
+from chattune.serving.errors import coded_response
 from chattune.serving.keys import bearer
 
 # Open to anyone: what a load balancer or the gateway's supervisor probes.
@@ -58,5 +59,5 @@ class BearerAuth:
         if scope["type"] != "http":  # no route of ours takes one; a websocket is closed as policy violation
             await send({"type": "websocket.close", "code": 1008})
             return
-        refused = error_response(401, self.refusal, "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        refused = coded_response(AuthError, self.refusal, headers={"WWW-Authenticate": "Bearer"})
         await refused(scope, receive, send)
