@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 # pytest-xdist workers for make test: the suite mostly waits on child processes and servers, so more workers than
 # cores pay (docs/benchmarks.md, "make test").
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-all lint install clean bench-validate bench-load bench-train
 
