@@ -312,7 +312,7 @@ def create_endpoint(
         say(f"quickstart --model {model} (workspace {tmp / 'home'}) ...")
         started = time.perf_counter()
         doc = _cli(tmp, *args, timeout=1800)
-        endpoint, key = doc["endpoint"]["name"], doc["endpoint"]["keys"]["primary"]
+        endpoint, key = doc["endpoint"]["name"], doc["endpoint"]["keys"]["primary_key"]
         say(f"  endpoint {endpoint} in {time.perf_counter() - started:.0f}s")
         served = Served(endpoint, "", key, tmp / "home" / "chattune.db", tmp)
         model_ref = f"{doc['model']['name']}:{doc['model']['version']}"

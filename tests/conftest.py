@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 # Under pytest-xdist (make test) several workers share the cores: each worker's training and serving processes
 # (children inherit this) compute on one thread, as torchrun gives each of its workers, instead of every process
@@ -85,3 +86,11 @@ def instance_auth(home: Path, endpoint: str) -> dict[str, str]:
 def parse_json(result: CliResult) -> Any:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return json.loads(result.stdout)
+
+
+def exact(schema: type[BaseModel], doc: Any) -> Any:
+    """``doc`` is ``schema``'s document, exactly: validated and written back it is the same (no key the schema does
+    not declare, none missing). Every `--json` answer is checked this way (tests/integration/test_json_schemas.py and
+    the commands that only the fixtures and slower tests run)."""
+    assert schema.model_validate(doc).model_dump(mode="json") == doc, schema.__name__
+    return doc

@@ -1,8 +1,8 @@
 """Fixtures for the tests that need a served model.
 
-`trained_workspace` runs the tiny model's quickstart once per session (import, job, registration); each test that
-asks for `served` works in that workspace (see `home`) on an endpoint of its own, created with deployment "demo" at
-100% as the quickstart deploys it, and deleted after the test. The workspace's job and registered model are only
+`trained_workspace` runs the tiny model's quickstart once per session, i.e. once per pytest-xdist worker under make
+test (import, job, registration); each test that asks for `served` works in that workspace (see `home`) on an
+endpoint of its own, created with deployment "demo" at 100% as the quickstart deploys it, and deleted after the test. The workspace's job and registered model are only
 read by these tests; what each test breaks or changes belongs to its own endpoint.
 """
 
@@ -17,16 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import _stop_leftovers, parse_json
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (make test), the tests on a served model all go to one worker, so the session's trained
-    workspace is built once rather than once per worker (`--dist loadgroup`)."""
-    for item in items:
-        if "served" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("served"))
+from chattune.schemas import DeploymentPublic, EndpointCreated, QuickstartResult
+from tests.conftest import _stop_leftovers, exact, parse_json
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +33,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         timeout=240,
         env=env,
     )
-    doc = parse_json(result)
+    doc = exact(QuickstartResult, parse_json(result))
     try:
         yield {"home": home, "model": f"{doc['model']['name']}:{doc['model']['version']}"}
     finally:
@@ -53,10 +45,10 @@ def served(cli: Any, trained_workspace: dict[str, Any]) -> Iterator[dict[str, An
     """An endpoint of this test's own serving the trained model (deployment "demo" at 100%, the quickstart's
     request timeout), in the trained workspace; deleted after the test."""
     endpoint = f"served-{secrets.token_hex(4)}"
-    keys = parse_json(cli("endpoints", "create", endpoint, "--json"))["keys"]
+    keys = exact(EndpointCreated, parse_json(cli("endpoints", "create", endpoint, "--json")))["keys"]
     model = trained_workspace["model"]
     deploy = ("deployments", "create", "--endpoint", endpoint, "--name", "demo", "--model", model)
-    parse_json(cli(*deploy, "--request-timeout-ms", "90000", "--json"))
+    exact(DeploymentPublic, parse_json(cli(*deploy, "--request-timeout-ms", "90000", "--json")))
     shown = parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json"))
     yield {
         "endpoint": endpoint,

@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import parse_json
+from chattune.schemas import JobSummary
+from tests.conftest import exact, parse_json
 from tests.integration.test_job_lifecycle import _job, _wait
 
 pytestmark = [
@@ -39,7 +40,7 @@ def test_two_process_run_survives_kill_9_and_resumes(cli, home: Path, tmp_path: 
         '  evaluation_strategy: "no"\n  packing: true',  # packed rows under DDP too
     )
     path.write_text(path.read_text().replace("  lora_r: 4\n", "  lora_r: 4\n  number_of_gpu_to_use_finetuning: 2\n"))
-    job = parse_json(cli("jobs", "create", "-f", str(path), "--json"))
+    job = exact(JobSummary, parse_json(cli("jobs", "create", "-f", str(path), "--json")))
     job = {**job, **parse_json(cli("jobs", "show", job["id"], "--json"))}
     assert job["resolved_config"]["number_of_gpu_to_use_finetuning"] == {"value": 2, "source": "user"}
     assert "-bs8-" in job["display_name"]  # the seed's formula: 4 per device x 2 processes
@@ -58,7 +59,7 @@ def test_two_process_run_survives_kill_9_and_resumes(cli, home: Path, tmp_path: 
     assert 0 < killed_at < 120
 
     result = cli("jobs", "resume", job["id"], "--stream", "--json", timeout=300)
-    assert parse_json(result)["status"] == "succeeded", result.stderr
+    assert exact(JobSummary, parse_json(result))["status"] == "succeeded", result.stderr
     assert "launching 2 training processes" in result.stderr and "packing: on (job config" in result.stderr
     final = parse_json(cli("jobs", "show", job["id"], "--json"))
     finetune = next(s for s in final["steps"] if s["name"] == "finetune")

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import instance_auth, parse_json
+from chattune.schemas import DeploymentPublic
+from tests.conftest import exact, instance_auth, parse_json
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,10 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
     job = parse_json(cli("models", "show", model, "--json"))["job_id"]
     parse_json(cli("models", "register", "--job", job, "--name", "second", "--json"))
     create = ("deployments", "create", "--endpoint", ep, "--name", "multi", "--model", model)
-    dep = parse_json(cli(*create, "--extra-model", "second:1", "--max-concurrent", "32", "--json"))
+    # the deployment's own new-token cap (DeploymentSettings.max_new_tokens_cap) reaches its instance; a cap of
+    # 1024 tokens took more than the default 5 s request timeout on a 2-core runner, hence the longer timeout
+    settings = ("--max-concurrent", "32", "--max-new-tokens-cap", "48", "--request-timeout-ms", "60000")
+    dep = parse_json(cli(*create, "--extra-model", "second:1", *settings, "--json"))
     client = openai.OpenAI(
         base_url=f"{served['base']}/v1",
         api_key=served["headers"]["Authorization"].split()[1],
@@ -211,7 +215,7 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
     ]
     assert seeded[0] == seeded[1]
     capped = client.chat.completions.create(model=model, messages=messages, max_tokens=10**6, temperature=0)
-    assert capped.usage.completion_tokens <= 1024
+    assert capped.usage.completion_tokens == 48 and capped.choices[0].finish_reason == "length"
 
     # concurrent requests share batches: the instance's own metrics say so
     with __import__("concurrent.futures").futures.ThreadPoolExecutor(8) as pool:
@@ -277,8 +281,9 @@ def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[s
         + (Path(os.environ["CHATTUNE_HOME"]) / "endpoints" / ep / "gateway.log").read_text()
     )
     # scaling: Azure's Scaling state, then Succeeded with both instances ready
-    scaled = parse_json(
-        cli("deployments", "update", "--endpoint", ep, "--name", "probed", "--instances", "2", "--json")
+    scaled = exact(
+        DeploymentPublic,
+        parse_json(cli("deployments", "update", "--endpoint", ep, "--name", "probed", "--instances", "2", "--json")),
     )
     assert scaled["state"] == "Succeeded" and [i["state"] for i in scaled["instances"]] == ["Ready", "Ready"]
     # readiness: an instance that stops answering its readiness probe (liveness lenient here) leaves the rotation at

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import parse_json
+from chattune.schemas import JobSummary
+from tests.conftest import exact, parse_json
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_job_from_yaml_streams_and_tracks(cli, home: Path, tmp_path: Path) -> No
     train = data_dir / "train_sft.jsonl"
     train.write_text(json.dumps({"messages": [{"role": "user", "content": "alone"}]}) + "\n" + train.read_text())
     result = cli("jobs", "create", "-f", str(_write_job(tmp_path, data_dir)), "--stream", "--json", timeout=240)
-    job = parse_json(result)
+    job = exact(JobSummary, parse_json(result))
     assert job["status"] == "succeeded"
     assert "step finetune: succeeded" in result.stderr and "step evaluate: succeeded" in result.stderr
 

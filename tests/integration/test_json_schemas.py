@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from chattune.schemas import (
     CatalogEntryPublic,
     ComputeCheckPublic,
@@ -32,67 +30,62 @@ from chattune.schemas import (
     ModelVersionPublic,
     ScoreAnswer,
 )
-from tests.conftest import parse_json
-
-
-def _is(schema: type[BaseModel], doc: Any) -> Any:
-    assert schema.model_validate(doc).model_dump(mode="json") == doc, schema.__name__
-    return doc
+from tests.conftest import exact, parse_json
 
 
 def test_workspace_commands_answer_their_schemas(cli: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    split = _is(DataDemo, parse_json(cli("data", "demo", "--out", str(data), "--rows", "12", "--json")))
+    split = exact(DataDemo, parse_json(cli("data", "demo", "--out", str(data), "--rows", "12", "--json")))
     train = split["train_sft"]
-    _is(DataValidation, parse_json(cli("data", "validate", train, "--json")))
-    _is(DataPreview, parse_json(cli("data", "show", train, "--rows", "2", "--json")))
-    _is(DataImport, parse_json(cli("data", "import", train, "--out", str(tmp_path / "imported"), "--json")))
+    exact(DataValidation, parse_json(cli("data", "validate", train, "--json")))
+    exact(DataPreview, parse_json(cli("data", "show", train, "--rows", "2", "--json")))
+    exact(DataImport, parse_json(cli("data", "import", train, "--out", str(tmp_path / "imported"), "--json")))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n", encoding="utf-8")
     invalid = cli("data", "validate", str(bad), "--json")
     assert invalid.returncode == 2
-    assert _is(DataValidation, json.loads(invalid.stdout))["valid"] is False
+    assert exact(DataValidation, json.loads(invalid.stdout))["valid"] is False
 
-    _is(ComputePublic, parse_json(cli("compute", "show", "--json")))
-    _is(ComputeCheckPublic, parse_json(cli("compute", "check", "--model", "tiny-test", "--json")))
-    _is(ModelList, parse_json(cli("models", "list", "--json")))
-    _is(CatalogEntryPublic, parse_json(cli("models", "show", "tiny-test", "--json")))
-    _is(ModelImportPublic, parse_json(cli("models", "import", "tiny-test", "--json")))
-    _is(JobList, parse_json(cli("jobs", "list", "--json")))
-    _is(EndpointList, parse_json(cli("endpoints", "list", "--json")))
+    exact(ComputePublic, parse_json(cli("compute", "show", "--json")))
+    exact(ComputeCheckPublic, parse_json(cli("compute", "check", "--model", "tiny-test", "--json")))
+    exact(ModelList, parse_json(cli("models", "list", "--json")))
+    exact(CatalogEntryPublic, parse_json(cli("models", "show", "tiny-test", "--json")))
+    exact(ModelImportPublic, parse_json(cli("models", "import", "tiny-test", "--json")))
+    exact(JobList, parse_json(cli("jobs", "list", "--json")))
+    exact(EndpointList, parse_json(cli("endpoints", "list", "--json")))
 
 
 def test_served_workspace_commands_answer_their_schemas(cli: Any, served: dict[str, Any], tmp_path: Path) -> None:
     endpoint = served["endpoint"]
-    jobs = _is(JobList, parse_json(cli("jobs", "list", "--json")))
-    job = _is(JobPublic, parse_json(cli("jobs", "show", jobs["data"][-1]["id"], "--json")))
+    jobs = exact(JobList, parse_json(cli("jobs", "list", "--json")))
+    job = exact(JobPublic, parse_json(cli("jobs", "show", jobs["data"][-1]["id"], "--json")))
     assert job["steps"] and job["events"]
 
-    listed = _is(ModelList, parse_json(cli("models", "list", "--json")))
+    listed = exact(ModelList, parse_json(cli("models", "list", "--json")))
     assert listed["registered"]
-    _is(ModelVersionDetail, parse_json(cli("models", "show", served["model"], "--json")))
+    exact(ModelVersionDetail, parse_json(cli("models", "show", served["model"], "--json")))
     # a version of this test's own, from the session's job, so that the shared one stays as it is
     register = ("models", "register", "--job", job["id"], "--name", "schemas", "--json")
-    mv = _is(ModelVersionPublic, parse_json(cli(*register)))
-    _is(ModelTagsPublic, parse_json(cli("models", "tag", mv["id"], "stage=test", "--json")))
-    _is(ModelAliasPublic, parse_json(cli("models", "alias", "schemas@best", mv["version"], "--json")))
-    assert _is(ModelAliasPublic, parse_json(cli("models", "alias", "schemas@best", "--delete", "--json")))["deleted"]
+    mv = exact(ModelVersionPublic, parse_json(cli(*register)))
+    exact(ModelTagsPublic, parse_json(cli("models", "tag", mv["id"], "stage=test", "--json")))
+    exact(ModelAliasPublic, parse_json(cli("models", "alias", "schemas@best", mv["version"], "--json")))
+    assert exact(ModelAliasPublic, parse_json(cli("models", "alias", "schemas@best", "--delete", "--json")))["deleted"]
     cli("models", "delete", mv["id"])
 
-    _is(EndpointPublic, parse_json(cli("endpoints", "show", endpoint, "--json")))
-    assert endpoint in [e["name"] for e in _is(EndpointList, parse_json(cli("endpoints", "list", "--json")))]
-    _is(EndpointPublic, parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json")))
-    _is(EndpointList, parse_json(cli("endpoints", "up", "--json")))
-    deployments = _is(DeploymentList, parse_json(cli("deployments", "list", "--endpoint", endpoint, "--json")))
+    exact(EndpointPublic, parse_json(cli("endpoints", "show", endpoint, "--json")))
+    assert endpoint in [e["name"] for e in exact(EndpointList, parse_json(cli("endpoints", "list", "--json")))]
+    exact(EndpointPublic, parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json")))
+    exact(EndpointList, parse_json(cli("endpoints", "up", "--json")))
+    deployments = exact(DeploymentList, parse_json(cli("deployments", "list", "--endpoint", endpoint, "--json")))
     assert [d["name"] for d in deployments] == ["demo"]
 
-    keys = _is(EndpointKeys, parse_json(cli("endpoints", "keys", endpoint, "--json")))
+    keys = exact(EndpointKeys, parse_json(cli("endpoints", "keys", endpoint, "--json")))
     ask = tmp_path / "request.json"
     messages = [[{"role": "user", "content": "Hi"}]]
     ask.write_text(json.dumps({"input_data": {"input_string": messages, "parameters": {"max_new_tokens": 2}}}), "utf-8")
     answer = parse_json(cli("endpoints", "invoke", endpoint, "--request-file", str(ask), "--json"))
-    _is(ScoreAnswer, answer)
+    exact(ScoreAnswer, answer)
 
     rotate = ("endpoints", "regenerate-keys", endpoint, "--key", "secondary", "--json")
-    rotated = _is(EndpointKeys, parse_json(cli(*rotate)))
+    rotated = exact(EndpointKeys, parse_json(cli(*rotate)))
     assert rotated["primary_key"] == keys["primary_key"] and rotated["secondary_key"] != keys["secondary_key"]
