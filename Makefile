@@ -5,9 +5,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-# pytest-xdist workers for make test, each worker's processes on one thread (tests/conftest.py); worksteal
-# rebalances the long integration tests at the end. Measured in docs/benchmarks.md ("make test").
-TEST_WORKERS ?= 2
 
 .PHONY: demo test test-all lint install clean bench-validate bench-load bench-train
 
@@ -26,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

@@ -14,12 +14,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-# Under pytest-xdist (make test) several workers share the cores: each worker's training and serving processes
-# (children inherit this) compute on one thread, as torchrun gives each of its workers, instead of every process
-# spinning one thread per core against the others. The user's own setting wins.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 

@@ -1,10 +1,9 @@
 """Fixtures for the tests that need a served model.
 
-`trained_workspace` runs the tiny model's quickstart once per session, i.e. once per pytest-xdist worker under make
-test (import, job, registration); each test that asks for `served` works in that workspace (see `home`) on an
-endpoint of its own, created with deployment "demo" at 100% as the quickstart deploys it, and deleted after the test.
-The workspace's job and registered model are only read by these tests; what each test breaks or changes belongs to
-its own endpoint.
+`trained_workspace` runs the tiny model's quickstart once per session (import, job, registration); each test that
+asks for `served` works in that workspace (see `home`) on an endpoint of its own, created with deployment "demo" at
+100% as the quickstart deploys it, and deleted after the test. The workspace's job and registered model are only
+read by these tests; what each test breaks or changes belongs to its own endpoint.
 """
 
 from __future__ import annotations

@@ -257,9 +257,12 @@ class JobOperations:
 
     def _job(self, job_id: str) -> Job:
         job = self.client.workspace.jobs.get(job_id)
-        outputs = {}
-        if job.outputs.get("trained_model"):
-            outputs["trained_model"] = JobOutput("mlflow_model", f"azureml://jobs/{job.id}/outputs/trained_model")
+        # The job's named outputs (the pipeline's `trained_model`), as Azure addresses them.
+        outputs = {
+            name: JobOutput("mlflow_model", f"azureml://jobs/{job.id}/outputs/{name}")
+            for name, path in job.outputs.items()
+            if path
+        }
         return Job(
             name=job.id,
             display_name=job.display_name,
