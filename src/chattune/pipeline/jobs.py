@@ -236,15 +236,3 @@ def _alive(pid: int) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    """The fields of a job that ``jobs list`` shows."""
-    return {
-        "id": job.id,
-        "display_name": job.display_name,
-        "model": job.model,
-        "status": str(job.status),
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-    }
