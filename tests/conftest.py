@@ -19,27 +19,33 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 @pytest.fixture
 def home(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    # A test that asks for a served model works in the session's trained workspace, on an endpoint of its own
-    # (tests/integration/conftest.py): one training run and registration instead of one per test.
-    served = "served" in request.fixturenames
-    path = request.getfixturevalue("trained_workspace")["home"] if served else tmp_path / "home"
+    # A test that asks for a served model (or the trained workspace itself) works in the session's trained workspace,
+    # on an endpoint of its own (tests/integration/conftest.py): one training run and registration instead of one per
+    # test. What such a test leaves running is stopped after it, but for the quickstart's kept endpoint.
+    shared = {"served", "trained_workspace"} & set(request.fixturenames)
+    trained = request.getfixturevalue("trained_workspace") if shared else None
+    path = trained["home"] if trained else tmp_path / "home"
     monkeypatch.setenv("CHATTUNE_HOME", str(path))
     # The client's key copy goes beside the workspace, never to the real ~/.config.
     monkeypatch.setenv("CHATTUNE_CREDENTIALS_PATH", str(tmp_path / "credentials.json"))
     yield path
-    _stop_leftovers(path)
+    _stop_leftovers(path, keep=trained["quickstart"]["endpoint"]["name"] if trained else None)
 
 
-def _stop_leftovers(path: Path) -> None:
-    """Whatever a failed test left running in its workspace (gateways, instances, job runners) is stopped."""
+def _stop_leftovers(path: Path, keep: str | None = None) -> None:
+    """Whatever a failed test left running in its workspace (gateways, instances, job runners) is stopped, but the
+    processes of endpoint ``keep``."""
     db = path / "chattune.db"
     if not db.exists():
         return
     from chattune.processes import stop
 
     with sqlite3.connect(db) as conn:
-        pids = [r[0] for r in conn.execute("SELECT pid FROM endpoints UNION SELECT pid FROM jobs")]
-        for (instances,) in conn.execute("SELECT instances FROM deployments"):
+        pids = [
+            r[0]
+            for r in conn.execute("SELECT pid FROM endpoints WHERE name IS NOT ? UNION SELECT pid FROM jobs", (keep,))
+        ]
+        for (instances,) in conn.execute("SELECT instances FROM deployments WHERE endpoint IS NOT ?", (keep,)):
             pids += [i.get("pid") for i in json.loads(instances or "[]")]
     for pid in pids:
         if pid:

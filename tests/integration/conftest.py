@@ -1,9 +1,10 @@
 """Fixtures for the tests that need a served model.
 
-`trained_workspace` runs the tiny model's quickstart once per session (import, job, registration); each test that
-asks for `served` works in that workspace (see `home`) on an endpoint of its own, created with deployment "demo" at
-100% as the quickstart deploys it, and deleted after the test. The workspace's job and registered model are only
-read by these tests; what each test breaks or changes belongs to its own endpoint.
+`trained_workspace` runs the tiny model's quickstart once per session (import, job, registration, an endpoint it
+keeps); test_quickstart.py checks that run and owns its kept endpoint. Each test that asks for `served` works in
+that workspace (see `home`) on an endpoint of its own, created with deployment "demo" at 100% as the quickstart
+deploys it, and deleted after the test. The workspace's job and registered model are only read by these tests; what
+each test breaks or changes belongs to its own endpoint (or model name).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     home = root / "home"
     env = {**os.environ, "CHATTUNE_HOME": str(home), "CHATTUNE_CREDENTIALS_PATH": str(root / "credentials.json")}
     result = subprocess.run(
-        [sys.executable, "-m", "chattune.cli.main", "quickstart", "--model", "tiny-test", "--json"],
+        [sys.executable, "-m", "chattune.cli.main", "quickstart", "--model", "tiny-test", "--keep-endpoint", "--json"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -35,7 +36,13 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     )
     doc = exact(QuickstartResult, parse_json(result))
     try:
-        yield {"home": home, "model": f"{doc['model']['name']}:{doc['model']['version']}"}
+        yield {
+            "home": home,
+            "credentials": root / "credentials.json",
+            "model": f"{doc['model']['name']}:{doc['model']['version']}",
+            "quickstart": doc,  # the run's --json answer; its endpoint is kept for test_quickstart.py
+            "quickstart_run": result,
+        }
     finally:
         _stop_leftovers(home)
 

@@ -74,13 +74,24 @@ def test_rerun_reuses_steps_and_force_rerun_does_not(cli, tmp_path: Path) -> Non
     assert all(s["reused_from"] is None and s["status"] == "succeeded" for s in shown["steps"])
 
 
-def test_kill_9_during_finetune_then_resume_continues_from_the_checkpoint(cli, home: Path, tmp_path: Path) -> None:
+def _test_loss(cli, job_id: str) -> float:
+    shown = parse_json(cli("jobs", "show", job_id, "--json"))
+    return float(next(s for s in shown["steps"] if s["name"] == "evaluate")["outputs"]["metrics"]["tuned"]["test_loss"])
+
+
+def test_kill_9_during_finetune_then_resume_continues_from_the_checkpoint_and_matches_a_whole_run(
+    cli, home: Path, tmp_path: Path
+) -> None:
     path = _job(
         tmp_path,
         "long",
-        training="  max_steps: 400\n  save_strategy: steps\n  save_steps: 20\n"
+        training="  max_steps: 80\n  save_strategy: steps\n  save_steps: 10\n"
         '  save_total_limit: 2\n  evaluation_strategy: "no"',
+        settings="  force_rerun: true",
     )
+    whole = parse_json(cli("jobs", "create", "-f", str(path), "--stream", "--json", timeout=300))
+    assert whole["status"] == "succeeded"
+
     job = parse_json(cli("jobs", "create", "-f", str(path), "--json"))
     ckpt_root = home / "jobs" / job["id"] / "steps" / "finetune" / "checkpoints"
 
@@ -94,11 +105,11 @@ def test_kill_9_during_finetune_then_resume_continues_from_the_checkpoint(cli, h
     shown = parse_json(cli("jobs", "show", job["id"], "--json"))
     assert shown["error"]["code"] == "runner_died"
     killed_at = max(c["step_number"] for c in shown["checkpoints"])
-    assert 0 < killed_at < 400 and len(shown["checkpoints"]) <= 2  # save_total_limit honoured
+    assert 0 < killed_at < 80 and len(shown["checkpoints"]) <= 2  # save_total_limit honoured
     assert shown["checkpoints"][-1]["metrics"]["train_loss"] is not None
     # What a kill during the next save leaves: the weights written, the trainer state (written last) not. It is
     # neither listed nor resumed from, and the resume removes it.
-    partial = ckpt_root / f"checkpoint-{killed_at + 20}"
+    partial = ckpt_root / f"checkpoint-{killed_at + 10}"
     partial.mkdir(exist_ok=True)
     shutil.copy(ckpt_root / f"checkpoint-{killed_at}" / "adapter_model.safetensors", partial)
     listed = parse_json(cli("jobs", "show", job["id"], "--json"))["checkpoints"]
@@ -110,14 +121,18 @@ def test_kill_9_during_finetune_then_resume_continues_from_the_checkpoint(cli, h
     assert f"resuming from checkpoint-{killed_at} " in result.stderr
     assert "kept from the interrupted attempt" in result.stderr
     final = parse_json(cli("jobs", "show", job["id"], "--json"))
-    assert final["steps"][3]["outputs"]["metrics"]["global_steps"] == 400
+    assert final["steps"][3]["outputs"]["metrics"]["global_steps"] == 80
     states = [json.loads((p / "trainer_state.json").read_text()) for p in ckpt_root.glob("checkpoint-*")]
-    assert max(s["global_step"] for s in states) == 400
+    assert max(s["global_step"] for s in states) == 80
     # the global step continues: the first metrics after the resume are for the step after the checkpoint
     events = final["events"]
     resumed_at = next(i for i, e in enumerate(events) if e["message"].startswith("resume requested"))
     after = [e["data"]["step"] for e in events[resumed_at:] if e["type"] == "metrics"]
-    assert after[0] == killed_at + 1 and after[-1] == 400
+    assert after[0] == killed_at + 1 and after[-1] == 80
+    # and the resumed job ends where the uninterrupted one did
+    uninterrupted, interrupted = _test_loss(cli, whole["id"]), _test_loss(cli, job["id"])
+    print(f"training kill at step {killed_at}: test loss {interrupted:.5f} resumed vs {uninterrupted:.5f} whole")
+    assert interrupted == pytest.approx(uninterrupted, rel=0.01)
 
 
 def test_cancel_stops_a_running_job(cli, home: Path, tmp_path: Path) -> None:

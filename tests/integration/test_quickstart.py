@@ -1,4 +1,8 @@
-"""The seed notebook end to end on the tiny model: real job process, real gateway and instance, real HTTP."""
+"""The seed notebook end to end on the tiny model: real job process, real gateway and instance, real HTTP.
+
+The quickstart run checked here is the session's (`trained_workspace`, run with --keep-endpoint); this test owns the
+endpoint it kept, and deletes it.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_quickstart_tiny_end_to_end(cli, home: Path) -> None:
-    doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
+def test_quickstart_tiny_end_to_end(cli, home: Path, trained_workspace: dict) -> None:
+    doc = trained_workspace["quickstart"]
+    assert home == trained_workspace["home"]
 
     # the job and its steps
     assert doc["job"]["status"] == "succeeded"

@@ -13,12 +13,15 @@ from tests.conftest import parse_json
 pytestmark = pytest.mark.integration
 
 
-def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_versions_aliases_mlflow_pyfunc_and_guards(
+    cli, home: Path, served: dict, trained_workspace: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the session's trained workspace: its quickstart job registered again under a name of this test's own, and
+    served on this test's endpoint beside its "demo" deployment."""
     # The merged MLflow model and the served base + adapter differ by float rounding only; compared in fp32, where
     # that rounding cannot flip a greedy token (bf16 could).
     monkeypatch.setenv("CHATTUNE_INFERENCE_DTYPE", "float32")
-    doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
-    job_id, endpoint = doc["job"]["id"], doc["endpoint"]["name"]
+    job_id, endpoint = trained_workspace["quickstart"]["job"]["id"], served["endpoint"]
 
     first = parse_json(cli("models", "register", "--job", job_id, "--name", "tiny-chat", "--json"))
     second = parse_json(cli("models", "register", "--job", job_id, "--name", "tiny-chat", "--json"))
@@ -74,4 +77,4 @@ def test_registry_versions_aliases_mlflow_pyfunc_and_guards(cli, home: Path, mon
     (Path(shown["path"]) / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     mismatch = cli("deployments", "create", "--endpoint", endpoint, "--name", "other", "--model", "tiny-chat:1")
     assert mismatch.returncode == 2 and "not the one it was trained with" in mismatch.stderr
-    assert cli("endpoints", "delete", endpoint).returncode == 0
+    assert cli("deployments", "delete", "--endpoint", endpoint, "--name", "champ").returncode == 0

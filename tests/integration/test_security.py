@@ -1,4 +1,5 @@
-"""Key auth and key hygiene on a live endpoint (the tiny model's quickstart, real gateway and instance processes):
+"""Key auth and key hygiene on a live endpoint (the tiny model as the quickstart serves it, real gateway and instance
+processes, in the session's trained workspace):
 
 - every route of the gateway's route table, read from the app itself (so a route added later is walked too), with
   every method, answers 401 without a key and with a wrong one; only /health/live and /health/ready are public;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import stat
@@ -36,7 +38,7 @@ import psutil
 import pytest
 
 from chattune.serving.auth import PUBLIC_PATHS
-from tests.conftest import _stop_leftovers, parse_json
+from tests.conftest import parse_json
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +61,12 @@ SHOW_KEYS = {"quickstart", "create", "keys", "regenerate-keys"}
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The quickstart's endpoint, kept for this module's tests; every CLI call's output is recorded."""
-    root = tmp_path_factory.mktemp("security")
-    home, credentials = root / "home", root / "credentials.json"
-    calls: list[tuple[tuple[str, ...], subprocess.CompletedProcess[str]]] = []
+def live(trained_workspace: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An endpoint of this module's own in the session's trained workspace, serving its model as the quickstart
+    deploys it ("demo" at 100%); every CLI call's output is recorded, the session's quickstart run among them."""
+    home, credentials = trained_workspace["home"], tmp_path_factory.mktemp("security") / "credentials.json"
+    quickstart = trained_workspace["quickstart_run"]
+    calls: list[tuple[tuple[str, ...], subprocess.CompletedProcess[str]]] = [(tuple(quickstart.args[3:]), quickstart)]
 
     def cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -79,10 +82,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHATTUNE_HOME", str(home))
         mp.setenv("CHATTUNE_CREDENTIALS_PATH", str(credentials))
+        endpoint = f"security-{secrets.token_hex(4)}"
         try:
-            doc = parse_json(cli("quickstart", "--model", "tiny-test", "--keep-endpoint", "--json", timeout=240))
-            endpoint = doc["endpoint"]["name"]
-            shown = parse_json(cli("endpoints", "show", endpoint, "--json"))
+            keys = parse_json(cli("endpoints", "create", endpoint, "--json"))["keys"]
+            deploy = ("deployments", "create", "--endpoint", endpoint, "--name", "demo")
+            parse_json(cli(*deploy, "--model", trained_workspace["model"], "--json"))
+            shown = parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json"))
             instance = parse_json(cli("deployments", "list", "--endpoint", endpoint, "--json"))[0]["instances"][0]
             with sqlite3.connect(home / "chattune.db") as db:
                 (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
@@ -97,11 +102,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "instance": f"http://127.0.0.1:{instance['port']}",
                 "instance_pid": instance["pid"],
                 # by key type ("primary"), as the database stores their hashes; --json says "primary_key"
-                "keys": {t.removesuffix("_key"): k for t, k in doc["endpoint"]["keys"].items()},
-                "all_keys": {f"first {t}": k for t, k in doc["endpoint"]["keys"].items()},
+                "keys": {t.removesuffix("_key"): k for t, k in keys.items()},
+                "all_keys": {
+                    **{f"first {t}": k for t, k in keys.items()},
+                    **{f"quickstart {t}": k for t, k in trained_workspace["quickstart"]["endpoint"]["keys"].items()},
+                },
             }
         finally:
-            _stop_leftovers(home)
+            cli("endpoints", "delete", endpoint)
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -290,8 +298,8 @@ def test_regenerating_one_key_keeps_the_other_working_and_nothing_leaks(live: di
     }
 
     # no key value anywhere in the workspace (every file, every byte) ...
-    keys = live["all_keys"]
-    assert len(keys) == 4 and len(set(keys.values())) == 4
+    keys = live["all_keys"]  # this endpoint's first and regenerated keys, and the session quickstart's
+    assert len(keys) == 6 and len(set(keys.values())) == 6
     credentials = live["credentials"]
     files = [p for p in live["home"].rglob("*") if p.is_file() and p.resolve() != credentials.resolve()]
     scanned = 0
