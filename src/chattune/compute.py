@@ -120,6 +120,10 @@ class CheckResult:
         return asdict(self)
 
 
+# What `compute check --model NAME` assumes without a job file (and `models show` estimates with): LoRA, fp32, one
+# sequence of 512 tokens per device.
+CHECK_DEFAULTS: dict[str, Any] = {"lora": True, "precision": "32", "seq_len": 512, "batch_size": 1}
+
 GB = 2**30
 # Headroom for the allocator, CUDA context / framework buffers and temporaries; calibrated in docs/benchmarks.md.
 OVERHEAD = 1.2

@@ -306,3 +306,21 @@ class Deployment(Entity):
         if self.max_new_tokens_cap is not None:
             given["max_new_tokens_cap"] = self.max_new_tokens_cap
         return DeploymentSettings.model_validate(given)
+
+
+@dataclass
+class UserModel(Entity):
+    """A base model the user imported into the workspace's catalog (``models import NAME --from SOURCE``).
+
+    Its weights are stored by content hash under the workspace's models directory; ``source`` says where they came
+    from (the catalog's ``ModelSource`` record) and ``derived`` what was derived from them at import, each value with
+    its source (``{field: {"value": ..., "source": ...}}``, as a job's resolved config).
+    """
+
+    name: str
+    version: str
+    content_hash: str
+    path: str
+    source: dict[str, Any]
+    derived: dict[str, Any]
+    created_at: float

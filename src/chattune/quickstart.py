@@ -96,7 +96,7 @@ def run(
 
     Args:
         ws: The workspace to run in.
-        model: The catalog model to fine-tune.
+        model: The catalog model to fine-tune (built-in, or imported into the workspace).
         dataset: ``demo`` (the generated demo task), a directory holding the split files, or a data set to download
             (hub id or hub-layout directory).
         percent: The share (in percent) of a downloaded data set that is fetched.
@@ -112,7 +112,7 @@ def run(
     planned = recipe.spec(model, {"train": "train_sft.jsonl"})
 
     progress("1/9 workspace: " + str(ws.settings.home))
-    entry = catalog.get_entry(model)
+    entry = ws.catalog.get(model)
     progress(f"2/9 model: {entry.display_name} version {entry.version} ({entry.id})")
 
     info = compute.detect()

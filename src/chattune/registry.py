@@ -250,9 +250,9 @@ class Registry:
         try:
             return self.store.get_model_version(name, version)
         except NotFoundError as exc:
-            from chattune import catalog
+            from chattune.catalog.lookup import Catalog
 
-            known = sorted({v.name for v in self.list_versions()} | {e.name for e in catalog.list_entries()})
+            known = sorted({v.name for v in self.list_versions()} | set(Catalog(lambda: self.store).names()))
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise NotFoundError(

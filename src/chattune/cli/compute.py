@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 
-from chattune import catalog
 from chattune import compute as compute_lib
 from chattune.cli.output import emit, out, table
 from chattune.schemas import ComputeCheckPublic, ComputePublic
+from chattune.workspace import Workspace
 
 app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -29,14 +29,14 @@ def _render_compute(info: ComputePublic) -> None:
 
 @app.command("check")
 def check(
-    model: str = typer.Option(..., "--model", help="catalog model name"),
+    model: str = typer.Option(..., "--model", help="catalog model name (built-in or imported)"),
     job_file: Path = typer.Option(None, "-f", "--file", help="job YAML: use its LoRA, precision, lengths"),
     json_: bool = JSON,
 ) -> None:
     """Allow lists from the catalog tags and a training memory estimate; exit 2 if it cannot run here."""
-    entry = catalog.get_entry(model)
+    entry = Workspace.from_env().catalog.get(model)
     info = compute_lib.detect()
-    options: dict[str, Any] = {"lora": True, "precision": "32", "seq_len": 512, "batch_size": 1}
+    options: dict[str, Any] = dict(compute_lib.CHECK_DEFAULTS)
     if job_file:
         from chattune.pipeline.config import load_spec
         from chattune.pipeline.resolved import resolve

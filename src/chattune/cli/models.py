@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
-from chattune.cli.output import emit, out, table
+from chattune.catalog import CatalogEntry
+from chattune.cli.output import emit, out, progress, table
 from chattune.errors import UserError
 from chattune.schemas import (
     CatalogEntryPublic,
     CatalogEntrySummary,
+    MemoryEstimatePublic,
     ModelAliasPublic,
     ModelImportPublic,
     ModelList,
@@ -16,6 +20,7 @@ from chattune.schemas import (
     ModelVersionDetail,
     ModelVersionPublic,
     RegisteredModelSummary,
+    UserModelImportPublic,
 )
 from chattune.workspace import Workspace
 
@@ -35,7 +40,10 @@ def list_(json_: bool = JSON) -> None:
             aliases.setdefault((name, version), []).append(alias_)
     doc = ModelList(
         catalog=[
-            CatalogEntrySummary.model_validate({**e.model_dump(), "id": e.id, "source": e.source.kind}) for e in entries
+            CatalogEntrySummary.model_validate(
+                {**e.model_dump(), "id": e.id, "source": e.origin, "weights": e.source.kind}
+            )
+            for e in entries
         ],
         registered=[
             RegisteredModelSummary.model_validate({**v.to_dict(), "aliases": aliases.get((v.name, v.version), [])})
@@ -48,8 +56,8 @@ def list_(json_: bool = JSON) -> None:
 def _render_models(doc: ModelList) -> None:
     table(
         "catalog",
-        ["name", "display name", "version", "parameters", "source"],
-        [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source] for e in doc.catalog],
+        ["name", "display name", "version", "parameters", "source", "weights"],
+        [[e.name, e.display_name, e.version, f"{e.parameters / 1e6:.1f}M", e.source, e.weights] for e in doc.catalog],
     )
     table(
         "registered",
@@ -65,7 +73,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")
     entry = ws.catalog.find(ref)
     doc: CatalogEntryPublic | ModelVersionDetail
     if entry is not None:
-        doc = CatalogEntryPublic.model_validate({**entry.model_dump(), "id": entry.id})
+        doc = _catalog_doc(ws, entry)
     else:
         registry = ws.registry
         mv = registry.get(ref)
@@ -78,7 +86,56 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")
                 "versions": [v.version for v in registry.list_versions(mv.name)],
             }
         )
-    emit(doc, json_)
+    if isinstance(doc, CatalogEntryPublic):
+        emit(doc, json_, _render_entry)
+    else:
+        emit(doc, json_)
+
+
+def _derived(entry: CatalogEntry) -> dict[str, Any]:
+    """A user entry's derived values as shown: ``{name: {"value", "source"}}``."""
+    return entry.derived.model_dump(mode="json") if entry.derived is not None else {}
+
+
+def _catalog_doc(ws: Workspace, entry: CatalogEntry) -> CatalogEntryPublic:
+    """A catalog entry as ``models show`` answers it: its derived values and the memory estimate, with sources."""
+    estimate = MemoryEstimatePublic.model_validate(ws.compute.estimate(entry), from_attributes=True)
+    derived = {
+        **_derived(entry),
+        "memory_estimate": {
+            "value": estimate.model_dump(mode="json"),
+            "source": "chattune compute check's estimate with its defaults (LoRA, precision 32, 512 tokens, batch 1); "
+            f"a job's: `chattune compute check --model {entry.name} -f JOB.yaml`",
+        },
+    }
+    return CatalogEntryPublic.model_validate(
+        {
+            **entry.model_dump(exclude={"derived"}),
+            "id": entry.id,
+            "source": entry.origin,
+            "weights": entry.source.model_dump(exclude_defaults=True),
+            "derived": derived,
+        }
+    )
+
+
+def _render_entry(doc: CatalogEntryPublic) -> None:
+    def line(text: str) -> None:  # sources hold [brackets]: printed as they are, not as rich markup
+        out.print(text, markup=False, highlight=False)
+
+    line(f"{doc.name} ({doc.source}, version {doc.version}): {doc.description}")
+    line(f"  id: {doc.id}")
+    line(f"  weights: {doc.weights}" + (f", stored at {doc.path}" if doc.path else ""))
+    for name, derived in doc.derived.items():
+        value = derived.value
+        if name == "chat_template":
+            value = repr(str(value)[:60] + "...")
+        elif name == "memory_estimate":
+            value = f"{value['total_gb']} GB per process"
+        elif name == "assistant_mask":
+            value = " | ".join(repr(span) for span in value["trained_spans"])
+        line(f"  {name}: {value}  [{derived.source}]")
+    line(f"  tags: {doc.tags}")
 
 
 @app.command("alias")
@@ -128,13 +185,79 @@ def delete(ref: str = typer.Argument(..., help="NAME:VERSION or NAME@ALIAS")) ->
 
 
 @app.command("import")
-def import_(name: str = typer.Argument(..., help="catalog name or local model directory"), json_: bool = JSON) -> None:
-    """Materialize base weights into the workspace (once; stored by content hash)."""
-    imported = Workspace.from_env().catalog.import_model(name)
-    doc = ModelImportPublic(
-        name=imported.name, path=str(imported.path), content_hash=imported.content_hash, reused=imported.reused
+def import_(
+    name: str = typer.Argument(..., help="catalog name or local model directory; with --from, the name to give"),
+    source: str = typer.Option(
+        None, "--from", help="a model folder (Hugging Face layout), a hub id owner/name[@revision], or a .gguf file"
+    ),
+    chat_template: str = typer.Option(
+        None, "--chat-template", help="with --from: a shipped template's name (chatml, smollm2, mistral, ...) or a file"
+    ),
+    lora_target_modules: str = typer.Option(
+        None, "--lora-target-modules", help="with --from: all-linear (default), peft, or comma-separated module names"
+    ),
+    force: bool = typer.Option(False, "--force", help="with --from: point an existing NAME at different content"),
+    json_: bool = JSON,
+) -> None:
+    """Materialize base weights into the workspace (once; stored by content hash); with --from, a model of your own.
+
+    `models import NAME --from SOURCE` makes SOURCE the workspace's catalog model NAME: usable as `model: NAME` in a
+    job, `quickstart --model NAME` and the SDK. Its chat template, loss mask, LoRA targets, context length and sizes
+    are derived and checked at import (`models show NAME`).
+    """
+    ws = Workspace.from_env()
+    if source is None:
+        options = {"--chat-template": chat_template, "--lora-target-modules": lora_target_modules, "--force": force}
+        given = [flag for flag, value in options.items() if value]
+        if given:
+            raise UserError(
+                f"{', '.join(given)} applies to a model of your own: give --from SOURCE",
+                remedy=f"e.g. `chattune models import {name} --from ./my-model-folder`.",
+            )
+        imported = ws.catalog.import_model(name)
+        doc = ModelImportPublic(
+            name=imported.name, path=str(imported.path), content_hash=imported.content_hash, reused=imported.reused
+        )
+        emit(doc, json_, lambda d: out.print(f"{d.name}: {d.path} ({'already imported' if d.reused else 'imported'})"))
+        return
+    result = ws.catalog.import_from(
+        name,
+        source,
+        chat_template=chat_template,
+        lora_target_modules=lora_target_modules,
+        force=force,
+        progress=lambda line: progress(f"{name}: {line}"),
     )
-    emit(doc, json_, lambda d: out.print(f"{d.name}: {d.path} ({'already imported' if d.reused else 'imported'})"))
+    entry = result.entry
+    assert entry.path is not None and entry.content_hash is not None
+    user_doc = UserModelImportPublic(
+        name=entry.name,
+        version=entry.version,
+        path=entry.path,
+        content_hash=entry.content_hash,
+        reused=result.reused,
+        replaced=result.replaced,
+        weights=entry.source.model_dump(exclude_defaults=True),
+        derived=_derived(entry),
+    )
+    emit(user_doc, json_, _render_import)
+
+
+def _render_import(doc: UserModelImportPublic) -> None:
+    def line(text: str) -> None:  # sources hold [brackets]: printed as they are, not as rich markup
+        out.print(text, markup=False, highlight=False)
+
+    state = "already imported" if doc.reused else f"replaced {doc.replaced[:12]}" if doc.replaced else "imported"
+    line(f"{doc.name} (version {doc.version}): {state} from {doc.weights.get('kind')} -> {doc.path}")
+    d = doc.derived
+    line(f"  architecture   {d['architecture'].value} ({d['model_type'].value})")
+    line(f"  parameters     {d['parameters'].value:,}  [{d['parameters'].source}]")
+    line(f"  context        {d['context_length'].value}  [{d['context_length'].source}]")
+    line(f"  chat template  [{d['chat_template'].source}]; training: {d['training_chat_template'].value}")
+    spans = " | ".join(repr(s) for s in d["assistant_mask"].value["trained_spans"])
+    line(f"  loss mask      {spans}")
+    line(f"  LoRA targets   {d['lora_target_modules'].value}  [{d['lora_target_modules'].source}]")
+    line(f"Use it as `model: {doc.name}` in a job, or `chattune quickstart --model {doc.name}`.")
 
 
 @app.command("register")

@@ -14,7 +14,7 @@ from chattune.workspace import Workspace
 
 
 def quickstart(
-    model: str = typer.Option(catalog.DEFAULT_MODEL, "--model", help="catalog model name"),
+    model: str = typer.Option(catalog.DEFAULT_MODEL, "--model", help="catalog model name (built-in or imported)"),
     dataset: str = typer.Option(
         "demo", "--dataset", help="'demo', a directory with ultrachat split files, or a dataset to download"
     ),

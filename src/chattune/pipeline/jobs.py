@@ -13,8 +13,10 @@ from typing import Any
 
 import psutil
 
-from chattune import catalog, compute
+from chattune import compute
+from chattune.catalog import CatalogEntry
 from chattune.catalog.importer import resolve_model_ref
+from chattune.catalog.lookup import Catalog
 from chattune.entities import Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
@@ -28,9 +30,9 @@ from chattune.store.base import Page, Store
 CANCEL_FLAG = "CANCEL"
 
 
-def model_label(ref: str) -> str:
+def model_label(ref: str, catalog: Catalog | None = None) -> str:
     """A short label for a model reference: its catalog name, else the last part of its path."""
-    entry = catalog.find_entry(ref)
+    entry = (catalog or Catalog()).find(ref)
     return entry.name if entry else Path(ref).name
 
 
@@ -45,6 +47,8 @@ class JobService:
     def __init__(self, settings: Settings, store: Store):
         self.settings = settings
         self.store = store
+        # The built-in models and the workspace's imported ones: a job's `model` may name either.
+        self.catalog = Catalog(lambda: store)
 
     def job_dir(self, job_id: str) -> Path:
         """The job's working directory (outputs, logs, cancel flag)."""
@@ -58,8 +62,8 @@ class JobService:
         """
         raw = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) else spec
         spec = parse_spec(raw, source="job spec")
-        target = resolve_model_ref(spec.model)  # unknown model: NotFound now, not minutes later
-        entry = target if isinstance(target, catalog.CatalogEntry) else None
+        target = resolve_model_ref(spec.model, self.catalog)  # unknown model: NotFound now, not minutes later
+        entry = target if isinstance(target, CatalogEntry) else None
         info = compute.detect()
         resolved, warnings = resolve(
             spec,
@@ -69,13 +73,14 @@ class JobService:
             cpu_bf16=compute.cpu_has_bf16(),
             cuda_bf16=compute.cuda_has_bf16() if info.has_cuda else False,
             lora_targets=entry.lora_target_modules if entry else None,
+            lora_targets_source=entry.lora_targets_source if entry else None,
         )
         if entry:  # a model that cannot train here fails now, for the CLI, the SDK and quickstart alike
             fit = compute.check(entry, info, **resolved.memory_options())
             if not fit.ok:
                 raise compute.unfit_error(fit)
         gpus_per_node = resolved.optimization.number_of_gpu_to_use_finetuning
-        name = spec.display_name or display_name(model_label(spec.model), resolved, gpus_per_node)
+        name = spec.display_name or display_name(model_label(spec.model, self.catalog), resolved, gpus_per_node)
         job_id = f"ftjob-{secrets.token_hex(6)}"
         job = Job(
             id=job_id,

@@ -112,7 +112,8 @@ def resolve(
     devices: int = 1,
     cpu_bf16: bool = False,
     cuda_bf16: bool = True,
-    lora_targets: list[str] | None = None,
+    lora_targets: list[str] | str | None = None,
+    lora_targets_source: str | None = None,
 ) -> tuple[ResolvedConfig, list[str]]:
     """Resolve every training and optimization parameter with its source; return (resolved, warnings).
 
@@ -124,6 +125,8 @@ def resolve(
         cpu_bf16: The CPU computes bf16 natively, so precision "16" runs as bf16 autocast instead of downgrading.
         cuda_bf16: The GPU computes bf16 (else precision "16" is fp16 there).
         lora_targets: The catalog entry's ``lora_target_modules`` (None: every linear layer).
+        lora_targets_source: Where the entry's targets come from (``CatalogEntry.lora_targets_source``): written by
+            hand in the built-in catalog, or derived when the user imported the model.
 
     Raises:
         ConfigError: The resolved combination is invalid or, with ``settings.strict``, something would have to be
@@ -175,12 +178,16 @@ def resolve(
     precision, why = _mixed_precision(flat["precision"], has_cuda=has_cuda, bf16_ok=cuda_bf16 if has_cuda else cpu_bf16)
     # fp32 is what precision "32" says wherever it came from; a 16-bit choice depends on this machine, and says so.
     sources["mixed_precision"] = sources["precision"] if precision == "fp32" else f"derived: {why}"
-    sources["lora_target_modules"] = "catalog: the entry's lora_target_modules" if lora_targets else "default"
+    sources["lora_target_modules"] = (
+        (lora_targets_source or "catalog: the entry's lora_target_modules") if lora_targets else "default"
+    )
     config = ResolvedConfig(  # its validator checks the combination
         training=sections["training"],
         optimization=sections["optimization"],
         mixed_precision=precision,
-        lora_target_modules=list(lora_targets) if lora_targets else DEFAULT_LORA_TARGETS,
+        lora_target_modules=(lora_targets if isinstance(lora_targets, str) else list(lora_targets))
+        if lora_targets
+        else DEFAULT_LORA_TARGETS,
         sources=sources,
     )
     return config, warnings

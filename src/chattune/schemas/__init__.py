@@ -40,6 +40,7 @@ from chattune.schemas.jobs import (
 from chattune.schemas.models import (
     CatalogEntryPublic,
     CatalogEntrySummary,
+    DerivedValue,
     ModelAliasPublic,
     ModelImportPublic,
     ModelList,
@@ -47,6 +48,7 @@ from chattune.schemas.models import (
     ModelVersionDetail,
     ModelVersionPublic,
     RegisteredModelSummary,
+    UserModelImportPublic,
 )
 from chattune.schemas.quickstart import QuickstartResult
 
@@ -69,6 +71,7 @@ __all__ = [
     "DataValidation",
     "DeploymentList",
     "DeploymentPublic",
+    "DerivedValue",
     "EndpointCreated",
     "EndpointKeys",
     "EndpointList",
@@ -92,4 +95,5 @@ __all__ = [
     "Schema",
     "ScoreAnswer",
     "StepPublic",
+    "UserModelImportPublic",
 ]

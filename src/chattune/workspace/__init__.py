@@ -63,7 +63,7 @@ class Workspace:
     @cached_property
     def compute(self) -> ComputeService:
         """This machine's devices and fit checks."""
-        return ComputeService()
+        return ComputeService(self.catalog)
 
     @cached_property
     def data(self) -> DataService:

@@ -11,38 +11,77 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chattune import catalog
 from chattune import compute as compute_lib
 from chattune.catalog import CatalogEntry
+from chattune.catalog.lookup import Catalog
 from chattune.errors import UserError
 from chattune.settings import Settings
 from chattune.store import Store
 
 if TYPE_CHECKING:
     from chattune.catalog.importer import ImportedModel
-    from chattune.compute import CheckResult, ComputeInfo
+    from chattune.catalog.user_import import UserImport
+    from chattune.compute import CheckResult, ComputeInfo, MemoryEstimate
     from chattune.data.tokens import TokenCounter
     from chattune.data.validate import FileReport
 
 
 class CatalogService:
-    """The built-in model catalog and the base weights imported from it."""
+    """The workspace's model catalog (the built-in entries and the user's imports) and the base weights."""
 
     def __init__(self, settings: Settings, store: Callable[[], Store]) -> None:
         self.settings = settings
-        self._store = store  # opened only when weights are imported
+        self._store = store  # opened only when weights are imported or a name is not built in
+        self.lookup = Catalog(store)
 
     def list(self) -> list[CatalogEntry]:
-        """Every catalog entry."""
-        return catalog.list_entries()
+        """Every catalog entry: the built-in ones, then the models imported into this workspace."""
+        return self.lookup.list()
 
     def get(self, name: str) -> CatalogEntry:
-        """The entry ``name`` (or its display name); raises NotFoundError listing the valid names."""
-        return catalog.get_entry(name)
+        """The entry ``name`` (or a built-in display name); raises NotFoundError listing the valid names."""
+        return self.lookup.get(name)
 
     def find(self, name: str) -> CatalogEntry | None:
-        """The entry ``name`` (or its display name), or None."""
-        return catalog.find_entry(name)
+        """The entry ``name`` (or a built-in display name), or None."""
+        return self.lookup.find(name)
+
+    def import_from(
+        self,
+        name: str,
+        source: str,
+        *,
+        chat_template: str | None = None,
+        lora_target_modules: str | None = None,
+        force: bool = False,
+        progress: Callable[[str], None] = lambda line: None,
+    ) -> UserImport:
+        """Import a model of the user's as the workspace's catalog entry ``name`` (``models import NAME --from``).
+
+        Args:
+            name: The catalog name to give it.
+            source: A model folder in Hugging Face layout, a hub id (``owner/name[@revision]``) or a ``.gguf`` file.
+            chat_template: A shipped template's name or a Jinja file, replacing (or supplying) the tokenizer's.
+            lora_target_modules: ``all-linear`` (default), ``peft`` (PEFT's default for the architecture) or
+                comma-separated module names.
+            force: Point an existing ``name`` at different content (else that is a ConflictError).
+            progress: Called with one line per stage.
+
+        Returns:
+            The stored entry, with its derived values, and whether it was reused or replaced another.
+        """
+        from chattune.catalog.user_import import import_user_model
+
+        return import_user_model(
+            self.settings,
+            self._store(),
+            name,
+            source,
+            chat_template=chat_template,
+            lora_target_modules=lora_target_modules,
+            force=force,
+            progress=progress,
+        )
 
     def import_model(self, ref: str) -> ImportedModel:
         """Materialize a catalog model's (or a local directory's) weights in the workspace, once per content hash.
@@ -61,6 +100,9 @@ class CatalogService:
 class ComputeService:
     """This machine's devices and whether a catalog model can be fine-tuned on them."""
 
+    def __init__(self, catalog_service: CatalogService) -> None:
+        self._catalog = catalog_service
+
     def detect(self) -> ComputeInfo:
         """GPUs, CPU cores and RAM of this machine."""
         return compute_lib.detect()
@@ -69,13 +111,34 @@ class ComputeService:
         """The catalog's allow list and a training memory estimate for ``model`` on this machine.
 
         Args:
-            model: A catalog name.
+            model: A catalog name (built-in or imported).
             **options: ``compute.check``'s options (``lora``, ``precision``, ``seq_len``, ``batch_size``, ...).
 
         Returns:
             The check's result; ``ok`` is False when the model cannot run here.
         """
-        return compute_lib.check(catalog.get_entry(model), compute_lib.detect(), **options)
+        return compute_lib.check(self._catalog.get(model), compute_lib.detect(), **options)
+
+    def estimate(self, entry: CatalogEntry, **options: Any) -> MemoryEstimate:
+        """The training memory estimate of ``compute check`` for a catalog entry, with its defaults.
+
+        Args:
+            entry: The catalog entry (its parameter count and sizes).
+            **options: ``compute.estimate_training_memory``'s options; by default ``compute check``'s (LoRA,
+                precision 32, 512 tokens, batch 1).
+
+        Returns:
+            The estimate per device, by part.
+        """
+        chosen = {**compute_lib.CHECK_DEFAULTS, **options}
+        return compute_lib.estimate_training_memory(
+            entry.parameters,
+            lora=chosen.pop("lora"),
+            hidden=entry.hidden_size,
+            layers=entry.num_hidden_layers,
+            vocab=entry.vocab_size,
+            **chosen,
+        )
 
 
 class DataService:
