@@ -10,6 +10,8 @@ would hand it to ``chattune models import NAME --from FOLDER``.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +117,11 @@ def write_model(arch: str, folder: Path, *, seed: int = 0, tokenizer: Any = None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    paired = tokenizer is None
     tokenizer = tokenizer if tokenizer is not None else tokenizer_for(arch)
     config = config_for(
         arch,
-        len(tokenizer),
+        overrides.pop("vocab_size", len(tokenizer)),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -128,5 +131,86 @@ def write_model(arch: str, folder: Path, *, seed: int = 0, tokenizer: Any = None
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    if arch == "phi3" and paired:
+        # The fixture's own files, byte for byte: the template lives in tokenizer_config.json, as in the hub repo.
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(FIXTURES / "phi3_mini_tokenizer" / name, folder / name)
+    else:
+        tokenizer.save_pretrained(folder)
     return folder
+
+
+def write_gguf(folder: Path, out: Path) -> Path:
+    """Write a Llama-architecture model folder as an F32 GGUF file, as llama.cpp's converter lays it out.
+
+    Uses the ``gguf`` package's writer (no llama.cpp needed): llama.cpp's tensor names, Q/K rows permuted the way
+    its converter does (transformers' GGUF loader permutes them back), the byte-level BPE vocabulary, merges, special
+    token ids and the chat template. Loading it with transformers gives back the same logits.
+    """
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder)
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_name(folder.name)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    special = set(tok.all_special_ids)
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    )
+    merges = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    writer.add_bos_token_id(tok.bos_token_id)
+    writer.add_eos_token_id(tok.eos_token_id)
+    writer.add_pad_token_id(tok.pad_token_id)
+    writer.add_chat_template(tok.chat_template)
+
+    def permute(x: Any, heads: int) -> Any:  # llama.cpp's convert_hf_to_gguf.py LlamaModel.permute
+        return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    fixed = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm", "lm_head.weight": "output"}
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if name in fixed:
+            target = fixed[name]
+        else:  # model.layers.<i>.<module path>.weight
+            parts = name.split(".")
+            target = f"blk.{parts[2]}.{per_layer['.'.join(parts[3:-1])]}"
+        data = tensor.detach().float()
+        if target.endswith("attn_q"):
+            data = permute(data, cfg.num_attention_heads)
+        elif target.endswith("attn_k"):
+            data = permute(data, cfg.num_key_value_heads)
+        writer.add_tensor(f"{target}.weight", data.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -202,7 +202,7 @@ def _convert(gguf_file: Path, work: Path) -> None:
 
     try:
         convert_gguf(gguf_file, work)
-    except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
+    except Exception as exc:  # a damaged or unsupported file fails anywhere in the reader (struct, KeyError, ...)
         raise UserError(
             f"{gguf_file}: transformers cannot load this GGUF file: {type(exc).__name__}: {str(exc)[:300]}",
             remedy="Use a GGUF of an architecture transformers' GGUF loader supports (llama, mistral, qwen2, phi3, "

