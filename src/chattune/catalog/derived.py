@@ -205,8 +205,8 @@ def _chat_template(
         raise UserError(
             "the model's tokenizer has no chat template (neither chat_template.jinja nor a chat_template in "
             "tokenizer_config.json), so chattune cannot tell how its conversations are formatted",
-            remedy=f"Pass --chat-template NAME (shipped: {', '.join(shipped_template_names()[:8])}, ...) or "
-            "--chat-template FILE (a Jinja template), or import the instruct version of the model.",
+            remedy=f"Pass --chat-template NAME (shipped: {', '.join(shipped_template_names())}) or --chat-template "
+            "FILE (a Jinja template), or import the instruct version of the model.",
         )
     if template_source is None:
         if (folder / "chat_template.jinja").is_file():

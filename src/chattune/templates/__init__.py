@@ -47,8 +47,8 @@ def training_chat_template(tokenizer: Any) -> str:
             "the model's chat template does not mark assistant turns, so loss cannot be restricted to them: it has no "
             "{% generation %} markers, and neither chattune nor TRL knows a training variant of it",
             remedy="Add {% generation %}...{% endgeneration %} around assistant content in the template "
-            "(see TRL's *_training.jinja templates), or pick a template chattune ships "
-            f"({', '.join(shipped_template_names())}) with --chat-template.",
+            "(see TRL's *_training.jinja templates), or pick a shipped template with --chat-template: "
+            f"{', '.join(shipped_template_names())}.",
         ) from exc
     return str(patched or template)
 
