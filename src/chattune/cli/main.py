@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from chattune.cli import compute, data, deployments, endpoints, jobs, models, quickstart
+from chattune.cli import cache, compute, data, deployments, endpoints, jobs, models, quickstart
 from chattune.cli.output import err, show_error
 from chattune.errors import ChattuneError, storage_error
 
@@ -24,6 +24,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(cache.app, name="cache")
 app.command("quickstart")(quickstart.quickstart)
 
 
