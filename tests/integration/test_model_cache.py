@@ -72,6 +72,7 @@ def test_the_embedded_model_is_fetched_once_per_machine(tmp_path: Path, network_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the demo's training on a shared 2-core machine
 def test_make_demo_flow_in_a_new_workspace_with_the_network_cut(tmp_path: Path, network_cut: None) -> None:
     cache = tmp_path / "cache"
     parse_json(_chattune(tmp_path / "ws1", cache, "models", "import", MODEL, "--json"))
