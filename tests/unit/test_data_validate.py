@@ -239,7 +239,9 @@ def test_every_error_in_a_file_is_reported(tmp_path: Path) -> None:
         "line": 3,
         "code": "missing_messages_list",
         "field": "messages",
-        "message": "no `messages`: rows of openai (detected from line 1) need `messages` (this row has: prompt); add it",
+        "message": (
+            "no `messages`: rows of openai (detected from line 1) need `messages` (this row has: prompt); add it"
+        ),
     }
 
 

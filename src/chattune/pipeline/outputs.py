@@ -60,6 +60,8 @@ class SplitStats(StepOutput):
     tokens: int
     truncated: int = 0
     too_few_messages: int = 0
+    # Rows whose every assistant turn has OpenAI's weight 0: context only, nothing to train.
+    no_trained_turn: int = 0
     no_assistant_tokens: int = 0
     system_folded: int = 0
 

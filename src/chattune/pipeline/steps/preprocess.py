@@ -33,6 +33,7 @@ def tokenize(
     counts = {
         "rows": len(conversations),
         "too_few_messages": 0,
+        "no_trained_turn": 0,
         "truncated": 0,
         "no_assistant_tokens": 0,
         "system_folded": 0,
@@ -41,6 +42,11 @@ def tokenize(
     for messages in conversations:
         if len(messages) < 2:  # Azure drops these; here they are counted and reported
             counts["too_few_messages"] += 1
+            continue
+        if all(m.get("weight") == 0 for m in messages if m["role"] == "assistant") and any(
+            m["role"] == "assistant" for m in messages
+        ):
+            counts["no_trained_turn"] += 1  # every answer is context (weight 0): nothing to learn
             continue
         if fold and messages and messages[0]["role"] == "system":
             counts["system_folded"] += 1
@@ -119,6 +125,10 @@ def run(ctx: StepContext) -> PreprocessOutput:
         columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
         if counts["too_few_messages"]:
             ctx.log.warning("%s: %d row(s) with fewer than 2 messages left out", name, counts["too_few_messages"])
+        if counts["no_trained_turn"]:
+            ctx.log.warning(
+                "%s: %d row(s) whose every assistant turn has weight 0 left out", name, counts["no_trained_turn"]
+            )
         if counts["no_assistant_tokens"]:
             ctx.log.warning(
                 "%s: %d row(s) lost every assistant token to truncation at %d tokens; they are left out",
@@ -138,6 +148,7 @@ def run(ctx: StepContext) -> PreprocessOutput:
             f"  {name}: {len(columns['input_ids'])}/{counts['rows']} rows, {counts['tokens']} tokens, "
             f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens, "
             f"{counts['too_few_messages']} with fewer than 2 messages"
+            + (f", {counts['no_trained_turn']} with every answer at weight 0" if counts["no_trained_turn"] else "")
         )
     (ctx.step_dir / "training_chat_template.jinja").write_text(train_template)
     return PreprocessOutput(
