@@ -174,7 +174,8 @@ def run(ctx: StepContext) -> EvaluateOutput:
                 if scored:
                     references = [str(cases[i].reference) for i in scored]
                     metrics[which].update(text_metrics([outs[i] for i in scored], references))
-        ctx.progress(f"  {which}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items()))
+        computed = ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items())
+        ctx.progress(f"  {which}: {computed or 'no metrics (no test file, and no reference answer to score)'}")
 
     _write_table(ctx.step_dir, metrics, note)
     if cases:
