@@ -164,10 +164,12 @@ def convert(row: Any, ff: FileFormat) -> tuple[Converted | None, list[Finding]]:
         return None, [Finding("data_type", "", f"each row must be a JSON object; {_what(ff)}")]
     found = detect(row)
     if found is not None and not _compatible(ff.format, found):
-        message = (
-            f"this row is {found} ({', '.join(KEYS[found])}) but the file is {ff.describe()}; one format per "
-            "file: convert the row, or split the file and import each part"
+        remedy = (
+            "drop --format (or the job's data.format) to read the file as it is, or convert the rows"
+            if ff.how == "given"
+            else "one format per file: convert the row, or split the file and import each part"
         )
+        message = f"this row is {found} ({', '.join(KEYS[found])}) but the file is {ff.describe()}; {remedy}"
         return None, [Finding("mixed_formats", KEYS[found][0], message)]
     return _CONVERTERS[ff.format](row, ff)
 

@@ -130,14 +130,10 @@ def _conversation_problems(
             report.errors.append(Issue(line, "nothing_to_answer", conv.field(len(turns) - 1, "role"), message))
             usable = False
     elif len(turns) < 2:
-        report.warnings.append(
-            Issue(
-                line,
-                "too_few_messages",
-                conv.whole,
-                f"{len(turns)} message(s): preprocess drops rows with fewer than 2 (as Azure does); it is counted",
-            )
-        )
+        message = f"{len(turns)} message(s): preprocess drops rows with fewer than 2 (as Azure does); it is counted"
+        if roles[-1] == "user":
+            message += " (a generation test's question? validate it with --generation)"
+        report.warnings.append(Issue(line, "too_few_messages", conv.whole, message))
         return False
     elif "assistant" not in roles:
         report.errors.append(
