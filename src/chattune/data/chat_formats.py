@@ -24,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import msgspec
+
 from chattune.data.formats import iter_records
 
 
@@ -70,12 +72,17 @@ CONSUMED: dict[ChatFormat, frozenset[str]] = {
 }
 
 
-class Turn(NamedTuple):
-    """One message of a converted row; ``weight`` is OpenAI's per-message weight (None: not given)."""
+class Turn(msgspec.Struct, forbid_unknown_fields=True):
+    """One message of a converted row; ``weight`` is OpenAI's per-message weight (None: not given).
+
+    A struct, not a tuple: the validator's typed decoder reads an openai row's messages straight into turns (``name``
+    is OpenAI's participant name, kept there and not used).
+    """
 
     role: str
     content: str
     weight: int | None = None
+    name: str | None = None
 
 
 class Finding(NamedTuple):

@@ -27,12 +27,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from chattune.data.chat_formats import (
     MESSAGE_FORMATS,
+    ROLES,
     ChatFormat,
     Converted,
     FileFormat,
@@ -47,20 +48,15 @@ from chattune.data.tokens import TokenCounter
 MIN_TRAIN_ROWS = 10
 
 
-class _Message(msgspec.Struct, forbid_unknown_fields=True):
-    role: Literal["system", "user", "assistant"]
-    content: str
-    name: str | None = None
-    weight: int | None = None
-
-
 class _Row(msgspec.Struct):
-    messages: list[_Message]
-    prompt: str | None = None
+    messages: list[Turn]
+    # Only whether an ultrachat row has its prompt (and that it is text) matters here: left undecoded.
+    prompt: msgspec.Raw = msgspec.Raw()  # empty: absent
     prompt_id: str | None = None
 
 
 _ROW = msgspec.json.Decoder(_Row)
+_ROLES = frozenset(ROLES)
 
 
 @dataclass
@@ -118,12 +114,14 @@ def _conversation_problems(
     """Checks on a well-formed conversation; True when the row will be used (trained on, or answered)."""
     turns = conv.turns
     roles = [t.role for t in turns]
-    usable = True
+    usable, trained = True, False
     for i, turn in enumerate(turns):
-        if turn.role == "assistant" and not turn.content.strip():
-            field_ = conv.field(i, "content")
-            report.errors.append(Issue(line, "missing_content", field_, "assistant content is blank; give the answer"))
-            usable = False
+        if turn.role == "assistant":
+            trained = trained or turn.weight != 0
+            if not turn.content.strip():
+                message = "assistant content is blank; give the answer"
+                report.errors.append(Issue(line, "missing_content", conv.field(i, "content"), message))
+                usable = False
     if generation:
         if roles[-1] == "system" or roles == ["assistant"]:
             message = "nothing to answer: end the row on a user turn (or on the reference answer after one)"
@@ -145,7 +143,7 @@ def _conversation_problems(
             )
         )
         usable = False
-    elif usable and all(t.weight == 0 for t in turns if t.role == "assistant"):
+    elif usable and not trained:
         message = "every assistant turn has weight 0: nothing to learn, the job leaves the row out"
         report.warnings.append(Issue(line, "no_trained_turn", conv.whole, message))
         usable = False
@@ -169,10 +167,22 @@ def _conversation_problems(
 
 
 def _well_formed(row: _Row, fmt: ChatFormat) -> bool:
-    """A typed row that needs no field-by-field look: messages, each with content, weight only on assistant turns."""
-    if not row.messages or (fmt == ChatFormat.ULTRACHAT and (row.prompt is None or row.prompt_id is None)):
+    """Whether a typed row needs no field-by-field look.
+
+    It has messages with known roles and content, weight 0 or 1 and only on assistant turns; an ultrachat row also
+    has its prompt as text and its prompt_id.
+    """
+    if not row.messages:
         return False
-    return all(m.content and (m.weight is None or (m.role == "assistant" and m.weight in (0, 1))) for m in row.messages)
+    ultrachat = fmt == ChatFormat.ULTRACHAT
+    if ultrachat and (row.prompt_id is None or memoryview(row.prompt)[:1] != b'"'):
+        return False
+    for m in row.messages:
+        if m.role not in _ROLES or not m.content:
+            return False
+        if m.weight is not None and (m.role != "assistant" or m.weight not in (0, 1)):
+            return False
+    return True
 
 
 def _dist(values: Sequence[int]) -> dict[str, float]:
@@ -268,7 +278,7 @@ class _FileScan:
                 pass  # not the happy shape: decode generically and say exactly what is wrong
             else:
                 if _well_formed(row, self.ff.format):
-                    return rec, Converted([Turn(m.role, m.content, m.weight) for m in row.messages]), row.prompt_id
+                    return rec, Converted(row.messages), row.prompt_id
         rec = decode(rec)
         if rec.error_code:
             self.report.errors.append(Issue(rec.line, rec.error_code, "", f"{rec.error}; fix or remove this line"))
