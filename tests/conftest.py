@@ -17,6 +17,8 @@ import pytest
 from pydantic import BaseModel
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# Small data files of our own, for formats no third-party fixture has (ShareGPT in LLaMA-Factory's shape).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 _SESSION_CACHE: list[str] = []
 
 
