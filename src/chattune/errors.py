@@ -49,6 +49,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "process_failed": ErrorCode(1, 500, _SERVER),
     "timeout": ErrorCode(1, 504, "timeout_error"),
     "unreachable": ErrorCode(1, 502, _SERVER),
+    "dependency_too_old": ErrorCode(1, 500, _SERVER),
     # Answered by the servers only (an instance or a gateway), in OpenAI's error shape.
     "invalid_json": ErrorCode(2, 400, _INVALID),
     "invalid_request": ErrorCode(2, 422, _INVALID),
@@ -212,6 +213,12 @@ class OfflineError(UserError):
     """Something needed a network resource (a model or dataset hub) that cannot be reached."""
 
     code = "offline"
+
+
+class DependencyError(ChattuneError):
+    """An installed library is older than what chattune's code uses (``chattune.versions``)."""
+
+    code = "dependency_too_old"
 
 
 class StepFailedError(ChattuneError):

@@ -152,21 +152,28 @@ def wait_until_ready(url: str, pid: int, log_path: Path, timeout_s: float) -> No
 
 
 def stop(pid: int | None, timeout_s: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``.
+
+    Stopped means exited: a zombie waiting for its parent (init reaps orphans on its own schedule, a second or two on
+    some machines) is not waited for.
+    """
     if not pid or not alive(pid):
         return
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
-        psutil.Process(pid).wait(timeout_s)
-    except psutil.TimeoutExpired:
-        os.killpg(pid, signal.SIGKILL)
-    except psutil.NoSuchProcess:
-        pass
+    deadline = time.monotonic() + timeout_s
+    while alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
+        os.waitpid(pid, os.WNOHANG)
 
 
 def tail(path: Path, lines: int = 20) -> str:

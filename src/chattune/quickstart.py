@@ -19,6 +19,7 @@ import yaml
 
 from chattune import catalog, compute
 from chattune.data import demo
+from chattune.data.conversations import GenerationCase, generation_case, read_conversations
 from chattune.entities import DeploymentSettings
 from chattune.errors import ComputeError, UserError
 from chattune.pipeline.config import JobSpec, parse_spec
@@ -80,6 +81,22 @@ def _dataset_dir(ws: Workspace, dataset: str, rows: int, percent: int) -> Path:
             remedy="Give a directory with the ultrachat_200k split files train_sft, test_sft, test_gen; or use demo.",
         )
     return target
+
+
+def _sample(path: Path, seed: int) -> GenerationCase:
+    """The seed's step 8: one row of test_gen as a request, without its reference answer when it ends on one.
+
+    ultrachat_200k's test_gen rows end on the user's question: that row is sent whole.
+    """
+    cases = [c for c in (generation_case(r) for r in read_conversations(path)) if c is not None]
+    if not cases:
+        raise UserError(f"{path}: no row to ask", remedy="Give test_gen rows that end on a user turn or an answer.")
+    return random.Random(seed).choice(cases)
+
+
+def _question(case: GenerationCase) -> str:
+    """The last user turn of the request."""
+    return next((m["content"] for m in reversed(case.prompt) if m["role"] == "user"), case.prompt[-1]["content"])
 
 
 def run(
@@ -163,11 +180,10 @@ def run(
         ep = ws.endpoints.set_traffic(endpoint_name, {"demo": 100})
         progress(f"7/9 endpoint {endpoint_name}: deployment demo, traffic demo=100, {ep.scoring_uri(ws.settings.host)}")
 
-        rows = [json.loads(line) for line in (data_dir / "test_gen.jsonl").read_text(encoding="utf-8").splitlines()]
-        sample = random.Random(int(timestamp)).choice(rows)
+        sample = _sample(data_dir / "test_gen.jsonl", seed=int(timestamp))
         request = {
             "input_data": {
-                "input_string": [sample["messages"][:-1]],
+                "input_string": [sample.prompt],
                 "parameters": {"temperature": 0.6, "top_p": 0.9, "do_sample": True, "max_new_tokens": 200},
             },
             "params": {},
@@ -175,7 +191,7 @@ def run(
         request_file = ws.settings.home / "datasets" / "sample_score.json"
         request_file.write_text(json.dumps(request, indent=2), encoding="utf-8")
         response = ws.endpoints.invoke(endpoint_name, request_file, keys["primary"], deployment="demo")
-        progress(f"8/9 invoke: {sample['messages'][-2]['content']!r} -> {response[0]['output']!r}")
+        progress(f"8/9 invoke: {_question(sample)!r} -> {response[0]['output']!r}")
     finally:
         if not keep_endpoint:
             ws.endpoints.delete(endpoint_name)
@@ -186,7 +202,7 @@ def run(
         "metrics": {"base": job.metrics.get("base", {}), "tuned": job.metrics.get("tuned", {})},
         "model": {"name": mv.name, "version": mv.version},
         "endpoint": {"name": endpoint_name, "scoring_uri": ep.scoring_uri(ws.settings.host), "deleted": deleted},
-        "request": {"question": sample["messages"][-2]["content"], "reference": sample["messages"][-1]["content"]},
+        "request": {"question": _question(sample), "reference": sample.reference},
         "response": response,
         "warnings": warnings,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
         credentials_path: The client's copy of endpoint keys (mode 0600, outside the workspace), written when keys
             are created or regenerated, so `endpoints keys` and `endpoints invoke` find them as Azure's
             `get_keys` does. The workspace database and the gateways hold only hashes. Empty: keep no copy.
+        cache_dir: The user-level cache, shared by every workspace of this user on this machine: the embedded
+            model fetched from the package index and converted once (``$CHATTUNE_CACHE_DIR``, default
+            ``$XDG_CACHE_HOME/chattune``, i.e. ``~/.cache/chattune``). ``chattune cache clear`` empties it.
     """
 
     model_config = SettingsConfigDict(env_prefix="CHATTUNE_", extra="ignore")
@@ -34,6 +38,7 @@ class Settings(BaseSettings):
     credentials_path: Path | None = Field(
         default_factory=lambda: Path.home() / ".config" / "chattune" / "credentials.json"
     )
+    cache_dir: Path = Field(default_factory=lambda: _xdg_cache_home() / "chattune")
 
     @property
     def db_path(self) -> Path:
@@ -61,11 +66,6 @@ class Settings(BaseSettings):
         return self.home / "endpoints"
 
     @property
-    def cache_dir(self) -> Path:
-        """Caches, such as the wheels fetched to convert GGUF models."""
-        return self.home / "cache"
-
-    @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: ``mlflow_tracking_uri`` if set, else a SQLite database in the workspace."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
@@ -74,3 +74,8 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         """MLflow's artifact store in the workspace."""
         return self.home / "mlartifacts"
+
+
+def _xdg_cache_home() -> Path:
+    """``$XDG_CACHE_HOME``, or ``~/.cache`` where it is not set (the XDG base directory rule)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

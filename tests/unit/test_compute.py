@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from chattune.catalog import get_entry
-from chattune.compute import ComputeInfo, Gpu, check, detect, estimate_training_memory, estimate_training_memory_gb
+from chattune.compute import (
+    ComputeInfo,
+    Gpu,
+    check,
+    detect,
+    estimate_training_memory,
+    estimate_training_memory_gb,
+    local_size,
+)
 
 PHI3 = "phi-3-mini-4k-instruct"
 
@@ -27,13 +35,50 @@ def test_detect_returns_sane_values() -> None:
     assert info.provisioning_state == "Succeeded"
     assert info.has_cuda == bool(info.gpus)
     if info.gpus:
-        assert info.size.startswith(f"local-{len(info.gpus)}x")
+        assert info.size == local_size(info.gpus)
         assert all(g.memory_gb > 0 for g in info.gpus)
     else:
         assert info.size == "local-cpu"
     as_dict = info.to_dict()
     assert as_dict["gpu_count"] == len(info.gpus)
     assert as_dict["cpu_cores"] == info.cpu_cores
+
+
+class _Props:
+    """What torch.cuda.get_device_properties says of an A100 80GB (no GPU here: the device description is faked)."""
+
+    name = "NVIDIA A100-SXM4-80GB"
+    total_memory = 85_051_572_224  # 79.2 GiB, as the card reports it
+
+
+def test_a_local_80gb_gpu_has_a_size_the_seed_allow_list_check_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed notebook's own check: ``compute.size.lower()`` in the model's finetune_compute_allow_list."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: _Props())
+    info = detect()
+    assert info.size == "Standard_NC24ads_A100_v4" and info.gpus[0].memory_gb == 79.2
+    allow = [x.lower() for x in get_entry(PHI3).finetune_compute_allow_list or []]
+    assert info.size.lower() in allow
+    assert check(get_entry(PHI3), info).allow_list_ok is True
+
+
+@pytest.mark.parametrize(
+    ("count", "memory_gb", "size"),
+    [
+        (1, 79.2, "Standard_NC24ads_A100_v4"),
+        (2, 79.2, "Standard_NC48ads_A100_v4"),
+        (8, 39.4, "Standard_ND96asr_v4"),
+        (1, 139.8, "Standard_NC24ads_A100_v4"),  # an H200 meets the 80 GB size
+        (1, 23.6, "Standard_NC6s_v3"),  # a 24 GB card meets a V100 16 GB size
+        (1, 7.8, "local-1xGPU"),  # below every listed size
+    ],
+)
+def test_local_size_is_the_largest_azure_size_the_gpus_match(count: int, memory_gb: float, size: str) -> None:
+    assert local_size([Gpu(i, "GPU", memory_gb) for i in range(count)]) == size
+    assert local_size([]) == "local-cpu"
 
 
 def test_phi3_allow_list_fails_without_gpu() -> None:

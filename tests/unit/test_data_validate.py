@@ -105,15 +105,41 @@ ROW_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("messages", [chat(("user", "q")), []], ids=["one-message", "no-message"])
-def test_rows_with_fewer_than_two_messages_are_counted_warnings(tmp_path: Path, messages: Any) -> None:
+def test_a_row_with_one_message_is_a_counted_warning(tmp_path: Path) -> None:
     # Azure's preprocess drops these rows; chattune keeps the file valid, warns per row and counts them.
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({"messages": messages}) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({"messages": chat(("user", "q"))}) + "\n", encoding="utf-8")
     report = validate_file(path)
     assert report.valid
     assert triples(report.warnings) == [(3, "too_few_messages", "messages")]
     assert report.stats["dropped_rows"] == 1 and report.stats["usable_rows"] == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "field"),
+    [
+        pytest.param({"messages": []}, "missing_messages_list", "messages", id="empty-messages"),
+        pytest.param(
+            {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]},
+            "missing_content",
+            "messages[0].content",
+            id="empty-user-content",
+        ),
+        pytest.param(
+            {"messages": [{"role": "system", "content": ""}, *chat(("user", "q"), ("assistant", "a"))]},
+            "missing_content",
+            "messages[0].content",
+            id="empty-system-content",
+        ),
+    ],
+)
+def test_empty_messages_and_empty_content_are_errors(tmp_path: Path, row: Any, code: str, field: str) -> None:
+    """OpenAI's format checks count an empty `messages` list and an empty `content` (any role) as errors."""
+    path = jsonl(tmp_path / "t.jsonl", GOOD, row)
+    report = validate_file(path)
+    assert triples(report.errors) == [(2, code, field)]
+    assert report.warnings == [] and not report.valid
+    assert "empty" in report.errors[0].message
 
 
 @pytest.mark.parametrize(("row", "code", "field"), ROW_ERRORS)
@@ -201,7 +227,10 @@ def test_every_error_in_a_file_is_reported(tmp_path: Path) -> None:
     assert report.rows == 13
     assert report.stats["usable_rows"] == 2
     summary = report.summary(limit=2).splitlines()
-    assert summary[0] == f"{report.path}:2: -: each row must be a JSON object with a `messages` list [data_type]"
+    assert summary[0] == (
+        f"{report.path}:2: -: each row must be a JSON object; rows of openai (detected from line 1) need `messages` "
+        "[data_type]"
+    )
     assert summary[-1].startswith("... and 10 more")
     assert triples(report.warnings) == [(9, "too_few_messages", "messages")]
     as_dict = report.to_dict()
@@ -210,7 +239,9 @@ def test_every_error_in_a_file_is_reported(tmp_path: Path) -> None:
         "line": 3,
         "code": "missing_messages_list",
         "field": "messages",
-        "message": "`messages` is missing; give a list of messages",
+        "message": (
+            "no `messages`: rows of openai (detected from line 1) need `messages` (this row has: prompt); add it"
+        ),
     }
 
 
@@ -276,7 +307,8 @@ def test_json_array_rows_are_numbered_from_one(tmp_path: Path) -> None:
     bad = {"messages": chat(("user", "q"), ("robot", "a"))}
     # One element per line, the first on line 1: its row number and its file line are the same.
     path = tmp_path / "t.json"
-    path.write_text("[" + ",\n".join(json.dumps(r) for r in [GOOD, bad, GOOD, {"messages": []}]) + "]\n", "utf-8-sig")
+    one = {"messages": chat(("user", "q"))}
+    path.write_text("[" + ",\n".join(json.dumps(r) for r in [GOOD, bad, GOOD, one]) + "]\n", "utf-8-sig")
     report = validate_file(path)
     assert report.rows == 4
     assert triples(report.errors) == [(2, "unrecognized_role", "messages[1].role")]
@@ -463,20 +495,13 @@ def test_real_fixture_files_are_valid(shared: Callable[..., Path], parts: tuple[
     assert set(report.stats["roles"]) == {"user", "assistant"}
 
 
-@pytest.mark.parametrize(
-    ("parts", "rows"),
-    [
-        (("alpaca_en_demo_llamafactory", "alpaca_en_demo.json"), 999),
-        (("dolly_litgpt_fixture", "dolly.json"), 12),
-        (("oasst_en100", "en_100_tree.jsonl"), 100),
-    ],
-)
-def test_real_files_in_other_formats_are_refused_row_by_row(
-    shared: Callable[..., Path], parts: tuple[str, str], rows: int
-) -> None:
-    # Alpaca, Dolly and oasst trees are not chat "messages" rows: every row is reported, at its own line.
-    report = validate_file(shared(*parts))
-    assert report.rows == rows and not report.valid
+def test_oasst_message_trees_match_no_format_and_are_refused_row_by_row(shared: Callable[..., Path]) -> None:
+    # oasst exports are trees, not conversations: no row has a known format's keys, so every row is reported at its
+    # own line, naming the formats and --format. (alpaca and dolly are read: tests/unit/test_chat_formats.py.)
+    report = validate_file(shared("oasst_en100", "en_100_tree.jsonl"))
+    assert report.rows == 100 and not report.valid
+    assert (report.format, report.format_source) == ("openai", "default")
     row_errors = [e for e in report.errors if e.code == "missing_messages_list"]
-    assert len(row_errors) == rows
-    assert len({e.line for e in row_errors}) == rows and row_errors[0].line >= 1
+    assert len(row_errors) == 100 and len({e.line for e in row_errors}) == 100
+    assert "match no known format" in row_errors[0].message and "--format" in row_errors[0].message
+    assert "sharegpt: conversations" in row_errors[0].message

@@ -15,7 +15,7 @@ ROOT = Path(chattune.__file__).parent
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"settings", "entities"},
+    {"settings", "entities", "versions"},
     {"schemas"},  # the wire shapes of the entities: built from them, so one layer above
     {"processes", "store", "tracking", "templates", "inference"},
     {"training", "data", "mlflow_model"},

@@ -87,6 +87,19 @@ def test_unknown_key_names_closest_key_and_yaml_line(tmp_path: Path) -> None:
     assert err.details["problems"][0]["code"] == "unknown_key"
 
 
+def test_data_format_is_a_named_chat_format(tmp_path: Path) -> None:
+    from chattune.data.chat_formats import ChatFormat
+
+    assert parse_spec({"data": {"train": "t.json", "format": "alpaca"}}).data.format == ChatFormat.ALPACA
+    assert parse_spec({"data": {"train": "t.json"}}).data.format is None  # detected per file
+    path = write(tmp_path, "data:\n  train: t.json\n  format: alpacca\n")
+    with pytest.raises(ConfigError) as exc:
+        load_spec(path)
+    (problem,) = exc.value.problems
+    assert problem.where == f"{path}:3: data.format"
+    assert "'openai', 'ultrachat', 'sharegpt', 'alpaca', 'dolly' or 'prompt_completion'" in problem.message
+
+
 def test_unknown_key_without_close_match_lists_valid_keys() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_spec({"data": {"train": "t.jsonl"}, "settings": {"zzzz": 1}})

@@ -91,6 +91,7 @@ def test_chatml_masks_every_assistant_turn_and_nothing_else(tiny_tokenizer: Any,
     assert counts == {
         "rows": 1,
         "too_few_messages": 0,
+        "no_trained_turn": 0,
         "truncated": 0,
         "no_assistant_tokens": 0,
         "system_folded": 0,
@@ -227,3 +228,74 @@ def test_fold_system_without_system_is_unchanged() -> None:
     messages = chat(("user", "U"), ("assistant", "A"))
     assert fold_system(messages) is messages
     assert fold_system([]) == []
+
+
+# -- OpenAI's per-message weight: a weight-0 assistant turn is context, not trained --------------------------------
+
+WEIGHTED = [
+    {"role": "system", "content": "You convert dates to ISO 8601."},
+    {"role": "user", "content": "Convert March 3, 2001"},
+    {"role": "assistant", "content": "It is 3/3/2001, I believe.", "weight": 0},
+    {"role": "user", "content": "As YYYY-MM-DD, please."},
+    {"role": "assistant", "content": "2001-03-03", "weight": 1},
+    {"role": "user", "content": "And 1 May 1999?"},
+    {"role": "assistant", "content": "1999-05-01"},
+]
+
+
+def _trained_and_context(tokenizer: Any, conversation: list[dict[str, Any]]) -> tuple[list[str], str, list[int]]:
+    ids, mask, _ = one_row(tokenizer, conversation)
+    trained = [tokenizer.decode(s) for s in spans(ids, mask)]
+    context = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+    return trained, context, ids
+
+
+@pytest.mark.parametrize("tokenizer_name", ["tiny_tokenizer", "phi3_tokenizer"])
+def test_weight_zero_turn_is_not_trained(request: pytest.FixtureRequest, tokenizer_name: str) -> None:
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    trained, context, ids = _trained_and_context(tokenizer, WEIGHTED)
+    decoded = "".join(trained)
+    assert "3/3/2001, I believe" not in decoded  # weight 0: in the input, not in the loss
+    assert "It is 3/3/2001, I believe." in context
+    assert "2001-03-03" in decoded and "1999-05-01" in decoded  # weight 1 and no weight: trained
+    end = "<|im_end|>" if tokenizer_name == "tiny_tokenizer" else "<|end|>"
+    assert trained[0] == f"2001-03-03{end}" and trained[1].startswith(f"1999-05-01{end}")
+    # The same tokens as without weights: weight changes the mask only.
+    unweighted = [{"role": m["role"], "content": m["content"]} for m in WEIGHTED]
+    ids_plain, mask_plain, _ = one_row(tokenizer, unweighted)
+    assert ids == ids_plain
+    assert "3/3/2001, I believe" in "".join(tokenizer.decode(s) for s in spans(ids_plain, mask_plain))
+
+
+def test_weight_zero_on_the_last_turn_leaves_phi3s_final_eos_untrained(phi3_tokenizer: Any) -> None:
+    # TRL's Phi-3 template trains the final <|endoftext|> in a generation block of its own after the last turn: it
+    # belongs to that turn, so a weight-0 last turn leaves it untrained too.
+    conversation = [*WEIGHTED[:5], {"role": "user", "content": "Thanks"}, {**WEIGHTED[6], "weight": 0}]
+    trained, _, _ = _trained_and_context(phi3_tokenizer, conversation)
+    assert trained == ["2001-03-03<|end|>"]
+
+
+def test_weight_zero_everywhere_leaves_the_row_out(tiny_tokenizer: Any) -> None:
+    rows = [[WEIGHTED[1], {**WEIGHTED[2]}], WEIGHTED]
+    columns, counts = tokenize(rows, tiny_tokenizer, training_chat_template(tiny_tokenizer), 10_000, False)
+    assert counts["no_trained_turn"] == 1 and counts["no_assistant_tokens"] == 0
+    assert len(columns["input_ids"]) == 1
+
+
+def test_weight_survives_folding_the_system_message(tiny_tokenizer: Any) -> None:
+    columns, counts = tokenize([WEIGHTED], tiny_tokenizer, training_chat_template(tiny_tokenizer), 10_000, True)
+    assert counts["system_folded"] == 1
+    ids, mask = columns["input_ids"][0], columns["assistant_masks"][0]
+    assert [tiny_tokenizer.decode(s) for s in spans(ids, mask)] == ["2001-03-03<|im_end|>", "1999-05-01<|im_end|>"]
+
+
+def test_a_template_that_does_not_hold_the_turn_in_a_generation_block_is_refused(tiny_tokenizer: Any) -> None:
+    # A template whose generation block holds only the end-of-turn token cannot tell one turn's tokens from another.
+    template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{% generation %}{{ '<|im_end|>' }}{% endgeneration %}{% endif %}"
+        "{% endfor %}"
+    )
+    with pytest.raises(UserError, match=r"no generation block holding assistant turn messages\[1\]") as exc:
+        tokenize([WEIGHTED[1:5]], tiny_tokenizer, template, 10_000, False)
+    assert "drop `weight`" in (exc.value.remedy or "")

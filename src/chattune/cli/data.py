@@ -9,6 +9,7 @@ import typer
 from rich.panel import Panel
 
 from chattune.cli.output import emit, out, table
+from chattune.data.chat_formats import ChatFormat, convert, file_format
 from chattune.data.formats import iter_records
 from chattune.data.validate import validate_file
 from chattune.errors import DataError
@@ -26,6 +27,14 @@ from chattune.workspace import Workspace
 
 app = typer.Typer(help="Chat datasets: download, import, demo, validate, show.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+FORMAT = typer.Option(
+    None,
+    "--format",
+    case_sensitive=False,
+    help="the chat format of the rows (default: detected from their keys): openai (messages), ultrachat (prompt, "
+    "prompt_id, messages), sharegpt (conversations), alpaca (instruction, input, output), dolly (instruction, "
+    "context, response), prompt_completion (prompt, completion)",
+)
 
 
 @app.command("download")
@@ -49,22 +58,27 @@ def _render_download(doc: DataDownload) -> None:
 
 @app.command("import")
 def import_(
-    files: list[Path] = typer.Argument(..., help="jsonl, json (array), parquet or csv (messages column as JSON)"),
+    files: list[Path] = typer.Argument(..., help="jsonl, json (array), parquet or csv (list columns as JSON)"),
     out_dir: Path = typer.Option(..., "--out", help="directory for the canonical STEM.jsonl files"),
+    fmt: ChatFormat = FORMAT,
     json_: bool = JSON,
 ) -> None:
-    """Validate local files and write them as canonical JSON Lines, keeping every column."""
+    """Validate local files and write them as canonical JSON Lines (messages), keeping every other column."""
     ws = Workspace.from_env()
     done = []
     for f in files:
-        target, report = ws.data.import_file(f, out_dir)
-        done.append(DataImported(source=str(f), path=str(target), rows=report.rows, warnings=len(report.warnings)))
+        target, report = ws.data.import_file(f, out_dir, fmt)
+        done.append(
+            DataImported(
+                source=str(f), path=str(target), format=report.format, rows=report.rows, warnings=len(report.warnings)
+            )
+        )
     emit(DataImport(files=done), json_, _render_import)
 
 
 def _render_import(doc: DataImport) -> None:
     for d in doc.files:
-        out.print(f"{d.source} -> {d.path} ({d.rows} rows, {d.warnings} warnings)", markup=False)
+        out.print(f"{d.source} ({d.format}) -> {d.path} ({d.rows} rows, {d.warnings} warnings)", markup=False)
 
 
 @app.command("demo")
@@ -99,11 +113,16 @@ def validate(
     model: str = typer.Option(None, "--model", help="count tokens with this model's chat template"),
     max_seq_length: int = typer.Option(None, "--max-seq-length", help="with --model: the truncation length"),
     min_rows: int = typer.Option(1, "--min-rows", help="least number of usable rows (a training file needs 10)"),
+    fmt: ChatFormat = FORMAT,
+    generation: bool = typer.Option(
+        False, "--generation", help="generation test files: rows are prompts, a reference answer is optional"
+    ),
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
     ws = Workspace.from_env()
-    reports = ws.data.validate(files, min_rows=min_rows, counter=ws.data.token_counter(model, max_seq_length))
+    counter = ws.data.token_counter(model, max_seq_length)
+    reports = ws.data.validate(files, min_rows=min_rows, counter=counter, fmt=fmt, generation=generation)
     valid = all(r.valid for r in reports)
     doc = DataValidation(files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=valid)
     emit(doc, json_, _render_validation)
@@ -120,7 +139,10 @@ def _render_validation(doc: DataValidation) -> None:
 
 def _print_report(r: DataFileReport) -> None:
     status = "valid" if r.valid else f"{len(r.errors)} error(s)"
-    out.print(f"{r.path}: {r.rows} rows, {status}, {len(r.warnings)} warning(s)", markup=False)
+    out.print(
+        f"{r.path}: {r.format} ({r.format_source}), {r.rows} rows, {status}, {len(r.warnings)} warning(s)",
+        markup=False,
+    )
     for e in r.errors:
         out.print(f"  {r.path}:{e.line}: {e.field or '-'}: {e.message} [{e.code}]", markup=False)
     for w in r.warnings:
@@ -132,17 +154,23 @@ def show(
     file: Path = typer.Argument(..., help="a data file"),
     rows: int = typer.Option(3, "--rows", min=0, help="conversations to render"),
     model: str = typer.Option(None, "--model", help="also count tokens with this model's chat template"),
+    fmt: ChatFormat = FORMAT,
     json_: bool = JSON,
 ) -> None:
-    """Render a few conversations and the file's statistics (the same numbers with --json)."""
-    report = validate_file(file, counter=Workspace.from_env().data.token_counter(model))
+    """Render a few conversations, as messages, and the file's statistics (the same numbers with --json)."""
+    report = validate_file(file, counter=Workspace.from_env().data.token_counter(model), fmt=fmt)
+    ff = file_format(file, fmt)
     shown: list[DataRow] = []
     for rec in iter_records(file):
         if len(shown) >= rows:
             break
-        shown.append(DataRow(line=rec.line, row=rec.value, error=rec.error))
+        converted = convert(rec.value, ff)[0] if rec.error is None else None
+        messages = converted.messages() if converted else None
+        shown.append(DataRow(line=rec.line, row=rec.value, messages=messages, error=rec.error))
     doc = DataPreview(
         path=str(file),
+        format=report.format,
+        format_source=report.format_source,
         rows=shown,
         stats=report.stats,
         valid=report.valid,
@@ -154,8 +182,8 @@ def show(
 
 def _render_preview(doc: DataPreview) -> None:
     for item in doc.rows:
-        messages = (item.row or {}).get("messages") if isinstance(item.row, dict) else None
-        if not isinstance(messages, list):
+        messages = item.messages
+        if messages is None:
             out.print(Panel(str(item.error or item.row)[:500], title=f"line {item.line} (unreadable)"))
             continue
         body = "\n\n".join(
@@ -165,7 +193,8 @@ def _render_preview(doc: DataPreview) -> None:
         out.print(Panel(body, title=f"line {item.line}", title_align="left"))
     s = doc.stats
     out.print(
-        f"{doc.path}: {s['rows']} rows, {s['usable_rows']} usable, {s['dropped_rows']} to drop, "
+        f"{doc.path}: {doc.format} ({doc.format_source}), {s['rows']} rows, {s['usable_rows']} usable, "
+        f"{s['dropped_rows']} to drop, "
         f"{doc.errors} error(s), {doc.warnings} warning(s); roles {s['roles']}",
         markup=False,
     )

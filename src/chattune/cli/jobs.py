@@ -81,6 +81,9 @@ def _render_job(job: JobPublic) -> None:
     for which in ("base", "tuned"):
         if which in job.metrics:
             out.print(f"{which}: " + ", ".join(f"{k} {v:.4g}" for k, v in job.metrics[which].items()))
+    note = next((s.outputs.get("note") for s in job.steps if s.name == "evaluate" and s.outputs), None)
+    if note:
+        out.print(note, markup=False)
 
 
 @app.command("stream")

@@ -7,7 +7,8 @@ import sys
 
 import typer
 
-from chattune.cli import compute, data, deployments, endpoints, jobs, models, quickstart
+from chattune import versions
+from chattune.cli import cache, compute, data, deployments, endpoints, jobs, models, quickstart
 from chattune.cli.output import err, show_error
 from chattune.errors import ChattuneError, storage_error
 
@@ -24,6 +25,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(cache.app, name="cache")
 app.command("quickstart")(quickstart.quickstart)
 
 
@@ -33,6 +35,7 @@ def main() -> None:
     # user's environment asks for it. Set before anything imports MLflow or starts a thread.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
+        versions.check()
         # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

@@ -19,6 +19,8 @@ import msgspec
 from chattune.errors import UserError
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# A csv cell is text: these columns hold lists (messages, ShareGPT turns, alpaca history) written as JSON.
+CSV_JSON_COLUMNS = ("messages", "conversations", "history")
 
 
 @dataclass
@@ -42,7 +44,7 @@ def detect_format(path: Path) -> str:
     if fmt is None:
         raise UserError(
             f"{path}: unsupported file type {path.suffix!r}",
-            remedy=f"Use one of: {', '.join(FORMATS)} (a csv needs a `messages` column holding JSON).",
+            remedy=f"Use one of: {', '.join(FORMATS)} (in a csv, list columns such as `messages` hold JSON).",
         )
     return fmt
 
@@ -181,11 +183,14 @@ def _read_csv(path: Path) -> list[Record]:
         if not any(v.strip() for v in values):
             continue
         value: dict[str, Any] = dict(zip(header, values, strict=False))
-        if isinstance(value.get("messages"), str):
-            try:
-                value["messages"] = json.loads(value["messages"])
-            except json.JSONDecodeError as exc:
-                records.append(Record(line, error_code="invalid_json", error=f"`messages` is not JSON: {exc.msg}"))
-                continue
+        try:
+            for column in CSV_JSON_COLUMNS:
+                cell = value.get(column)
+                if isinstance(cell, str):
+                    # An empty optional list (alpaca's history) is no list; an empty `messages` is reported as such.
+                    value[column] = json.loads(cell) if cell.strip() or column == "messages" else None
+        except json.JSONDecodeError as exc:
+            records.append(Record(line, error_code="invalid_json", error=f"`{column}` is not JSON: {exc.msg}"))
+            continue
         records.append(Record(line, value))
     return records

@@ -1,13 +1,18 @@
 """Validate chat data files, reporting every problem at once with file, line, field and what to do.
 
-Error codes follow OpenAI's fine-tuning data checks where they fit (``data_type``, ``missing_messages_list``,
-``message_missing_key``, ``message_unrecognized_key``, ``unrecognized_role``, ``missing_content``,
-``example_missing_assistant_message``) and chattune's own otherwise (``invalid_json``, ``invalid_encoding``,
-``invalid_parquet``, ``empty_file``, ``too_few_rows``).
+Each file is read in its chat format (chattune.data.chat_formats: detected from its rows, or given) and every row
+converted into messages; the checks below run on those messages, and name the row's own field.
+
+Error codes follow OpenAI's fine-tuning data checks where they fit (``data_type``, ``missing_messages_list`` (an
+empty list too), ``message_missing_key``, ``message_unrecognized_key``, ``unrecognized_role``, ``missing_content``
+(an empty content too), ``example_missing_assistant_message``) and chattune's own otherwise (``invalid_json``,
+``invalid_encoding``, ``invalid_parquet``, ``empty_file``, ``too_few_rows``, ``mixed_formats``, ``missing_field``,
+``invalid_weight``, ``duplicate_system``, ``nothing_to_answer``).
 
 Warnings never stop a job: ``too_few_messages`` (the row is dropped by preprocess, as Azure does, and counted),
 ``missing_user_message``, ``system_not_first``, ``system_folded`` (the model's template has no system role),
-``duplicate_prompt_id``, ``row_in_other_file`` (e.g. a test row that is also in train), and with a model:
+``duplicate_prompt_id``, ``row_in_other_file`` (e.g. a test row that is also in train), ``no_trained_turn``
+(every assistant turn has weight 0), and with a model:
 ``over_max_seq_length`` and ``no_assistant_tokens_after_truncation`` (an error at job time).
 
 JSON Lines files stream: a typed decoder (msgspec) checks well-formed rows in C, and only rows that fail it are
@@ -22,32 +27,36 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from chattune.data.chat_formats import (
+    MESSAGE_FORMATS,
+    ROLES,
+    ChatFormat,
+    Converted,
+    FileFormat,
+    Turn,
+    convert,
+    file_format,
+)
 from chattune.data.formats import Record, decode, iter_records
 from chattune.data.tokens import TokenCounter
 
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
 # Azure's preprocess refuses fewer than 10 training rows.
 MIN_TRAIN_ROWS = 10
 
 
-class _Message(msgspec.Struct, forbid_unknown_fields=True):
-    role: Literal["system", "user", "assistant"]
-    content: str
-    name: str | None = None
-    weight: int | None = None
-
-
 class _Row(msgspec.Struct):
-    messages: list[_Message]
+    messages: list[Turn]
+    # Only whether an ultrachat row has its prompt (and that it is text) matters here: left undecoded.
+    prompt: msgspec.Raw = msgspec.Raw()  # empty: absent
     prompt_id: str | None = None
 
 
 _ROW = msgspec.json.Decoder(_Row)
+_ROLES = frozenset(ROLES)
 
 
 @dataclass
@@ -66,6 +75,9 @@ class FileReport:
 
     path: str
     rows: int = 0
+    # The chat format the rows were read in, and how it was decided (given, detected from line N, default).
+    format: str = ChatFormat.OPENAI.value
+    format_source: str = "default"
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +92,8 @@ class FileReport:
         return {
             "path": self.path,
             "rows": self.rows,
+            "format": self.format,
+            "format_source": self.format_source,
             "valid": self.valid,
             "errors": [asdict(e) for e in self.errors],
             "warnings": [asdict(w) for w in self.warnings],
@@ -94,112 +108,81 @@ class FileReport:
         return "\n".join(lines)
 
 
-def _structure_problems(rec: Record, report: FileReport) -> list[tuple[str, str]] | None:
-    """Field-by-field checks of a row that the typed decoder refused; returns (role, content) pairs or None."""
-    where = rec.line
-    if rec.error_code:
-        report.errors.append(Issue(where, rec.error_code, "", f"{rec.error}; fix or remove this line"))
-        return None
-    row = rec.value
-    if not isinstance(row, dict):
-        report.errors.append(Issue(where, "data_type", "", "each row must be a JSON object with a `messages` list"))
-        return None
-    messages = row.get("messages")
-    if not isinstance(messages, list):
-        what = "missing" if messages is None else f"a {type(messages).__name__}, not a list"
-        report.errors.append(
-            Issue(where, "missing_messages_list", "messages", f"`messages` is {what}; give a list of messages")
-        )
-        return None
-    ok = True
-    pairs: list[tuple[str, str]] = []
-    for i, msg in enumerate(messages):
-        path = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            report.errors.append(Issue(where, "data_type", path, "each message must be an object with role, content"))
-            ok = False
-            continue
-        for key in ("role", "content"):
-            if key not in msg:
-                report.errors.append(
-                    Issue(where, "message_missing_key", f"{path}.{key}", f"message has no `{key}`; add it")
-                )
-                ok = False
-        for key in sorted(set(msg) - MESSAGE_KEYS):
-            allowed = ", ".join(sorted(MESSAGE_KEYS))
-            report.errors.append(
-                Issue(where, "message_unrecognized_key", f"{path}.{key}", f"unknown key `{key}`; allowed: {allowed}")
-            )
-            ok = False
-        role = msg.get("role")
-        if "role" in msg and role not in ROLES:
-            report.errors.append(
-                Issue(
-                    where,
-                    "unrecognized_role",
-                    f"{path}.role",
-                    f"role {role!r} is not one of {', '.join(ROLES)}; use one of them",
-                )
-            )
-            ok = False
-        content = msg.get("content")
-        if "content" in msg and not isinstance(content, str):
-            report.errors.append(
-                Issue(where, "missing_content", f"{path}.content", "content must be a string; give the text")
-            )
-            ok = False
-        if ok:
-            pairs.append((str(role), str(content)))
-    return pairs if ok else None
-
-
-def _conversation_problems(line: int, pairs: Sequence[tuple[str, str]], report: FileReport, folds_system: bool) -> bool:
-    """Checks on a well-formed conversation; True when the row will be trained on."""
-    roles = [r for r, _ in pairs]
-    if len(pairs) < 2:
-        report.warnings.append(
-            Issue(
-                line,
-                "too_few_messages",
-                "messages",
-                f"{len(pairs)} message(s): preprocess drops rows with fewer than 2 (as Azure does); it is counted",
-            )
-        )
+def _conversation_problems(
+    line: int, conv: Converted, report: FileReport, folds_system: bool, generation: bool
+) -> bool:
+    """Checks on a well-formed conversation; True when the row will be used (trained on, or answered)."""
+    turns = conv.turns
+    roles = [t.role for t in turns]
+    usable, trained = True, False
+    for i, turn in enumerate(turns):
+        if turn.role == "assistant":
+            trained = trained or turn.weight != 0
+            if not turn.content.strip():
+                message = "assistant content is blank; give the answer"
+                report.errors.append(Issue(line, "missing_content", conv.field(i, "content"), message))
+                usable = False
+    if generation:
+        if roles[-1] == "system" or roles == ["assistant"]:
+            message = "nothing to answer: end the row on a user turn (or on the reference answer after one)"
+            report.errors.append(Issue(line, "nothing_to_answer", conv.field(len(turns) - 1, "role"), message))
+            usable = False
+    elif len(turns) < 2:
+        message = f"{len(turns)} message(s): preprocess drops rows with fewer than 2 (as Azure does); it is counted"
+        if roles[-1] == "user":
+            message += " (a generation test's question? validate it with --generation)"
+        report.warnings.append(Issue(line, "too_few_messages", conv.whole, message))
         return False
-    usable = True
-    if "assistant" not in roles:
+    elif "assistant" not in roles:
         report.errors.append(
             Issue(
                 line,
                 "example_missing_assistant_message",
-                "messages",
+                conv.whole,
                 "no assistant message to learn from; add one or remove the row",
             )
         )
         usable = False
-    for i, (role, content) in enumerate(pairs):
-        if role == "assistant" and not content.strip():
-            report.errors.append(
-                Issue(line, "missing_content", f"messages[{i}].content", "assistant content is empty; give the answer")
-            )
-            usable = False
+    elif usable and not trained:
+        message = "every assistant turn has weight 0: nothing to learn, the job leaves the row out"
+        report.warnings.append(Issue(line, "no_trained_turn", conv.whole, message))
+        usable = False
     if "user" not in roles:
-        report.warnings.append(Issue(line, "missing_user_message", "messages", "no user message"))
+        report.warnings.append(Issue(line, "missing_user_message", conv.whole, "no user message"))
     if "system" in roles[1:]:
         i = roles.index("system", 1)
         report.warnings.append(
-            Issue(line, "system_not_first", f"messages[{i}].role", "a system message that is not first")
+            Issue(line, "system_not_first", conv.field(i, "role"), "a system message that is not first")
         )
     elif folds_system and roles[0] == "system":
         report.warnings.append(
             Issue(
                 line,
                 "system_folded",
-                "messages[0].role",
+                conv.field(0, "role"),
                 "the model's chat template has no system role: this message will be folded into the first user message",
             )
         )
     return usable
+
+
+def _well_formed(row: _Row, fmt: ChatFormat) -> bool:
+    """Whether a typed row needs no field-by-field look.
+
+    It has messages with known roles and content, weight 0 or 1 and only on assistant turns; an ultrachat row also
+    has its prompt as text and its prompt_id.
+    """
+    if not row.messages:
+        return False
+    ultrachat = fmt == ChatFormat.ULTRACHAT
+    if ultrachat and (row.prompt_id is None or memoryview(row.prompt)[:1] != b'"'):
+        return False
+    for m in row.messages:
+        if m.role not in _ROLES or not m.content:
+            return False
+        if m.weight is not None and (m.role != "assistant" or m.weight not in (0, 1)):
+            return False
+    return True
 
 
 def _dist(values: Sequence[int]) -> dict[str, float]:
@@ -220,34 +203,27 @@ def validate_file(
     min_rows: int = 1,
     counter: TokenCounter | None = None,
     seen_in_other_files: dict[int, tuple[str, int]] | None = None,
+    fmt: ChatFormat | str | None = None,
+    generation: bool = False,
 ) -> FileReport:
     """Check one file, streaming it.
 
     Args:
-        path: A jsonl, json (array), parquet or csv file with a ``messages`` column.
+        path: A jsonl, json (array), parquet or csv file of chat data.
         min_rows: The least number of usable rows (10 for a training file).
         counter: Count tokens with a model's template and check truncation at its ``max_seq_length``.
         seen_in_other_files: Shared between the files of one call: conversation fingerprint -> (path, line), to
             warn about rows that are in two files (a test row that is also a training row).
+        fmt: The chat format to read the rows in; None detects it from the rows' keys.
+        generation: The file is a generation test: each row is a prompt to answer, ending on a user turn or on
+            the reference answer after one (no assistant turn is needed).
     """
-    scan = _FileScan(FileReport(path=str(path)), counter, seen_in_other_files)
+    ff = file_format(path, fmt)
+    report = FileReport(path=str(path), format=ff.format.value, format_source=ff.source)
+    scan = _FileScan(report, counter, seen_in_other_files, ff, generation)
     for rec in iter_records(path, lazy=True):
         scan.row(rec)
     return scan.finish(min_rows)
-
-
-def _decode_row(rec: Record, report: FileReport) -> tuple[Record, Sequence[tuple[str, str]] | None, Any]:
-    """(record, its (role, content) pairs or None when unusable, its prompt_id): the fast typed decoder first."""
-    if rec.raw is not None:
-        try:
-            row = _ROW.decode(rec.raw)
-            if row.prompt_id is not None or not isinstance(rec.value, dict):
-                return rec, [(m.role, m.content) for m in row.messages], row.prompt_id
-            return rec, [(m.role, m.content) for m in row.messages], rec.value.get("prompt_id")
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            rec = decode(rec)  # not the happy shape: decode generically and say exactly what is wrong
-    pairs = _structure_problems(rec, report)
-    return rec, pairs, rec.value.get("prompt_id") if isinstance(rec.value, dict) else None
 
 
 @dataclass
@@ -257,6 +233,8 @@ class _FileScan:
     report: FileReport
     counter: TokenCounter | None
     seen_in_other_files: dict[int, tuple[str, int]] | None
+    ff: FileFormat
+    generation: bool = False
     turns: array[int] = field(default_factory=lambda: array("l"))
     chars: array[int] = field(default_factory=lambda: array("l"))
     tokens: array[int] = field(default_factory=lambda: array("l"))
@@ -264,30 +242,50 @@ class _FileScan:
     first_prompt_id: dict[str, int] = field(default_factory=dict)
     usable: int = 0
     dropped: int = 0
+    references: int = 0
     over: int = 0
     lose_all: int = 0
 
     def row(self, rec: Record) -> None:
         """Check one row and count it."""
         self.report.rows += 1
-        rec, pairs, prompt_id = _decode_row(rec, self.report)
+        rec, conv, prompt_id = self._decode(rec)
         if isinstance(prompt_id, str):
             self._prompt_id(rec.line, prompt_id)
-        if pairs is None:
+        if conv is None:
             return
-        if not _conversation_problems(
-            rec.line, pairs, self.report, self.counter.folds_system if self.counter else False
-        ):
-            self.dropped += len(pairs) < 2
+        folds = self.counter.folds_system if self.counter else False
+        if not _conversation_problems(rec.line, conv, self.report, folds, self.generation):
+            self.dropped += len(conv.turns) < 2 and not self.generation
             return
+        turns = conv.turns
         self.usable += 1
-        self.turns.append(len(pairs))
-        self.chars.append(sum(len(c) for _, c in pairs))
-        self.roles.update(r for r, _ in pairs)
+        self.references += self.generation and turns[-1].role == "assistant"
+        self.turns.append(len(turns))
+        self.chars.append(sum(len(t.content) for t in turns))
+        self.roles.update(t.role for t in turns)
         if self.seen_in_other_files is not None:
-            self._other_files(rec.line, pairs, self.seen_in_other_files)
+            self._other_files(rec.line, conv, self.seen_in_other_files)
         if self.counter is not None:
-            self._tokens(rec.line, pairs, self.counter)
+            self._tokens(rec.line, conv, self.counter)
+
+    def _decode(self, rec: Record) -> tuple[Record, Converted | None, Any]:
+        """(record, its conversation or None when unusable, its prompt_id): the fast typed decoder first."""
+        if rec.raw is not None and self.ff.format in MESSAGE_FORMATS:
+            try:
+                row = _ROW.decode(rec.raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                pass  # not the happy shape: decode generically and say exactly what is wrong
+            else:
+                if _well_formed(row, self.ff.format):
+                    return rec, Converted(row.messages), row.prompt_id
+        rec = decode(rec)
+        if rec.error_code:
+            self.report.errors.append(Issue(rec.line, rec.error_code, "", f"{rec.error}; fix or remove this line"))
+            return rec, None, None
+        conv, findings = convert(rec.value, self.ff)
+        self.report.errors += [Issue(rec.line, f.code, f.field, f.message) for f in findings]
+        return rec, conv, rec.value.get("prompt_id") if isinstance(rec.value, dict) else None
 
     def _prompt_id(self, line: int, prompt_id: str) -> None:
         if prompt_id in self.first_prompt_id:
@@ -296,8 +294,8 @@ class _FileScan:
         else:
             self.first_prompt_id[prompt_id] = line
 
-    def _other_files(self, line: int, pairs: Sequence[tuple[str, str]], seen: dict[int, tuple[str, int]]) -> None:
-        fingerprint = hash(tuple(pairs))
+    def _other_files(self, line: int, conv: Converted, seen: dict[int, tuple[str, int]]) -> None:
+        fingerprint = hash(tuple((t.role, t.content) for t in conv.turns))
         other = seen.get(fingerprint)
         if other is None:
             seen[fingerprint] = (self.report.path, line)
@@ -305,22 +303,22 @@ class _FileScan:
             message = (
                 f"the same conversation is in {other[0]}:{other[1]}; a test row seen in training inflates test metrics"
             )
-            self.report.warnings.append(Issue(line, "row_in_other_file", "messages", message))
+            self.report.warnings.append(Issue(line, "row_in_other_file", conv.whole, message))
 
-    def _tokens(self, line: int, pairs: Sequence[tuple[str, str]], counter: TokenCounter) -> None:
-        count = counter.count([{"role": r, "content": c} for r, c in pairs])
+    def _tokens(self, line: int, conv: Converted, counter: TokenCounter) -> None:
+        count = counter.count(conv.messages())
         self.tokens.append(count.tokens)
         if count.over_limit:
             self.over += 1
             message = f"{count.tokens} tokens; truncated to {counter.max_seq_length}"
-            self.report.warnings.append(Issue(line, "over_max_seq_length", "messages", message))
+            self.report.warnings.append(Issue(line, "over_max_seq_length", conv.whole, message))
         if count.loses_all_assistant_tokens:
             self.lose_all += 1
             message = (
                 f"truncation to {counter.max_seq_length} tokens leaves no assistant token: the job will "
                 "leave this row out; raise max_seq_length or shorten the conversation"
             )
-            self.report.warnings.append(Issue(line, "no_assistant_tokens_after_truncation", "messages", message))
+            self.report.warnings.append(Issue(line, "no_assistant_tokens_after_truncation", conv.whole, message))
 
     def finish(self, min_rows: int) -> FileReport:
         """The file-level errors (empty, too few usable rows) and the stats; return the report."""
@@ -338,6 +336,9 @@ class _FileScan:
             "characters": _dist(self.chars),
             "roles": dict(self.roles),
         }
+        if self.generation:
+            # Rows that end on an assistant turn: the reference answer the evaluation scores against.
+            report.stats["rows_with_reference"] = self.references
         if self.counter is not None:
             report.stats["tokens"] = _dist(self.tokens)
             report.stats["truncation"] = {
@@ -354,12 +355,29 @@ def validate_files(
     min_rows: int = 1,
     counter: TokenCounter | None = None,
     min_rows_by_path: dict[str, int] | None = None,
+    fmt: ChatFormat | str | None = None,
+    generation_paths: Sequence[Path] = (),
 ) -> list[FileReport]:
-    """Validate several files together: each on its own, plus rows that appear in more than one of them."""
+    """Validate several files together: each on its own, plus rows that appear in more than one of them.
+
+    Args:
+        paths: The files.
+        min_rows: The least number of usable rows in each, unless ``min_rows_by_path`` names the file.
+        counter: Counts tokens with a model's chat template, when given.
+        min_rows_by_path: The least number of usable rows of some files, by path.
+        fmt: The chat format of every file; None detects each file's.
+        generation_paths: The files that are generation tests (prompts, with or without a reference answer).
+    """
     seen: dict[int, tuple[str, int]] = {}
+    generation = {str(p) for p in generation_paths}
     return [
         validate_file(
-            p, min_rows=(min_rows_by_path or {}).get(str(p), min_rows), counter=counter, seen_in_other_files=seen
+            p,
+            min_rows=(min_rows_by_path or {}).get(str(p), min_rows),
+            counter=counter,
+            seen_in_other_files=seen,
+            fmt=fmt,
+            generation=str(p) in generation,
         )
         for p in paths
     ]

@@ -16,7 +16,8 @@ from chattune.pipeline.context import KeyInputs, Step
 from chattune.pipeline.outputs import StepOutput
 
 # Bump when a step's code changes what it produces for the same inputs. 2: keys built from the typed step protocol.
-CACHE_VERSION = 2
+# 3: chat formats converted into messages, OpenAI's weight honoured, rows ending on a user turn generated for.
+CACHE_VERSION = 3
 
 
 def step_key(step: Step[StepOutput], given: KeyInputs, keys: dict[str, str]) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ModelWrapValidatorHandler, ValidationError, field_serializer, model_validator
 
+from chattune.data.chat_formats import ChatFormat
 from chattune.errors import ConfigError, Problem
 from chattune.training.params import OptimizationParams, Strict, TrainingParams
 
@@ -21,11 +22,17 @@ from chattune.training.params import OptimizationParams, Strict, TrainingParams
 class DataSpec(Strict):
     """The data files of a job."""
 
-    train: str = Field(description="Training file: jsonl, json, parquet or csv with a `messages` column.")
+    train: str = Field(
+        description="Training file: jsonl, json, parquet or csv, in a chat format (openai messages, ultrachat, "
+        "sharegpt, alpaca, dolly, prompt_completion)."
+    )
     validation: str | None = Field(None, description="Validation file; default: the last 20% of train.")
     test: str | None = Field(None, description="Test file for loss and perplexity.")
     generation_test: str | None = Field(None, description="Conversations whose last assistant turn is regenerated.")
     max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
+    # One format for every file of the job, as `chattune data validate --format` takes it; unset, each file's is
+    # detected from the keys of its rows (a file may be alpaca and another openai).
+    format: ChatFormat | None = Field(None, description="The chat format of every data file; default: detected.")
 
 
 class EvaluationSpec(Strict):

@@ -29,6 +29,9 @@ class FileCheck(StepOutput):
     path: str
     sha256: str
     rows: int
+    # The chat format the rows were read in, and how it was decided (given, detected from line N).
+    format: str = "openai"
+    format_source: str = "default"
     valid: bool
     warnings: int
     dropped_rows: int = 0
@@ -57,6 +60,8 @@ class SplitStats(StepOutput):
     tokens: int
     truncated: int = 0
     too_few_messages: int = 0
+    # Rows whose every assistant turn has OpenAI's weight 0: context only, nothing to train.
+    no_trained_turn: int = 0
     no_assistant_tokens: int = 0
     system_folded: int = 0
 
@@ -88,7 +93,11 @@ class EvaluateOutput(StepOutput):
     """``evaluate``: metrics of the base and the fine-tuned model side by side."""
 
     metrics: dict[str, dict[str, float]]
+    # generation_test rows answered, and those among them with a reference answer (the text metrics' rows).
     generation_rows: int = 0
+    reference_rows: int = 0
+    # What was computed on how many rows, as the job log and metrics.md say it.
+    note: str | None = None
 
 
 OUTPUT_TYPES: dict[str, type[StepOutput]] = {

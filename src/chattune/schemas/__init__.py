@@ -5,6 +5,7 @@ Each is a pydantic model built from domain entities (``Schema.model_validate(ent
 """
 
 from chattune.schemas.base import ListPage, Schema
+from chattune.schemas.cache import CacheEntryPublic, CachePublic
 from chattune.schemas.compute import ComputeCheckPublic, ComputePublic, GpuPublic, MemoryEstimatePublic
 from chattune.schemas.data import (
     DataDemo,
@@ -53,6 +54,8 @@ from chattune.schemas.models import (
 from chattune.schemas.quickstart import QuickstartResult
 
 __all__ = [
+    "CacheEntryPublic",
+    "CachePublic",
     "CatalogEntryPublic",
     "CatalogEntrySummary",
     "CheckpointMetrics",

@@ -23,6 +23,10 @@ class DataFileReport(Schema):
 
     path: str
     rows: int
+    # The chat format the rows were read in (openai, ultrachat, sharegpt, alpaca, dolly, prompt_completion) and how
+    # it was decided: given, detected from line N, or default (no row has a known format's keys).
+    format: str
+    format_source: str
     valid: bool
     errors: list[DataIssue] = []
     warnings: list[DataIssue] = []
@@ -37,10 +41,14 @@ class DataValidation(Schema):
 
 
 class DataRow(Schema):
-    """A row of a file as read (``row`` is None where the line could not be read, with ``error``)."""
+    """A row of a file as read, and its messages.
+
+    ``row`` is None where the line could not be read (see ``error``); ``messages`` where the row cannot be converted.
+    """
 
     line: int
     row: Any = None
+    messages: list[dict[str, Any]] | None = None
     error: str | None = None
 
 
@@ -48,6 +56,8 @@ class DataPreview(Schema):
     """``data show``: a few rows and the file's statistics, with its error and warning counts."""
 
     path: str
+    format: str
+    format_source: str
     rows: list[DataRow]
     stats: dict[str, Any]
     valid: bool
@@ -75,6 +85,7 @@ class DataImported(Schema):
 
     source: str
     path: str
+    format: str
     rows: int
     warnings: int
 

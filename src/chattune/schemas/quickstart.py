@@ -41,10 +41,10 @@ class QuickstartEndpoint(Schema):
 
 
 class QuickstartRequest(Schema):
-    """The sample question sent, and the test set's reference answer."""
+    """The sample question sent, and the test set's reference answer (None where the row ends on the question)."""
 
     question: str
-    reference: str
+    reference: str | None = None
 
 
 class QuickstartResult(Schema):

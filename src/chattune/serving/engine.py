@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from chattune import versions
 from chattune.entities import DeploymentSettings
 from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from chattune.inference import (
@@ -88,6 +89,7 @@ class Engine:
 
     def _load(self) -> None:
         try:
+            versions.check()  # an older transformers would ignore the engine's KV cache and answer garbage
             # The tokenizer (and chat template) saved with the fine-tuned model is the one used in training.
             first = self.adapter_path
             tokenizer = load_tokenizer(first if first and _has_tokenizer(first) else self.base_path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from chattune.errors import UserError
 
@@ -83,13 +83,76 @@ def supports_system_role(tokenizer: Any, template: str | None = None) -> bool:
 
 
 def encode(tokenizer: Any, messages: list[dict[str, Any]], template: str, fold: bool) -> tuple[list[int], list[int]]:
-    """Token ids and the assistant mask (1 = trained) of one conversation, via the template's generation markers."""
+    """Token ids and the assistant mask (1 = trained) of one conversation, via the template's generation markers.
+
+    An assistant message with ``weight: 0`` (OpenAI's per-message weight) is context: rendered, not trained. Its
+    tokens are found from the character spans of the template's generation blocks (transformers' renderer), and
+    zeroed in the mask transformers computed.
+    """
     if fold:
         messages = fold_system(messages)
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    untrained = {i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight") == 0}
     enc = tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        plain,
+        chat_template=template,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        tokenizer_kwargs={"return_offsets_mapping": True} if untrained else None,
     )
-    return list(enc["input_ids"]), list(enc["assistant_masks"])
+    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+    if untrained:
+        spans = turn_spans(tokenizer, plain, template)
+        off = [span for span, owner in spans if owner in untrained]
+        on = [span for span, owner in spans if owner not in untrained]
+        for k, (start, end) in enumerate(enc["offset_mapping"]):
+            if mask[k] and _overlaps(start, end, off) and not _overlaps(start, end, on):
+                mask[k] = 0
+    return ids, mask
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether the characters [start, end) touch a span (transformers' rule for a token in a generation block)."""
+    return any(start < e and end > s for s, e in spans)
+
+
+def turn_spans(tokenizer: Any, messages: list[dict[str, Any]], template: str) -> list[tuple[tuple[int, int], int]]:
+    """The template's generation blocks as ``((start, end), message index)``: which assistant turn each one trains.
+
+    Blocks come in the order of the turns. A block that holds a turn's content belongs to that turn; one that holds
+    none (Phi-3's training template trains the final eos in a block of its own) belongs to the turn before it.
+
+    Raises:
+        UserError: An assistant turn's content is in no block, so its tokens cannot be told apart.
+    """
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    # transformers annotates the return as str; it is the rendered chats and each one's generation spans.
+    rendered, indices = cast(
+        tuple[list[str], list[list[tuple[int, int]]]],
+        render_jinja_template(
+            conversations=[messages],
+            chat_template=template,
+            return_assistant_tokens_mask=True,
+            **tokenizer.special_tokens_map,
+        ),
+    )
+    text, blocks = rendered[0], indices[0]
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    owners: list[tuple[tuple[int, int], int]] = []
+    matched = 0
+    for start, end in blocks:
+        if matched < len(turns) and messages[turns[matched]]["content"].strip() in text[start:end]:
+            matched += 1
+        owners.append(((start, end), turns[max(matched - 1, 0)]))
+    if matched < len(turns):
+        raise UserError(
+            f"the training chat template has no generation block holding assistant turn messages[{turns[matched]}]",
+            remedy="Per-message weight needs each assistant turn inside {% generation %}...{% endgeneration %}; "
+            "fix the template, or drop `weight` from the data.",
+        )
+    return owners
 
 
 def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

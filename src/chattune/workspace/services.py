@@ -166,7 +166,13 @@ class DataService:
         return TokenCounter.for_model(self._catalog.import_model(model).path, max_seq_length)
 
     def validate(
-        self, files: Sequence[Path], *, min_rows: int = 1, counter: TokenCounter | None = None
+        self,
+        files: Sequence[Path],
+        *,
+        min_rows: int = 1,
+        counter: TokenCounter | None = None,
+        fmt: str | None = None,
+        generation: bool = False,
     ) -> list[FileReport]:
         """Check files and report every error at once (file:line, field, code).
 
@@ -174,19 +180,32 @@ class DataService:
             files: jsonl, json, parquet or csv files.
             min_rows: The least number of usable rows in each.
             counter: Counts tokens with a model's chat template, when given.
+            fmt: The chat format of every file (``openai``, ``alpaca``, ...); None detects each file's.
+            generation: The files are generation tests (prompts, with or without a reference answer).
 
         Returns:
             One report per file.
         """
         from chattune.data.validate import validate_files
 
-        return validate_files(files, min_rows=min_rows, counter=counter)
+        return validate_files(
+            files, min_rows=min_rows, counter=counter, fmt=fmt, generation_paths=files if generation else ()
+        )
 
-    def import_file(self, path: Path, out_dir: Path) -> tuple[Path, FileReport]:
-        """Validate a local file and write it as canonical JSON Lines under ``out_dir``."""
+    def import_file(self, path: Path, out_dir: Path, fmt: str | None = None) -> tuple[Path, FileReport]:
+        """Validate a local file and write it as canonical JSON Lines under ``out_dir``.
+
+        Args:
+            path: A data file in any chat format.
+            out_dir: Where ``<stem>.jsonl`` is written.
+            fmt: The chat format of its rows; None detects it.
+
+        Returns:
+            The file written and its validation report.
+        """
         from chattune.data.imports import import_file
 
-        return import_file(path, out_dir)
+        return import_file(path, out_dir, fmt)
 
     def demo(self, out_dir: Path, *, rows: int = 400, seed: int = 0) -> dict[str, Path]:
         """Write the built-in demo dataset (ultrachat_200k's schema and split names)."""

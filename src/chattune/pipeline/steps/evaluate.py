@@ -1,7 +1,9 @@
 """evaluate: test loss and perplexity, and the task metric on generation_test, for base and fine-tuned side by side.
 
 Generation follows Azure's evaluation: the trailing assistant turn of each test conversation is removed and
-regenerated (greedy), then compared with the reference by exact match and ROUGE-L (rouge-score).
+regenerated (greedy), then compared with the reference by exact match, ROUGE and BLEU. A row that ends on a user
+turn (ultrachat_200k's test_gen) is answered too, with no reference to score against: every answer is kept in
+``predictions.jsonl``, and the metrics say on how many rows they were computed.
 """
 
 from __future__ import annotations
@@ -12,20 +14,12 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from chattune.data.conversations import GenerationCase, generation_case, read_conversations
 from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
 from chattune.pipeline.context import KeyInputs, StepContext
 from chattune.pipeline.outputs import EvaluateOutput
-from chattune.pipeline.steps.preprocess import read_conversations
 from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
-
-
-def split_reference(conversation: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str] | None:
-    """Split a conversation into its prompt and its last assistant turn, the reference; None without one."""
-    if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
-        return None
-    return conversation[:-1], conversation[-1]["content"]
-
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -52,7 +46,7 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict[str, flo
     return out
 
 
-def _write_table(step_dir: Any, metrics: dict[str, dict[str, float]]) -> None:
+def _write_table(step_dir: Any, metrics: dict[str, dict[str, float]], note: str | None) -> None:
     """metrics.json and a Markdown table, base beside tuned (MLflow artifacts of the evaluate run)."""
     (step_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = sorted(set(metrics["base"]) | set(metrics["tuned"]))
@@ -61,7 +55,24 @@ def _write_table(step_dir: Any, metrics: dict[str, dict[str, float]]) -> None:
         f"| {k} | {metrics['base'].get(k, float('nan')):.4g} | {metrics['tuned'].get(k, float('nan')):.4g} |"
         for k in names
     ]
+    if note:
+        lines += ["", note]
     (step_dir / "metrics.md").write_text("\n".join(lines) + "\n")
+
+
+def generation_note(cases: list[GenerationCase], rows: int) -> str:
+    """What the generation metrics were computed on, in words for the job log and metrics.md.
+
+    For example ``generation_test: generated 10/10 rows, reference metrics on 0 (10 without a reference answer: the
+    row ends on a user turn)``.
+    """
+    scored = sum(c.reference is not None for c in cases)
+    note = f"generation_test: generated {len(cases)}/{rows} rows, reference metrics on {scored}"
+    if scored < len(cases):
+        note += f" ({len(cases) - scored} without a reference answer: the row ends on a user turn)"
+    if len(cases) < rows:
+        note += f"; {rows - len(cases)} row(s) with nothing to answer"
+    return note
 
 
 def _loss(model: Any, tokenizer: Any, dataset: Any, ctx: StepContext) -> dict[str, float]:
@@ -136,10 +147,14 @@ def run(ctx: StepContext) -> EvaluateOutput:
             yield load_model(str(tuned.trained_model))
 
     test_split = ctx.inputs.preprocess.splits.get("test")
-    gen_cases: list[tuple[list[dict[str, Any]], str]] = []
+    cases: list[GenerationCase] = []
+    note = None
     if ctx.spec.data.generation_test:
-        rows = read_conversations(ctx.spec.data.generation_test)[: ctx.spec.evaluation.max_rows]
-        gen_cases = [case for case in (split_reference(r) for r in rows) if case is not None]
+        rows = read_conversations(ctx.spec.data.generation_test, ctx.spec.data.format)[: ctx.spec.evaluation.max_rows]
+        cases = [case for case in (generation_case(r) for r in rows) if case is not None]
+        note = generation_note(cases, len(rows))
+        ctx.progress(f"  {note}")
+    scored = [i for i, c in enumerate(cases) if c.reference is not None]
 
     metrics: dict[str, dict[str, float]] = {"base": {}, "tuned": {}}
     predictions: dict[str, list[str]] = {}
@@ -147,28 +162,31 @@ def run(ctx: StepContext) -> EvaluateOutput:
         with as_model(which) as model:
             if test_split:
                 metrics[which].update(_loss(model, tokenizer, load_from_disk(test_split.path), ctx))
-            if gen_cases:
+            if cases:
                 gen = ChatGenerator(model, tokenizer)
                 params = GenerationParams(max_new_tokens=ctx.spec.evaluation.max_new_tokens)
                 outs: list[str] = []
                 size = ctx.spec.evaluation.batch_size
-                for i in range(0, len(gen_cases), size):
-                    chunk = gen_cases[i : i + size]
-                    outs += [g.text for g in gen.generate([c[0] for c in chunk], params)]
-                    ctx.progress(f"  {which}: generated {len(outs)}/{len(gen_cases)}")
+                for i in range(0, len(cases), size):
+                    outs += [g.text for g in gen.generate([c.prompt for c in cases[i : i + size]], params)]
+                    ctx.progress(f"  {which}: generated {len(outs)}/{len(cases)}")
                 predictions[which] = outs
-                metrics[which].update(text_metrics(outs, [c[1] for c in gen_cases]))
-        ctx.progress(f"  {which}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items()))
+                if scored:
+                    references = [str(cases[i].reference) for i in scored]
+                    metrics[which].update(text_metrics([outs[i] for i in scored], references))
+        computed = ", ".join(f"{k} {v:.4g}" for k, v in metrics[which].items())
+        ctx.progress(f"  {which}: {computed or 'no metrics (no test file, and no reference answer to score)'}")
 
-    _write_table(ctx.step_dir, metrics)
-    if gen_cases:
+    _write_table(ctx.step_dir, metrics, note)
+    if cases:
         with (ctx.step_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-            for i, (conv, ref) in enumerate(gen_cases):
+            for i, case in enumerate(cases):
                 row = {
-                    "prompt": conv,
-                    "reference": ref,
+                    "line": case.line,
+                    "prompt": case.prompt,
+                    "reference": case.reference,
                     "base": predictions["base"][i],
                     "tuned": predictions["tuned"][i],
                 }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return EvaluateOutput(metrics=metrics, generation_rows=len(gen_cases))
+    return EvaluateOutput(metrics=metrics, generation_rows=len(cases), reference_rows=len(scored), note=note)

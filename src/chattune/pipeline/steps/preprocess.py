@@ -1,17 +1,18 @@
 """preprocess: apply the model's chat template, mark assistant tokens for the loss, truncate, split.
 
-Azure's rules, with nothing dropped silently: validation defaults to the last 20% of train (a contiguous slice,
+Each file is read in its chat format (detected, or the job's ``data.format``) and converted into messages. Azure's
+rules, with nothing dropped silently: validation defaults to the last 20% of train (a contiguous slice,
 as Azure does); a template without a system role gets the system message folded into the first user message;
-sequences are truncated to min(max_seq_length, model max); every assistant turn is trained and nothing else;
+sequences are truncated to min(max_seq_length, model max); every assistant turn is trained (but those
+with OpenAI's ``weight: 0``) and nothing else;
 rows that lose every assistant token to truncation are counted, and the step fails if none is left.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from chattune.data.formats import read_records
+from chattune.data.conversations import read_conversations
 from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer
 from chattune.pipeline.context import KeyInputs, StepContext
@@ -21,21 +22,18 @@ from chattune.templates import encode, supports_system_role, template_hash, trai
 VALIDATION_FRACTION = 0.2
 
 
-def read_conversations(path: str | Path) -> list[list[dict[str, Any]]]:
-    """The conversations of a data file, each message reduced to its role and content."""
-    return [
-        [{"role": m["role"], "content": m["content"]} for m in r.value["messages"]] for r in read_records(Path(path))
-    ]
-
-
 def tokenize(
     conversations: list[list[dict[str, Any]]], tokenizer: Any, template: str, max_len: int, fold: bool
 ) -> tuple[dict[str, list[Any]], dict[str, int]]:
-    """Token ids and assistant masks per row (via the template's {% generation %} markers), truncated."""
+    """Token ids and assistant masks per row (via the template's {% generation %} markers), truncated.
+
+    Assistant turns with ``weight: 0`` are context: in the ids, not in the mask.
+    """
     columns: dict[str, list[Any]] = {"input_ids": [], "assistant_masks": []}
     counts = {
         "rows": len(conversations),
         "too_few_messages": 0,
+        "no_trained_turn": 0,
         "truncated": 0,
         "no_assistant_tokens": 0,
         "system_folded": 0,
@@ -44,6 +42,11 @@ def tokenize(
     for messages in conversations:
         if len(messages) < 2:  # Azure drops these; here they are counted and reported
             counts["too_few_messages"] += 1
+            continue
+        if all(m.get("weight") == 0 for m in messages if m["role"] == "assistant") and any(
+            m["role"] == "assistant" for m in messages
+        ):
+            counts["no_trained_turn"] += 1  # every answer is context (weight 0): nothing to learn
             continue
         if fold and messages and messages[0]["role"] == "system":
             counts["system_folded"] += 1
@@ -100,24 +103,32 @@ def run(ctx: StepContext) -> PreprocessOutput:
     max_len = ctx.resolved.max_length(context_length(model_path, tokenizer))
 
     data = ctx.spec.data
-    train = read_conversations(data.train)
+
+    def read(path: str) -> list[list[dict[str, Any]]]:
+        return [c.messages for c in read_conversations(path, data.format)]
+
+    train = read(data.train)
     if data.max_train_rows:
         train = train[: data.max_train_rows]
     if data.validation:
-        validation = read_conversations(data.validation)
+        validation = read(data.validation)
     else:
         cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
         train, validation = train[:cut], train[cut:]
         ctx.progress(f"  validation: the last {len(validation)} rows of train (no validation file given)")
     splits = {"train": train, "validation": validation}
     if data.test:
-        splits["test"] = read_conversations(data.test)[: ctx.spec.evaluation.max_rows]
+        splits["test"] = read(data.test)[: ctx.spec.evaluation.max_rows]
 
     stats: dict[str, SplitStats] = {}
     for name, conversations in splits.items():
         columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
         if counts["too_few_messages"]:
             ctx.log.warning("%s: %d row(s) with fewer than 2 messages left out", name, counts["too_few_messages"])
+        if counts["no_trained_turn"]:
+            ctx.log.warning(
+                "%s: %d row(s) whose every assistant turn has weight 0 left out", name, counts["no_trained_turn"]
+            )
         if counts["no_assistant_tokens"]:
             ctx.log.warning(
                 "%s: %d row(s) lost every assistant token to truncation at %d tokens; they are left out",
@@ -137,6 +148,7 @@ def run(ctx: StepContext) -> PreprocessOutput:
             f"  {name}: {len(columns['input_ids'])}/{counts['rows']} rows, {counts['tokens']} tokens, "
             f"{counts['truncated']} truncated, {counts['no_assistant_tokens']} without assistant tokens, "
             f"{counts['too_few_messages']} with fewer than 2 messages"
+            + (f", {counts['no_trained_turn']} with every answer at weight 0" if counts["no_trained_turn"] else "")
         )
     (ctx.step_dir / "training_chat_template.jinja").write_text(train_template)
     return PreprocessOutput(

@@ -28,8 +28,8 @@ class Validate:
     needs: tuple[str, ...] = ()
 
     def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
-        """The content of every data file."""
-        return {"files": given.file_hashes}
+        """The content of every data file and the format they are read in."""
+        return {"files": given.file_hashes, "format": given.spec.data.format}
 
     def run(self, ctx: StepContext) -> ValidateOutput:
         """Validate every data file; a file with errors fails the step."""
@@ -45,7 +45,12 @@ def run(ctx: StepContext) -> ValidateOutput:
     paths = {r: Path(p) for r, p in roles.items() if p}
     # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
     # training row is reported).
-    reports = validate_files(list(paths.values()), min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS})
+    reports = validate_files(
+        list(paths.values()),
+        min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS},
+        fmt=ctx.spec.data.format,
+        generation_paths=[paths["generation_test"]] if "generation_test" in paths else [],
+    )
     files: dict[str, FileCheck] = {}
     for (role, path), report in zip(paths.items(), reports, strict=True):
         for w in report.warnings:
@@ -54,12 +59,15 @@ def run(ctx: StepContext) -> ValidateOutput:
             path=str(path),
             sha256=file_sha256(path),
             rows=report.rows,
+            format=report.format,
+            format_source=report.format_source,
             valid=report.valid,
             warnings=len(report.warnings),
             dropped_rows=report.stats.get("dropped_rows", 0),
         )
         ctx.progress(
-            f"  {role}: {path} ({report.rows} rows, {len(report.errors)} errors, {len(report.warnings)} warnings"
+            f"  {role}: {path} ({report.format}, {report.format_source}; {report.rows} rows, {len(report.errors)} "
+            f"errors, {len(report.warnings)} warnings"
             + (
                 f", {report.stats['dropped_rows']} to drop: fewer than 2 messages"
                 if report.stats.get("dropped_rows")
