@@ -16,11 +16,12 @@ from chattune import compute as compute_lib
 from chattune.catalog import CatalogEntry
 from chattune.errors import UserError
 from chattune.settings import Settings
-from chattune.store import Store
+from chattune.store import ComputeStore, Store
 
 if TYPE_CHECKING:
     from chattune.catalog.importer import ImportedModel
     from chattune.compute import CheckResult, ComputeInfo
+    from chattune.compute.targets import ComputeTargets
     from chattune.data.tokens import TokenCounter
     from chattune.data.validate import FileReport
 
@@ -59,7 +60,21 @@ class CatalogService:
 
 
 class ComputeService:
-    """This machine's devices and whether a catalog model can be fine-tuned on them."""
+    """This machine's devices, whether a catalog model can be fine-tuned on them, and the workspace's compute targets.
+
+    Args:
+        store: The workspace database, opened on first use (only the compute targets need it).
+    """
+
+    def __init__(self, store: Callable[[], ComputeStore]) -> None:
+        self._store = store
+
+    @property
+    def targets(self) -> ComputeTargets:
+        """The named compute targets: ``local`` and Ray clusters (add, start-ray, stop-ray, list)."""
+        from chattune.compute.targets import ComputeTargets
+
+        return ComputeTargets(self._store())
 
     def detect(self) -> ComputeInfo:
         """GPUs, CPU cores and RAM of this machine."""

@@ -1,0 +1,176 @@
+"""Jobs on a Ray compute target: a local cluster started with `chattune compute start-ray` (a head and one worker
+node on 127.0.0.1, one CPU each), a tiny-test job on 2 Ray Train workers (one per node: each node has one CPU), its
+driver killed with SIGKILL and the job resumed from the last Ray checkpoint, then registered with its lineage.
+`compute stop-ray` stops exactly what `start-ray` started: no process of the cluster remains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from chattune.schemas import ComputeTargetList, ComputeTargetPublic, ComputeTargetStopped, JobSummary
+from tests.conftest import exact, parse_json
+from tests.integration.test_job_lifecycle import _wait
+
+pytest.importorskip("ray.train", reason="the ray extra is not installed (make install installs it)")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two Ray nodes of one CPU each need two CPU cores"),
+]
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _cluster_processes(temp_dir: str, pids: list[int]) -> list[int]:
+    """Processes of the cluster still running: its `ray start` processes and anything naming its temp dir."""
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] in pids or temp_dir in cmdline:
+            left.append(proc.info["pid"])
+    return left
+
+
+@pytest.fixture(scope="module")
+def ray_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("ray")
+    home = root / "home"
+    env = {**os.environ, "CHATTUNE_HOME": str(home), "CHATTUNE_CREDENTIALS_PATH": str(root / "credentials.json")}
+
+    def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chattune.cli.main", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
+    started = time.monotonic()
+    target = exact(ComputeTargetPublic, parse_json(run("compute", "start-ray", "dev", "--workers", "1", "--json")))
+    print(f"start-ray: {time.monotonic() - started:.1f}s")
+    cluster = target["local_cluster"]
+    try:
+        yield {"home": home, "run": run, "target": target, "root": root}
+    finally:
+        stopped = run("compute", "stop-ray", "dev", "--json")
+        left = _cluster_processes(cluster["temp_dir"], cluster["pids"])
+        for pid in left:  # a failed stop must not leave the cluster running on a shared machine
+            with __import__("contextlib").suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        doc = exact(ComputeTargetStopped, parse_json(stopped))
+        assert doc["stopped_pids"] == cluster["pids"]
+        assert left == [], f"processes of the cluster left running: {left}"
+        assert not Path(cluster["temp_dir"]).exists()
+
+
+def test_compute_list_shows_the_clusters_nodes_as_ray_reports_them(ray_workspace: dict[str, Any]) -> None:
+    listed = exact(ComputeTargetList, parse_json(ray_workspace["run"]("compute", "list", "--json")))
+    by_name = {t["name"]: t for t in listed["data"]}
+    assert listed["data"][0]["name"] == "local" and by_name["local"]["kind"] == "local"
+    dev = by_name["dev"]
+    assert dev["reachable"] and dev["managed"] and dev["address"] == ray_workspace["target"]["address"]
+    assert [n["alive"] for n in dev["nodes"]] == [True, True]
+    assert sum(n["is_head"] for n in dev["nodes"]) == 1 and dev["cpus"] == 2 and dev["gpus"] == 0
+    assert all(n["address"] == "127.0.0.1" for n in dev["nodes"])  # both nodes on loopback
+    assert dev["memory_gb"] > 0 and dev["ray_version"]
+
+
+def _job_file(root: Path) -> Path:
+    data = root / "data"
+    if not data.exists():
+        from chattune.data import demo
+
+        demo.write(data, rows=24)
+    path = root / "ray-job.yaml"
+    path.write_text(
+        """model: tiny-test
+experiment_name: ray
+compute: dev
+resources:
+  instance_count: 2
+  processes_per_instance: 1
+data:
+  train: data/train_sft.jsonl
+  test: data/test_sft.jsonl
+training:
+  per_device_train_batch_size: 2
+  max_seq_length: 64
+  max_steps: 24
+  logging_steps: 1
+  save_strategy: steps
+  save_steps: 4
+  save_total_limit: 2
+  evaluation_strategy: "no"
+  seed: 7
+optimization:
+  apply_lora: true
+  lora_r: 4
+evaluation:
+  max_rows: 4
+  max_new_tokens: 4
+"""
+    )
+    return path
+
+
+def test_a_job_trains_on_two_ray_workers_survives_a_killed_driver_and_registers(
+    ray_workspace: dict[str, Any],
+) -> None:
+    run, home = ray_workspace["run"], ray_workspace["home"]
+    started = time.monotonic()
+    job = exact(JobSummary, parse_json(run("jobs", "create", "-f", str(_job_file(ray_workspace["root"])), "--json")))
+    job_dir = home / "jobs" / job["id"]
+
+    def ray_checkpoints() -> list[Path]:
+        return sorted(p for p in job_dir.glob("checkpoint_*") if (p / "checkpoint" / "trainer_state.json").exists())
+
+    _wait(lambda: bool(ray_checkpoints()), timeout=180, what="a first Ray Train checkpoint")
+    print(f"first Ray checkpoint: {time.monotonic() - started:.1f}s")
+    os.kill(parse_json(run("jobs", "show", job["id"], "--json"))["pid"], signal.SIGKILL)  # the driver
+    _wait(lambda: parse_json(run("jobs", "show", job["id"], "--json"))["status"] == "failed", what="failed status")
+    shown = parse_json(run("jobs", "show", job["id"], "--json"))
+    assert shown["error"]["code"] == "runner_died"
+    reported = [
+        json.loads((p / "checkpoint" / "trainer_state.json").read_text())["global_step"] for p in ray_checkpoints()
+    ]
+    killed_at = max(reported)
+    assert 0 < killed_at < 24
+
+    result = run("jobs", "resume", job["id"], "--stream", "--json", timeout=300)
+    assert exact(JobSummary, parse_json(result))["status"] == "succeeded", result.stderr
+    print(f"job with kill and resume: {time.monotonic() - started:.1f}s")
+    log = result.stderr
+    assert "launching 2 Ray Train workers on compute dev" in log and "gloo on CPUs" in log
+    resumed_from = int(log.split("resuming from checkpoint-", 1)[1].split()[0])
+    assert resumed_from >= killed_at  # the last checkpoint Ray Train has (a later one may have landed after the look)
+
+    final = parse_json(run("jobs", "show", job["id"], "--json"))
+    steps = {s["name"]: s for s in final["steps"]}
+    metrics = steps["finetune"]["outputs"]["metrics"]
+    assert metrics["processes"] == 2 and metrics["compute"] == "dev" and metrics["global_steps"] == 24
+    assert steps["evaluate"]["status"] == "succeeded" and steps["finetune"]["mlflow_run_id"]
+    # the events: metrics of every step before the kill, and after the resume from the checkpoint's next step on
+    events = final["events"]
+    resumed_at = next(i for i, e in enumerate(events) if e["message"].startswith("resume requested"))
+    after = [e["data"]["step"] for e in events[resumed_at:] if e["type"] == "metrics" and "loss" in e["data"]]
+    assert after[0] == resumed_from + 1 and after[-1] == 24
+    assert [c["step_number"] for c in final["checkpoints"]] == [20, 24]  # save_total_limit 2
+    assert len(ray_checkpoints()) == 2  # Ray Train keeps as many (CheckpointConfig.num_to_keep)
+
+    # the trained adapter is the step's output: registering works as for a local job, with the compute in lineage
+    mv = parse_json(run("models", "register", "--job", job["id"], "--name", "tiny-ray", "--json"))
+    detail = parse_json(run("models", "show", f"tiny-ray:{mv['version']}", "--json"))
+    assert detail["lineage"]["compute"] == {"target": "dev", "kind": "ray", "workers": 2}
