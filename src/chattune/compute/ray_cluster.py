@@ -45,7 +45,6 @@ def loopback_env(cluster: LocalRayCluster) -> dict[str, str]:
     return {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(Path(cluster.temp_dir) / TOKEN_FILE),
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": DRAIN_S,
     }
@@ -137,7 +136,10 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
                     "--head",
                     f"--port={cluster.gcs_port}",
                     f"--ray-client-server-port={_free_port()}",
-                    "--include-dashboard=false",
+                    # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls.
+                    "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={_free_port()}",
                     f"--temp-dir={temp_dir}",
                     *common,
                 ],

@@ -205,9 +205,13 @@ class JobService:
             # listed is what the resume can use.
             shutil.rmtree(partial)
             self.append_log(job_id, f"removed {partial.name}: its save was interrupted (no {checkpoints.STATE})")
-        newest = checkpoints.last(root)
-        at = checkpoints.step_of(newest) if newest else "none"
-        self.append_log(job_id, f"resume requested; last checkpoint: {at}")
+        if JobSpec.model_validate(job.spec).compute != LOCAL_COMPUTE:
+            # Ray Train decides: the last checkpoint it registered (its run folder, named after the job).
+            self.append_log(job_id, "resume requested; Ray Train continues from the last checkpoint it registered")
+        else:
+            newest = checkpoints.last(root)
+            at = checkpoints.step_of(newest) if newest else "none"
+            self.append_log(job_id, f"resume requested; last checkpoint: {at}")
         self.start(job_id, resume=True)
         return self.get(job_id)
 

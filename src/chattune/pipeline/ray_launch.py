@@ -68,11 +68,14 @@ def launch(ctx: StepContext) -> FinetuneOutput:
         StepFailedError: Training failed (after Ray's restarts).
         JobCancelledError: The job was cancelled (the run's workers are stopped with the driver's Ray job).
     """
+    target = ComputeTargets(ctx.store).get(ctx.spec.compute)
+    # A local cluster's token and loopback settings: in the environment before Ray is imported (it reads its
+    # authentication mode once per process).
+    os.environ.update(driver_env(target))
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    target = ComputeTargets(ctx.store).get(ctx.spec.compute)
     resources = ctx.spec.resources
     result_path = ctx.step_dir / RESULT
     result_path.unlink(missing_ok=True)
@@ -93,7 +96,6 @@ def launch(ctx: StepContext) -> FinetuneOutput:
             checkpoint_config=CheckpointConfig(num_to_keep=limit if limit > 0 else None),
         ),
     )
-    os.environ.update(driver_env(target))  # a local cluster's token and loopback addressing, before Ray starts
     ctx.progress(
         f"  launching {resources.workers} Ray Train workers on compute {target.name} ({target.address}), "
         f"{'NCCL on GPUs' if resources.use_gpu else 'gloo on CPUs'}"
