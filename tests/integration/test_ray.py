@@ -161,17 +161,33 @@ def test_a_job_trains_on_two_ray_workers_and_registers_with_its_compute(ray_work
     assert detail["lineage"]["compute"] == {"target": "dev", "kind": "ray", "workers": 2}
 
 
+def _train_workers(cluster: dict[str, Any]) -> list[psutil.Process]:
+    """The cluster's Ray Train worker processes: descendants of its nodes titled ``ray::RayTrainWorker...``."""
+    found = []
+    for pid in cluster["pids"]:
+        with contextlib.suppress(psutil.Error):
+            for proc in psutil.Process(pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if (proc.cmdline() or [""])[0].startswith("ray::RayTrainWorker"):
+                        found.append(proc)
+    return found
+
+
 @pytest.mark.slow
-def test_a_killed_driver_fails_the_job_and_resume_continues_from_the_last_ray_checkpoint(
+def test_a_killed_worker_is_restarted_and_a_killed_driver_resumes_from_the_last_ray_checkpoint(
     ray_workspace: dict[str, Any],
 ) -> None:
-    """Minutes on two loaded cores (two Ray Train start-ups): `-m slow` runs it."""
+    """Minutes on two loaded cores (three Ray Train start-ups): `-m slow` runs it.
+
+    A training worker killed with SIGKILL: Ray Train restarts the worker group (FailureConfig.max_failures) from its
+    last registered checkpoint. Then the driver (the job runner) killed: the job is failed on the next look, and
+    `jobs resume` continues from Ray Train's last registered checkpoint to the same final step.
+    """
     run, home = ray_workspace["run"], ray_workspace["home"]
     path = _job_file(ray_workspace["root"])
-    path.write_text(path.read_text().replace("max_steps: 8", "max_steps: 40"))
+    path.write_text(path.read_text().replace("max_steps: 8", "max_steps: 80"))
     job = exact(JobSummary, parse_json(run("jobs", "create", "-f", str(path), "--json")))
     job_dir = home / "jobs" / job["id"]
-
     snapshot = job_dir / "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
 
     def registered() -> int:
@@ -179,23 +195,35 @@ def test_a_killed_driver_fails_the_job_and_resume_continues_from_the_last_ray_ch
             return int(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
         return 0
 
+    def log() -> str:
+        return (job_dir / "job.log").read_text()
+
     _wait(lambda: registered() > 0, timeout=300, what="a first Ray Train checkpoint")
+    cluster = ray_workspace["target"]["local_cluster"]
+    workers = _train_workers(cluster)
+    assert len(workers) == 2
+    workers[-1].kill()  # SIGKILL one training worker
+    _wait(lambda: "resuming from checkpoint-" in log(), timeout=300, what="Ray Train to restart the workers")
+    restarted_from = int(log().split("resuming from checkpoint-", 1)[1].split()[0])
+    assert restarted_from > 0
+    _wait(lambda: registered() > restarted_from, timeout=300, what="a checkpoint after the restart")
+
     os.kill(parse_json(run("jobs", "show", job["id"], "--json"))["pid"], signal.SIGKILL)  # the driver
     _wait(lambda: parse_json(run("jobs", "show", job["id"], "--json"))["status"] == "failed", what="failed status")
     shown = parse_json(run("jobs", "show", job["id"], "--json"))
     assert shown["error"]["code"] == "runner_died"
     killed_at = registered()
-    assert 0 < killed_at < 40
+    assert restarted_from < killed_at < 80
+    _wait(lambda: not _train_workers(cluster), timeout=60, what="the workers to end with their driver")
 
     result = run("jobs", "resume", job["id"], "--stream", "--json", timeout=400)
     assert exact(JobSummary, parse_json(result))["status"] == "succeeded", result.stderr
     # Ray Train's last registered checkpoint (the Trainer may have written later ones it had not registered yet)
     assert f"resuming from checkpoint-{killed_at} " in result.stderr
-    resumed_from = killed_at
     final = parse_json(run("jobs", "show", job["id"], "--json"))
     events = final["events"]
     resumed_at = next(i for i, e in enumerate(events) if e["message"].startswith("resume requested"))
     after = [e["data"]["step"] for e in events[resumed_at:] if e["type"] == "metrics" and "loss" in e["data"]]
-    assert after[0] == resumed_from + 1 and after[-1] == 40
+    assert after[0] == killed_at + 1 and after[-1] == 80
     finetune = next(s for s in final["steps"] if s["name"] == "finetune")
-    assert finetune["outputs"]["metrics"]["global_steps"] == 40
+    assert finetune["outputs"]["metrics"]["global_steps"] == 80
