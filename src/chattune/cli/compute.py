@@ -150,7 +150,7 @@ def start_ray(
     object_store_mb: int = typer.Option(256, "--object-store-mb", help="each node's object store"),
     json_: bool = JSON,
 ) -> None:
-    """Start a local Ray cluster (a head and N worker nodes on this machine, on 127.0.0.1) as compute target NAME."""
+    """Start a local Ray cluster (a head and N worker nodes on this machine) as compute target NAME."""
     targets = Workspace.from_env().compute.targets
     target = targets.start_ray(name, workers=workers, cpus_per_node=cpus_per_node, object_store_mb=object_store_mb)
     emit(

@@ -1,10 +1,12 @@
-"""A local Ray cluster for development and tests: a head and N worker nodes on this machine, on loopback.
+"""A local Ray cluster for development and tests: a head and N worker nodes on this machine.
 
 Each node is Ray's own ``ray start --block`` (a real raylet with its own ``--num-cpus``), run as a process of its
 own session: it starts the node's daemons and, on SIGTERM, stops exactly them (Ray's ``kill_all_processes``).
 Nothing here calls ``ray stop``, which would end every Ray process of the machine (other users' clusters too).
 The cluster's temp dir (``--temp-dir``) is its own, so ``ray.init("auto")`` elsewhere never finds it; token
-authentication is on with a token file of its own in that dir (mode 0600).
+authentication is on with a token file of its own in that dir (mode 0600). Nodes are started with
+``--node-ip-address=127.0.0.1``, which Ray on Linux resolves to the machine's routable address for a multi-node
+cluster; most Ray daemons listen on every interface anyway (docs/scale-out.md, "What listens where").
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
 
-def loopback_env(cluster: LocalRayCluster) -> dict[str, str]:
-    """What a process needs in its environment to use ``cluster``: its token, and 127.0.0.1 as this node's address.
+def cluster_env(cluster: LocalRayCluster) -> dict[str, str]:
+    """What a process needs in its environment to use ``cluster`` (and its nodes to run): the cluster's token.
 
-    Ray resolves a loopback ``--node-ip-address`` to the machine's routable address on Linux unless
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off, which keeps every node and driver of the cluster on 127.0.0.1.
+    Also: usage stats off, and a short drain on SIGTERM (Ray's default waits up to 30 s per node).
     """
     return {
         "RAY_AUTH_MODE": "token",
@@ -116,17 +117,21 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
     cluster = LocalRayCluster(
         temp_dir=str(temp_dir), gcs_port=_free_port(), node_cpus=[cpus_per_node] * (1 + workers), pids=[]
     )
-    env = child_env(**loopback_env(cluster))
+    env = child_env(**cluster_env(cluster))
     # Each node reports a share of this machine's memory, so that the cluster's total is the machine's.
     memory = int(psutil.virtual_memory().total / (1 + workers))
-    common = [
-        "--node-ip-address=127.0.0.1",
-        f"--num-cpus={cpus_per_node}",
-        f"--memory={memory}",
-        f"--object-store-memory={object_store_mb * 2**20}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        "--disable-usage-stats",
-    ]
+
+    def node_args() -> list[str]:
+        """What every node gets; the dashboard agent's port has a fixed default, so each node needs its own."""
+        return [
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={cpus_per_node}",
+            f"--memory={memory}",
+            f"--object-store-memory={object_store_mb * 2**20}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            "--disable-usage-stats",
+        ]
+
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         head_log = temp_dir / "node-0.log"
@@ -141,7 +146,7 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
                     "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={_free_port()}",
                     f"--temp-dir={temp_dir}",
-                    *common,
+                    *node_args(),
                 ],
                 head_log,
                 env,
@@ -150,9 +155,9 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
         _wait_started(cluster.pids[0], head_log, deadline)
         for i in range(1, workers + 1):
             log = temp_dir / f"node-{i}.log"
-            common[-2] = f"--dashboard-agent-listen-port={_free_port()}"
             # A worker node on the same machine gets no GPU: the head already reports this machine's GPUs.
-            cluster.pids.append(_start_node([f"--address={address(cluster)}", "--num-gpus=0", *common], log, env))
+            args = [f"--address={address(cluster)}", "--num-gpus=0", *node_args()]
+            cluster.pids.append(_start_node(args, log, env))
             _wait_started(cluster.pids[-1], log, deadline)
     except BaseException:
         stop(cluster)

@@ -68,7 +68,7 @@ def describe(address: str, env: dict[str, str], timeout_s: float = TIMEOUT_S) ->
 
     Args:
         address: A Ray address (``auto``, ``ray://host:port``, ``host:port``).
-        env: Added to the probe's environment (a local cluster's token and loopback settings).
+        env: Added to the probe's environment (a local cluster's token).
         timeout_s: How long to wait for the cluster to answer.
 
     Raises:

@@ -128,7 +128,7 @@ class ComputeTargets:
     def start_ray(
         self, name: str, *, workers: int = 1, cpus_per_node: int = 1, object_store_mb: int = 256
     ) -> ComputeTarget:
-        """Start a Ray head and ``workers`` worker nodes on this machine (loopback) and record them as ``name``.
+        """Start a Ray head and ``workers`` worker nodes on this machine and record them as ``name``.
 
         Raises:
             UserError: A bad name or count.
@@ -284,7 +284,7 @@ def local_status(info: ComputeInfo) -> TargetStatus:
 def driver_env(target: ComputeTarget) -> dict[str, str]:
     """What a driver process (the job runner, a probe) needs in its environment to use ``target``.
 
-    A cluster chattune started: its token file and loopback addressing. A cluster added by address: nothing; Ray
+    A cluster chattune started: its token file. A cluster added by address: nothing; Ray
     reads the user's own ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``.
     """
-    return ray_cluster.loopback_env(target.local_cluster) if target.local_cluster else {}
+    return ray_cluster.cluster_env(target.local_cluster) if target.local_cluster else {}

@@ -69,7 +69,7 @@ def launch(ctx: StepContext) -> FinetuneOutput:
         JobCancelledError: The job was cancelled (the run's workers are stopped with the driver's Ray job).
     """
     target = ComputeTargets(ctx.store).get(ctx.spec.compute)
-    # A local cluster's token and loopback settings: in the environment before Ray is imported (it reads its
+    # A local cluster's token: in the environment before Ray is imported (it reads its
     # authentication mode once per process).
     os.environ.update(driver_env(target))
     import ray
