@@ -130,3 +130,18 @@ def test_a_job_on_an_unknown_target_is_refused_before_it_is_recorded(tmp_path: P
     job, warnings = jobs.create({**spec, "resources": {"instance_count": 2}}, start=False)
     assert job.spec["compute"] == "local"
     assert any("resources apply to Ray compute targets" in w for w in warnings)
+
+
+def test_a_recorded_pid_whose_process_started_after_the_cluster_came_up_is_left_alone() -> None:
+    """stop-ray kills by recorded pid only a process that already ran when the cluster was up (no reused pid)."""
+    import psutil
+
+    from chattune.compute.ray_cluster import processes
+
+    me = psutil.Process()
+    cluster = LocalRayCluster(
+        temp_dir="/nonexistent/chattune-ray-test", gcs_port=1, node_cpus=[1], pids=[me.pid], up_at=me.create_time() - 5
+    )
+    assert processes(cluster) == []
+    cluster.up_at = me.create_time() + 5
+    assert me.pid in [p.pid for p in processes(cluster)]
