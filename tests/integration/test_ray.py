@@ -227,3 +227,49 @@ def test_a_killed_worker_is_restarted_and_a_killed_driver_resumes_from_the_last_
     assert after[0] == killed_at + 1 and after[-1] == 80
     finetune = next(s for s in final["steps"] if s["name"] == "finetune")
     assert finetune["outputs"]["metrics"]["global_steps"] == 80
+
+
+@pytest.mark.slow
+def test_cancel_stops_every_ray_train_worker(ray_workspace: dict[str, Any]) -> None:
+    run, home = ray_workspace["run"], ray_workspace["home"]
+    path = _job_file(ray_workspace["root"])
+    text = path.read_text().replace("max_steps: 8", "max_steps: 5000").replace("save_steps: 4", "save_steps: 1000")
+    path.write_text(text)
+    job = exact(JobSummary, parse_json(run("jobs", "create", "-f", str(path), "--json")))
+    log = home / "jobs" / job["id"] / "job.log"
+    _wait(lambda: log.exists() and "  step 2/" in log.read_text(), timeout=300, what="training to start")
+    assert run("jobs", "cancel", job["id"]).returncode == 0
+    _wait(lambda: parse_json(run("jobs", "show", job["id"], "--json"))["status"] == "cancelled", what="cancelled")
+    steps = {s["name"]: s for s in parse_json(run("jobs", "show", job["id"], "--json"))["steps"]}
+    assert steps["finetune"]["status"] == "cancelled" and steps["evaluate"]["status"] == "skipped"
+    _wait(lambda: not _train_workers(ray_workspace["target"]["local_cluster"]), timeout=60, what="the workers to end")
+
+
+@pytest.mark.slow
+def test_a_two_worker_ray_run_matches_a_two_process_torchrun_run(ray_workspace: dict[str, Any]) -> None:
+    """The same job and seed on 2 Ray Train workers and on 2 local torchrun processes: the same loss at every step.
+
+    Both are DDP over gloo with the Trainer's DistributedSampler, so each rank sees the same batches in both runs;
+    only the order of the floating-point sums in the all-reduce may differ.
+    """
+    run = ray_workspace["run"]
+    path = _job_file(ray_workspace["root"])
+    local = ray_workspace["root"] / "local-job.yaml"
+    local.write_text(
+        path.read_text()
+        .replace("compute: dev\n", "")
+        .replace("resources:\n  instance_count: 2\n  processes_per_instance: 1\n", "")
+        .replace("  lora_r: 4\n", "  lora_r: 4\n  number_of_gpu_to_use_finetuning: 2\n")
+    )
+
+    def losses(job_file: Path) -> dict[int, float]:
+        job = parse_json(run("jobs", "create", "-f", str(job_file), "--stream", "--json", timeout=400))
+        assert job["status"] == "succeeded"
+        events = parse_json(run("jobs", "show", job["id"], "--json"))["events"]
+        return {e["data"]["step"]: e["data"]["loss"] for e in events if e["type"] == "metrics" and "loss" in e["data"]}
+
+    on_ray, on_torchrun = losses(path), losses(local)
+    assert sorted(on_ray) == sorted(on_torchrun) == list(range(1, 9))
+    worst = max(abs(on_ray[s] - on_torchrun[s]) / abs(on_torchrun[s]) for s in on_ray)
+    print(f"Ray vs torchrun, 8 steps: largest relative loss difference {worst:.2e}")
+    assert worst < 1e-4

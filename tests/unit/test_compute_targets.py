@@ -145,3 +145,19 @@ def test_a_recorded_pid_whose_process_started_after_the_cluster_came_up_is_left_
     assert processes(cluster) == []
     cluster.up_at = me.create_time() + 5
     assert me.pid in [p.pid for p in processes(cluster)]
+
+
+def test_the_finetune_cache_key_tells_ray_workers_from_a_local_run() -> None:
+    """Same resolved config: a 2-worker Ray run trains on a larger global batch than a local one-process run."""
+    from chattune.pipeline.context import KeyInputs
+    from chattune.pipeline.outputs import StepOutputs
+    from chattune.pipeline.resolved import resolve
+    from chattune.pipeline.steps.finetune import STEP
+
+    local = parse_spec({"data": {"train": "t.jsonl"}})
+    on_ray = parse_spec({"data": {"train": "t.jsonl"}, "compute": "dev", "resources": {"instance_count": 2}})
+    resolved, _ = resolve(local, {}, has_cuda=False)
+    key_local = STEP.cache_key(KeyInputs(local, resolved, {}, StepOutputs()))
+    key_ray = STEP.cache_key(KeyInputs(on_ray, resolved, {}, StepOutputs()))
+    assert key_local == {"config": resolved.to_record()}  # unchanged for local jobs: their cached steps stay valid
+    assert key_ray == {**key_local, "ray": {"workers": 2, "use_gpu": False}}

@@ -119,8 +119,15 @@ class Finetune:
     needs: tuple[str, ...] = ("preprocess",)
 
     def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
-        """Every resolved value (the data is in the preprocess key)."""
-        return {"config": given.resolved.to_record()}
+        """Every resolved value (the data is in the preprocess key); on a Ray target also its worker count and device.
+
+        The number of training processes decides the global batch, so a Ray run never reuses a local run with
+        other processes (nor the other way round). Which Ray cluster ran it does not change the result.
+        """
+        key: dict[str, Any] = {"config": given.resolved.to_record()}
+        if given.spec.compute != LOCAL_COMPUTE:
+            key["ray"] = {"workers": given.spec.resources.workers, "use_gpu": given.spec.resources.use_gpu}
+        return key
 
     def run(self, ctx: StepContext) -> FinetuneOutput:
         """Train on the job's compute: Ray Train workers on a Ray target; locally in this process or under torchrun."""
