@@ -177,15 +177,18 @@ def _train_workers(cluster: dict[str, Any]) -> list[psutil.Process]:
 def test_a_killed_worker_is_restarted_and_a_killed_driver_resumes_from_the_last_ray_checkpoint(
     ray_workspace: dict[str, Any],
 ) -> None:
-    """Minutes on two loaded cores (three Ray Train start-ups): `-m slow` runs it.
+    """Minutes on two loaded cores (four Ray Train start-ups): `-m slow` runs it.
 
     A training worker killed with SIGKILL: Ray Train restarts the worker group (FailureConfig.max_failures) from its
     last registered checkpoint. Then the driver (the job runner) killed: the job is failed on the next look, and
-    `jobs resume` continues from Ray Train's last registered checkpoint to the same final step.
+    `jobs resume` continues from Ray Train's last registered checkpoint to the same final step and the same test
+    loss as an uninterrupted run (within 1e-4 relative).
     """
     run, home = ray_workspace["run"], ray_workspace["home"]
     path = _job_file(ray_workspace["root"])
-    path.write_text(path.read_text().replace("max_steps: 8", "max_steps: 80"))
+    path.write_text(path.read_text().replace("max_steps: 8", "max_steps: 80") + "settings:\n  force_rerun: true\n")
+    whole = parse_json(run("jobs", "create", "-f", str(path), "--stream", "--json", timeout=400))
+    assert whole["status"] == "succeeded"
     job = exact(JobSummary, parse_json(run("jobs", "create", "-f", str(path), "--json")))
     job_dir = home / "jobs" / job["id"]
     snapshot = job_dir / "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it registered
@@ -227,6 +230,16 @@ def test_a_killed_worker_is_restarted_and_a_killed_driver_resumes_from_the_last_
     assert after[0] == killed_at + 1 and after[-1] == 80
     finetune = next(s for s in final["steps"] if s["name"] == "finetune")
     assert finetune["outputs"]["metrics"]["global_steps"] == 80
+
+    # and it ends where the uninterrupted run of the same job and seed ended
+    def test_loss(job_id: str) -> float:
+        shown = parse_json(run("jobs", "show", job_id, "--json"))
+        evaluate = next(s for s in shown["steps"] if s["name"] == "evaluate")
+        return float(evaluate["outputs"]["metrics"]["tuned"]["test_loss"])
+
+    interrupted, uninterrupted = test_loss(job["id"]), test_loss(whole["id"])
+    print(f"Ray: worker kill + driver kill + resume: test loss {interrupted:.6f} vs {uninterrupted:.6f} uninterrupted")
+    assert interrupted == pytest.approx(uninterrupted, rel=1e-4)
 
 
 @pytest.mark.slow

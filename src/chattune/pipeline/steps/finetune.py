@@ -1,8 +1,10 @@
 """finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only.
 
 One process trains in the job's runner. Several (``number_of_gpu_to_use_finetuning`` x ``num_nodes_finetune``) are
-launched with torchrun (chattune.pipeline.launch): each worker rebuilds the step context from the job record and
-calls ``train``, the same function; rank 0 reports progress and writes the result.
+launched with torchrun (chattune.pipeline.launch); on a Ray compute target, ``resources.instance_count`` x
+``processes_per_instance`` run as Ray Train workers (chattune.pipeline.ray_launch). Each worker rebuilds the step
+context from the job record and calls ``train``, the same function (Ray's adapters come in as ``TrainerHooks``);
+rank 0 reports progress and writes the result.
 """
 
 from __future__ import annotations
