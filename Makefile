@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Extras: dev (tests, linters) and ray (compute targets on Ray, tested in make test).
 # The CPU wheel of torch 2.13.0 lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,ray]" "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -69,6 +69,13 @@ class ProvisioningState(StrEnum):
         return self in (ProvisioningState.SUCCEEDED, ProvisioningState.FAILED, ProvisioningState.CANCELED)
 
 
+class ComputeKind(StrEnum):
+    """What runs a job: this machine's processes, or a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 @dataclass
 class Entity:
     """Base of the stored entities: a dataclass that turns into a plain dict."""
@@ -324,3 +331,53 @@ class UserModel(Entity):
     source: dict[str, Any]
     derived: dict[str, Any]
     created_at: float
+
+
+# The built-in compute target (this machine), and the names `compute add` accepts and a job's `compute:` names.
+LOCAL_COMPUTE = "local"
+COMPUTE_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+@dataclass
+class LocalRayCluster:
+    """A Ray cluster that ``compute start-ray`` started on this machine, with what ``compute stop-ray`` stops.
+
+    Attributes:
+        temp_dir: Ray's temp dir (``--temp-dir``): the session's logs and sockets; every daemon names it.
+        gcs_port: The head's GCS port on 127.0.0.1 (the cluster's address is ``127.0.0.1:<gcs_port>``).
+        node_cpus: Each node's ``--num-cpus``, head first.
+        pids: Each node's ``ray start --block`` process, head first: it started that node's daemons and stops them
+            when it gets SIGTERM.
+        daemon_pids: The Ray daemons seen when the cluster came up (GCS, raylets, agents), stopped if any outlives
+            its node's ``ray start`` process.
+        up_at: When the cluster was up (epoch seconds): a recorded pid whose process started later is not the
+            cluster's (the pid was reused) and is left alone.
+    """
+
+    temp_dir: str
+    gcs_port: int
+    node_cpus: list[int]
+    pids: list[int]
+    daemon_pids: list[int] = field(default_factory=list)
+    up_at: float = 0.0
+
+
+@dataclass
+class ComputeTarget(Entity):
+    """A named compute target of the workspace (Azure's compute targets): a Ray cluster by address.
+
+    ``local`` (this machine) is built in and never stored.
+
+    Attributes:
+        name: The target's name, as jobs give it (``compute: NAME``, ``jobs create --compute NAME``).
+        kind: ``ray``.
+        address: The Ray address: ``auto``, ``ray://host:port`` (Ray Client) or a head's GCS ``host:port``.
+        created_at: When it was added.
+        local_cluster: Set when chattune started the cluster on this machine (``compute start-ray``).
+    """
+
+    name: str
+    kind: ComputeKind
+    address: str
+    created_at: float
+    local_cluster: LocalRayCluster | None = None

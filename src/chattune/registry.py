@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chattune.entities import Job, JobStatus, ModelVersion
+from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion
 from chattune.errors import ConflictError, NotFoundError, UserError
 from chattune.pipeline.config import JobSpec
 from chattune.pipeline.outputs import FinetuneOutput, ModelImportOutput, StepOutputs
@@ -360,4 +360,14 @@ def _lineage(job: Job, produced: StepOutputs, resolved: ResolvedConfig, mlflow_m
         "parameters": {k: v["value"] for k, v in resolved.to_record().items()},
         "chat_template_sha256": produced.preprocess.chat_template_sha256,
         "mlflow_model": mlflow_model,
+        "compute": _compute(job, produced, resolved),
     }
+
+
+def _compute(job: Job, produced: StepOutputs, resolved: ResolvedConfig) -> dict[str, Any]:
+    """Where the finetune ran: the compute target, its kind, and how many training processes (workers) it used."""
+    spec = JobSpec.model_validate(job.spec)
+    metrics = produced.finetune.metrics if "finetune" in produced else {}
+    on_ray = spec.compute != LOCAL_COMPUTE
+    workers = metrics.get("processes") or (spec.resources.workers if on_ray else resolved.world_size)
+    return {"target": spec.compute, "kind": "ray" if on_ray else "local", "workers": int(workers)}

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
         cache_dir: The user-level cache, shared by every workspace of this user on this machine: the embedded
             model fetched from the package index and converted once (``$CHATTUNE_CACHE_DIR``, default
             ``$XDG_CACHE_HOME/chattune``, i.e. ``~/.cache/chattune``). ``chattune cache clear`` empties it.
+        ray_storage: Where Ray Train keeps the checkpoints of jobs on a Ray target (``RunConfig.storage_path``): a
+            path every node reads, or a URI (``s3://...``). Default: the workspace's jobs folder.
     """
 
     model_config = SettingsConfigDict(env_prefix="CHATTUNE_", extra="ignore")
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.home() / ".config" / "chattune" / "credentials.json"
     )
     cache_dir: Path = Field(default_factory=lambda: _xdg_cache_home() / "chattune")
+    ray_storage: str | None = None
 
     @property
     def db_path(self) -> Path:

@@ -12,6 +12,8 @@ from chattune.schemas import (
     CatalogEntryPublic,
     ComputeCheckPublic,
     ComputePublic,
+    ComputeTargetList,
+    ComputeTargetPublic,
     DataDemo,
     DataImport,
     DataPreview,
@@ -53,6 +55,14 @@ def test_workspace_commands_answer_their_schemas(cli: Any, tmp_path: Path) -> No
     exact(ModelImportPublic, parse_json(cli("models", "import", "tiny-test", "--json")))
     exact(JobList, parse_json(cli("jobs", "list", "--json")))
     exact(EndpointList, parse_json(cli("endpoints", "list", "--json")))
+    # a Ray target by address, nothing listening there: recorded, and listed as unreachable with the reason
+    add = ("compute", "add", "team", "--ray-address", "127.0.0.1:1", "--json")
+    added = exact(ComputeTargetPublic, parse_json(cli(*add)))
+    listed = exact(ComputeTargetList, parse_json(cli("compute", "list", "--json")))
+    assert [t["name"] for t in listed["data"]] == ["local", "team"] and added["local_cluster"] is None
+    assert listed["data"][1]["reachable"] is False and "nothing answers at 127.0.0.1:1" in listed["data"][1]["error"]
+    bad = cli("compute", "add", "Team", "--ray-address", "http://x")
+    assert bad.returncode == 2 and "compute target name 'Team'" in bad.stderr
 
 
 def test_served_workspace_commands_answer_their_schemas(cli: Any, served: dict[str, Any], tmp_path: Path) -> None:

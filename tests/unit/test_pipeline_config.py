@@ -104,7 +104,7 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_spec({"data": {"train": "t.jsonl"}, "settings": {"zzzz": 1}})
     message = exc.value.problems[0].message
-    assert "valid keys: continue_on_step_failure, force_rerun, strict" in message
+    assert "valid keys: continue_on_step_failure, force_rerun, max_failures, strict" in message
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`chattune compute`: this machine's devices and whether a model fits."""
+"""`chattune compute`: this machine's devices, whether a model fits, and the workspace's compute targets (Ray)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,19 @@ import typer
 
 from chattune import compute as compute_lib
 from chattune.cli.output import emit, out, table
-from chattune.schemas import ComputeCheckPublic, ComputePublic
+from chattune.schemas import (
+    ComputeCheckPublic,
+    ComputePublic,
+    ComputeTargetList,
+    ComputeTargetPublic,
+    ComputeTargetStatus,
+    ComputeTargetStopped,
+)
 from chattune.workspace import Workspace
 
-app = typer.Typer(help="Devices on this machine and model fit checks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Devices on this machine, model fit checks, and compute targets (local, Ray clusters).", no_args_is_help=True
+)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 
 
@@ -71,3 +80,99 @@ def _render_check(result: ComputeCheckPublic) -> None:
         )
     for m in result.messages:
         out.print(f"  - {m}")
+
+
+@app.command("list")
+def list_(json_: bool = JSON) -> None:
+    """Compute targets (``local`` first) with their nodes, CPUs, GPUs and memory as Ray reports them now."""
+    statuses = Workspace.from_env().compute.targets.statuses()
+    emit(ComputeTargetList(data=[ComputeTargetStatus.model_validate(s.to_dict()) for s in statuses]), json_, _render)
+
+
+def _render(doc: ComputeTargetList) -> None:
+    table(
+        "compute targets",
+        ["name", "kind", "address", "nodes", "CPUs", "GPUs", "memory GB", "state"],
+        [
+            [
+                t.name,
+                t.kind,
+                t.address or "this machine",
+                sum(n.alive for n in t.nodes),
+                f"{t.cpus:g}",
+                f"{t.gpus:g}",
+                t.memory_gb,
+                ("started here" if t.managed else "up") if t.reachable else f"unreachable: {t.error}",
+            ]
+            for t in doc.data
+        ],
+    )
+    for t in doc.data:
+        if t.kind == "ray" and t.nodes:
+            table(
+                f"{t.name}: nodes (Ray {t.ray_version})",
+                ["node", "address", "head", "alive", "CPUs", "GPUs", "memory GB", "object store GB"],
+                [
+                    [
+                        n.node_id[:12],
+                        n.address,
+                        n.is_head,
+                        n.alive,
+                        f"{n.cpus:g}",
+                        f"{n.gpus:g}",
+                        n.memory_gb,
+                        n.object_store_gb,
+                    ]
+                    for n in t.nodes
+                ],
+            )
+
+
+@app.command("add")
+def add(
+    name: str,
+    ray_address: str = typer.Option(
+        ..., "--ray-address", help="auto, ray://HOST:PORT (Ray Client) or a head's GCS address HOST:PORT"
+    ),
+    json_: bool = JSON,
+) -> None:
+    """Record an existing Ray cluster as compute target NAME (jobs use it with `compute: NAME`)."""
+    target = Workspace.from_env().compute.targets.add(name, ray_address)
+    emit(ComputeTargetPublic.model_validate(target.to_dict()), json_, lambda t: out.print(f"{t.name}: {t.address}"))
+
+
+@app.command("start-ray")
+def start_ray(
+    name: str,
+    workers: int = typer.Option(1, "--workers", help="worker nodes beside the head, each its own raylet"),
+    cpus_per_node: int = typer.Option(1, "--cpus-per-node", help="CPUs each node offers Ray (--num-cpus)"),
+    object_store_mb: int = typer.Option(256, "--object-store-mb", help="each node's object store"),
+    json_: bool = JSON,
+) -> None:
+    """Start a local Ray cluster (a head and N worker nodes on this machine) as compute target NAME."""
+    targets = Workspace.from_env().compute.targets
+    target = targets.start_ray(name, workers=workers, cpus_per_node=cpus_per_node, object_store_mb=object_store_mb)
+    emit(
+        ComputeTargetPublic.model_validate(target.to_dict()),
+        json_,
+        lambda t: out.print(
+            f"{t.name}: Ray head at {t.address} with {workers} worker node(s); stop: chattune compute stop-ray {t.name}"
+        ),
+    )
+
+
+@app.command("stop-ray")
+def stop_ray(name: str, json_: bool = JSON) -> None:
+    """Stop the local Ray cluster NAME (exactly the processes `start-ray` started) and forget the target."""
+    targets = Workspace.from_env().compute.targets
+    cluster = targets.get(name).local_cluster
+    killed = targets.stop_ray(name)
+    doc = ComputeTargetStopped(name=name, stopped_pids=cluster.pids if cluster else [], killed_pids=killed)
+    emit(doc, json_, lambda d: out.print(f"{d.name}: stopped"))
+
+
+@app.command("remove")
+def remove(name: str) -> None:
+    """Forget compute target NAME (a cluster added by address; `stop-ray` stops one started here)."""
+    Workspace.from_env().compute.targets.remove(name)
+    out.print(f"{name}: removed")

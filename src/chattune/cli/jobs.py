@@ -19,12 +19,13 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 def create(
     file: Path = typer.Option(..., "-f", "--file", help="job YAML (see CLI.md)"),
     stream: bool = typer.Option(False, "--stream", help="follow the job until it ends"),
+    compute: str = typer.Option(None, "--compute", help="compute target (`chattune compute list`), over the file's"),
     json_: bool = JSON,
 ) -> None:
     """Validate the job file, start the job, print its id."""
     spec = load_spec(file)
     ws = Workspace.from_env()
-    job, warnings = ws.jobs.create(spec)
+    job, warnings = ws.jobs.create(spec, compute_name=compute)
     for w in warnings:
         progress(f"warning: {w}")
     if stream:

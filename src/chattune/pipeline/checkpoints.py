@@ -51,3 +51,14 @@ def last(root: Path) -> Path | None:
     """The newest checkpoint whose save finished, or None."""
     found = complete(root)
     return found[-1] if found else None
+
+
+def global_step(path: Path) -> int:
+    """The training step a saved checkpoint holds: its trainer state's ``global_step``, else its folder's number.
+
+    Ray Train keeps a copy of each checkpoint as ``checkpoint_<n>/checkpoint``: the state file tells its step.
+    """
+    state = _state(path)
+    if state is not None and "global_step" in state:
+        return int(state["global_step"])
+    return step_of(path)

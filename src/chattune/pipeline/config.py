@@ -8,6 +8,7 @@ in a spec is reported at once, with the YAML line and the closest valid key for 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ModelWrapValidatorHandler, ValidationError, field_serializer, model_validator
 
 from chattune.data.chat_formats import ChatFormat
+from chattune.entities import COMPUTE_NAME_PATTERN, LOCAL_COMPUTE
 from chattune.errors import ConfigError, Problem
 from chattune.training.params import OptimizationParams, Strict, TrainingParams
 
@@ -43,11 +45,32 @@ class EvaluationSpec(Strict):
     batch_size: int = Field(16, gt=0)
 
 
+class ResourcesSpec(Strict):
+    """Where the finetune's processes run on a compute target: Azure's ``instance_count`` x processes per instance.
+
+    On a Ray target the finetune runs as a Ray Train ``TorchTrainer`` with ``instance_count *
+    processes_per_instance`` workers, each asking Ray for ``cpus_per_process`` CPUs (and one GPU with ``use_gpu``).
+    On ``local`` the training parameter ``number_of_gpu_to_use_finetuning`` decides (torchrun), as before.
+    """
+
+    instance_count: int = Field(1, ge=1, description="Nodes (instances) the finetune spans.")
+    processes_per_instance: int = Field(1, ge=1, description="Training processes per instance.")
+    use_gpu: bool = Field(False, description="One GPU per training process (NCCL); else CPU processes (gloo).")
+    cpus_per_process: float = Field(1.0, gt=0, description="CPUs Ray reserves for each training process.")
+
+    @property
+    def workers(self) -> int:
+        """Training processes in all: instances times processes per instance."""
+        return self.instance_count * self.processes_per_instance
+
+
 class JobSettings(Strict):
     """How the pipeline runs: step caching, failure handling, and whether downgrades are errors (``strict``)."""
 
     force_rerun: bool = False
     continue_on_step_failure: bool = False
+    # On a Ray target: how often Ray restarts the training workers after one dies (FailureConfig.max_failures).
+    max_failures: int = Field(2, ge=0)
     # strict: options this machine cannot honour (DeepSpeed or fp16 without a GPU) are errors, not downgrades.
     strict: bool = False
 
@@ -58,6 +81,9 @@ class JobSpec(Strict):
     model: str = "smollm2-135m-instruct"
     experiment_name: str = "chat_completion_demo"
     display_name: str | None = None
+    # A compute target of the workspace (`chattune compute list`); `local` is this machine.
+    compute: str = Field(LOCAL_COMPUTE, pattern=COMPUTE_NAME_PATTERN)
+    resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
     data: DataSpec
     # Only what the user gave is set (``model_fields_set``); the job record stores just that, so a stored spec
     # read back still tells the user's values from the defaults.
@@ -145,6 +171,7 @@ def checked(raw: Any, source: str = "<job>", text: str | None = None) -> dict[st
         "data": DataSpec,
         "evaluation": EvaluationSpec,
         "settings": JobSettings,
+        "resources": ResourcesSpec,
         **PARAM_MODELS,
     }
     top_level = list(JobSpec.model_fields)
@@ -181,6 +208,16 @@ def checked(raw: Any, source: str = "<job>", text: str | None = None) -> dict[st
                 bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
                 good = {k: v for k, v in known.items() if k not in bad}
                 validated[section] = model.model_validate(good).model_dump(include=set(good))
+    compute = raw.get("compute", LOCAL_COMPUTE)
+    if not isinstance(compute, str) or not re.match(COMPUTE_NAME_PATTERN, compute):
+        problems.append(
+            Problem(
+                where("compute"),
+                f"{compute!r} is not a compute target name (lowercase letters, digits and -, starting with a letter); "
+                "see `chattune compute list`",
+                "invalid_value",
+            )
+        )
     if "data" not in raw or not isinstance(raw.get("data"), dict) or "train" not in raw["data"]:
         problems.append(Problem(where("data.train"), "required: the training file", "missing_key"))
     problems += cross_field_problems(validated.get("training", {}), validated.get("optimization", {}), where)

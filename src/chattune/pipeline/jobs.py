@@ -17,7 +17,8 @@ from chattune import compute
 from chattune.catalog import CatalogEntry
 from chattune.catalog.importer import resolve_model_ref
 from chattune.catalog.lookup import Catalog
-from chattune.entities import Job, JobStatus, StepRun
+from chattune.compute.targets import ComputeTargets
+from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, StepRun
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, parse_spec
@@ -54,32 +55,63 @@ class JobService:
         """The job's working directory (outputs, logs, cancel flag)."""
         return self.settings.jobs_dir / job_id
 
-    def create(self, spec: JobSpec | dict[str, Any], *, start: bool = True) -> tuple[Job, list[str]]:
+    def create(
+        self, spec: JobSpec | dict[str, Any], *, start: bool = True, compute_name: str | None = None
+    ) -> tuple[Job, list[str]]:
         """Validate and resolve ``spec``, record the job, and start its runner process. Returns (job, warnings).
 
         ``spec``: a JobSpec (from ``load_spec`` or built in Python) or a mapping shaped like the job YAML. Either way
         it goes through the YAML's checks, so a misspelt training key fails here, naming the closest valid one.
+        ``compute_name`` names the compute target, over the spec's ``compute`` (``jobs create --compute``).
+
+        Raises:
+            NotFoundError: The model or the compute target does not exist.
+            ComputeError: The model does not fit the compute, or a Ray target cannot be reached or is too small.
         """
-        raw = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) else spec
+        raw = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) else dict(spec)
+        if compute_name is not None:
+            raw["compute"] = compute_name
         spec = parse_spec(raw, source="job spec")
         target = resolve_model_ref(spec.model, self.catalog)  # unknown model: NotFound now, not minutes later
         entry = target if isinstance(target, CatalogEntry) else None
-        info = compute.detect()
-        resolved, warnings = resolve(
+        on_ray = spec.compute != LOCAL_COMPUTE
+        warnings: list[str] = []
+        if on_ray:
+            res = spec.resources
+            status = ComputeTargets(self.store).fits(
+                spec.compute, workers=res.workers, cpus_per_worker=res.cpus_per_process, use_gpu=res.use_gpu
+            )
+            info = status.compute_info()
+            has_cuda, cpu_bf16 = res.use_gpu, False
+        else:
+            info = compute.detect()
+            has_cuda, cpu_bf16 = info.has_cuda, compute.cpu_has_bf16()
+            if "resources" in raw:
+                warnings.append(
+                    "resources apply to Ray compute targets; on local, "
+                    "optimization.number_of_gpu_to_use_finetuning sets the training processes"
+                )
+        resolved, resolve_warnings = resolve(
             spec,
             entry.model_specific_defaults if entry else {},
-            has_cuda=info.has_cuda,
+            has_cuda=has_cuda,
             devices=info.devices,
-            cpu_bf16=compute.cpu_has_bf16(),
-            cuda_bf16=compute.cuda_has_bf16() if info.has_cuda else False,
+            cpu_bf16=cpu_bf16,
+            cuda_bf16=compute.cuda_has_bf16() if info.has_cuda and not on_ray else has_cuda,
             lora_targets=entry.lora_target_modules if entry else None,
             lora_targets_source=entry.lora_targets_source if entry else None,
         )
-        if entry:  # a model that cannot train here fails now, for the CLI, the SDK and quickstart alike
-            fit = compute.check(entry, info, **resolved.memory_options())
+        warnings += resolve_warnings
+        if entry and on_ray and spec.resources.use_gpu:
+            warnings.append(f"{spec.compute}: Ray does not report GPU memory; the training memory check is skipped")
+        elif entry:  # a model that cannot train here fails now, for the CLI, the SDK and quickstart alike
+            options = resolved.memory_options()
+            if on_ray:
+                options["world_size"] = spec.resources.workers
+            fit = compute.check(entry, info, **options)
             if not fit.ok:
                 raise compute.unfit_error(fit)
-        gpus_per_node = resolved.optimization.number_of_gpu_to_use_finetuning
+        gpus_per_node = spec.resources.workers if on_ray else resolved.optimization.number_of_gpu_to_use_finetuning
         name = spec.display_name or display_name(model_label(spec.model, self.catalog), resolved, gpus_per_node)
         job_id = f"ftjob-{secrets.token_hex(6)}"
         job = Job(
@@ -178,9 +210,13 @@ class JobService:
             # listed is what the resume can use.
             shutil.rmtree(partial)
             self.append_log(job_id, f"removed {partial.name}: its save was interrupted (no {checkpoints.STATE})")
-        newest = checkpoints.last(root)
-        at = checkpoints.step_of(newest) if newest else "none"
-        self.append_log(job_id, f"resume requested; last checkpoint: {at}")
+        if JobSpec.model_validate(job.spec).compute != LOCAL_COMPUTE:
+            # Ray Train decides: the last checkpoint it registered (its run folder, named after the job).
+            self.append_log(job_id, "resume requested; Ray Train continues from the last checkpoint it registered")
+        else:
+            newest = checkpoints.last(root)
+            at = checkpoints.step_of(newest) if newest else "none"
+            self.append_log(job_id, f"resume requested; last checkpoint: {at}")
         self.start(job_id, resume=True)
         return self.get(job_id)
 

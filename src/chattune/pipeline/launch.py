@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
@@ -49,26 +50,29 @@ def torchrun_command(nproc_per_node: int, request: str) -> list[str]:
     ]
 
 
-def launch(ctx: StepContext, *, nproc_per_node: int) -> FinetuneOutput:
-    """Run the finetune in ``nproc_per_node`` processes and return rank 0's result."""
+def worker_request(ctx: StepContext) -> dict[str, Any]:
+    """What every training worker (torchrun's or Ray Train's) rebuilds its step context from.
+
+    The job id, the step folder, the earlier steps' outputs, whether to resume, and the step's open MLflow run.
+    """
     import mlflow
 
     run = mlflow.active_run()
+    return {
+        "job_id": ctx.job.id,
+        "step_dir": str(ctx.step_dir),
+        "inputs": ctx.inputs.to_records(),
+        "resume": ctx.resume,
+        "mlflow_run_id": run.info.run_id if run else None,
+    }
+
+
+def launch(ctx: StepContext, *, nproc_per_node: int) -> FinetuneOutput:
+    """Run the finetune in ``nproc_per_node`` processes and return rank 0's result."""
     request = ctx.step_dir / REQUEST
     result = ctx.step_dir / RESULT
     result.unlink(missing_ok=True)
-    request.write_text(
-        json.dumps(
-            {
-                "job_id": ctx.job.id,
-                "step_dir": str(ctx.step_dir),
-                "inputs": ctx.inputs.to_records(),
-                "resume": ctx.resume,
-                "mlflow_run_id": run.info.run_id if run else None,
-            }
-        ),
-        encoding="utf-8",
-    )
+    request.write_text(json.dumps(worker_request(ctx)), encoding="utf-8")
     log_path = ctx.step_dir / WORKERS_LOG
     env = child_env(CHATTUNE_HOME=str(ctx.settings.home), PYTHONUNBUFFERED="1")
     if "OMP_NUM_THREADS" not in os.environ:

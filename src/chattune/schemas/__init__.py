@@ -6,7 +6,18 @@ Each is a pydantic model built from domain entities (``Schema.model_validate(ent
 
 from chattune.schemas.base import ListPage, Schema
 from chattune.schemas.cache import CacheEntryPublic, CachePublic
-from chattune.schemas.compute import ComputeCheckPublic, ComputePublic, GpuPublic, MemoryEstimatePublic
+from chattune.schemas.compute import (
+    ComputeCheckPublic,
+    ComputePublic,
+    ComputeTargetList,
+    ComputeTargetPublic,
+    ComputeTargetStatus,
+    ComputeTargetStopped,
+    GpuPublic,
+    LocalRayClusterPublic,
+    MemoryEstimatePublic,
+    RayNodePublic,
+)
 from chattune.schemas.data import (
     DataDemo,
     DataDownload,
@@ -62,6 +73,10 @@ __all__ = [
     "CheckpointPublic",
     "ComputeCheckPublic",
     "ComputePublic",
+    "ComputeTargetList",
+    "ComputeTargetPublic",
+    "ComputeTargetStatus",
+    "ComputeTargetStopped",
     "DataDemo",
     "DataDownload",
     "DataFileReport",
@@ -86,6 +101,7 @@ __all__ = [
     "JobPublic",
     "JobSummary",
     "ListPage",
+    "LocalRayClusterPublic",
     "MemoryEstimatePublic",
     "ModelAliasPublic",
     "ModelImportPublic",
@@ -94,6 +110,7 @@ __all__ = [
     "ModelVersionDetail",
     "ModelVersionPublic",
     "QuickstartResult",
+    "RayNodePublic",
     "RegisteredModelSummary",
     "Schema",
     "ScoreAnswer",

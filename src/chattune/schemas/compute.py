@@ -1,8 +1,9 @@
-"""This machine's compute and the fit check on the wire (``compute show``, ``compute check``)."""
+"""Compute on the wire: this machine (``compute show``), the fit check, and compute targets (``compute list``)."""
 
 from __future__ import annotations
 
-from chattune.schemas.base import Schema
+from chattune.entities import ComputeKind
+from chattune.schemas.base import ListPage, Schema
 
 
 class GpuPublic(Schema):
@@ -54,3 +55,62 @@ class ComputeCheckPublic(Schema):
     device: str
     messages: list[str] = []
     estimate: MemoryEstimatePublic | None = None
+
+
+class RayNodePublic(Schema):
+    """One node of a compute target as Ray reports it (``ray.nodes()``); ``local`` is this machine as one node."""
+
+    node_id: str
+    address: str
+    alive: bool
+    is_head: bool
+    cpus: float
+    gpus: float
+    memory_gb: float
+    object_store_gb: float
+
+
+class LocalRayClusterPublic(Schema):
+    """The processes of a Ray cluster chattune started on this machine (``compute start-ray``)."""
+
+    temp_dir: str
+    gcs_port: int
+    node_cpus: list[int]
+    pids: list[int]
+
+
+class ComputeTargetPublic(Schema):
+    """A compute target as recorded (``compute add``, ``compute start-ray``)."""
+
+    name: str
+    kind: ComputeKind
+    address: str
+    created_at: float
+    local_cluster: LocalRayClusterPublic | None = None
+
+
+class ComputeTargetStatus(Schema):
+    """A compute target with what it has now: its nodes and their totals, or why it could not be reached."""
+
+    name: str
+    kind: ComputeKind
+    address: str | None = None
+    reachable: bool
+    managed: bool = False
+    ray_version: str | None = None
+    nodes: list[RayNodePublic] = []
+    cpus: float
+    gpus: float
+    memory_gb: float
+    error: str | None = None
+
+
+class ComputeTargetStopped(Schema):
+    """What ``compute stop-ray`` stopped: the target, and the pids that needed SIGKILL after SIGTERM."""
+
+    name: str
+    stopped_pids: list[int]
+    killed_pids: list[int] = []
+
+
+ComputeTargetList = ListPage[ComputeTargetStatus]

@@ -1,10 +1,20 @@
 """Persistence: one interface per domain (``base``) and their SQLite implementation; rows never leave the store."""
 
 from chattune.settings import Settings
-from chattune.store.base import EndpointStore, ImportStore, JobStore, ModelStore, Page, Store, UserModelStore
+from chattune.store.base import (
+    ComputeStore,
+    EndpointStore,
+    ImportStore,
+    JobStore,
+    ModelStore,
+    Page,
+    Store,
+    UserModelStore,
+)
 from chattune.store.sqlite import SqliteStore
 
 __all__ = [
+    "ComputeStore",
     "EndpointStore",
     "ImportStore",
     "JobStore",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 
-from chattune.entities import Deployment, Endpoint, Job, ModelVersion, StepRun, UserModel
+from chattune.entities import ComputeTarget, Deployment, Endpoint, Job, ModelVersion, StepRun, UserModel
 
 T = TypeVar("T")
 
@@ -158,5 +158,21 @@ class EndpointStore(Protocol):
         """Remove a deployment."""
 
 
-class Store(JobStore, ImportStore, UserModelStore, ModelStore, EndpointStore, Protocol):
+class ComputeStore(Protocol):
+    """Named compute targets (Ray clusters); ``local`` is built in and not stored."""
+
+    def add_compute_target(self, target: ComputeTarget) -> None:
+        """Insert a target; ConflictError if the name is taken."""
+
+    def get_compute_target(self, name: str) -> ComputeTarget:
+        """The target; NotFoundError if there is none."""
+
+    def list_compute_targets(self) -> Page[ComputeTarget]:
+        """Targets, oldest first."""
+
+    def delete_compute_target(self, name: str) -> None:
+        """Remove a target; NotFoundError if there is none."""
+
+
+class Store(JobStore, ImportStore, UserModelStore, ModelStore, EndpointStore, ComputeStore, Protocol):
     """The whole workspace database: every domain's interface."""

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from chattune.entities import (
+    ComputeKind,
+    ComputeTarget,
     Deployment,
     Endpoint,
     Job,
     JobError,
     JobStatus,
+    LocalRayCluster,
     ModelVersion,
     ProvisioningState,
     StepRun,
@@ -73,6 +76,9 @@ CREATE TABLE IF NOT EXISTS deployments (
     probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (endpoint, name)
 );
+CREATE TABLE IF NOT EXISTS compute_targets (
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, address TEXT NOT NULL, created_at REAL NOT NULL, local_cluster TEXT
+);
 CREATE TABLE IF NOT EXISTS model_aliases (
     name TEXT NOT NULL, alias TEXT NOT NULL, version TEXT NOT NULL, updated_at REAL NOT NULL,
     PRIMARY KEY (name, alias)
@@ -82,7 +88,7 @@ CREATE TABLE IF NOT EXISTS model_aliases (
 # Columns holding JSON, per table; everything else is stored as is.
 _JSON = {
     "spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic",
-    "probes", "instances", "extra_models", "source", "derived",
+    "probes", "instances", "extra_models", "source", "derived", "local_cluster",
 }  # fmt: skip
 # Columns added since a workspace was first created: (table, column, declaration).
 _ADDED_COLUMNS = [
@@ -473,3 +479,43 @@ class SqliteStore:
         """Remove a deployment."""
         with self._tx() as db:
             db.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
+
+    # compute targets --------------------------------------------------------------------------------------------
+    def add_compute_target(self, target: ComputeTarget) -> None:
+        """Insert a target; ConflictError if the name is taken."""
+        data = target.to_dict()
+        try:
+            self._insert("compute_targets", data)
+        except ConflictError as exc:
+            raise ConflictError(
+                f"compute target {target.name!r} already exists",
+                remedy=f"Pick another name, or remove it first with `chattune compute remove {target.name}`.",
+            ) from exc
+
+    def get_compute_target(self, name: str) -> ComputeTarget:
+        """The target; NotFoundError (naming the targets there are) if there is none."""
+        rows = self._query("SELECT * FROM compute_targets WHERE name = ?", (name,))
+        if not rows:
+            known = ["local", *(r["name"] for r in self._query("SELECT name FROM compute_targets ORDER BY created_at"))]
+            raise NotFoundError(
+                f"compute target {name!r} not found; known targets: {', '.join(known)}",
+                remedy="Add it with `chattune compute add NAME --ray-address ADDRESS` or "
+                "`chattune compute start-ray NAME`.",
+            )
+        return self._compute_target(rows[0])
+
+    def _compute_target(self, row: dict[str, Any]) -> ComputeTarget:
+        row["kind"] = ComputeKind(row["kind"])
+        row["local_cluster"] = LocalRayCluster(**row["local_cluster"]) if row["local_cluster"] else None
+        return ComputeTarget(**_only(ComputeTarget, row))
+
+    def list_compute_targets(self) -> Page[ComputeTarget]:
+        """Targets, oldest first."""
+        rows = self._query("SELECT * FROM compute_targets ORDER BY created_at, name")
+        return Page(self._compute_target(r) for r in rows)
+
+    def delete_compute_target(self, name: str) -> None:
+        """Remove a target; NotFoundError if there is none."""
+        self.get_compute_target(name)
+        with self._tx() as db:
+            db.execute("DELETE FROM compute_targets WHERE name = ?", (name,))

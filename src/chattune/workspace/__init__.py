@@ -62,8 +62,8 @@ class Workspace:
 
     @cached_property
     def compute(self) -> ComputeService:
-        """This machine's devices and fit checks."""
-        return ComputeService(self.catalog)
+        """This machine's devices, fit checks and the workspace's compute targets."""
+        return ComputeService(self.catalog, lambda: self.store)
 
     @cached_property
     def data(self) -> DataService:

@@ -16,12 +16,13 @@ from chattune.catalog import CatalogEntry
 from chattune.catalog.lookup import Catalog
 from chattune.errors import UserError
 from chattune.settings import Settings
-from chattune.store import Store
+from chattune.store import ComputeStore, Store
 
 if TYPE_CHECKING:
     from chattune.catalog.importer import ImportedModel
     from chattune.catalog.user_import import UserImport
     from chattune.compute import CheckResult, ComputeInfo, MemoryEstimate
+    from chattune.compute.targets import ComputeTargets
     from chattune.data.tokens import TokenCounter
     from chattune.data.validate import FileReport
 
@@ -98,10 +99,23 @@ class CatalogService:
 
 
 class ComputeService:
-    """This machine's devices and whether a catalog model can be fine-tuned on them."""
+    """This machine's devices, whether a catalog model can be fine-tuned on them, and the workspace's compute targets.
 
-    def __init__(self, catalog_service: CatalogService) -> None:
+    Args:
+        catalog_service: The workspace's catalog (built-in and imported models).
+        store: The workspace database, opened on first use (only the compute targets need it).
+    """
+
+    def __init__(self, catalog_service: CatalogService, store: Callable[[], ComputeStore]) -> None:
         self._catalog = catalog_service
+        self._store = store
+
+    @property
+    def targets(self) -> ComputeTargets:
+        """The named compute targets: ``local`` and Ray clusters (add, start-ray, stop-ray, list)."""
+        from chattune.compute.targets import ComputeTargets
+
+        return ComputeTargets(self._store())
 
     def detect(self) -> ComputeInfo:
         """GPUs, CPU cores and RAM of this machine."""

@@ -1,17 +1,22 @@
 """finetune: TRL SFTTrainer (+ PEFT LoRA) on the preprocessed data; loss on assistant tokens only.
 
 One process trains in the job's runner. Several (``number_of_gpu_to_use_finetuning`` x ``num_nodes_finetune``) are
-launched with torchrun (chattune.pipeline.launch): each worker rebuilds the step context from the job record and
-calls ``train``, the same function; rank 0 reports progress and writes the result.
+launched with torchrun (chattune.pipeline.launch); on a Ray compute target, ``resources.instance_count`` x
+``processes_per_instance`` run as Ray Train workers (chattune.pipeline.ray_launch). Each worker rebuilds the step
+context from the job record and calls ``train``, the same function (Ray's adapters come in as ``TrainerHooks``);
+rank 0 reports progress and writes the result.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chattune.entities import LOCAL_COMPUTE
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline import checkpoints
@@ -94,6 +99,21 @@ def _attention(ctx: StepContext, model: Any, padding_free: bool) -> None:
         )
 
 
+@dataclass
+class TrainerHooks:
+    """How a launcher adapts the one training code path (Ray Train: its callback, its wrapper, its checkpoint).
+
+    Attributes:
+        callbacks: Trainer callbacks added after chattune's own.
+        prepare: Applied to the built trainer before training (Ray's ``prepare_trainer``).
+        resume_from: Where to resume from; None: the step's own last checkpoint when the job is resumed.
+    """
+
+    callbacks: list[Any] = field(default_factory=list)
+    prepare: Callable[[Any], Any] = lambda trainer: trainer
+    resume_from: Callable[[], Path | None] | None = None
+
+
 class Finetune:
     """The ``finetune`` step."""
 
@@ -101,11 +121,22 @@ class Finetune:
     needs: tuple[str, ...] = ("preprocess",)
 
     def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
-        """Every resolved value (the data is in the preprocess key)."""
-        return {"config": given.resolved.to_record()}
+        """Every resolved value (the data is in the preprocess key); on a Ray target also its worker count and device.
+
+        The number of training processes decides the global batch, so a Ray run never reuses a local run with
+        other processes (nor the other way round). Which Ray cluster ran it does not change the result.
+        """
+        key: dict[str, Any] = {"config": given.resolved.to_record()}
+        if given.spec.compute != LOCAL_COMPUTE:
+            key["ray"] = {"workers": given.spec.resources.workers, "use_gpu": given.spec.resources.use_gpu}
+        return key
 
     def run(self, ctx: StepContext) -> FinetuneOutput:
-        """Train in this process, or in several under torchrun."""
+        """Train on the job's compute: Ray Train workers on a Ray target; locally in this process or under torchrun."""
+        if ctx.spec.compute != LOCAL_COMPUTE:
+            from chattune.pipeline.ray_launch import launch as launch_on_ray
+
+            return launch_on_ray(ctx)
         if ctx.resolved.world_size > 1:
             from chattune.pipeline.launch import launch
 
@@ -116,10 +147,11 @@ class Finetune:
 STEP = Finetune()
 
 
-def train(ctx: StepContext) -> FinetuneOutput:
-    """Fine-tune the model on the preprocessed data (in this process or as one torchrun worker).
+def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput:
+    """Fine-tune the model on the preprocessed data (in this process, as a torchrun worker or as a Ray Train worker).
 
-    Resumes from the last checkpoint when the job is resumed, and stops at a cancel.
+    Resumes from the last checkpoint when the job is resumed, and stops at a cancel. ``hooks`` adapt the trainer
+    to a launcher (Ray Train) without a second code path.
 
     Raises:
         JobCancelledError: The job was cancelled during training.
@@ -131,6 +163,7 @@ def train(ctx: StepContext) -> FinetuneOutput:
 
     from chattune.inference import load_tokenizer
 
+    hooks = hooks or TrainerHooks()
     pre = ctx.inputs.preprocess
     base_path = ctx.inputs.model_import.path
     has_cuda = pick_device() == "cuda"
@@ -177,8 +210,9 @@ def train(ctx: StepContext) -> FinetuneOutput:
         peft_config=lora_config(ctx.optimization, ctx.resolved.lora_target_modules)
         if ctx.optimization.apply_lora
         else None,
-        callbacks=callbacks,
+        callbacks=callbacks + hooks.callbacks,
     )
+    trainer = hooks.prepare(trainer)
     if ctx.training.compact_lm_head and needs_compact_head("cuda" if has_cuda else "cpu"):
         applied = compact_lm_head(unwrap_peft(trainer.model))
         ctx.progress(f"  LM head: {'loss positions only' if applied else 'every position (scaled logits)'}")
@@ -186,9 +220,13 @@ def train(ctx: StepContext) -> FinetuneOutput:
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
     ctx.progress(f"  training {trainable:,} of {total:,} parameters on {'cuda' if has_cuda else 'cpu'}")
-    checkpoint = checkpoints.last(ctx.step_dir / checkpoints.DIR) if ctx.resume else None
+    if hooks.resume_from is not None:
+        checkpoint = hooks.resume_from()
+    else:
+        checkpoint = checkpoints.last(ctx.step_dir / checkpoints.DIR) if ctx.resume else None
     if checkpoint:
-        ctx.progress(f"  resuming from {checkpoint.name} (optimizer, scheduler and RNG state restored)")
+        ckpt_name = f"checkpoint-{checkpoints.global_step(checkpoint)}"
+        ctx.progress(f"  resuming from {ckpt_name} (optimizer, scheduler and RNG state restored)")
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - started
