@@ -168,7 +168,7 @@ def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
 
 
 def test_import_errors_and_the_hub_offline_and_from_its_cache(cli: Any, home: Path, tmp_path: Path) -> None:
-    """What the CLI answers a user (the rules themselves are unit-tested in tests/unit/test_user_models.py)."""
+    """What the CLI answers a user (the rules themselves are unit-tested in tests/unit/test_user_model_entries.py)."""
     # A tokenizer without a chat template: refused with the option that fixes it, never a traceback.
     refused = cli("models", "import", "my-mistral", "--from", str(write_model("mistral", tmp_path / "mistral")))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
