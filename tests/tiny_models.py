@@ -45,11 +45,21 @@ def chatml_tokenizer(template: str) -> Any:
     return tok
 
 
+def fixture(*parts: str) -> Path:
+    """A path under shared/fixtures, or a clean skip of the test when the checkout has no shared/ beside it."""
+    import pytest
+
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is absent")
+    return path
+
+
 def phi3_tokenizer() -> Any:
     """The real Phi-3-mini-4k-instruct tokenizer (shared/fixtures), with its own chat template."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(FIXTURES / "phi3_mini_tokenizer")
+    return AutoTokenizer.from_pretrained(fixture("phi3_mini_tokenizer"))
 
 
 def gpt2_tokenizer(specials: dict[str, str], extra: list[str] | None = None, template: str | None = None) -> Any:
@@ -57,7 +67,7 @@ def gpt2_tokenizer(specials: dict[str, str], extra: list[str] | None = None, tem
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    folder = FIXTURES / "gpt2_tokenizer"
+    folder = fixture("gpt2_tokenizer")
     tok = Tokenizer(models.BPE.from_file(str(folder / "gpt2.vocab"), str(folder / "gpt2.merges.txt")))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -134,7 +144,7 @@ def write_model(arch: str, folder: Path, *, seed: int = 0, tokenizer: Any = None
     if arch == "phi3" and paired:
         # The fixture's own files, byte for byte: the template lives in tokenizer_config.json, as in the hub repo.
         for name in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copyfile(FIXTURES / "phi3_mini_tokenizer" / name, folder / name)
+            shutil.copyfile(fixture("phi3_mini_tokenizer", name), folder / name)
     else:
         tokenizer.save_pretrained(folder)
     return folder

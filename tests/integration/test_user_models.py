@@ -31,7 +31,7 @@ from chattune.schemas import (
     UserModelImportPublic,
 )
 from tests.conftest import exact, parse_json
-from tests.tiny_models import write_gguf, write_model
+from tests.tiny_models import fixture, write_gguf, write_model
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,7 @@ def test_a_qwen2_folder_imported_trained_registered_deployed_answers_the_openai_
 def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
     cli: Any, home: Path, tmp_path: Path
 ) -> None:
+    fixture("phi3_mini_tokenizer"), fixture("gpt2_tokenizer")  # Phi-3's and Mistral's tokenizers: skip up front
     llama = write_model("llama", tmp_path / "llama")
     parse_json(cli("models", "import", "my-llama", "--from", str(llama), "--json"))
     result = cli("quickstart", "--model", "my-llama", "--max-train-rows", "10", "--json", timeout=400)
@@ -169,6 +170,7 @@ def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
 
 def test_import_errors_and_the_hub_offline_and_from_its_cache(cli: Any, home: Path, tmp_path: Path) -> None:
     """What the CLI answers a user (the rules themselves are unit-tested in tests/unit/test_user_model_entries.py)."""
+    fixture("gpt2_tokenizer")  # Mistral's tokenizer vocabulary
     # A tokenizer without a chat template: refused with the option that fixes it, never a traceback.
     refused = cli("models", "import", "my-mistral", "--from", str(write_model("mistral", tmp_path / "mistral")))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
