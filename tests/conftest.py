@@ -17,6 +17,16 @@ import pytest
 from pydantic import BaseModel
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A path under shared/fixtures, or a clean skip of the test when the checkout has no shared/ beside it."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is absent")
+    return path
+
+
 # Small data files of our own, for formats no third-party fixture has (ShareGPT in LLaMA-Factory's shape).
 TEST_DATA = Path(__file__).resolve().parent / "data"
 _SESSION_CACHE: list[str] = []

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import FIXTURES
+from tests.conftest import shared_fixture as fixture
 
 # 2 layers, hidden 64: a real model of the family, built in milliseconds.
 TINY: dict[str, Any] = {
@@ -43,16 +43,6 @@ def chatml_tokenizer(template: str) -> Any:
     tok = build_tiny_tokenizer(512)
     tok.chat_template = template
     return tok
-
-
-def fixture(*parts: str) -> Path:
-    """A path under shared/fixtures, or a clean skip of the test when the checkout has no shared/ beside it."""
-    import pytest
-
-    path = FIXTURES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is absent")
-    return path
 
 
 def phi3_tokenizer() -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, TEST_DATA, parse_json
+from tests.conftest import TEST_DATA, parse_json, shared_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +59,7 @@ def _steps(job_id: str) -> dict[str, dict]:
 def test_alpaca_and_sharegpt_files_validate_and_train_and_weight_zero_is_not_trained(
     cli, home: Path, tmp_path: Path
 ) -> None:
-    fixture = FIXTURES / "alpaca_en_demo_llamafactory" / "alpaca_en_demo.json"
-    if not fixture.exists():
-        pytest.skip(f"shared fixture {fixture} is absent")
+    fixture = shared_fixture("alpaca_en_demo_llamafactory", "alpaca_en_demo.json")
     # A slice of LLaMA-Factory's alpaca demo, as a .json array: its shortest rows, which the tiny model's 512-token
     # vocabulary keeps whole in 192 tokens.
     alpaca = tmp_path / "alpaca.json"

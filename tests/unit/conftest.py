@@ -8,21 +8,13 @@ from typing import Any
 
 import pytest
 
-# tests/unit/conftest.py -> parents[3] is the folder that holds both the checkout and shared/.
-SHARED_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-
-
-def _shared(*parts: str) -> Path:
-    path = SHARED_FIXTURES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} is absent")
-    return path
+from tests.conftest import shared_fixture
 
 
 @pytest.fixture(scope="session")
 def shared() -> Callable[..., Path]:
     """``shared("dir", "file")``: a path under shared/fixtures, or a clean skip when it is not there."""
-    return _shared
+    return shared_fixture
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +30,4 @@ def phi3_tokenizer() -> Any:
     """The real Phi-3-mini-4k-instruct tokenizer files (tokenizer.json + tokenizer_config.json)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_shared("phi3_mini_tokenizer"))
+    return AutoTokenizer.from_pretrained(shared_fixture("phi3_mini_tokenizer"))
