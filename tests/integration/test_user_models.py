@@ -2,7 +2,8 @@
 that has a chat template, imported with `models import NAME --from SOURCE` and used by name.
 
 The bar: a Qwen2 folder imported, a 3-step job from a job YAML with `model: NAME`, registered, deployed, answering
-through the official `openai` client. Then Llama through `quickstart --model NAME`, Phi-3 and Mistral through the SDK,
+through the official `openai` client. Then Llama through `quickstart --model NAME`, Phi-3 and Mistral through the SDK
+(trained, registered, deployed on one endpoint, one chat completion each),
 a GGUF file, the hub (offline, against a local hub-layout cache) and the re-import rule. The embedded SmolLM2 imported
 again from its .gguf file is the slow test at the end.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import openai
 import pytest
 
+from chattune.entities import DeploymentSettings, ProvisioningState
 from chattune.schemas import (
     CatalogEntryPublic,
     DeploymentPublic,
@@ -119,7 +121,7 @@ def test_a_qwen2_folder_imported_trained_registered_deployed_answers_the_openai_
     assert cli("endpoints", "delete", "byo-qwen").returncode == 0
 
 
-def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
+def test_llama_through_quickstart_phi3_mistral_trained_and_served_and_a_gguf_file_through_the_sdk(
     cli: Any, home: Path, tmp_path: Path
 ) -> None:
     fixture("phi3_mini_tokenizer"), fixture("gpt2_tokenizer")  # Phi-3's and Mistral's tokenizers: skip up front
@@ -166,6 +168,32 @@ def test_llama_through_quickstart_phi3_mistral_and_a_gguf_file_through_the_sdk(
     assert phi3 == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]  # as the built-in Phi-3 entry writes them
     preprocess = next(s for s in ws.jobs.get(jobs["mistral"]).steps if s.name == "preprocess")
     assert preprocess.outputs["system_folded_into_user"] is True  # Mistral's [INST] format has no system role
+
+    # Phi-3 and Mistral registered and deployed side by side on one endpoint; one chat completion each through the
+    # official client, routed to its deployment by Azure's `azureml-model-deployment` header.
+    endpoint, keys = ws.endpoints.create("byo-phi3-mistral")
+    served = DeploymentSettings(request_timeout_ms=90000)
+    for arch, job_id in jobs.items():
+        version = ws.registry.register(job_id, name=f"{arch}-chat")
+        assert version.base_model == f"my-{arch}"
+        ws.endpoints.deploy(endpoint.name, arch, version.id, served, wait=False)
+    for arch in jobs:
+        assert ws.endpoints.wait_deployment(endpoint.name, arch, timeout_s=300).state == ProvisioningState.SUCCEEDED, (
+            arch
+        )
+    base_url = ws.endpoints.describe(ws.endpoints.get(endpoint.name))["openai_base_url"]
+    for arch in jobs:
+        client = openai.OpenAI(
+            base_url=base_url, api_key=keys["primary"], default_headers={"azureml-model-deployment": arch}
+        )
+        completion = client.chat.completions.create(
+            model=f"{arch}-chat:1",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=4,
+        )
+        assert completion.choices[0].finish_reason in ("stop", "length"), arch
+        assert 0 < completion.usage.completion_tokens <= 4, arch
+    ws.endpoints.delete(endpoint.name)
 
 
 def test_import_errors_and_the_hub_offline_and_from_its_cache(cli: Any, home: Path, tmp_path: Path) -> None:
