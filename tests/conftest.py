@@ -40,7 +40,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["CHATTUNE_CACHE_DIR"] = _SESSION_CACHE[0]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A fork server for the session's job runners and serving instances when integration tests will run: each then
+    starts with torch, transformers and PEFT imported (chattune.preload). CHATTUNE_TEST_PRELOAD=0 runs the suite on
+    plain processes only; tests whose environment differs (offline, namespaces) get plain processes anyway."""
+    if os.environ.get("CHATTUNE_TEST_PRELOAD", "1") == "0" or session.config.option.collectonly:
+        return
+    if any(item.get_closest_marker("integration") for item in session.items):
+        from chattune.processes import start_fork_server
+
+        start_fork_server()  # in the background: processes start the plain way until it serves
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from chattune.processes import stop_fork_servers
+
+    stop_fork_servers()
     for path in _SESSION_CACHE:
         shutil.rmtree(path, ignore_errors=True)
 

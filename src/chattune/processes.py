@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import psutil
 
+from chattune import preload
 from chattune.errors import ProcessError, WaitTimeoutError
+from chattune.settings import Settings
 
 # oneDNN, which runs the bf16 matmuls (and the CPU flash-attention kernels' small matmuls) on CPUs, compiles and
 # caches a kernel per shape (1,024 of them by default) and ideep keeps an LRU of as many, each costing 2-3 MB. Both
@@ -65,21 +67,64 @@ def spawn(
         raise ProcessError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(128)
     port = sock.getsockname()[1]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--fd", str(sock.fileno()), *args],
-                pass_fds=(sock.fileno(),),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives the CLI command; stopped by `endpoints delete`
-                env=child_env(**(env or {})),
-            )
+        pid = start_module(
+            module,
+            ["--fd", str(sock.fileno()), *args],
+            log_path,
+            env=child_env(**(env or {})),
+            pass_fds=(sock.fileno(),),
+        )
     finally:
         sock.close()
-    return proc.pid, port
+    return pid, port
+
+
+def start_module(
+    module: str, args: list[str], log_path: Path, *, env: dict[str, str], pass_fds: tuple[int, ...] = ()
+) -> int:
+    """Start ``python -m module *args`` detached; return its pid.
+
+    Detached: a session of its own (it outlives the caller, and a signal to its group reaches all of it), stdin
+    closed, output appended to ``log_path``.
+
+    The process comes from a fork server when one serves this environment (``chattune.preload``: the libraries are
+    then imported already), else from a new interpreter. ``args`` may name the ``pass_fds`` after ``--fd``.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        server = preload.socket_path(Settings().cache_dir, env)
+        if server is not None and server.exists():
+            try:
+                return preload.fork(server, module, args, env, log.fileno(), pass_fds)
+            except (OSError, ValueError):
+                pass  # gone or not answering: a new interpreter, as without one
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            pass_fds=pass_fds,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    return proc.pid
+
+
+def start_fork_server(idle_s: float = preload.IDLE_S, wait_s: float = 0) -> int | None:
+    """Start a fork server for this process's child environment (chattune.preload); its pid, None where none can run.
+
+    ``wait_s``: how long to wait for it to serve (it imports torch, transformers and PEFT first); until it does,
+    processes start the plain way.
+    """
+    env = child_env()
+    path = preload.socket_path(Settings().cache_dir, env)
+    return None if path is None else preload.start(path, env, idle_s, wait_s)
+
+
+def stop_fork_servers() -> list[int]:
+    """Stop the fork servers of this user cache (``$CHATTUNE_CACHE_DIR``); return their pids."""
+    return preload.stop(preload.socket_dir(Settings().cache_dir))
 
 
 # How long a server keeps an idle kept-alive connection. uvicorn's default, 5 s, is exactly httpx's (so the openai

@@ -14,7 +14,7 @@ import chattune
 ROOT = Path(chattune.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "preload"},  # preload: the fork server, on the standard library only
     {"settings", "entities", "versions"},
     {"schemas"},  # the wire shapes of the entities: built from them, so one layer above
     {"processes", "store", "tracking", "templates", "inference"},

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, parse_spec
 from chattune.pipeline.joblog import JOB_LOG, JobLog
 from chattune.pipeline.resolved import display_name, resolve
-from chattune.processes import child_env
+from chattune.processes import child_env, start_module
 from chattune.settings import Settings
 from chattune.store.base import Page, Store
 
@@ -135,17 +133,13 @@ class JobService:
 
     def start(self, job_id: str, *, resume: bool = False) -> None:
         """Start the job's runner process (detached: it outlives the caller) and record its pid."""
-        out = (self.job_dir(job_id) / "runner.log").open("ab")
-        env = child_env(CHATTUNE_HOME=str(self.settings.home))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chattune.pipeline.runner", job_id, *(["--resume"] if resume else [])],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # the job outlives the command that created it
+        pid = start_module(
+            "chattune.pipeline.runner",
+            [job_id, *(["--resume"] if resume else [])],
+            self.job_dir(job_id) / "runner.log",
+            env=child_env(CHATTUNE_HOME=str(self.settings.home)),
         )
-        self.store.update_job(job_id, pid=proc.pid)
+        self.store.update_job(job_id, pid=pid)
 
     def log(self, job_id: str) -> JobLog:
         """The job's log and event files."""

@@ -1,0 +1,318 @@
+"""A fork server: job runners and serving instances forked from a process that has imported their libraries once.
+
+One process imports torch, transformers, PEFT and TRL, and forks chattune's job runners and serving instances from
+that state instead of starting a new interpreter for each.
+
+A tiny job's runner or a serving instance spends most of its start importing those libraries (about 6 s of CPU on a
+laptop core, 10 s on a busy one). With a fork server running, ``chattune.processes`` asks it for the process: the
+server forks, and the child becomes the process ``python -m MODULE ARGS`` would have been (its own session, the
+caller's environment, working directory, umask, log file and listening socket) and runs the same module as
+``__main__`` through ``runpy``. Nothing is shared after the fork; the child's exit runs its own atexit handlers.
+
+A server is used only by callers whose process would import the same code the same way: its socket's name is a hash
+of the Python executable, chattune's sources (their mtimes), the environment variables read at import time
+(``HF_*``, ``TRANSFORMERS_*``, ``TORCH*``, ``OMP_*``...) and the kernel namespaces (a network-less ``unshare -rn`` run
+gets no server, so it stays offline). Anything else (another key, no server, a server that does not answer) starts
+the process the plain way; a fork server only ever saves time.
+
+It is started explicitly, never behind the user's back: ``chattune.processes.start_fork_server()`` (the test suite
+does, for its session: tests/conftest.py) and ``stop_fork_servers()``. It exits by itself after ``idle_s`` seconds
+without a request. The socket lies in ``$CHATTUNE_CACHE_DIR/preload`` (mode 0700), and the server
+serves only its own user (SO_PEERCRED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import runpy
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# What the server imports before serving: the libraries a runner or an instance spends its start on, and chattune's
+# modules below the entry points (an entry point itself is run fresh as __main__ in the child).
+PRELOAD = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "mlflow",
+    "uvicorn",
+    "fastapi",
+    "chattune.pipeline.attempt",
+    "chattune.pipeline.steps",
+    "chattune.serving.app",
+    "chattune.serving.engine",
+    "chattune.endpoints.supervisor",
+)
+# Environment variables read while those modules import: a caller whose values differ gets no server. Not those
+# read only when used (MLFLOW_*, CHATTUNE_*), nor those set by the imports themselves (TORCHINDUCTOR_CACHE_DIR).
+IMPORT_TIME_ENV = (
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TORCH_",
+    "TORCHDYNAMO_",
+    "PYTORCH_",
+    "OMP_",
+    "MKL_",
+    "CUDA_",
+    "TOKENIZERS_",
+    "PYTHON",
+    "LD_",
+    "ONEDNN_",
+    "LRU_",
+    "HOME",
+    "XDG_",
+    "TMPDIR",
+)
+NAMESPACES = ("mnt", "net", "user", "pid", "ipc", "uts")
+IDLE_S = 1800.0
+_HEADER = struct.Struct("!I")
+MAX_FDS = 4
+
+
+def socket_dir(cache_dir: Path) -> Path:
+    """Where the fork servers of this user cache have their sockets."""
+    return cache_dir / "preload"
+
+
+def key(env: dict[str, str]) -> str | None:
+    """The fork server a process with this environment may come from; None when none can serve it here."""
+    try:
+        spaces = [os.readlink(f"/proc/self/ns/{ns}") for ns in NAMESPACES]
+    except OSError:
+        return None  # no /proc (not Linux): no fork server
+    package = Path(__file__).parent  # chattune's sources
+    sources = sorted((str(p), p.stat().st_mtime_ns) for p in package.rglob("*.py"))
+    wanted = sorted((k, v) for k, v in env.items() if k.startswith(IMPORT_TIME_ENV))
+    # The child's sys.path follows from the executable and the environment (PYTHONPATH, PYTHONSAFEPATH), not from
+    # the caller's sys.path (a `python -m` caller without PYTHONSAFEPATH has its working directory first).
+    blob = json.dumps([sys.executable, sources, wanted, spaces, os.getuid()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def socket_path(cache_dir: Path, env: dict[str, str]) -> Path | None:
+    """The socket of the fork server for this environment (it may not be running); None when there can be none."""
+    k = key(env)
+    path = socket_dir(cache_dir) / f"{k}.sock"
+    # AF_UNIX paths are limited to 107 bytes; a longer cache path gets no fork server.
+    return path if k is not None and len(os.fsencode(path)) < 100 else None
+
+
+@dataclass
+class Request:
+    """What the child becomes: ``python -m module *args`` with this environment, directory and umask."""
+
+    module: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: str
+    umask: int
+    fd_args: list[int]  # the caller's numbers of the passed fds after the log's (written in args after "--fd")
+
+
+def fork(path: Path, module: str, args: list[str], env: dict[str, str], log_fd: int, pass_fds: tuple[int, ...]) -> int:
+    """Ask the fork server at ``path`` for ``python -m module *args``; return the child's pid.
+
+    Raises OSError (the server is not there or did not answer): the caller starts the process itself.
+    """
+    umask = os.umask(0o22)
+    os.umask(umask)
+    request = Request(module, list(args), env, os.getcwd(), umask, list(pass_fds))
+    payload = json.dumps(request.__dict__).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(str(path))
+        socket.send_fds(conn, [_HEADER.pack(len(payload))], [log_fd, *pass_fds])
+        conn.sendall(payload)
+        answer = conn.makefile("rb").readline()
+    if not answer:
+        raise ConnectionError(f"the fork server at {path} closed the connection")
+    return int(json.loads(answer)["pid"])
+
+
+def _receive(conn: socket.socket) -> tuple[Request, list[int]]:
+    header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, MAX_FDS + 1)
+    (size,) = _HEADER.unpack(header)
+    payload = b""
+    while len(payload) < size:
+        chunk = conn.recv(size - len(payload))
+        if not chunk:
+            raise ConnectionError("truncated request")
+        payload += chunk
+    return Request(**json.loads(payload)), fds
+
+
+def _say(line: str) -> None:
+    # Not logging: a child would inherit the server's logging configuration and lose its own.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def serve(path: Path, idle_s: float, modules: tuple[str, ...] = PRELOAD) -> tuple[Request, list[int]] | None:
+    """Import ``modules``, then fork a child per request until idle; in a child, return what it is to become."""
+    for name in modules:
+        importlib.import_module(name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    staging = path.with_suffix(f".{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    server.bind(str(staging))
+    server.listen(64)
+    os.replace(staging, path)  # the socket appears only once it can serve
+    identity = path.stat().st_ino
+    server.settimeout(1.0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _say(f"fork server {os.getpid()} serving on {path}")
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            _reap()
+            try:
+                if path.stat().st_ino != identity:
+                    break  # replaced or removed: `stop` or a newer server
+            except FileNotFoundError:
+                break
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            last = time.monotonic()
+            with conn:
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                if struct.unpack("3i", creds)[1] != os.getuid():
+                    continue
+                try:
+                    conn.settimeout(10)
+                    request, fds = _receive(conn)
+                except (OSError, ValueError, TypeError) as exc:
+                    _say(f"bad request: {exc!r}")
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    return request, fds  # the finally closes the server's socket in the child
+                _say(f"{request.module} {' '.join(request.args)}: pid {pid}")
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    finally:
+        server.close()
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_ino == identity:
+            path.unlink()
+    return None
+
+
+def _become(request: Request, fds: list[int]) -> None:
+    """Turn this forked child into ``python -m request.module``: as subprocess.Popen(start_new_session=True) would."""
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    log_fd, passed = fds[0], fds[1:]
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(devnull)
+    os.close(log_fd)
+    numbers = dict(zip(request.fd_args, passed, strict=True))
+    args = [str(numbers[int(a)]) if i > 0 and request.args[i - 1] == "--fd" else a for i, a in enumerate(request.args)]
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    os.environ.clear()
+    os.environ.update(request.env)
+    os.chdir(request.cwd)
+    os.umask(request.umask)
+    sys.argv = [request.module, *args]
+
+
+def stop(directory: Path, timeout_s: float = 10) -> list[int]:
+    """Stop every fork server with a socket in ``directory``; return their pids."""
+    pids = []
+    for pid_file in sorted(directory.glob("*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text()))
+        pid_file.with_suffix(".sock").unlink(missing_ok=True)  # a server whose socket is gone exits within a second
+        pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        return os.waitpid(pid, os.WNOHANG)[0] == 0  # our own child (started here): reap it once it exits
+    return True
+
+
+def start(
+    path: Path, env: dict[str, str], idle_s: float = IDLE_S, wait_s: float = 0, modules: tuple[str, ...] = PRELOAD
+) -> int:
+    """Start a fork server for children with environment ``env`` at ``path`` (detached); wait up to ``wait_s``."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = path.with_suffix(".log").open("ab")
+    serve = ["--socket", str(path), "--idle-s", str(idle_s), "--preload", ",".join(modules)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chattune.preload", *serve],
+        env=env,  # the environment its children get: the one its key names
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    path.with_suffix(".pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not path.exists() and proc.poll() is None:
+        time.sleep(0.2)
+    return proc.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chattune.preload --socket PATH``: serve there (``chattune.processes.start_fork_server`` runs it)."""
+    parser = argparse.ArgumentParser(prog="python -m chattune.preload", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--socket", type=Path, required=True, help="the socket path")
+    parser.add_argument("--idle-s", type=float, default=IDLE_S, help="exit after this long without a request")
+    parser.add_argument("--preload", default=",".join(PRELOAD), help="the modules imported before serving")
+    ns = parser.parse_args(argv)
+    child = serve(ns.socket, ns.idle_s, tuple(m for m in ns.preload.split(",") if m))
+    if child is None:
+        return 0
+    _become(*child)
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

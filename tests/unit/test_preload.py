@@ -1,0 +1,124 @@
+"""The fork server (chattune.preload): a process it forks is the process `python -m MODULE` would have been.
+
+The server here preloads one small stdlib module instead of torch (the suite's own server, tests/conftest.py, preloads
+the real list); the probe below reports what a process can see of how it was started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chattune import preload
+from chattune.processes import child_env, start_module
+
+PROBE = """
+import atexit, json, os, socket, sys
+listener = socket.socket(fileno=int(sys.argv[sys.argv.index("--fd") + 1]))
+atexit.register(lambda: print("atexit ran", flush=True))
+print(json.dumps({
+    "name": __name__,
+    "argv": sys.argv[1:],
+    "session_leader": os.getsid(0) == os.getpid(),
+    "cwd": os.getcwd(),
+    "umask": os.umask(0),
+    "marker": os.environ.get("PROBE_MARKER"),
+    "stdin_is_devnull": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
+    "listening_on": listener.getsockname()[1],
+    "preloaded": "email.mime.text" in sys.modules,
+}), flush=True)
+sys.exit(3)
+"""
+MODULES = ("email.mime.text",)
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ct-"))  # short: a socket path has at most 107 bytes
+    monkeypatch.setenv("CHATTUNE_CACHE_DIR", str(path))
+    yield path
+    preload.stop(preload.socket_dir(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "probe_mod").mkdir()
+    (tmp_path / "probe_mod" / "__init__.py").write_text("")
+    (tmp_path / "probe_mod" / "probe.py").write_text(PROBE)
+    return child_env(PYTHONPATH=str(tmp_path), PROBE_MARKER="m-1")
+
+
+def _run_probe(tmp_path: Path, env: dict[str, str], name: str) -> tuple[int, dict[str, object]]:
+    log = tmp_path / f"{name}.log"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+        pid = start_module("probe_mod.probe", ["--fd", str(fd), "--x", "y"], log, env=env, pass_fds=(fd,))
+    deadline = time.monotonic() + 30
+    while "atexit ran" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = log.read_text().splitlines()
+    assert lines[-1] == "atexit ran", lines  # the child's own interpreter exit, atexit handlers and all
+    report = json.loads(lines[-2])
+    assert report.pop("listening_on") == port  # the passed socket, under whatever number it has in the child
+    argv = report.pop("argv")
+    assert argv[0] == "--fd" and argv[2:] == ["--x", "y"]
+    return pid, report
+
+
+def test_a_forked_process_is_what_a_new_interpreter_would_have_been(
+    cache: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    _, plain = _run_probe(tmp_path, env, "plain")  # no server yet: a new interpreter
+    path = preload.socket_path(cache, env)
+    assert path is not None and not path.exists()
+    server = preload.start(path, env, wait_s=30, modules=MODULES)
+    assert path.exists() and path.parent.stat().st_mode & 0o777 == 0o700
+    pid, forked = _run_probe(tmp_path, env, "forked")
+    assert "probe_mod.probe --fd" in (path.with_suffix(".log")).read_text()  # it did come from the server
+    assert (plain.pop("preloaded"), forked.pop("preloaded")) == (False, True)
+    assert forked == plain
+    assert plain["name"] == "__main__" and plain["session_leader"] is True and plain["stdin_is_devnull"] is True
+    assert plain["marker"] == "m-1" and plain["cwd"] == os.getcwd()
+
+    # Another import-time environment (offline hub) names another server: none runs, so a new interpreter.
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    assert preload.socket_path(cache, offline) != path
+    assert preload.socket_path(cache, {**env, "CHATTUNE_HOME": "/elsewhere"}) == path  # read at run time only
+    _, other = _run_probe(tmp_path, offline, "offline")
+    assert other["preloaded"] is False
+
+    assert preload.stop(path.parent) == [server]
+    assert not path.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(server, 0)
+    assert pid != server
+
+
+def test_a_dead_server_left_its_socket_and_processes_still_start(
+    cache: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    path = preload.socket_path(cache, env)
+    assert path is not None
+    server = preload.start(path, env, wait_s=30, modules=MODULES)
+    os.kill(server, signal.SIGKILL)
+    os.waitpid(server, 0)
+    assert path.exists()  # killed: nobody removed its socket
+    _, report = _run_probe(tmp_path, env, "after")
+    assert report["preloaded"] is False and report["marker"] == "m-1"
+
+
+def test_no_server_where_the_socket_path_would_be_too_long(env: dict[str, str]) -> None:
+    assert preload.socket_path(Path("/tmp") / ("x" * 90), env) is None
