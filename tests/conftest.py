@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,10 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+
+from chattune import preload
+from chattune.processes import child_env
+from chattune.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -49,7 +54,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any(item.get_closest_marker("integration") for item in session.items):
         from chattune.processes import start_fork_server
 
-        start_fork_server()  # in the background: processes start the plain way until it serves
+        start_fork_server(wait_s=120)  # its imports (~10 s); should it not serve by then, processes start plainly
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -100,11 +105,20 @@ CliResult = subprocess.CompletedProcess
 
 @pytest.fixture
 def cli(home: Path) -> Callable[..., CliResult]:
-    """Run `python -m chattune.cli.main ARGS` in a real process against the test workspace."""
+    """Run `python -m chattune.cli.main ARGS` in a real process against the test workspace.
+
+    The environment is what chattune gives its own children (chattune.processes.child_env: PYTHONSAFEPATH and the
+    kernel-cache caps over the test's environment), so that the session's fork server can start the command.
+    """
 
     def run(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
-        env = {**os.environ, "CHATTUNE_HOME": str(home), **(env or {})}
+        env = child_env(CHATTUNE_HOME=str(home), **(env or {}))
         env.setdefault("CHATTUNE_CREDENTIALS_PATH", str(home.parent / "credentials.json"))
+        server = preload.socket_path(Settings().cache_dir, env)
+        if server is not None and server.exists():
+            # Forked by the session's fork server (chattune.preload): the same command, without ~1 s of imports.
+            with contextlib.suppress(ConnectionError, FileNotFoundError):
+                return preload.run(server, "chattune.cli.main", list(args), env, cwd=cwd, timeout=timeout)
         return subprocess.run(
             [sys.executable, "-m", "chattune.cli.main", *args],
             capture_output=True,

@@ -28,8 +28,10 @@ import contextlib
 import hashlib
 import importlib
 import json
+import locale
 import os
 import runpy
+import selectors
 import signal
 import socket
 import struct
@@ -113,38 +115,119 @@ def socket_path(cache_dir: Path, env: dict[str, str]) -> Path | None:
 
 @dataclass
 class Request:
-    """What the child becomes: ``python -m module *args`` with this environment, directory and umask."""
+    """What the child becomes: ``python -m module *args`` with this environment, directory and umask.
+
+    The passed fds are the log's (or stdin's, stdout's and stderr's with ``stdio``), then ``fd_args``'s.
+    """
 
     module: str
     args: list[str]
     env: dict[str, str]
     cwd: str
     umask: int
-    fd_args: list[int]  # the caller's numbers of the passed fds after the log's (written in args after "--fd")
+    fd_args: list[int]  # the caller's numbers of the passed fds (written in args after "--fd")
+    stdio: bool = False  # three fds for stdin, stdout and stderr instead of one log
+    wait: bool = False  # the server answers the exit status too, once the child has exited
+
+
+def _request(path: Path, request: Request, fds: list[int]) -> tuple[socket.socket, int]:
+    payload = json.dumps(request.__dict__).encode()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(10)
+        conn.connect(str(path))
+        socket.send_fds(conn, [_HEADER.pack(len(payload))], fds)
+        conn.sendall(payload)
+        return conn, int(json.loads(_line(conn, path))["pid"])
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _line(conn: socket.socket, path: Path) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"the fork server at {path} closed the connection")
+        data += chunk
+    return data
+
+
+def _umask() -> int:
+    umask = os.umask(0o22)
+    os.umask(umask)
+    return umask
 
 
 def fork(path: Path, module: str, args: list[str], env: dict[str, str], log_fd: int, pass_fds: tuple[int, ...]) -> int:
-    """Ask the fork server at ``path`` for ``python -m module *args``; return the child's pid.
+    """Ask the fork server at ``path`` for ``python -m module *args``, detached; return the child's pid.
 
     Raises OSError (the server is not there or did not answer): the caller starts the process itself.
     """
-    umask = os.umask(0o22)
-    os.umask(umask)
-    request = Request(module, list(args), env, os.getcwd(), umask, list(pass_fds))
-    payload = json.dumps(request.__dict__).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(10)
-        conn.connect(str(path))
-        socket.send_fds(conn, [_HEADER.pack(len(payload))], [log_fd, *pass_fds])
-        conn.sendall(payload)
-        answer = conn.makefile("rb").readline()
-    if not answer:
-        raise ConnectionError(f"the fork server at {path} closed the connection")
-    return int(json.loads(answer)["pid"])
+    request = Request(module, list(args), env, os.getcwd(), _umask(), list(pass_fds))
+    conn, pid = _request(path, request, [log_fd, *pass_fds])
+    conn.close()
+    return pid
+
+
+def run(
+    path: Path, module: str, args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([python, -m, module, *args], capture_output=True, text=True)``, forked by the server.
+
+    Raises OSError when the server is not there (nothing ran), subprocess.TimeoutExpired as run does, and
+    RuntimeError when the server went away while the process ran.
+    """
+    request = Request(module, list(args), env, str(cwd or os.getcwd()), _umask(), [], stdio=True, wait=True)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        conn, pid = _request(path, request, [devnull, out_w, err_w])
+    except BaseException:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (out_w, err_w, devnull):
+            os.close(fd)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel, conn:
+        for fd in chunks:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                for key in list(sel.get_map().values()):
+                    os.close(key.fd)
+                raise subprocess.TimeoutExpired([module, *args], timeout)
+            for selected, _ in sel.select(left):
+                data = os.read(selected.fd, 65536)
+                if data:
+                    chunks[selected.fd].append(data)
+                else:
+                    sel.unregister(selected.fd)
+                    os.close(selected.fd)
+        conn.settimeout(max(deadline - time.monotonic(), 1))
+        try:
+            returncode = int(json.loads(_line(conn, path))["returncode"])
+        except OSError as exc:  # it ran: not an error to start it again over
+            raise RuntimeError(f"the fork server at {path} lost track of process {pid}: {exc}") from exc
+    # As run(text=True) decodes: the locale's encoding, universal newlines (a progress bar's \r is a line end).
+    encoding = locale.getpreferredencoding(False)
+    out, err = (
+        b"".join(chunks[fd]).decode(encoding, errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+        for fd in (out_r, err_r)
+    )
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], returncode, out, err)
 
 
 def _receive(conn: socket.socket) -> tuple[Request, list[int]]:
-    header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, MAX_FDS + 1)
+    header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, MAX_FDS + 3)
     (size,) = _HEADER.unpack(header)
     payload = b""
     while len(payload) < size:
@@ -161,10 +244,20 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _reap() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+def _reap(waiting: dict[int, socket.socket]) -> None:
+    """Collect exited children; answer the exit status to whoever waits for it."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        conn = waiting.pop(pid, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+            conn.close()
 
 
 def serve(path: Path, idle_s: float, modules: tuple[str, ...] = PRELOAD) -> tuple[Request, list[int]] | None:
@@ -180,43 +273,66 @@ def serve(path: Path, idle_s: float, modules: tuple[str, ...] = PRELOAD) -> tupl
     server.listen(64)
     os.replace(staging, path)  # the socket appears only once it can serve
     identity = path.stat().st_ino
-    server.settimeout(1.0)
+    # SIGCHLD wakes the loop (through the wakeup fd), so a waiting caller hears of its child's exit at once.
+    wake_r, wake_w = socket.socketpair()
+    for end in (wake_r, wake_w):
+        end.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    waiting: dict[int, socket.socket] = {}
+    sel = selectors.DefaultSelector()
+    sel.register(server, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
     _say(f"fork server {os.getpid()} serving on {path}")
     last = time.monotonic()
     try:
-        while time.monotonic() - last < idle_s:
-            _reap()
+        while time.monotonic() - last < idle_s or waiting:
+            _reap(waiting)
             try:
                 if path.stat().st_ino != identity:
                     break  # replaced or removed: `stop` or a newer server
             except FileNotFoundError:
                 break
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
+            ready = {key.fileobj for key, _ in sel.select(1.0)}
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    wake_r.recv(4096)
+            if server not in ready:
                 continue
+            conn, _ = server.accept()
             last = time.monotonic()
-            with conn:
-                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            try:
                 if struct.unpack("3i", creds)[1] != os.getuid():
-                    continue
-                try:
-                    conn.settimeout(10)
-                    request, fds = _receive(conn)
-                except (OSError, ValueError, TypeError) as exc:
-                    _say(f"bad request: {exc!r}")
-                    continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    return request, fds  # the finally closes the server's socket in the child
-                _say(f"{request.module} {' '.join(request.args)}: pid {pid}")
-                for fd in fds:
-                    os.close(fd)
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                    raise PermissionError("a caller of another user")
+                conn.settimeout(10)
+                request, fds = _receive(conn)
+            except (OSError, ValueError, TypeError) as exc:
+                _say(f"refused: {exc!r}")
+                conn.close()
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                for held in (conn, wake_r, wake_w, *waiting.values()):
+                    held.close()
+                sel.close()
+                return request, fds  # the finally closes the server's socket in the child
+            _say(f"{request.module} {' '.join(request.args)}: pid {pid}")
+            for fd in fds:
+                os.close(fd)
+            try:
+                conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            except OSError:
+                conn.close()
+                continue
+            if request.wait:
+                waiting[pid] = conn
+            else:
+                conn.close()
     finally:
         server.close()
     with contextlib.suppress(FileNotFoundError):
@@ -231,13 +347,15 @@ def _become(request: Request, fds: list[int]) -> None:
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    log_fd, passed = fds[0], fds[1:]
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(devnull)
-    os.close(log_fd)
+    if request.stdio:
+        stdio, passed = fds[:3], fds[3:]
+    else:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        stdio, passed = [devnull, fds[0], fds[0]], fds[1:]
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
+    for fd in set(stdio):
+        os.close(fd)
     numbers = dict(zip(request.fd_args, passed, strict=True))
     args = [str(numbers[int(a)]) if i > 0 and request.args[i - 1] == "--fd" else a for i, a in enumerate(request.args)]
     for fd in passed:

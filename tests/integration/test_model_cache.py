@@ -18,6 +18,7 @@ from tests.conftest import exact, parse_json
 pytestmark = pytest.mark.integration
 
 UNSHARE = shutil.which("unshare")
+IP = shutil.which("ip")
 MODEL = "smollm2-135m-instruct"
 
 
@@ -28,7 +29,10 @@ def _chattune(home: Path, cache: Path, *args: str, offline: bool = False, timeou
     env["CHATTUNE_CREDENTIALS_PATH"] = str(home.parent / f"{home.name}-credentials.json")
     command = [sys.executable, "-m", "chattune.cli.main", *args]
     if offline:
-        command = [str(UNSHARE), "-rn", *command]
+        # A network namespace of its own has only a loopback interface, and it is down: brought up, as it is on any
+        # machine without a network, so that the endpoint's servers can listen and be reached on 127.0.0.1.
+        up = f"{IP} link set lo up && " if IP else ""
+        command = [str(UNSHARE), "-rn", "sh", "-c", up + 'exec "$@"', "sh", *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -74,6 +78,8 @@ def test_the_embedded_model_is_fetched_once_per_machine(tmp_path: Path, network_
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # the demo's training on a shared 2-core machine
 def test_make_demo_flow_in_a_new_workspace_with_the_network_cut(tmp_path: Path, network_cut: None) -> None:
+    if IP is None:
+        pytest.skip("`ip` (iproute2) is needed to bring loopback up in the network namespace")
     cache = tmp_path / "cache"
     parse_json(_chattune(tmp_path / "ws1", cache, "models", "import", MODEL, "--json"))
     doc = parse_json(_chattune(tmp_path / "ws2", cache, "quickstart", "--json", offline=True, timeout=1800))

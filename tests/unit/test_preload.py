@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -122,3 +124,26 @@ def test_a_dead_server_left_its_socket_and_processes_still_start(
 
 def test_no_server_where_the_socket_path_would_be_too_long(env: dict[str, str]) -> None:
     assert preload.socket_path(Path("/tmp") / ("x" * 90), env) is None
+
+
+def test_run_answers_what_subprocess_run_would(cache: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """`preload.run` (the test suite's CLI runner) against subprocess.run: output, exit code, signals, timeout."""
+    (tmp_path / "probe_mod" / "talk.py").write_text(
+        "import os, signal, sys, time\n"
+        "print('out', sys.argv[1:]); print('progress\\rdone', file=sys.stderr)\n"
+        "if sys.argv[1] == 'kill': os.kill(os.getpid(), signal.SIGKILL)\n"
+        "if sys.argv[1] == 'sleep': time.sleep(30)\n"
+        "sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)\n"
+    )
+    path = preload.socket_path(cache, env)
+    assert path is not None
+    preload.start(path, env, wait_s=30, modules=MODULES)
+    for arg in ("0", "7", "kill"):
+        plain = subprocess.run(
+            [sys.executable, "-m", "probe_mod.talk", arg], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        forked = preload.run(path, "probe_mod.talk", [arg], env, cwd=tmp_path)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert forked.returncode == -signal.SIGKILL and forked.stderr == "progress\ndone\n"
+    with pytest.raises(subprocess.TimeoutExpired):  # not after the child's 30 s: killed at the timeout
+        preload.run(path, "probe_mod.talk", ["sleep"], env, timeout=1)
