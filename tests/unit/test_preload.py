@@ -6,6 +6,7 @@ the real list); the probe below reports what a process can see of how it was sta
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -133,17 +134,33 @@ def test_run_answers_what_subprocess_run_would(cache: Path, env: dict[str, str],
         "print('out', sys.argv[1:]); print('progress\\rdone', file=sys.stderr)\n"
         "if sys.argv[1] == 'kill': os.kill(os.getpid(), signal.SIGKILL)\n"
         "if sys.argv[1] == 'sleep': time.sleep(30)\n"
+        "if sys.argv[1] == 'msg': sys.exit('bye')\n"
+        "if sys.argv[1] == 'nap': time.sleep(2)\n"
+        "if sys.argv[1] == 'raise': raise ValueError('boom')\n"
         "sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)\n"
     )
     path = preload.socket_path(cache, env)
     assert path is not None
     preload.start(path, env, wait_s=30, modules=MODULES)
-    for arg in ("0", "7", "kill"):
+    answers = {}
+    for arg in ("0", "7", "msg", "raise", "kill"):
         plain = subprocess.run(
             [sys.executable, "-m", "probe_mod.talk", arg], capture_output=True, text=True, env=env, cwd=tmp_path
         )
         forked = preload.run(path, "probe_mod.talk", [arg], env, cwd=tmp_path)
+        if arg == "raise":  # the traceback's frames differ (runpy's): its last line does not
+            plain.stderr, forked.stderr = plain.stderr.splitlines()[-1], forked.stderr.splitlines()[-1]
         assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr)
-    assert forked.returncode == -signal.SIGKILL and forked.stderr == "progress\ndone\n"
+        answers[arg] = forked
+    assert [answers[a].returncode for a in ("0", "7", "msg", "raise", "kill")] == [0, 7, 1, 1, -signal.SIGKILL]
+    assert answers["kill"].stderr == "progress\ndone\n" and answers["msg"].stderr.endswith("bye\n")
     with pytest.raises(subprocess.TimeoutExpired):  # not after the child's 30 s: killed at the timeout
         preload.run(path, "probe_mod.talk", ["sleep"], env, timeout=1)
+
+    # Stopped (or replaced by a newer server) while a caller waits: that caller still gets its exit status.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        napping = pool.submit(preload.run, path, "probe_mod.talk", ["nap"], env)
+        while "probe_mod.talk nap" not in path.with_suffix(".log").read_text():
+            time.sleep(0.05)
+        preload.stop(path.parent)
+        assert napping.result(timeout=30).returncode == 0
