@@ -38,6 +38,7 @@ print(json.dumps({
     "stdin_is_devnull": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
     "listening_on": listener.getsockname()[1],
     "preloaded": "email.mime.text" in sys.modules,
+    "cmdline": open("/proc/self/cmdline", "rb").read().replace(b"\\0", b" ").decode().split(),
 }), flush=True)
 sys.exit(3)
 """
@@ -78,6 +79,9 @@ def _run_probe(tmp_path: Path, env: dict[str, str], name: str) -> tuple[int, dic
     assert report.pop("listening_on") == port  # the passed socket, under whatever number it has in the child
     argv = report.pop("argv")
     assert argv[0] == "--fd" and argv[2:] == ["--x", "y"]
+    # What `ps` shows (forked: set with setproctitle, a dev dependency): the command, not the fork server's.
+    cmdline = report.pop("cmdline")
+    assert cmdline[1:4] == ["-m", "probe_mod.probe", "--fd"] and cmdline[5:] == ["--x", "y"], cmdline
     return pid, report
 
 
