@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch 2.13.0 lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-all lint install clean bench-validate bench-load bench-train
+.PHONY: demo test test-all lint install clean bench-validate bench-load bench-train bench-ray
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-load: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --quick
+
+bench-ray: $(STAMP)
+	$(BIN)/python bench/ray_overhead.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -74,7 +74,10 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return [[m for m in row["messages"] if m["role"] != "assistant"][:2] for row in rows][:n]
 
 
-async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs: list[Any]) -> dict[str, Any]:
+async def drive(
+    url: str, clients: int, per_client: int, max_tokens: int, convs: list[Any], headers: dict[str, str] = AUTH
+) -> dict[str, Any]:
+    """``clients`` concurrent clients, ``per_client`` chat completions each at ``url``: tokens/s and latency."""
     latencies: list[float] = []
     tokens = 0
     errors = 0
@@ -95,7 +98,7 @@ async def drive(url: str, clients: int, per_client: int, max_tokens: int, convs:
             latencies.append(time.perf_counter() - started)
             tokens += r.json()["usage"]["completion_tokens"]
 
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4), headers=AUTH) as http:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4), headers=headers) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - started

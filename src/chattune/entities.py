@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if sys.version_info >= (3, 11):
     from enum import StrEnum
@@ -223,6 +223,29 @@ class ProbeSettings(BaseModel):
     failure_threshold: int = Field(30, ge=1, description="failures in a row before a restart (liveness) or out")
 
 
+class AutoscaleSettings(BaseModel):
+    """Instances that follow the load, between a floor and a ceiling (a deployment on a Ray compute target).
+
+    Azure scales a managed deployment between ``min_instances`` and ``max_instances``; on Ray Serve these are the
+    replica bounds of its autoscaling config, and ``target_requests_per_instance`` is Serve's
+    ``target_ongoing_requests``: Serve adds replicas while the requests in flight per replica stay above it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_instances: int = Field(1, ge=1, description="the fewest instances (replicas) kept running")
+    max_instances: int = Field(..., ge=1, description="the most instances (replicas) scaled up to")
+    target_requests_per_instance: float = Field(
+        2.0, gt=0, description="requests in flight per instance that autoscaling aims at"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleSettings:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) is above max_instances ({self.max_instances})")
+        return self
+
+
 MAX_REQUEST_TIMEOUT_MS = 180_000
 # The most sequences one request can ask for (OpenAI's `n`); the engine's batch holds that many per request.
 MAX_CHOICES = 8
@@ -255,6 +278,17 @@ class DeploymentSettings(BaseModel):
         description="sequences sharing one forward pass; unset: max_concurrent_requests_per_instance x MAX_CHOICES",
     )
     max_new_tokens_cap: int = Field(1024, ge=1, description="the server-side cap on tokens generated per answer")
+    autoscale: AutoscaleSettings | None = Field(
+        None, description="instances between a floor and a ceiling, following the load (Ray compute targets only)"
+    )
+    cpus_per_instance: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each replica; its torch threads follow (Ray compute targets only)"
+    )
+
+    @property
+    def max_instance_count(self) -> int:
+        """The most instances the deployment can have: the autoscaling ceiling, else ``instance_count``."""
+        return self.autoscale.max_instances if self.autoscale else self.instance_count
 
     @property
     def engine_batch_size(self) -> int:
@@ -290,6 +324,11 @@ class Deployment(Entity):
     max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
     max_batch_size: int | None = None
     max_new_tokens_cap: int | None = None  # None (a deployment recorded before it existed): the default
+    autoscale: dict[str, Any] | None = None  # AutoscaleSettings' fields; None: a fixed instance_count
+    cpus_per_instance: float | None = None  # None: the default
+    # The compute target its instances run on: `local` (processes the gateway supervises) or a Ray target (replicas
+    # of a Ray Serve application, chattune.serving.ray_serve).
+    compute: str = "local"
     port: int | None = None
     pid: int | None = None
     log_path: str | None = None
@@ -312,6 +351,10 @@ class Deployment(Entity):
         }
         if self.max_new_tokens_cap is not None:
             given["max_new_tokens_cap"] = self.max_new_tokens_cap
+        if self.autoscale:
+            given["autoscale"] = self.autoscale
+        if self.cpus_per_instance is not None:
+            given["cpus_per_instance"] = self.cpus_per_instance
         return DeploymentSettings.model_validate(given)
 
 
@@ -335,6 +378,7 @@ class UserModel(Entity):
 
 # The built-in compute target (this machine), and the names `compute add` accepts and a job's `compute:` names.
 LOCAL_COMPUTE = "local"
+SERVE_DEFAULT_PORT = 8000  # Ray Serve's HTTP proxy port unless told otherwise
 COMPUTE_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 
 
@@ -374,6 +418,7 @@ class ComputeTarget(Entity):
         address: The Ray address: ``auto``, ``ray://host:port`` (Ray Client) or a head's GCS ``host:port``.
         created_at: When it was added.
         local_cluster: Set when chattune started the cluster on this machine (``compute start-ray``).
+        serve_port: The port of the cluster's Ray Serve HTTP proxy (None: Serve's default, 8000).
     """
 
     name: str
@@ -381,3 +426,15 @@ class ComputeTarget(Entity):
     address: str
     created_at: float
     local_cluster: LocalRayCluster | None = None
+    serve_port: int | None = None
+
+    @property
+    def serve_address(self) -> tuple[str, int]:
+        """Where Ray Serve's HTTP proxy of this cluster listens: the head's host and ``serve_port``.
+
+        Serve runs one proxy, on the head (``HeadOnly``); the port is Serve's default, 8000, unless the target names
+        another (``compute add --serve-port``; ``compute start-ray`` picks a free one). An ``auto`` address is this
+        machine's cluster: loopback.
+        """
+        host = self.address.removeprefix("ray://").rsplit(":", 1)[0] if self.address != "auto" else "127.0.0.1"
+        return host, self.serve_port or SERVE_DEFAULT_PORT

@@ -20,9 +20,11 @@ from typing import Any
 import psutil
 import pytest
 
-from chattune.schemas import ComputeTargetList, ComputeTargetPublic, ComputeTargetStopped, JobSummary
+from chattune.schemas import ComputeTargetList, ComputeTargetPublic, ComputeTargetStopped, DeploymentPublic, JobSummary
+from chattune.serving.keys import INSTANCE_TOKEN_FILE
 from tests.conftest import _stop_leftovers, exact, parse_json
 from tests.integration.test_job_lifecycle import _wait
+from tests.integration.test_security import walk_instance_routes
 
 pytest.importorskip("ray.train", reason="the ray extra is not installed (make install installs it)")
 pytestmark = [
@@ -130,14 +132,23 @@ evaluation:
     return path
 
 
-def test_a_job_trains_on_two_ray_workers_and_registers_with_its_compute(ray_workspace: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def ray_job(ray_workspace: dict[str, Any]) -> dict[str, Any]:
+    """A tiny-test job on the cluster's 2 Ray Train workers, and its adapter registered as `tiny-ray`."""
     run = ray_workspace["run"]
     started = time.monotonic()
     result = run("jobs", "create", "-f", str(_job_file(ray_workspace["root"])), "--stream", "--json", timeout=400)
     job = exact(JobSummary, parse_json(result))
     print(f"job on Ray: {time.monotonic() - started:.1f}s")
     assert job["status"] == "succeeded", result.stderr
-    log = result.stderr
+    mv = parse_json(run("models", "register", "--job", job["id"], "--name", "tiny-ray", "--json"))
+    return {"job": job, "log": result.stderr, "model": f"tiny-ray:{mv['version']}"}
+
+
+def test_a_job_trains_on_two_ray_workers_and_registers_with_its_compute(
+    ray_workspace: dict[str, Any], ray_job: dict[str, Any]
+) -> None:
+    run, job, log = ray_workspace["run"], ray_job["job"], ray_job["log"]
     assert "launching 2 Ray Train workers on compute dev" in log and "gloo on CPUs" in log
     final = parse_json(run("jobs", "show", job["id"], "--json"))
     steps = {s["name"]: s for s in final["steps"]}
@@ -155,9 +166,8 @@ def test_a_job_trains_on_two_ray_workers_and_registers_with_its_compute(ray_work
     kept = sorted(ray_run.glob("checkpoint_*/checkpoint/trainer_state.json"))
     assert sorted(json.loads(p.read_text())["global_step"] for p in kept) == [4, 8]
 
-    # the trained adapter is the step's output: registering works as for a local job, with the compute in lineage
-    mv = parse_json(run("models", "register", "--job", job["id"], "--name", "tiny-ray", "--json"))
-    detail = parse_json(run("models", "show", f"tiny-ray:{mv['version']}", "--json"))
+    # the trained adapter is the step's output: registered as for a local job, with the compute in lineage
+    detail = parse_json(run("models", "show", ray_job["model"], "--json"))
     assert detail["lineage"]["compute"] == {"target": "dev", "kind": "ray", "workers": 2}
 
 
@@ -286,3 +296,125 @@ def test_a_two_worker_ray_run_matches_a_two_process_torchrun_run(ray_workspace: 
     worst = max(abs(on_ray[s] - on_torchrun[s]) / abs(on_torchrun[s]) for s in on_ray)
     print(f"Ray vs torchrun, 8 steps: largest relative loss difference {worst:.2e}")
     assert worst < 1e-4
+
+
+def _replicas(cluster: dict[str, Any], app: str) -> list[psutil.Process]:
+    """The Serve replica processes of application ``app``: titled ``ray::ServeReplica:APP:chat``."""
+    found = []
+    for pid in cluster["pids"]:
+        with contextlib.suppress(psutil.Error):
+            for proc in psutil.Process(pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if (proc.cmdline() or [""])[0].startswith(f"ray::ServeReplica:{app}:"):
+                        found.append(proc)
+    return found
+
+
+def _running(dep: dict[str, Any]) -> int:
+    return sum(counts.get("RUNNING", 0) for counts in dep["instances"][0]["replicas"].values())
+
+
+def test_a_deployment_on_ray_serve_answers_scales_survives_a_replica_kill_and_is_deleted(
+    ray_workspace: dict[str, Any], ray_job: dict[str, Any]
+) -> None:
+    """`deployments create --compute dev --instances 2`: a Ray Serve application of two replicas behind the
+    endpoint's own gateway (keys, routing). Serve's proxy is on loopback and refuses what lacks the instance token;
+    a replica killed with SIGKILL under load is replaced by Serve; `--instances 1` scales it in place; deleting the
+    endpoint removes the application from the cluster."""
+    import openai
+
+    run = ray_workspace["run"]
+    cluster = ray_workspace["target"]["local_cluster"]
+    keys = parse_json(run("endpoints", "create", "ray-ep", "--json"))["keys"]
+    started = time.monotonic()
+    deploy = ("deployments", "create", "--endpoint", "ray-ep", "--name", "blue", "--model", ray_job["model"])
+    settings = ("--instances", "2", "--max-concurrent-requests-per-instance", "2", "--request-timeout-ms", "60000")
+    created = run(*deploy, "--compute", "dev", *settings, "--json")
+    dep = exact(DeploymentPublic, parse_json(created))
+    print(f"Serve deployment ready: {time.monotonic() - started:.1f}s")
+    app = "chattune.ray-ep.blue"
+    try:
+        assert dep["state"] == "Succeeded" and dep["compute"] == "dev"
+        assert len(dep["instances"]) == 1 and _running(dep) == 2 and dep["instances"][0]["prefix"] == "/ray-ep/blue"
+        assert len(_replicas(cluster, app)) == 2
+        shown = parse_json(run("endpoints", "traffic", "ray-ep", "blue=100", "--json"))
+        base = shown["scoring_uri"].removesuffix("/score")
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=keys["primary_key"], max_retries=0)
+        chat = client.chat.completions.create(
+            model=ray_job["model"], messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert chat.choices[0].message.content is not None and chat.usage is not None
+        stream = client.chat.completions.create(
+            model=ray_job["model"], messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
+        assert [c.choices[0].finish_reason for c in stream if c.choices][-1] in ("length", "stop")
+
+        # Serve's proxy: loopback only, and the instance token required (an endpoint key is not one)
+        serve_port = ray_workspace["target"]["serve_port"]
+        listeners = {
+            c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == serve_port
+        }
+        assert listeners == {"127.0.0.1"}
+        token = (ray_workspace["home"] / "endpoints" / "ray-ep" / INSTANCE_TOKEN_FILE).read_text(encoding="utf-8")
+        refused = walk_instance_routes(f"http://127.0.0.1:{serve_port}/ray-ep/blue", token, keys["primary_key"])
+        print(f"Serve proxy: {refused} requests without the gateway's token refused 401")
+
+        # a replica killed with SIGKILL under load: Serve replaces it
+        outcomes = _load_while(lambda: _replicas(cluster, app)[0].kill(), base, keys["primary_key"], requests=60)
+        failed = [o for o in outcomes if o != 200]
+        gateway_log = (ray_workspace["home"] / "endpoints" / "ray-ep" / "gateway.log").read_text(encoding="utf-8")
+        retried = gateway_log.count("Serve failed before the app answered")
+        print(
+            f"Serve replica SIGKILL under load: {len(failed)} of {len(outcomes)} failed, "
+            f"{retried} retried by the gateway"
+        )
+        assert len(failed) == 0
+        _wait(lambda: len(_replicas(cluster, app)) == 2, timeout=120, what="Serve to replace the killed replica")
+
+        scaled = exact(
+            DeploymentPublic,
+            parse_json(
+                run("deployments", "update", "--endpoint", "ray-ep", "--name", "blue", "--instances", "1", "--json")
+            ),
+        )
+        assert scaled["state"] == "Succeeded" and scaled["instance_count"] == 1 and _running(scaled) == 1
+        _wait(lambda: len(_replicas(cluster, app)) == 1, timeout=60, what="Serve to stop a replica")
+    finally:
+        deleted = run("endpoints", "delete", "ray-ep")
+    assert deleted.returncode == 0, deleted.stderr
+    _wait(lambda: not _replicas(cluster, app), timeout=60, what="the application's replicas to stop")
+
+
+def _load_while(action: Callable[[], Any], base: str, key: str, requests: int) -> list[int | str]:
+    """``requests`` chat completions from 4 threads through the gateway, ``action`` done after the first 8 answers;
+    each request's status (or exception name)."""
+    import threading
+
+    import httpx
+
+    outcomes: list[int | str] = []
+    lock = threading.Lock()
+    sent = iter(range(requests))
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+
+    def client() -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=90) as http:
+            while True:
+                with lock:
+                    if next(sent, None) is None:
+                        return
+                try:
+                    status: int | str = http.post("/v1/chat/completions", json=body).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                with lock:
+                    outcomes.append(status)
+                    if len(outcomes) == 8:
+                        action()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes

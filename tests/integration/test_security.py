@@ -173,30 +173,25 @@ def test_every_gateway_route_needs_a_key_but_the_health_probes(live: dict[str, A
     print(f"route table: {len(table)} (path, method) pairs on {len(paths)} paths; {refused} requests refused 401")
 
 
-def test_instances_listen_on_loopback_only_and_answer_only_their_gateway(live: dict[str, Any]) -> None:
+def walk_instance_routes(base: str, token: str, endpoint_key: str) -> int:
+    """Every route of an instance's app (its route table, every method) at ``base``: 401 without the gateway's
+    token (none, a wrong one, the endpoint's own key) but the health probes; with the token, none is 401 or 5xx.
+    Returns the count of requests refused. Also walks a Ray-served deployment through Serve's proxy (test_ray.py).
+    """
     import types
 
     from chattune.serving.app import create_app
-    from chattune.serving.keys import INSTANCE_TOKEN_FILE
     from chattune.serving.metrics import InstanceMetrics
 
-    # Loopback is open to every local user, so the instance's own routes need the gateway's token: walked as the
-    # gateway's are, from the app's route table (an engine stand-in: the table is only read).
+    # Walked as the gateway's routes are, from the app's route table (an engine stand-in: the table is only read).
     stand_in = types.SimpleNamespace(metrics=InstanceMetrics())
     app = create_app(stand_in, token="unused")  # type: ignore[arg-type]
     table = {(route.path, method) for route in app.routes for method in getattr(route, "methods", None) or METHODS}
     paths = sorted({path for path, _ in table})
     assert {"/score", "/v1/chat/completions", "/v1/models", "/metrics", "/openapi.json", *PUBLIC_PATHS} <= set(paths)
-    token_file = live["home"] / "endpoints" / live["endpoint"] / INSTANCE_TOKEN_FILE
-    token = token_file.read_text(encoding="utf-8")
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     refused = 0
-    with httpx.Client(base_url=live["instance"], timeout=30) as http:
-        presented = {
-            "no key": {},
-            "a wrong key": _bearer("wrong"),
-            "the endpoint's own key": _bearer(live["keys"]["primary"]),
-        }
+    with httpx.Client(base_url=base, timeout=30) as http:
+        presented = {"no key": {}, "a wrong key": _bearer("wrong"), "the endpoint's own key": _bearer(endpoint_key)}
         for path in [*paths, *ODD_PATHS]:
             for method in METHODS:
                 for what, headers in presented.items():
@@ -209,6 +204,17 @@ def test_instances_listen_on_loopback_only_and_answer_only_their_gateway(live: d
         for path, method in sorted(table):  # not vacuous: the gateway's token opens every route
             r = http.request(method, path, headers=_bearer(token))
             assert r.status_code != 401 and r.status_code < 500, (method, path, r.status_code, r.text[:200])
+    return refused
+
+
+def test_instances_listen_on_loopback_only_and_answer_only_their_gateway(live: dict[str, Any]) -> None:
+    from chattune.serving.keys import INSTANCE_TOKEN_FILE
+
+    # Loopback is open to every local user, so the instance's own routes need the gateway's token.
+    token_file = live["home"] / "endpoints" / live["endpoint"] / INSTANCE_TOKEN_FILE
+    token = token_file.read_text(encoding="utf-8")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    refused = walk_instance_routes(live["instance"], token, live["keys"]["primary"])
     # the token reaches the instance in its environment (the owner's to read), never on a command line anyone can see
     for pid in (live["gateway_pid"], live["instance_pid"]):
         assert not any(token in arg for arg in psutil.Process(pid).cmdline())

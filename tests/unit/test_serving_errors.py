@@ -219,3 +219,18 @@ def test_an_instance_answers_only_the_bearer_of_its_gateways_token() -> None:
         assert http.get("/health/ready").status_code == 503  # no model loaded, but answered
         assert http.get("/metrics", headers={"Authorization": "Bearer gateway-token"}).status_code == 200
         assert http.post(CHAT, json={}, headers={"Authorization": "bearer gateway-token"}).status_code == 422
+
+
+def test_behind_a_route_prefix_only_the_probes_are_open() -> None:
+    """Behind Ray Serve's proxy the request path carries the route prefix (``root_path``): the probes stay public,
+    every other route (dressed up or not) still needs the token."""
+    engine = types.SimpleNamespace(
+        metrics=InstanceMetrics(), start=lambda: None, ready=types.SimpleNamespace(is_set=lambda: True), failed=None
+    )
+    app = create_app(engine, token="tok")  # type: ignore[arg-type]
+    with TestClient(app, root_path="/ep/blue") as prefixed:
+        assert prefixed.get("/ep/blue/health/ready").json() == {"status": "ready"}
+        assert prefixed.get("/ep/blue/health/live").status_code == 200
+        for path in ("/ep/blue/metrics", "/ep/blue/v1/models", "/health/ready/../metrics", "/ep/blue"):
+            assert prefixed.get(path).status_code == 401, path
+        assert prefixed.get("/ep/blue/metrics", headers={"Authorization": "Bearer tok"}).status_code == 200

@@ -134,10 +134,11 @@ def add(
     ray_address: str = typer.Option(
         ..., "--ray-address", help="auto, ray://HOST:PORT (Ray Client) or a head's GCS address HOST:PORT"
     ),
+    serve_port: int = typer.Option(None, "--serve-port", help="its Ray Serve HTTP proxy's port on the head [8000]"),
     json_: bool = JSON,
 ) -> None:
     """Record an existing Ray cluster as compute target NAME (jobs use it with `compute: NAME`)."""
-    target = Workspace.from_env().compute.targets.add(name, ray_address)
+    target = Workspace.from_env().compute.targets.add(name, ray_address, serve_port)
     emit(ComputeTargetPublic.model_validate(target.to_dict()), json_, lambda t: out.print(f"{t.name}: {t.address}"))
 
 

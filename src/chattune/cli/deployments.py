@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import typer
+from pydantic import BaseModel
 
 from chattune.cli.output import emit, out, table
 from chattune.endpoints.config import deployment_settings, parse_probe_option
-from chattune.entities import DeploymentSettings
+from chattune.entities import LOCAL_COMPUTE, AutoscaleSettings, DeploymentSettings
+from chattune.errors import UserError
 from chattune.schemas import DeploymentList, DeploymentPublic
 from chattune.workspace import Workspace
 
@@ -14,10 +16,11 @@ app = typer.Typer(help="Deployments of registered models behind an endpoint.", n
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 
 
-def _help(setting: str) -> str:
+def _help(setting: str, model: type[BaseModel] = DeploymentSettings) -> str:
     """A flag's help: the setting's own description and default, as DeploymentSettings declares them."""
-    info = DeploymentSettings.model_fields[setting]
-    return f"{setting}: {info.description} [{info.default}]"
+    info = model.model_fields[setting]
+    default = "" if info.is_required() else f" [{info.default}]"
+    return f"{setting}: {info.description}{default}"
 
 
 @app.command("create")
@@ -40,9 +43,31 @@ def create(
     extra_model: list[str] = typer.Option(
         [], "--extra-model", help="another LoRA version of the same base, served from the same loaded base"
     ),
+    compute: str = typer.Option(
+        LOCAL_COMPUTE, "--compute", help="where instances run: local, or a Ray target (replicas of a Ray Serve app)"
+    ),
+    min_instances: int = typer.Option(None, "--min-instances", help=_help("min_instances", AutoscaleSettings)),
+    max_instances: int = typer.Option(
+        None, "--max-instances", help=_help("max_instances", AutoscaleSettings) + " (turns autoscaling on)"
+    ),
+    target_requests: float = typer.Option(
+        None, "--target-requests-per-instance", help=_help("target_requests_per_instance", AutoscaleSettings)
+    ),
+    cpus_per_instance: float = typer.Option(None, "--cpus-per-instance", help=_help("cpus_per_instance")),
     json_: bool = JSON,
 ) -> None:
-    """Start the deployment's instances behind the endpoint's gateway; returns when they are loaded and ready."""
+    """Start the deployment's instances behind the endpoint's gateway; returns when they are loaded and ready.
+
+    With --compute NAME (a Ray target) the instances are Ray Serve replicas, and --min-instances/--max-instances
+    let Serve scale them with the load (aiming at --target-requests-per-instance requests in flight per replica).
+    """
+    scale: dict[str, float | None] = {"min_instances": min_instances, "max_instances": max_instances}
+    scale["target_requests_per_instance"] = target_requests
+    if any(v is not None for v in scale.values()) and max_instances is None:
+        raise UserError(
+            "--min-instances and --target-requests-per-instance need --max-instances (the autoscaling ceiling)",
+            remedy="e.g. --min-instances 1 --max-instances 4.",
+        )
     settings = deployment_settings(
         {
             "instance_count": instances,
@@ -52,9 +77,13 @@ def create(
             "readiness_probe": parse_probe_option("--readiness-probe", readiness),
             "max_batch_size": max_batch_size,
             "max_new_tokens_cap": max_new_tokens_cap,
+            "autoscale": {k: v for k, v in scale.items() if v is not None} if max_instances is not None else None,
+            "cpus_per_instance": cpus_per_instance,
         }
     )
-    dep = Workspace.from_env().endpoints.deploy(endpoint, name, model, settings, extra_models=extra_model)
+    dep = Workspace.from_env().endpoints.deploy(
+        endpoint, name, model, settings, extra_models=extra_model, compute=compute
+    )
     emit(
         DeploymentPublic.from_deployment(dep),
         json_,

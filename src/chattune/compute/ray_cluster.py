@@ -56,7 +56,8 @@ def address(cluster: LocalRayCluster) -> str:
     return f"127.0.0.1:{cluster.gcs_port}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on loopback now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -115,7 +116,7 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
     token.write_text(secrets.token_hex(32), encoding="utf-8")
     token.chmod(0o600)
     cluster = LocalRayCluster(
-        temp_dir=str(temp_dir), gcs_port=_free_port(), node_cpus=[cpus_per_node] * (1 + workers), pids=[]
+        temp_dir=str(temp_dir), gcs_port=free_port(), node_cpus=[cpus_per_node] * (1 + workers), pids=[]
     )
     env = child_env(**cluster_env(cluster))
     # Each node reports a share of this machine's memory, so that the cluster's total is the machine's.
@@ -128,7 +129,7 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
             f"--num-cpus={cpus_per_node}",
             f"--memory={memory}",
             f"--object-store-memory={object_store_mb * 2**20}",
-            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats",
         ]
 
@@ -140,11 +141,11 @@ def start(*, workers: int, cpus_per_node: int, object_store_mb: int) -> LocalRay
                 [
                     "--head",
                     f"--port={cluster.gcs_port}",
-                    f"--ray-client-server-port={_free_port()}",
+                    f"--ray-client-server-port={free_port()}",
                     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls.
                     "--include-dashboard=true",
                     "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={_free_port()}",
+                    f"--dashboard-port={free_port()}",
                     f"--temp-dir={temp_dir}",
                     *node_args(),
                 ],

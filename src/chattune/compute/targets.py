@@ -112,8 +112,10 @@ class ComputeTargets:
     def __init__(self, store: ComputeStore) -> None:
         self.store = store
 
-    def add(self, name: str, ray_address: str) -> ComputeTarget:
+    def add(self, name: str, ray_address: str, serve_port: int | None = None) -> ComputeTarget:
         """Record an existing Ray cluster by address under ``name``.
+
+        ``serve_port``: the port of its Ray Serve HTTP proxy on the head (None: Serve's default, 8000).
 
         Raises:
             UserError: A bad name or address.
@@ -121,7 +123,11 @@ class ComputeTargets:
         """
         check_name(name)
         check_address(ray_address)
-        target = ComputeTarget(name=name, kind=ComputeKind.RAY, address=ray_address, created_at=time.time())
+        if serve_port is not None and not 0 < serve_port < 65536:
+            raise UserError(f"--serve-port {serve_port} is not a port", remedy="Give 1-65535 (Serve's default: 8000).")
+        target = ComputeTarget(
+            name=name, kind=ComputeKind.RAY, address=ray_address, created_at=time.time(), serve_port=serve_port
+        )
         self.store.add_compute_target(target)
         return target
 
@@ -149,6 +155,7 @@ class ComputeTargets:
             address=ray_cluster.address(cluster),
             created_at=time.time(),
             local_cluster=cluster,
+            serve_port=ray_cluster.free_port(),  # Serve's proxy, on loopback, once a deployment runs there
         )
         try:
             self.store.add_compute_target(target)

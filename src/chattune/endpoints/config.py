@@ -22,12 +22,19 @@ FLAGS = {
     "readiness_probe": "--readiness-probe",
     "max_batch_size": "--max-batch-size",
     "max_new_tokens_cap": "--max-new-tokens-cap",
+    "autoscale": "autoscale",
+    "cpus_per_instance": "--cpus-per-instance",
+    "min_instances": "--min-instances",
+    "max_instances": "--max-instances",
+    "target_requests_per_instance": "--target-requests-per-instance",
 }
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel], flag_of: dict[str, str] | None = None) -> UserError:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
+    if len(loc) > 1 and (flag_of or {}).get(loc[0]) == loc[0]:
+        loc = loc[1:]  # a nested model's field has a flag of its own (autoscale.max_instances: --max-instances)
     head = (flag_of or {}).get(loc[0], loc[0]) if loc else model.__name__
     field = ".".join([head, *loc[1:]])
     return UserError(f"{field}: {err['msg']}", remedy=f"Fields: {', '.join(model.model_fields)}.")

@@ -59,6 +59,20 @@ class Forwarder:
         timeout_s = dep.settings.request_timeout_ms / 1000
         return await asyncio.wait_for(self.client.send(upstream, stream=True), timeout_s)
 
+    @staticmethod
+    async def failed_in_serve(inst: Instance, upstream: httpx.Response) -> bool:
+        """Whether Ray Serve's proxy, not the app, answered a 5xx (a replica died or was unavailable mid-request).
+
+        The app answers every error as JSON in OpenAI's shape; Serve's proxy answers its own failures (a dead replica
+        actor: 500, no replica available: 503) as plain text. Such an answer is closed here, unread by the client.
+        """
+        if not inst.prefix or upstream.status_code < 500 or sse.is_event_stream(upstream.headers.get("content-type")):
+            return False
+        if "json" in upstream.headers.get("content-type", ""):
+            return False
+        await upstream.aclose()
+        return True
+
     async def answer(self, dep: Deployment, upstream: httpx.Response, lease: contextlib.AsyncExitStack) -> Response:
         """The instance's answer for the client.
 

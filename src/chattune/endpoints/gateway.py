@@ -135,7 +135,7 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         dep = target.deployment
         body: bytes | None = None
         try:
-            for attempt in range(dep.instance_count + 1):
+            for attempt in range(dep.settings.max_instance_count + 1):
                 async with contextlib.AsyncExitStack() as lease:
                     inst = await lease.enter_async_context(router.lease(dep))
                     if body is None:
@@ -153,6 +153,14 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
                         log.warning(
                             "%s/%s instance %d failed before answering: %s (attempt %d)",
                             endpoint, dep.name, inst.index, type(exc).__name__, attempt,
+                        )  # fmt: skip
+                        continue
+                    if await forwarder.failed_in_serve(inst, upstream):
+                        # Ray Serve's proxy answered for a replica that died before it answered (its own plain-text
+                        # 5xx, never one of the app's): as a reset above, retried, and Serve routes to another.
+                        log.warning(
+                            "%s/%s: Serve failed before the app answered: %d (attempt %d)",
+                            endpoint, dep.name, upstream.status_code, attempt,
                         )  # fmt: skip
                         continue
                     # The lease goes with the answer: a stream holds its slot until it ends.

@@ -152,7 +152,7 @@ class Router:
         """
         limit = dep.settings.max_concurrent_requests_per_instance
         ready = [i for i in self.supervisor.instances.get(dep.name, []) if i.state == "Ready"]
-        room = [i for i in ready if i.in_flight < limit]
+        room = [i for i in ready if i.in_flight < limit * i.slots]  # slots: a Ray application's replicas
         if room:
             turn = next(self._turn)
             return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room)))
@@ -160,7 +160,7 @@ class Router:
             raise Refusal(
                 TooManyRequestsError,
                 f"deployment {dep.name!r} is at max_concurrent_requests_per_instance={limit} on all "
-                f"{dep.instance_count} instance(s); retry",
+                f"{dep.settings.max_instance_count} instance(s); retry",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
         raise Refusal(NotReadyError, f"deployment {dep.name!r} has no ready instance ({dep.state})")

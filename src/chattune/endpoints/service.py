@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from chattune import processes
+from chattune.compute.targets import ComputeTargets
 from chattune.endpoints.config import deployment_settings
-from chattune.entities import Deployment, DeploymentSettings, Endpoint, ModelVersion, ProvisioningState
+from chattune.endpoints.supervisor import remove_ray_app
+from chattune.entities import LOCAL_COMPUTE, Deployment, DeploymentSettings, Endpoint, ModelVersion, ProvisioningState
 from chattune.errors import (
     ChattuneError,
     ConflictError,
@@ -235,6 +237,8 @@ class EndpointService:
         for dep in self.store.list_deployments(name):
             for inst in dep.instances:
                 processes.stop(inst.get("pid"))
+            if dep.compute != LOCAL_COMPUTE:
+                remove_ray_app(self.store, dep)
             self.store.delete_deployment(name, dep.name)
         self.store.delete_endpoint(name)
         self.keyring.forget(name)
@@ -256,6 +260,7 @@ class EndpointService:
         settings: DeploymentSettings | None = None,
         *,
         extra_models: list[str] | None = None,
+        compute: str = LOCAL_COMPUTE,
         wait: bool = True,
     ) -> Deployment:
         """Record the deployment; the endpoint's gateway starts its instances.
@@ -266,6 +271,8 @@ class EndpointService:
             model_ref: The registered model version served (NAME:VERSION or NAME@ALIAS).
             settings: How it serves (timeouts, concurrency, probes, instances, engine); defaults when None.
             extra_models: More LoRA versions of the same base, served from the one loaded base.
+            compute: Where its instances run: ``local`` (processes the gateway supervises) or a Ray compute target
+                (replicas of a Ray Serve application; autoscaling bounds only there).
             wait: Return only once every instance is ready (or the deployment failed).
 
         Returns:
@@ -276,6 +283,7 @@ class EndpointService:
         check_name("deployment", name)
         for ref in [model_ref, *(extra_models or [])]:
             check_ref(ref)
+        self._check_compute(compute, settings)
         ep = self.get(endpoint)
         if ep.state != ProvisioningState.SUCCEEDED:
             raise ConflictError(f"endpoint {endpoint!r} is {ep.state}")
@@ -292,10 +300,32 @@ class EndpointService:
             created_at=time.time(),
             log_path=str(self._dir(endpoint) / f"{name}.log"),
             extra_models=extras,
+            compute=compute,
             **settings.columns(),
         )
         self.store.create_deployment(dep)
         return self.wait_deployment(endpoint, name) if wait else dep
+
+    def _check_compute(self, compute: str, settings: DeploymentSettings) -> None:
+        """A deployment's compute: ``local`` or a recorded Ray target; autoscaling and CPUs need Ray Serve.
+
+        Raises:
+            NotFoundError: No such target.
+            UserError: Autoscaling bounds on ``local`` (its gateway keeps a fixed instance count), or CPUs per
+                instance (a local instance uses the machine's).
+        """
+        if compute != LOCAL_COMPUTE:
+            ComputeTargets(self.store).get(compute)
+        elif "cpus_per_instance" in settings.model_fields_set:
+            raise UserError(
+                "--cpus-per-instance is what Ray reserves per replica: it needs a Ray compute target",
+                remedy="Deploy with --compute NAME, or leave it out (a local instance uses this machine's CPUs).",
+            )
+        elif settings.autoscale is not None:
+            raise UserError(
+                "--min-instances/--max-instances need a Ray compute target: local instances keep a fixed count",
+                remedy="Deploy with --compute NAME (a Ray target, `chattune compute list`), or give --instances.",
+            )
 
     def _extra(self, main: ModelVersion, ref: str) -> str:
         """An extra adapter served from the same loaded base: a LoRA version of the same base model."""
@@ -334,7 +364,13 @@ class EndpointService:
         check_name("endpoint", endpoint)
         check_name("deployment", name)
         deployment_settings({"instance_count": instance_count})  # the bound, as a user error naming --instances
-        self.get_deployment(endpoint, name)
+        dep = self.get_deployment(endpoint, name)
+        if dep.autoscale:
+            raise UserError(
+                f"deployment {name!r} autoscales between {dep.autoscale['min_instances']} and "
+                f"{dep.autoscale['max_instances']} instances; --instances does not apply",
+                remedy="Create it again without --min-instances/--max-instances for a fixed count.",
+            )
         self.store.update_deployment(endpoint, name, instance_count=instance_count, state=ProvisioningState.SCALING)
         return self.wait_deployment(endpoint, name)
 
@@ -379,6 +415,8 @@ class EndpointService:
             time.sleep(0.2)
         for inst in dep.instances:  # no gateway to do it
             processes.stop(inst.get("pid"))
+        if dep.compute != LOCAL_COMPUTE:
+            remove_ray_app(self.store, dep)
         self.store.delete_deployment(endpoint, name)
 
     def logs(self, endpoint: str, name: str, lines: int = 50) -> str:

@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 
 from chattune import processes
-from chattune.entities import Deployment, ProvisioningState
+from chattune.compute.targets import ComputeTargets, driver_env
+from chattune.entities import LOCAL_COMPUTE, Deployment, ProvisioningState
 from chattune.errors import ChattuneError
 from chattune.registry import Registry
+from chattune.serving import ray_serve
 from chattune.serving.instance import SETTINGS_ENV
 from chattune.serving.keys import INSTANCE_TOKEN_ENV, INSTANCE_TOKEN_FILE, instance_token
 from chattune.settings import Settings
@@ -50,15 +52,24 @@ class Instance:
     ready_successes: int = 0
     next_probe: float = 0.0
     error: str | None = None
+    # A deployment on a Ray target has one "instance": its Serve application, reached through Serve's proxy at
+    # host:port/prefix, holding up to `slots` x max concurrency requests (its replicas); `pid` is its driver.
+    host: str = "127.0.0.1"
+    prefix: str = ""
+    slots: int = 1
+    config: str | None = None  # the settings it was deployed with (a Ray application is redeployed when they change)
+    replicas: dict[str, dict[str, int]] = field(default_factory=dict)  # Serve's: {deployment: {replica state: n}}
 
     @property
     def url(self) -> str:
-        """The instance's base URL on loopback."""
-        return f"http://127.0.0.1:{self.port}"
+        """The instance's base URL (a local instance's on loopback; a Ray application's through Serve's proxy)."""
+        return f"http://{self.host}:{self.port}{self.prefix}"
 
     def record(self) -> dict[str, Any]:
         """The instance as stored in its deployment's ``instances`` column."""
         keys = ("index", "pid", "port", "state", "restarts", "started_at", "error")
+        if self.prefix:
+            return {k: getattr(self, k) for k in (*keys, "host", "prefix", "slots", "replicas")}
         return {k: getattr(self, k) for k in keys}
 
 
@@ -123,6 +134,8 @@ class Supervisor:
             if dep.state == ProvisioningState.DELETING:
                 for inst in self.instances.pop(dep.name, self._adopt(dep)):
                     await _stop(inst.pid)
+                if dep.compute != LOCAL_COMPUTE:
+                    await asyncio.to_thread(remove_ray_app, self.store, dep)
                 self.store.delete_deployment(self.endpoint, dep.name)
                 continue
             await self._reconcile_deployment(dep)
@@ -132,6 +145,8 @@ class Supervisor:
         adopted = []
         for rec in dep.instances:
             inst = Instance(dep.name, rec["index"], rec.get("pid"), rec.get("port"), "Starting", rec.get("restarts", 0))
+            inst.host, inst.prefix, inst.slots = rec.get("host", inst.host), rec.get("prefix", ""), rec.get("slots", 1)
+            inst.config = dep.settings.model_dump_json() if inst.prefix else None  # deployed as now recorded
             if not processes.alive(inst.pid):
                 inst.pid = None
             adopted.append(inst)
@@ -141,9 +156,11 @@ class Supervisor:
         if dep.name not in self.instances:
             self.instances[dep.name] = self._adopt(dep)
         insts = self.instances[dep.name]
-        while len(insts) < dep.instance_count:
+        on_ray = dep.compute != LOCAL_COMPUTE
+        wanted = 1 if on_ray else dep.instance_count  # on Ray: one application, its replicas are Serve's
+        while len(insts) < wanted:
             insts.append(Instance(dep.name, len(insts)))
-        while len(insts) > dep.instance_count:
+        while len(insts) > wanted:
             await _stop(insts.pop().pid)
         if dep.state == ProvisioningState.FAILED:
             return
@@ -154,6 +171,12 @@ class Supervisor:
             if inst.pid is None or not processes.alive(inst.pid):
                 await self._restart(dep, inst, "process exited" if inst.pid else None)
                 continue
+            if on_ray and inst.config != dep.settings.model_dump_json():
+                # New replica count or bounds: the application is updated in place and keeps serving meanwhile.
+                serving = inst.state
+                await self._restart(dep, inst, None)
+                inst.state = serving
+                continue
             await self._probe(dep, inst, now)
         failed = [i for i in insts if i.state == "Failed"]
         state: ProvisioningState = dep.state
@@ -163,6 +186,8 @@ class Supervisor:
             state = ProvisioningState.SUCCEEDED
         elif dep.state == ProvisioningState.SUCCEEDED and len(insts) != len(dep.instances):
             state = ProvisioningState.UPDATING
+        if on_ray and state == ProvisioningState.SUCCEEDED and not self._serve_caught_up(dep, insts[0]):
+            state = dep.state  # Ready through the proxy, but Serve still brings the replicas to the new count
         records = [i.record() for i in insts]
         if records != dep.instances or state != dep.state:
             self.store.update_deployment(self.endpoint, dep.name, instances=records, state=state)
@@ -181,18 +206,52 @@ class Supervisor:
         await _stop(inst.pid)
         try:
             args = instance_args(self.registry, dep)
+            env = {INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()}
+            if dep.compute == LOCAL_COMPUTE:
+                log_path = self.log_path(dep.name)
+                inst.pid, inst.port = processes.spawn("chattune.serving.instance", args, log_path, env=env)
+            else:
+                self._start_ray_app(dep, inst, args, env)
         except ChattuneError as exc:
             inst.state, inst.error = "Failed", exc.message
             return
-        inst.pid, inst.port = processes.spawn(
-            "chattune.serving.instance",
-            args,
-            self.log_path(dep.name),
-            env={INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()},
-        )
         inst.state, inst.started_at = "Starting", time.time()
         inst.live_failures = inst.ready_failures = inst.ready_successes = 0
         inst.next_probe = 0.0
+
+    def _start_ray_app(self, dep: Deployment, inst: Instance, args: list[str], env: dict[str, str]) -> None:
+        """Start the driver that deploys (or updates) the deployment's Serve application (serving.ray_serve)."""
+        target = ComputeTargets(self.store).get(dep.compute)
+        inst.host, inst.port = target.serve_address
+        inst.prefix = ray_serve.route_prefix(self.endpoint, dep.name)
+        inst.slots = dep.settings.max_instance_count
+        inst.config = dep.settings.model_dump_json()
+        own = ["--address", target.address, "--app", ray_serve.app_name(self.endpoint, dep.name)]
+        own += ["--route-prefix", inst.prefix, "--host", inst.host, "--port", str(inst.port)]
+        own += ["--status-file", str(self._status_path(dep.name))]
+        inst.pid = processes.start_module(
+            "chattune.serving.ray_serve",
+            [*own, "--", *args],
+            self.log_path(dep.name),
+            env=processes.child_env(**env, **driver_env(target)),
+        )
+
+    def _serve_caught_up(self, dep: Deployment, inst: Instance) -> bool:
+        """Whether Serve runs the application as the deployment's settings now say (its driver's status file).
+
+        Also keeps the replica counts Serve reports on the instance, for ``deployments show``.
+        """
+        status = ray_serve.read_status(self._status_path(dep.name))
+        inst.replicas = status.get("replicas", {}) if status else {}
+        if not status or status.get("settings") != inst.config or status.get("status") != "RUNNING":
+            return False
+        running = sum(counts.get("RUNNING", 0) for counts in inst.replicas.values())
+        scale = dep.settings.autoscale
+        low, high = (scale.min_instances, scale.max_instances) if scale else (dep.instance_count, dep.instance_count)
+        return low <= running <= high
+
+    def _status_path(self, deployment: str) -> Path:
+        return self.settings.endpoints_dir / self.endpoint / f"{deployment}.serve.json"
 
     async def _get(self, url: str, timeout: float) -> bool:
         try:
@@ -232,6 +291,20 @@ class Supervisor:
     async def aclose(self) -> None:
         """Close the HTTP client used for probes."""
         await self._client.aclose()
+
+
+def remove_ray_app(store: Store, dep: Deployment) -> None:
+    """Delete a Ray deployment's Serve application from its cluster (its driver is stopped already).
+
+    A cluster that is gone or unreachable is logged, not raised: the deployment is removed from the workspace anyway
+    (Serve's application, if the cluster comes back, is removed with ``serve delete`` there).
+    """
+    try:
+        target = ComputeTargets(store).get(dep.compute)
+        app = ray_serve.app_name(dep.endpoint, dep.name)
+        ray_serve.delete_app(target.address, app, driver_env(target), dep.log_path)
+    except ChattuneError as exc:
+        log.warning("%s/%s: Serve application not deleted: %s", dep.endpoint, dep.name, exc.message)
 
 
 async def _stop(pid: int | None) -> None:

@@ -87,6 +87,7 @@ class ComputeTargetPublic(Schema):
     address: str
     created_at: float
     local_cluster: LocalRayClusterPublic | None = None
+    serve_port: int | None = None
 
 
 class ComputeTargetStatus(Schema):

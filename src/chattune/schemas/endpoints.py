@@ -71,6 +71,11 @@ class DeploymentPublic(Schema):
     probes: dict[str, Any] = {}
     instances: list[dict[str, Any]] = []
     extra_models: list[str] = []
+    max_batch_size: int | None = None
+    max_new_tokens_cap: int | None = None
+    autoscale: dict[str, Any] | None = None
+    cpus_per_instance: float | None = None
+    compute: str = "local"
 
     @classmethod
     def from_deployment(cls, dep: Deployment) -> DeploymentPublic:

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chattune.errors import ModelLoadFailedError, ModelLoadingError
 from chattune.serving import sse
-from chattune.serving.auth import BearerAuth
+from chattune.serving.auth import BearerAuth, route_path
 from chattune.serving.chat import ChatService
 from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
@@ -82,7 +82,7 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.monotonic()
         response = await call_next(request)
-        route = request.url.path
+        route = route_path(request.scope) or request.url.path  # less a proxy's route prefix (Ray Serve)
         if not route.startswith("/health") and route != "/metrics":
             metrics.requests.labels(route, str(response.status_code)).inc()
             metrics.latency.labels(route).observe(time.monotonic() - started)

@@ -50,7 +50,7 @@ class BearerAuth:
 
         A refused HTTP request gets a 401 in OpenAI's shape; a websocket is closed as a policy violation.
         """
-        if scope["type"] == "lifespan" or scope.get("path") in self.public_paths:
+        if scope["type"] == "lifespan" or route_path(scope) in self.public_paths:
             await self.app(scope, receive, send)
             return
         if self.accepts(bearer(Headers(scope=scope).get("authorization"))):
@@ -61,3 +61,15 @@ class BearerAuth:
             return
         refused = coded_response(AuthError, self.refusal, headers={"WWW-Authenticate": "Bearer"})
         await refused(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str | None:
+    """The path the app routes on: the request's path less the server's ``root_path``.
+
+    Behind Ray Serve's proxy the path is ``/ENDPOINT/DEPLOYMENT/health/ready`` with ``root_path`` the route prefix
+    (a server's setting, never the client's); Starlette's router strips it the same way.
+    """
+    path, root = scope.get("path"), scope.get("root_path") or ""
+    if path is not None and root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path

@@ -72,6 +72,7 @@ class Engine:
         self.metrics = metrics or InstanceMetrics()
         self.created = int(time.time())
         self.ready = threading.Event()
+        self._started = threading.Event()
         self.failed: str | None = None
         self._scheduler: BatchScheduler | None = None
         self._tokenizer: Any = None
@@ -84,10 +85,18 @@ class Engine:
         return self.adapters.get(self.served_name)
 
     def start(self) -> None:
-        """Load the model in a background thread; ``ready`` is set when it can serve, ``failed`` says why when not."""
-        threading.Thread(target=self._load, name="engine-load", daemon=True).start()
+        """Load the model in a background thread; ``ready`` is set when it can serve, ``failed`` says why when not.
 
-    def _load(self) -> None:
+        Does nothing once loading started (a Ray Serve replica loads in its constructor, then its app starts).
+        """
+        if not self._started.is_set():
+            threading.Thread(target=self.load, name="engine-load", daemon=True).start()
+
+    def load(self) -> None:
+        """Load the model here and now; ``ready`` is set when it can serve, ``failed`` says why when not."""
+        if self._started.is_set():
+            return
+        self._started.set()
         try:
             versions.check()  # an older transformers would ignore the engine's KV cache and answer garbage
             # The tokenizer (and chat template) saved with the fine-tuned model is the one used in training.

@@ -41,9 +41,8 @@ def build_engine(args: argparse.Namespace, settings: DeploymentSettings) -> Engi
     )
 
 
-def main() -> None:
-    """Serve one instance on the socket the parent bound."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def model_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments that name the served model (an instance's and a Ray Serve replica's) to ``parser``."""
     parser.add_argument("--base", required=True, help="base model directory")
     parser.add_argument("--adapter", default=None, help="LoRA adapter directory")
     parser.add_argument("--name", required=True, help="served model name (NAME:VERSION)")
@@ -52,6 +51,12 @@ def main() -> None:
         "--extra-adapter", action="append", default=[], help="NAME=PATH: another LoRA adapter on the same base"
     )
     parser.add_argument("--template-sha256", default=None, help="refuse to serve unless the chat template matches")
+    return parser
+
+
+def main() -> None:
+    """Serve one instance on the socket the parent bound."""
+    parser = model_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
     token = os.environ.pop(INSTANCE_TOKEN_ENV, "")

@@ -74,10 +74,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     max_concurrent_requests_per_instance INTEGER NOT NULL, max_batch_size INTEGER, max_new_tokens_cap INTEGER,
     port INTEGER, pid INTEGER, log_path TEXT,
     probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
+    autoscale TEXT, compute TEXT NOT NULL DEFAULT 'local', cpus_per_instance REAL,
     PRIMARY KEY (endpoint, name)
 );
 CREATE TABLE IF NOT EXISTS compute_targets (
-    name TEXT PRIMARY KEY, kind TEXT NOT NULL, address TEXT NOT NULL, created_at REAL NOT NULL, local_cluster TEXT
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, address TEXT NOT NULL, created_at REAL NOT NULL, local_cluster TEXT,
+    serve_port INTEGER
 );
 CREATE TABLE IF NOT EXISTS model_aliases (
     name TEXT NOT NULL, alias TEXT NOT NULL, version TEXT NOT NULL, updated_at REAL NOT NULL,
@@ -89,6 +91,7 @@ CREATE TABLE IF NOT EXISTS model_aliases (
 _JSON = {
     "spec", "resolved_config", "outputs", "metrics", "error", "tags", "lineage", "traffic", "mirror_traffic",
     "probes", "instances", "extra_models", "source", "derived", "local_cluster",
+    "autoscale",
 }  # fmt: skip
 # Columns added since a workspace was first created: (table, column, declaration).
 _ADDED_COLUMNS = [
@@ -100,6 +103,10 @@ _ADDED_COLUMNS = [
     ("deployments", "extra_models", "TEXT NOT NULL DEFAULT '[]'"),
     ("deployments", "max_batch_size", "INTEGER"),
     ("deployments", "max_new_tokens_cap", "INTEGER"),
+    ("deployments", "autoscale", "TEXT"),
+    ("deployments", "compute", "TEXT NOT NULL DEFAULT 'local'"),
+    ("deployments", "cpus_per_instance", "REAL"),
+    ("compute_targets", "serve_port", "INTEGER"),
 ]
 
 
