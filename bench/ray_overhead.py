@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -76,9 +77,9 @@ class Cli:
         self.home = home
         self.env = {**os.environ, "CHATTUNE_HOME": str(home), "CHATTUNE_CREDENTIALS_PATH": str(home / "keys.json")}
 
-    def __call__(self, *args: str, timeout: float = 1800) -> Any:
+    def __call__(self, *args: str, timeout: float = 1800, json_doc: bool = True) -> Any:
         done = subprocess.run(
-            [sys.executable, "-m", "chattune.cli.main", *args, "--json"],
+            [sys.executable, "-m", "chattune.cli.main", *args, *(["--json"] if json_doc else [])],
             capture_output=True,
             text=True,
             env=self.env,
@@ -87,7 +88,7 @@ class Cli:
         )
         if done.returncode != 0:
             raise SystemExit(f"chattune {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}")
-        return json.loads(done.stdout)
+        return json.loads(done.stdout) if json_doc else done.stdout
 
 
 def train(cli: Cli, job_file: Path) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def main() -> None:
     from chattune.data import demo
 
     demo.write(home / "data", rows=64)
-    started = False
+    started = endpoint = False
     try:
         cli("compute", "start-ray", "bench", "--workers", "0", "--cpus-per-node", str(cpus))
         started = True
@@ -150,6 +151,7 @@ def main() -> None:
 
         model = cli("models", "register", "--job", runs["local"][0]["job"], "--name", "bench-model")
         keys = cli("endpoints", "create", "bench-ep")["keys"]
+        endpoint = True
         ref = f"bench-model:{model['version']}"
         same = ["--instances", "1", "--max-concurrent", str(args.clients), "--request-timeout-ms", "180000"]
         deploy = ["deployments", "create", "--endpoint", "bench-ep", "--model", ref, *same]
@@ -166,8 +168,10 @@ def main() -> None:
         tokens = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in serving.items()}
         result["serve"] = {"runs": serving, "median_tokens_per_s": tokens, "clients": args.clients}
         result["serve_ratio"] = round(tokens["ray"] / tokens["local"], 3)
-        cli("endpoints", "delete", "bench-ep")
     finally:
+        if endpoint:  # its gateway and instances, the Serve application with them, also after a failure
+            with contextlib.suppress(SystemExit):
+                cli("endpoints", "delete", "bench-ep", json_doc=False)
         if started:
             subprocess.run(
                 [sys.executable, "-m", "chattune.cli.main", "compute", "stop-ray", "bench"], env=cli.env, check=False

@@ -288,10 +288,19 @@ def _cli(tmp: Path, *args: str, timeout: float = 300) -> Any:
 
 
 def create_endpoint(
-    model: str, *, instances: int, max_concurrent: int, max_train_rows: int | None, log: Any = None
+    model: str,
+    *,
+    instances: int,
+    max_concurrent: int,
+    max_train_rows: int | None,
+    log: Any = None,
+    parent: Path | None = None,
 ) -> Served:
-    """The quickstart's endpoint, its traffic moved to a deployment ``load`` with the given limits."""
-    tmp = Path(tempfile.mkdtemp(prefix="chattune-load-"))
+    """The quickstart's endpoint, its traffic moved to a deployment ``load`` with the given limits.
+
+    Its throwaway workspace is a new folder under ``parent`` (the system's temp dir when None).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="chattune-load-", dir=parent))
     say = log or (lambda s: None)
     try:
         # SmolLM2 comes from the user-level model cache (catalog/model_cache.py) after its first fetch.
@@ -379,6 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_concurrent=max_concurrent,
             max_train_rows=args.max_train_rows,
             log=log,
+            parent=args.work_dir,
         )
     try:
         say = log or (lambda s: None)
@@ -448,6 +458,7 @@ def main() -> None:
     parser.add_argument("--key", help="the existing endpoint's key")
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="RSS samples during the load, every S s")
     parser.add_argument("--logs", help="copy the throwaway endpoint's server logs to this directory at the end")
+    parser.add_argument("--work-dir", type=Path, help="where the throwaway workspace goes (default: the temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     if bool(args.uri) != bool(args.key):

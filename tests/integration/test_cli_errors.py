@@ -75,3 +75,15 @@ def test_traffic_must_sum_to_0_or_100(cli) -> None:
     # validated before any endpoint lookup needs a running process
     _assert_user_error(cli("endpoints", "traffic", "missing-ep", "demo=50"), "not found")
     _assert_user_error(cli("endpoints", "traffic", "missing-ep", "demo"), "DEPLOYMENT=PERCENT")
+
+
+def test_ray_only_deployment_flags_are_refused_on_local(cli) -> None:
+    deploy = ("deployments", "create", "--endpoint", "my-ep", "--name", "blue", "--model", "m:1")
+    _assert_user_error(cli(*deploy, "--max-instances", "2"), "need a Ray compute target", "--compute NAME")
+    _assert_user_error(cli(*deploy, "--cpus-per-instance", "2"), "--cpus-per-instance", "Ray compute target")
+    _assert_user_error(cli(*deploy, "--min-instances", "2"), "need --max-instances")
+    _assert_user_error(
+        cli(*deploy, "--min-instances", "3", "--max-instances", "2"), "min_instances (3) is above max_instances (2)"
+    )
+    missing = cli(*deploy, "--compute", "nowhere")
+    assert missing.returncode != 0 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr

@@ -418,3 +418,44 @@ def _load_while(action: Callable[[], Any], base: str, key: str, requests: int) -
     for t in threads:
         t.join()
     return outcomes
+
+
+@pytest.mark.slow
+def test_an_autoscaled_ray_deployment_adds_a_replica_under_load(
+    ray_workspace: dict[str, Any], ray_job: dict[str, Any]
+) -> None:
+    """`--min-instances 1 --max-instances 2 --target-requests-per-instance 1`: Serve starts one replica and adds the
+    second while 4 clients keep more than one request in flight per replica (Serve's upscale delay: 30 s)."""
+    run = ray_workspace["run"]
+    cluster = ray_workspace["target"]["local_cluster"]
+    keys = parse_json(run("endpoints", "create", "auto-ep", "--json"))["keys"]
+    app = "chattune.auto-ep.blue"
+    try:
+        scale = ("--min-instances", "1", "--max-instances", "2", "--target-requests-per-instance", "1")
+        deploy = ("deployments", "create", "--endpoint", "auto-ep", "--name", "blue", "--model", ray_job["model"])
+        dep = exact(
+            DeploymentPublic, parse_json(run(*deploy, "--compute", "dev", *scale, "--max-concurrent", "4", "--json"))
+        )
+        assert dep["autoscale"] == {"min_instances": 1, "max_instances": 2, "target_requests_per_instance": 1.0}
+        assert _running(dep) == 1 and len(_replicas(cluster, app)) == 1
+        base = parse_json(run("endpoints", "traffic", "auto-ep", "blue=100", "--json"))["scoring_uri"]
+        base = base.removesuffix("/score")
+        started = time.monotonic()
+        outcomes: list[int | str] = []
+        while len(_replicas(cluster, app)) < 2 and time.monotonic() - started < 180:
+            outcomes += _load_while(lambda: None, base, keys["primary_key"], requests=16)
+        print(f"autoscaled to 2 replicas after {time.monotonic() - started:.0f}s of load; {len(outcomes)} requests")
+        assert len(_replicas(cluster, app)) == 2
+        assert all(o == 200 for o in outcomes), outcomes
+        shown = parse_json(run("deployments", "list", "--endpoint", "auto-ep", "--json"))[0]
+        _wait(
+            lambda: _running(parse_json(run("deployments", "list", "--endpoint", "auto-ep", "--json"))[0]) == 2,
+            timeout=60,
+            what="the status file to show 2 replicas",
+        )
+        assert shown["compute"] == "dev"
+        refused = run("deployments", "update", "--endpoint", "auto-ep", "--name", "blue", "--instances", "1")
+        assert refused.returncode == 2 and "autoscales between 1 and 2" in refused.stderr
+    finally:
+        run("endpoints", "delete", "auto-ep")
+    _wait(lambda: not _replicas(cluster, app), timeout=60, what="the application's replicas to stop")

@@ -20,11 +20,13 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_load.py"
 
 
 def _bench(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
-    """The benchmark in its own process (its throwaway workspace under tmp_path); its JSON document."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--json", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    """The benchmark in its own process (its throwaway workspace under tmp_path); its JSON document.
+
+    The environment is the session's, so that the session's fork server starts the benchmark's job runner, gateway
+    and instances (a changed TMPDIR, say, would be another key: chattune.preload).
+    """
+    cmd = [sys.executable, str(BENCH), "--json", "--work-dir", str(tmp_path), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc

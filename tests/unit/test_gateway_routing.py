@@ -59,3 +59,37 @@ def test_no_ready_instance_is_a_503() -> None:
     with pytest.raises(Refusal) as caught:
         router.pick(_dep(1, 2))
     assert caught.value.status == 503 and caught.value.code == "not_ready"
+
+
+def test_a_ray_application_holds_its_replicas_requests_and_serves_own_5xx_is_retried() -> None:
+    """A Ray deployment is one "instance" (its Serve application) with a slot per replica: 2 replicas x 2 requests
+    are admitted, the fifth is 429. A plain-text 5xx from Serve's proxy (a replica died) is retried; the app's own
+    JSON errors, and any answer of a local instance, are the client's."""
+    import httpx
+
+    from chattune.endpoints.forwarding import Forwarder
+
+    router, insts = _router("Ready")
+    insts[0].prefix, insts[0].slots = "/ep/blue", 2
+    dep = _dep(2, 2)
+    leases = [router.pick(dep) for _ in range(4)]
+    for inst in leases:
+        inst.in_flight += 1
+    with pytest.raises(Refusal) as refused:
+        router.pick(dep)
+    assert refused.value.status == 429
+
+    def answer(status: int, media: str) -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": media}, content=b"x")
+
+    async def check() -> list[bool]:
+        ray_app, local = insts[0], Instance("blue", 1, state="Ready")
+        return [
+            await Forwarder.failed_in_serve(ray_app, answer(500, "text/plain; charset=utf-8")),
+            await Forwarder.failed_in_serve(ray_app, answer(503, "text/plain")),
+            await Forwarder.failed_in_serve(ray_app, answer(500, "application/json")),
+            await Forwarder.failed_in_serve(ray_app, answer(200, "text/plain")),
+            await Forwarder.failed_in_serve(local, answer(500, "text/plain")),
+        ]
+
+    assert asyncio.run(check()) == [True, True, False, False, False]
