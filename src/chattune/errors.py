@@ -8,6 +8,8 @@ servers and the table never disagree.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -254,6 +256,7 @@ class StorageError(ChattuneError):
 
 # errno names and database messages that mean "the workspace cannot take this write", as opposed to a bug.
 STORAGE_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG", "ENOTDIR"})
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 STORAGE_MESSAGES = ("disk is full", "readonly database", "read-only", "unable to open database", "disk i/o error")
 
 
@@ -272,6 +275,10 @@ def storage_error(exc: BaseException) -> StorageError | None:
             return current
         if isinstance(current, OSError) and errno.errorcode.get(current.errno or 0) in STORAGE_ERRNOS:
             return StorageError.from_os_error(current)
+        rust = _RUST_OS_ERROR.search(str(current))  # Rust's io::Error (safetensors, tokenizers): "(os error 28)"
+        if rust and errno.errorcode.get(int(rust.group(1))) in STORAGE_ERRNOS:
+            code = int(rust.group(1))
+            return StorageError.from_os_error(OSError(code, os.strerror(code)))
         if type(current).__name__ == "OperationalError":  # sqlite3's, or SQLAlchemy's around it (.orig)
             driver = getattr(current, "orig", None) or current
             if any(m in str(driver).lower() for m in STORAGE_MESSAGES):

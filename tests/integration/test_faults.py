@@ -5,6 +5,7 @@ in test_job_lifecycle.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -157,6 +158,13 @@ def succeeded_job(cli: Any, home: Path, tmp_path: Path) -> str:
     # SQLite's -shm file exists and a read-only copy of the workspace could still be read. Start from a quiet one.
     pid = parse_json(cli("jobs", "show", job["id"], "--json"))["pid"]
     _wait(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 60, "the runner")
+    # A command forked by the session's fork server ends without closing its database connection (preload's quick
+    # exit), so whichever of it and the runner closed last may leave SQLite's -wal and -shm files behind (a crashed
+    # process does too; a read-only copy is then readable). One connection that reads and closes, the last one,
+    # checkpoints and removes them: the workspace is as a finished command leaves it.
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    assert not (home / "chattune.db-shm").exists()
     return str(job["id"])
 
 

@@ -156,3 +156,17 @@ def test_the_servers_answer_errors_through_coded_classes() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("coded_response", "Refusal"):
                 coded += 1
     assert coded >= 8 and not literal, literal
+
+
+def test_a_full_disk_met_by_a_rust_library_is_a_storage_error() -> None:
+    """safetensors (Rust) reports a full disk as its own error type whose text ends "(os error 28)": as clear an
+    error as an OSError (seen in a full-disk registration that failed while saving merged weights)."""
+    from chattune.errors import StorageError, storage_error
+
+    class SafetensorError(Exception):
+        pass
+
+    full = storage_error(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert isinstance(full, StorageError) and "No space left on device" in full.message
+    assert storage_error(SafetensorError("invalid header (os error 2)")) is None  # ENOENT: not the workspace's state
+    assert storage_error(ValueError("os error 28 without the parentheses")) is None
