@@ -1,6 +1,6 @@
 """What Ray costs: the same SmolLM2 job locally and on a 1-worker Ray target, and serving through Ray Serve vs local.
 
-    python bench/ray_overhead.py [--steps 40] [--repeats 2] [--clients 16] [--quick] [--json]
+    python bench/ray_overhead.py [--steps N] [--repeats 2] [--clients 16] [--quick] [--json]
 
 Everything runs through the real CLI in a throwaway workspace (``CHATTUNE_HOME`` in a temp dir; the embedded
 SmolLM2-135M-Instruct comes from the user cache, fetched once):
@@ -9,11 +9,13 @@ SmolLM2-135M-Instruct comes from the user cache, fetched once):
    every core, so that the one Ray Train worker (``resources.cpus_per_process: C``) and the Ray Serve replica
    (``--cpus-per-instance C``) get as many torch threads as the local process does (Ray sets ``OMP_NUM_THREADS``
    from the CPUs it reserves).
-2. Training: the same LoRA job (demo data, ``--steps`` steps, seed 7, ``force_rerun``) with ``compute: local`` (one
-   process) and with ``compute: bench`` (one Ray Train worker), alternated, ``--repeats`` times each. Per run: the
-   finetune step's wall time (model load, Ray Train start-up, training, saving) and the Trainer's own
-   ``train_runtime_s``. ``train_overhead`` = (median Ray finetune - median local finetune) / median local
-   ``train_runtime_s``: the wall time Ray adds, as a fraction of the training time (goal <= 0.10).
+2. Training: the SmolLM2 job that ``chattune quickstart`` (``make demo``) runs (its recipe: the demo dataset's 400
+   rows, LoRA, one epoch at batch 8 = 50 steps), with seed 7, no checkpoints and ``force_rerun``, or only its first
+   ``--steps`` steps, with ``compute: local`` (one process) and with ``compute: bench`` (one Ray Train worker),
+   alternated, ``--repeats`` times each. Per run: the finetune step's wall time (model load, Ray Train start-up,
+   training, saving) and the Trainer's own ``train_runtime_s``. ``train_overhead`` = (median Ray finetune - median
+   local finetune) / median local ``train_runtime_s``: the wall time Ray adds, as a fraction of the training time
+   (goal <= 0.10).
 3. Serving: the local job's adapter registered, one endpoint, two deployments of it with the same settings
    (1 instance, ``--clients`` max concurrent requests, the same engine batch): ``local`` (an instance process) and
    ``ray`` (a Ray Serve replica, ``--compute bench``). ``--clients`` concurrent clients send OpenAI chat
@@ -42,32 +44,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_throughput import drive, prompts
 
-JOB = """model: smollm2-135m-instruct
-experiment_name: ray-overhead
-{compute}
-data:
-  train: data/train_sft.jsonl
-  test: data/test_sft.jsonl
-training:
-  per_device_train_batch_size: 4
-  max_seq_length: 256
-  max_steps: {steps}
-  logging_steps: 5
-  save_strategy: "no"
-  evaluation_strategy: "no"
-  seed: 7
-optimization:
-  apply_lora: true
-  merge_lora_weights: false
-evaluation:
-  max_rows: 2
-  max_new_tokens: 2
-settings:
-  force_rerun: true
-"""
+MODEL = "smollm2-135m-instruct"
+# What the benchmark changes in the quickstart job: a fixed seed, no checkpoints, a token evaluation (not measured),
+# and a rerun every time.
+OVERRIDES: dict[str, Any] = {
+    "experiment_name": "ray-overhead",
+    "training": {"seed": 7, "save_strategy": "no", "evaluation_strategy": "no"},
+    "evaluation": {"max_rows": 2, "max_new_tokens": 2},
+    "settings": {"force_rerun": True},
+}
+
+
+def job_yaml(steps: int | None, compute: dict[str, Any]) -> str:
+    """The quickstart job for SmolLM2 (``chattune quickstart``'s recipe), or its first ``steps`` steps."""
+    from chattune.quickstart import load_recipe
+
+    job = load_recipe(MODEL).job
+    for section, values in OVERRIDES.items():
+        job[section] = {**job.get(section, {}), **values} if isinstance(values, dict) else values
+    if steps:
+        job["training"]["max_steps"] = steps
+    data = {"train": "data/train_sft.jsonl", "test": "data/test_sft.jsonl"}
+    return yaml.safe_dump({"model": MODEL, "data": data, **job, **compute}, sort_keys=False)
 
 
 class Cli:
@@ -111,7 +114,7 @@ def train(cli: Cli, job_file: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=None, help="only the first N steps (default: the whole job)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests-per-client", type=int, default=4)
@@ -124,18 +127,20 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     home = Path(tempfile.mkdtemp(prefix="chattune-ray-bench-"))
     cli = Cli(home)
-    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "steps": args.steps, "cpus": cpus}
     from chattune.data import demo
+    from chattune.quickstart import load_recipe
 
-    demo.write(home / "data", rows=64)
+    rows = load_recipe(MODEL).rows
+    result: dict[str, Any] = {"model": MODEL, "rows": rows, "steps": args.steps, "cpus": cpus}
+    demo.write(home / "data", rows=rows)
     started = endpoint = False
     try:
         cli("compute", "start-ray", "bench", "--workers", "0", "--cpus-per-node", str(cpus))
         started = True
         local, on_ray = home / "local.yaml", home / "ray.yaml"
-        local.write_text(JOB.format(compute="compute: local", steps=args.steps))
-        ray_resources = f"compute: bench\nresources:\n  instance_count: 1\n  cpus_per_process: {cpus}"
-        on_ray.write_text(JOB.format(compute=ray_resources, steps=args.steps))
+        local.write_text(job_yaml(args.steps, {"compute": "local"}))
+        ray_resources = {"instance_count": 1, "cpus_per_process": cpus}
+        on_ray.write_text(job_yaml(args.steps, {"compute": "bench", "resources": ray_resources}))
         runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray": []}
         for _ in range(args.repeats):
             runs["local"].append(train(cli, local))
