@@ -11,7 +11,9 @@ endpoint the way a user does, with the real CLI in child processes:
    nothing is downloaded);
 2. ``chattune deployments create --name load --instances I --max-concurrent C --request-timeout-ms 60000``, with
    ``C`` = ``--max-concurrent`` (default: a quarter of ``--clients``, so 16 for 64 clients), below the client count
-   so that overload happens and is observable: the gateway must answer it 429 with ``Retry-After``;
+   so that overload happens and is observable: the requests beyond ``C`` wait in the deployment's queue (its
+   defaults, or ``--max-queue-wait-ms`` / ``--max-queue-length``), and what the queue cannot hold the gateway must
+   answer 429 with ``Retry-After``;
 3. ``chattune endpoints traffic EP load=100`` and ``chattune deployments delete --name demo``;
 
 and at the end ``chattune endpoints delete EP`` (every process stopped, checked) and the temp dir removed.
@@ -25,10 +27,11 @@ counts in ``stream_errors``, not in ``successes``. First ``--warmup-seconds`` of
 counted), then the server's memory (RSS of the gateway plus every instance process, pids from the workspace
 database), then ``--seconds`` of measured load, then the memory again.
 
-``--json`` prints one document: ``requests, successes, status_4xx, status_5xx, status_429,
-retry_after_on_all_429, errors, stream_errors, latency_s {p50,p95,p99} (successful requests), memory_mb {before,
-after, growth_pct, during (samples every ``--sample-seconds``)}, clients, seconds, model`` and the setup and
-context (``max_concurrent``, ``instances``, ``max_tokens``, ``instance_restarts``, ``statuses``, ``error_kinds``,
+``--json`` prints one document: ``requests, successes, status_4xx, status_5xx, status_429, refused_pct (429s of all
+requests), retry_after_on_all_429, queued_max (the most requests seen waiting in the gateway's queue, sampled from its
+/metrics with the memory), errors, stream_errors, latency_s {p50,p95,p99} (successful requests), memory_mb {before,
+after, growth_pct, during (samples every ``--sample-seconds``)}, clients, seconds, model`` and the setup and context
+(``max_concurrent``, ``instances``, ``max_tokens``, ``instance_restarts``, ``statuses``, ``error_kinds``,
 ``load_avg_1m`` of the machine, ``leftover_processes``: pids still alive after the teardown, none expected). With
 ``--uri`` the setup keys are null, and memory is measured when the endpoint is found in ``$CHATTUNE_HOME``'s
 database by its port.
@@ -90,6 +93,7 @@ class Tally:
             "status_4xx": sum(n for code, n in self.statuses.items() if 400 <= code < 500),
             "status_5xx": sum(n for code, n in self.statuses.items() if code >= 500),
             "status_429": self.statuses[429],
+            "refused_pct": round(100 * self.statuses[429] / self.requests, 2) if self.requests else None,
             "retry_after_on_all_429": self.retry_after_missing == 0,
             "errors": self.errors,
             "stream_errors": self.stream_errors,
@@ -292,6 +296,7 @@ def create_endpoint(
     *,
     instances: int,
     max_concurrent: int,
+    queue: dict[str, int | None],
     max_train_rows: int | None,
     log: Any = None,
     parent: Path | None = None,
@@ -318,6 +323,7 @@ def create_endpoint(
             "deployments", "create", "--endpoint", endpoint, "--name", DEPLOYMENT, "--model", model_ref,
             "--instances", str(instances), "--max-concurrent", str(max_concurrent),
             "--request-timeout-ms", str(REQUEST_TIMEOUT_MS),
+            *(arg for flag, value in queue.items() if value is not None for arg in (flag, str(value))),
         )  # fmt: skip
         served.cli("endpoints", "traffic", endpoint, f"{DEPLOYMENT}=100")
         _cli_plain(tmp, "deployments", "delete", "--endpoint", endpoint, "--name", "demo")
@@ -361,17 +367,30 @@ def _teardown(tmp: Path, endpoint: str | None) -> list[int]:
 
 
 # main ----------------------------------------------------------------------------------------------------------
-async def _sampled(load: Any, served: Served, every: float) -> tuple[Tally, list[float]]:
-    """Run the load, sampling the server's total RSS (MB) every ``every`` seconds meanwhile: a leak keeps rising,
-    an allocator settling to its high-water mark flattens."""
+QUEUED = "chattune_gateway_queued_requests"
+
+
+async def queued(served: Served) -> int:
+    """Requests waiting in the gateway's queue now, summed over deployments (its /metrics, with the key)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{served.base}/metrics", headers={"Authorization": f"Bearer {served.key}"})).text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(QUEUED + "{"))
+
+
+async def _sampled(load: Any, served: Served, every: float) -> tuple[Tally, list[float], list[int]]:
+    """Run the load, sampling the server's total RSS (MB) and the gateway's queue every ``every`` seconds meanwhile:
+    a leak keeps rising, an allocator settling to its high-water mark flattens."""
     samples: list[float] = []
+    depths: list[int] = []
     task = asyncio.ensure_future(load)
-    while served.endpoint and every > 0:
+    while every > 0:
         done, _ = await asyncio.wait({task}, timeout=every)
         if done:
             break
-        samples.append(rss_mb(server_pids(served.db, served.endpoint))["total"])
-    return await task, samples
+        if served.endpoint:
+            samples.append(rss_mb(server_pids(served.db, served.endpoint))["total"])
+        depths.append(await queued(served))
+    return await task, samples, depths
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -386,6 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.model,
             instances=args.instances,
             max_concurrent=max_concurrent,
+            queue={"--max-queue-wait-ms": args.max_queue_wait_ms, "--max-queue-length": args.max_queue_length},
             max_train_rows=args.max_train_rows,
             log=log,
             parent=args.work_dir,
@@ -409,7 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.max_tokens,
             honour_retry_after=not args.ignore_retry_after,
         )
-        tally, samples = asyncio.run(_sampled(load, served, args.sample_seconds))
+        tally, samples, depths = asyncio.run(_sampled(load, served, args.sample_seconds))
         wall = time.perf_counter() - started
         after = rss_mb(server_pids(served.db, served.endpoint) if served.endpoint else {})
         restarts = (instance_restarts(served.db, served.endpoint) if served.endpoint else 0) - restarts_before
@@ -427,6 +447,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "before_by_process": before if pids else None,
             "after_by_process": after if pids else None,
         },
+        "queued_max": max(depths, default=None),
+        "queued_samples": depths,
         "clients": args.clients,
         "seconds": args.seconds,
         "model": args.model if not args.uri else None,
@@ -452,6 +474,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16, help="each request asks for 1..N new tokens")
     parser.add_argument("--max-concurrent", type=int, default=None, help="the deployment's limit; default clients/4")
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--max-queue-wait-ms", type=int, help="the deployment's queue wait (default: chattune's)")
+    parser.add_argument("--max-queue-length", type=int, help="the deployment's queue length (default: chattune's)")
     parser.add_argument("--max-train-rows", type=int, default=16, help="the quickstart job's training rows")
     parser.add_argument("--ignore-retry-after", action="store_true", help="retry a 429 at once (a rude client)")
     parser.add_argument("--uri", help="an existing endpoint's scoring URI (with --key) instead of a throwaway one")
@@ -472,8 +496,9 @@ def main() -> None:
         f"{result['model'] or args.uri}: {args.clients} clients x {args.seconds:g}s, "
         f"max_concurrent {result['max_concurrent']}\n"
         f"requests {result['requests']} ({result['requests_per_s']}/s), successes {result['successes']}, "
-        f"4xx {result['status_4xx']} (429: {result['status_429']}, Retry-After on all: "
-        f"{result['retry_after_on_all_429']}), 5xx {result['status_5xx']}, transport errors {result['errors']}, "
+        f"4xx {result['status_4xx']} (429: {result['status_429']} = {result['refused_pct']}%, Retry-After on all: "
+        f"{result['retry_after_on_all_429']}, most queued {result['queued_max']}), 5xx {result['status_5xx']}, "
+        f"transport errors {result['errors']}, "
         f"stream errors {result['stream_errors']}\n"
         f"latency p50 {lat['p50']}s p95 {lat['p95']}s p99 {lat['p99']}s\n"
         f"memory {mem['before']} MB -> {mem['after']} MB ({mem['growth_pct']}%), "

@@ -151,3 +151,22 @@ def exact(schema: type[BaseModel], doc: Any) -> Any:
     the commands that only the fixtures and slower tests run)."""
     assert schema.model_validate(doc).model_dump(mode="json") == doc, schema.__name__
     return doc
+
+
+# A tool as OpenAI clients send it, finite by construction (enum and bounds), for the tool-calling tests.
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "enum": ["Prague", "Brno"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}

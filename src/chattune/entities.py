@@ -257,8 +257,9 @@ class DeploymentSettings(BaseModel):
     Azure's OnlineRequestSettings, ProbeSettings and instance_count, carried from the CLI flag and the SDK through the
     store to the gateway and the instance.
 
-    The gateway enforces ``request_timeout_ms`` and ``max_concurrent_requests_per_instance`` (429 beyond it); the
-    instance reads the engine's settings (``engine_batch_size``, ``max_new_tokens_cap``) from its environment.
+    The gateway enforces ``request_timeout_ms`` and ``max_concurrent_requests_per_instance``; a request beyond it waits
+    in the deployment's queue (``max_queue_wait_ms``, ``max_queue_length``), then gets a 429. The instance reads the
+    engine's settings (``engine_batch_size``, ``max_new_tokens_cap``) from its environment.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -268,7 +269,18 @@ class DeploymentSettings(BaseModel):
         5000, gt=0, le=MAX_REQUEST_TIMEOUT_MS, description="how long the gateway waits for an instance to answer"
     )
     max_concurrent_requests_per_instance: int = Field(
-        1, ge=1, description="requests one instance holds at once; beyond that on every instance: 429"
+        1, ge=1, description="requests one instance holds at once; beyond that on every instance a request queues"
+    )
+    # Azure's default (500 ms, a setting it has since deprecated) suits a GPU server that answers in milliseconds; on
+    # a CPU one answer takes seconds, so a request waits as it would in vLLM's queue, bounded as Azure bounds it.
+    max_queue_wait_ms: int = Field(
+        60_000,
+        ge=0,
+        le=MAX_REQUEST_TIMEOUT_MS,
+        description="how long a request waits for a free instance before a 429 (0: refused at once)",
+    )
+    max_queue_length: int = Field(
+        128, ge=0, description="requests that may wait for a free instance at once; beyond that: 429 at once"
     )
     liveness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
     readiness_probe: ProbeSettings = Field(default_factory=ProbeSettings)
@@ -322,6 +334,8 @@ class Deployment(Entity):
     instance_count: int = _DEFAULT.instance_count
     request_timeout_ms: int = _DEFAULT.request_timeout_ms
     max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
+    max_queue_wait_ms: int | None = None  # None (a deployment recorded before it existed): the default
+    max_queue_length: int | None = None  # as above
     max_batch_size: int | None = None
     max_new_tokens_cap: int | None = None  # None (a deployment recorded before it existed): the default
     autoscale: dict[str, Any] | None = None  # AutoscaleSettings' fields; None: a fixed instance_count
@@ -349,12 +363,8 @@ class Deployment(Entity):
             "max_batch_size": self.max_batch_size,
             **{probe: self.probes[probe] for probe in ("liveness_probe", "readiness_probe") if self.probes.get(probe)},
         }
-        if self.max_new_tokens_cap is not None:
-            given["max_new_tokens_cap"] = self.max_new_tokens_cap
-        if self.autoscale:
-            given["autoscale"] = self.autoscale
-        if self.cpus_per_instance is not None:
-            given["cpus_per_instance"] = self.cpus_per_instance
+        optional = ("max_queue_wait_ms", "max_queue_length", "max_new_tokens_cap", "autoscale", "cpus_per_instance")
+        given.update({name: getattr(self, name) for name in optional if getattr(self, name) is not None})
         return DeploymentSettings.model_validate(given)
 
 

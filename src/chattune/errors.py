@@ -118,11 +118,19 @@ class ChattuneError(Exception):
         entry = ERROR_CODES[cls.code]  # a KeyError here: add the class's code to ERROR_CODES
         cls.exit_code, cls.http_status = entry.exit_code, entry.http_status
 
-    def __init__(self, message: str, *, remedy: str | None = None, details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        remedy: str | None = None,
+        details: dict[str, Any] | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.remedy = remedy
         self.details = details or {}
+        self.param = param  # the request field at fault, for a server's answer (OpenAI's error ``param``)
 
     def to_dict(self) -> dict[str, Any]:
         """The error as ``{"code", "message"}``, with ``remedy`` and ``details`` when given."""

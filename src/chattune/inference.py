@@ -7,7 +7,7 @@ endpoint answers (greedy decoding gives the same text in both).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,10 @@ from chattune.errors import UserError
 
 @dataclass
 class GenerationParams:
-    """How to generate: token budget, sampling settings, stop strings and seed."""
+    """How to generate: token budget, sampling settings, stop strings and seed.
+
+    For the serving engine also OpenAI's penalties, logit bias, log-probabilities and a grammar the answer must follow.
+    """
 
     max_new_tokens: int = 200
     temperature: float = 1.0
@@ -24,6 +27,14 @@ class GenerationParams:
     do_sample: bool = False
     stop: list[str] | None = None
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: int | None = None  # None: none; N: the chosen token's and the N most likely ones' log-probabilities
+    grammar: str | None = None  # an llguidance grammar (chattune.serving.structured) every answer must match
+    # Which request field set the budget, for the error when it does not fit ("max_tokens", "max_new_tokens", ...);
+    # None: the request set none, and the default budget shrinks to what the context leaves (as vLLM's does).
+    budget_param: str | None = "max_new_tokens"
 
     def torch_seed(self) -> int | None:
         """The seed as a torch generator takes it.
@@ -41,25 +52,47 @@ class Generation:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+    # With GenerationParams.logprobs: per generated token (id, log-probability, [(id, log-probability)] most likely).
+    token_logprobs: list[TokenLogprob] | None = None
 
 
-def checked_new_tokens(prompt_tokens: int, max_new_tokens: int, *, cap: int, context: int) -> int:
-    """Check a generation request against the model's context; return the tokens to generate at most.
+# A generated token's log-probability: (token id, log-probability, the most likely tokens' (id, log-probability)).
+TokenLogprob = tuple[int, float, list[tuple[int, float]]]
 
-    The request check shared by the serving engine and the evaluation generator: the tokens to generate at most (the
-    request's, under the server-side ``cap``), once the prompt and them fit the model's ``context``.
+
+def checked_new_tokens(
+    prompt_tokens: int, max_new_tokens: int, *, cap: int, context: int, param: str = "max_new_tokens"
+) -> int:
+    """Check a generation request against the server's cap and the model's context; return the tokens to generate.
+
+    The request check shared by the serving engine and the evaluation generator. A budget is never cut silently:
+    over the server-side ``cap``, or with the prompt beyond the model's ``context``, it is an error (OpenAI answers a
+    budget the context cannot hold with a 400 too).
+
+    Args:
+        prompt_tokens: The prompt's length.
+        max_new_tokens: The tokens the request asks for at most.
+        cap: The server-side cap on tokens per answer.
+        context: The model's context length.
+        param: The request field that set ``max_new_tokens``, named in the error.
 
     Raises:
-        UserError: the prompt plus the tokens to generate exceed the context (a 400 from a server).
+        UserError: over the cap, or the prompt plus the tokens to generate exceed the context (a 400 from a server).
     """
-    max_new = min(max_new_tokens, cap)
-    if prompt_tokens + max_new > context:
+    if max_new_tokens > cap:
         raise UserError(
-            f"prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new}) exceeds the model's context "
-            f"({context} tokens)",
-            remedy="Shorten the conversation or lower max_new_tokens / max_tokens.",
+            f"{param}={max_new_tokens} is more than this server generates per answer (max_new_tokens_cap={cap})",
+            remedy=f"Ask for at most {cap} tokens, or deploy with a higher --max-new-tokens-cap.",
+            param=param,
         )
-    return max_new
+    if prompt_tokens + max_new_tokens > context:
+        raise UserError(
+            f"prompt ({prompt_tokens} tokens) plus {param} ({max_new_tokens}) exceeds the model's context "
+            f"({context} tokens)",
+            remedy=f"Shorten the conversation or lower {param} to at most {max(context - prompt_tokens, 0)}.",
+            param=param,
+        )
+    return max_new_tokens
 
 
 def pick_device() -> str:

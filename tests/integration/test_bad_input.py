@@ -4,7 +4,7 @@ deployments), each answered 4xx in OpenAI's error shape and each followed by a g
 that try path traversal or odd characters, refused by every CLI command that takes one, with exit code 2.
 
 Already covered elsewhere, not repeated here: a 5 MiB body with its Content-Length at the gateway (413) and
-max_tokens=10**6 through the gateway (capped) in test_endpoints.py; `{"messages": "nope"}` (422) in
+max_tokens=10**6 through the gateway (over a deployment's cap) in test_endpoints.py; `{"messages": "nope"}` (422) in
 test_quickstart.py.
 
 Reproduce: .venv/bin/python -m pytest -m integration tests/integration/test_bad_input.py
@@ -63,7 +63,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str | None]] = [
     ("content a number", "POST", "/v1/chat/completions",
      {"json": {"messages": [{"role": "user", "content": 5}], "max_tokens": 1}}, 422, "invalid_request"),
     ("role unknown", "POST", "/v1/chat/completions",
-     {"json": {"messages": [{"role": "tool", "content": "x"}], "max_tokens": 1}}, 422, "invalid_request"),
+     {"json": {"messages": [{"role": "robot", "content": "x"}], "max_tokens": 1}}, 422, "invalid_request"),
     ("max_tokens a string", "POST", "/v1/chat/completions", {"json": {**GOOD_CHAT, "max_tokens": "5"}}, 422,
      "invalid_request"),
     ("n true", "POST", "/v1/chat/completions", {"json": {**GOOD_CHAT, "n": True}}, 422, "invalid_request"),
@@ -147,19 +147,23 @@ def test_bad_requests_are_4xx_in_openai_shape_and_the_next_request_is_served(
         assert error["param"] == "azureml-model-deployment"
         _served_after(gateway, key, f"deployment header {name!r}")
 
-    # Huge max_tokens are capped by the server (to 1024) before anything is generated. With a 1,468-token prompt it is
-    # the capped budget that no longer fits the 2,048-token context: a 400 that names 1024, at once. (A capped
-    # generation through the gateway is in test_endpoints.py; 1,024 tokens take minutes on a busy 2-core CPU.)
+    # A budget over the server's cap (1024) is a 400 naming the field that set it, never a silent cut; one under the
+    # cap that the 1,468-token prompt leaves no room for in the 2,048-token context is a 400 too, at once.
     long = [{"role": "user", "content": "a " * 700}]
     for target, (base, headers) in _targets(cli, served).items():
         requests = {
-            "/score": {"input_data": {"input_string": [long], "parameters": {"max_new_tokens": 10**9}}},
-            "/v1/chat/completions": {"messages": long, "max_tokens": 10**30, "max_completion_tokens": 10**30},
-        }
-        for path, body in requests.items():
+            "/score": ({"input_data": {"input_string": [long], "parameters": {"max_new_tokens": 10**9}}},
+                       "max_new_tokens"),
+            "/v1/chat/completions": ({"messages": long, "max_tokens": 10**30, "max_completion_tokens": 10**30},
+                                     "max_completion_tokens"),
+        }  # fmt: skip
+        for path, (body, param) in requests.items():
             r = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=60)
             error = _assert_openai_error(r, 400, "invalid_input", f"{target}: {path} with a huge budget")
-            assert f"plus max_new_tokens ({CAP}) exceeds the model's context (2048 tokens)" in error["message"]
+            assert f"max_new_tokens_cap={CAP}" in error["message"] and error["param"] == param, error
+        r = httpx.post(f"{base}/v1/chat/completions", json={"messages": long, "max_tokens": CAP}, headers=headers)
+        error = _assert_openai_error(r, 400, "invalid_input", f"{target}: a budget the context cannot hold")
+        assert f"plus max_tokens ({CAP}) exceeds the model's context (2048 tokens)" in error["message"]
         fits = httpx.post(f"{base}/v1/chat/completions", json={"messages": long, "max_tokens": 1}, headers=headers)
         assert fits.status_code == 200 and fits.json()["usage"]["prompt_tokens"] + CAP > 2048
         # a seed beyond 64 bits, sampled (it failed the batch with a 500 before it was reduced modulo 2**64)

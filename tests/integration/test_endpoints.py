@@ -1,6 +1,6 @@
 """Endpoints as Azure manages them, on the tiny model, through real gateways and instances over loopback HTTP:
-the safe-rollout walk (REFERENCE.md section 5), 429 at capacity, a killed instance restarted, a killed gateway
-brought back by `endpoints up` with the same keys, port and routing."""
+the safe-rollout walk (REFERENCE.md section 5), a queue then 429 at capacity, a killed instance restarted, a killed
+gateway brought back by `endpoints up` with the same keys, port and routing."""
 
 from __future__ import annotations
 
@@ -83,12 +83,14 @@ def test_safe_rollout_walk(cli: Any, served: dict[str, Any]) -> None:
     assert _score(served).status_code == 200
 
 
-def test_overflow_is_429_at_once_and_a_killed_instance_comes_back(cli: Any, served: dict[str, Any]) -> None:
+def test_overflow_waits_in_line_then_429_and_a_killed_instance_comes_back(cli: Any, served: dict[str, Any]) -> None:
     ep = served["endpoint"]
     create = ("deployments", "create", "--endpoint", ep, "--name", "pair", "--model", served["model"])
     dep = parse_json(
-        cli(*create, "--instances", "2", "--max-concurrent", "1", "--request-timeout-ms", "60000", "--json")
-    )
+        cli(*create, "--instances", "2", "--max-concurrent", "1", "--request-timeout-ms", "60000",
+            "--max-queue-length", "2", "--json")
+    )  # fmt: skip
+    assert dep["max_queue_length"] == 2 and dep["max_queue_wait_ms"] == 60000  # the default wait, as stored
     assert len(dep["instances"]) == 2 and all(i["state"] == "Ready" for i in dep["instances"])
     long = {
         "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 150}}
@@ -98,15 +100,18 @@ def test_overflow_is_429_at_once_and_a_killed_instance_comes_back(cli: Any, serv
     def call() -> None:
         results.append(_score(served, deployment="pair", body=long))
 
-    threads = [threading.Thread(target=call) for _ in range(6)]
+    threads = [threading.Thread(target=call) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    # 2 slots and 2 places in line: at least those 4 are answered (the ones in line once a slot frees); what
+    # arrived while the line was full is refused at once.
     codes = collections.Counter(r.status_code for r in results)
-    assert codes[200] >= 2 and codes[429] >= 1, codes
+    assert codes[200] >= 4 and codes[429] >= 1 and codes[200] + codes[429] == 8, codes
     overflow = next(r for r in results if r.status_code == 429)
     assert overflow.headers["retry-after"] == "1" and overflow.json()["error"]["code"] == "too_many_requests"
+    assert "max_queue_length=2" in overflow.json()["error"]["message"]
 
     # kill -9 one instance: the other keeps answering, and the gateway starts a new one
     victim = dep["instances"][0]["pid"]
@@ -214,8 +219,14 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
         for _ in range(2)
     ]
     assert seeded[0] == seeded[1]
-    capped = client.chat.completions.create(model=model, messages=messages, max_tokens=10**6, temperature=0)
+    # a budget over the deployment's cap is refused, naming the field (never silently cut), and one at it is served
+    with pytest.raises(openai.BadRequestError) as over:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=10**6, temperature=0)
+    assert over.value.body["param"] == "max_tokens" and "max_new_tokens_cap=48" in over.value.body["message"]  # type: ignore[index]
+    capped = client.chat.completions.create(model=model, messages=messages, max_tokens=48, temperature=0)
     assert capped.usage.completion_tokens == 48 and capped.choices[0].finish_reason == "length"
+    # /v1/models: the deployment's own model first, its other adapter, then the base
+    assert [m.id for m in client.models.list().data] == [model, "second:1", "tiny-test"]
 
     # concurrent requests share batches: the instance's own metrics say so
     with __import__("concurrent.futures").futures.ThreadPoolExecutor(8) as pool:

@@ -32,7 +32,7 @@ from chattune.schemas import (
     QuickstartResult,
     UserModelImportPublic,
 )
-from tests.conftest import exact, parse_json
+from tests.conftest import WEATHER_TOOL, exact, parse_json
 from tests.tiny_models import fixture, write_gguf, write_model
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,46 @@ def test_a_qwen2_folder_imported_trained_registered_deployed_answers_the_openai_
     )
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert 0 < completion.usage.completion_tokens <= 5
+    _tool_call_round_trips(base_url, keys["primary_key"], registered["id"])
     assert cli("endpoints", "delete", "byo-qwen").returncode == 0
+
+
+WEATHER = WEATHER_TOOL
+
+
+def _tool_call_round_trips(base_url: str, key: str, model: str) -> None:
+    """Qwen2.5's template renders tools: a forced call comes back as tool_calls and its answer goes back to the
+    model, with the official client and with LangChain's ChatOpenAI (bind_tools, ToolMessage)."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    ask = [{"role": "user", "content": "What is the weather in Brno?"}]
+    forced = client.chat.completions.create(
+        model=model,
+        messages=ask,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=150,
+        parallel_tool_calls=False,  # type: ignore[list-item]
+    )
+    choice = forced.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    made = choice.message.tool_calls[0]
+    assert made.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(made.function.arguments)["city"] in ("Prague", "Brno")  # type: ignore[union-attr]
+    history = [*ask, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": made.id, "content": "sunny, 21 C"}]  # fmt: skip
+    answered = client.chat.completions.create(model=model, messages=history, tools=[WEATHER], max_tokens=5)  # type: ignore[arg-type, list-item]
+    assert answered.usage.prompt_tokens > forced.usage.prompt_tokens  # type: ignore[union-attr]
+
+    llm = ChatOpenAI(base_url=base_url, api_key=key, model=model, max_tokens=150, temperature=0, max_retries=0)
+    ai = llm.bind_tools([WEATHER], tool_choice="get_weather").invoke("What is the weather in Brno?")
+    assert [c["name"] for c in ai.tool_calls] == ["get_weather"]
+    reply = llm.bind_tools([WEATHER]).invoke(
+        [HumanMessage("What is the weather in Brno?"), ai, ToolMessage("sunny", tool_call_id=ai.tool_calls[0]["id"])]
+    )
+    assert reply.response_metadata["finish_reason"] in ("stop", "length", "tool_calls")
 
 
 def test_llama_through_quickstart_phi3_mistral_trained_and_served_and_a_gguf_file_through_the_sdk(

@@ -55,7 +55,7 @@ async def _run(scheduler: BatchScheduler, tokenizer: Any, jobs: list[tuple[str, 
         while True:
             kind, value = await p.events.get()
             if kind == "delta":
-                streamed += value
+                streamed += value[0]
             elif kind == "done":
                 return streamed, value
             else:

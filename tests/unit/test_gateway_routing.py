@@ -1,4 +1,5 @@
-"""The gateway's routing: least busy ready instance, leases that always give the slot back, 429 / 503 refusals."""
+"""The gateway's routing: least busy ready instance, leases that always give the slot back, the deployment's waiting
+line (first come first served, bounded in length and time), 429 / 503 refusals."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ def _router(*states: str) -> tuple[Router, list[Instance]]:
     return Router(store=None, endpoint="ep", supervisor=supervisor), insts  # type: ignore[arg-type]
 
 
-def _dep(max_concurrent: int, instances: int) -> Deployment:
-    settings = DeploymentSettings(max_concurrent_requests_per_instance=max_concurrent, instance_count=instances)
+def _dep(max_concurrent: int, instances: int, **queue: int) -> Deployment:
+    settings = DeploymentSettings(
+        max_concurrent_requests_per_instance=max_concurrent, instance_count=instances, **queue
+    )
     return Deployment("ep", "blue", "m", "1", ProvisioningState.SUCCEEDED, 0.0, **settings.columns())
 
 
-def test_leases_fill_the_least_busy_instance_then_refuse_with_429() -> None:
+def test_leases_fill_the_least_busy_instance_then_refuse_with_429_without_a_queue() -> None:
     router, insts = _router("Ready", "Ready", "Starting")
-    dep = _dep(2, 3)
+    dep = _dep(2, 3, max_queue_wait_ms=0)
 
     async def run() -> None:
         async with router.lease(dep) as a, router.lease(dep) as b:
@@ -37,6 +40,7 @@ def test_leases_fill_the_least_busy_instance_then_refuse_with_429() -> None:
                         pass
                 assert full.value.status == 429 and full.value.headers == {"Retry-After": "1"}
                 assert full.value.code == "too_many_requests"
+                assert "max_queue_wait_ms=0" in full.value.message
         assert [i.in_flight for i in insts] == [0, 0, 0]
 
     asyncio.run(run())
@@ -50,6 +54,78 @@ def test_a_lease_is_given_back_when_the_request_fails() -> None:
             async with router.lease(_dep(1, 1)):
                 raise TimeoutError
         assert insts[0].in_flight == 0
+
+    asyncio.run(run())
+
+
+def test_a_busy_deployment_queues_requests_first_come_first_served() -> None:
+    """Three requests beyond the one slot wait in line and get it in the order they came, each as soon as the one
+    before gives it back; the line's length is what /metrics shows."""
+    router, insts = _router("Ready")
+    dep = _dep(1, 1)
+    order: list[int] = []
+
+    async def request(n: int, release: asyncio.Event) -> None:
+        async with router.lease(dep):
+            order.append(n)
+            await release.wait()
+
+    async def run() -> None:
+        releases = [asyncio.Event() for _ in range(4)]
+        tasks = []
+        for n in range(4):
+            tasks.append(asyncio.create_task(request(n, releases[n])))
+            await asyncio.sleep(0.01)  # arrive in order
+        assert order == [0] and len(router.lines["blue"]) == 3 and insts[0].in_flight == 1
+        for n in range(4):
+            releases[n].set()
+            await asyncio.sleep(0.02)
+            assert order == list(range(min(n + 2, 4)))
+        await asyncio.gather(*tasks)
+        assert insts[0].in_flight == 0 and len(router.lines["blue"]) == 0
+
+    asyncio.run(run())
+
+
+def test_the_queue_is_bounded_in_time_and_length_then_429() -> None:
+    router, insts = _router("Ready")
+    dep = _dep(1, 1, max_queue_wait_ms=100, max_queue_length=1)
+
+    async def run() -> None:
+        async with router.lease(dep):
+            waiter = asyncio.create_task(router.admit(dep))
+            await asyncio.sleep(0.01)
+            with pytest.raises(Refusal) as full:  # the one place in line is taken: refused at once
+                await router.admit(dep)
+            assert full.value.status == 429 and "max_queue_length=1" in full.value.message
+            with pytest.raises(Refusal) as waited:
+                await waiter
+            assert waited.value.status == 429 and "waited max_queue_wait_ms=100" in waited.value.message
+            assert full.value.headers == waited.value.headers == {"Retry-After": "1"}
+        assert len(router.lines["blue"]) == 0 and insts[0].in_flight == 0
+
+    asyncio.run(run())
+
+
+def test_a_request_that_leaves_the_line_frees_its_place_and_mirrors_never_wait() -> None:
+    router, insts = _router("Ready")
+    dep = _dep(1, 1, max_queue_length=1)
+
+    async def run() -> None:
+        async with router.lease(dep):
+            gone = asyncio.create_task(router.admit(dep))
+            await asyncio.sleep(0.01)
+            gone.cancel()  # the client disconnected while it waited
+            await asyncio.sleep(0.01)
+            assert len(router.lines["blue"]) == 0
+            nxt = asyncio.create_task(router.admit(dep))  # the place it held is free again
+            await asyncio.sleep(0.01)
+            assert not nxt.done()
+            with pytest.raises(Refusal) as copy:
+                async with router.lease(dep, queue=False):
+                    pass
+            assert copy.value.status == 429
+        assert await nxt is insts[0]
 
     asyncio.run(run())
 
@@ -74,10 +150,9 @@ def test_a_ray_application_holds_its_replicas_requests_and_serves_own_5xx_is_ret
     dep = _dep(2, 2)
     leases = [router.pick(dep) for _ in range(4)]
     for inst in leases:
+        assert inst is not None
         inst.in_flight += 1
-    with pytest.raises(Refusal) as refused:
-        router.pick(dep)
-    assert refused.value.status == 429
+    assert router.pick(dep) is None  # all 4 slots taken: the next request waits in line
 
     def answer(status: int, media: str) -> httpx.Response:
         return httpx.Response(status, headers={"content-type": media}, content=b"x")

@@ -150,11 +150,44 @@ def test_chat_completion_n_in_bounds(n: int) -> None:
         {"messages": [{"role": "user", "content": 5}]},
         {"n": 2.5},
         {"seed": 1.5},
+        # the OpenAI fields this server honours, out of their bounds
+        {"presence_penalty": 2.5},
+        {"frequency_penalty": -3},
+        {"logit_bias": {"12": 101}},
+        {"logprobs": True, "top_logprobs": 21},
+        {"response_format": {"type": "json_schema"}},  # no schema
+        {"response_format": {"type": "json_object", "json_schema": {"name": "x"}}},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}}},
+        {"response_format": {"type": "yaml"}},
+        {"messages": [{"role": "robot", "content": "Hi"}]},
+        {"messages": [{"role": "user", "content": [{"text": "no type"}]}]},
     ],
 )
 def test_chat_completion_rejects(fields: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         chat_request(**fields)
+
+
+def test_chat_completion_takes_the_fields_common_clients_send() -> None:
+    """What LangChain's ChatOpenAI and the openai client send for JSON mode, a JSON schema, log-probabilities,
+    penalties and content parts: accepted as sent (the engine honours them or answers 400 naming them)."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    req = chat_request(
+        messages=[
+            {"role": "developer", "content": "Answer in JSON."},
+            {"role": "user", "content": [{"type": "text", "text": "Give "}, {"type": "text", "text": "a"}]},
+        ],
+        response_format={"type": "json_schema", "json_schema": {"name": "A", "schema": schema, "strict": True}},
+        logprobs=True,
+        top_logprobs=2,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={"50256": -100},
+        max_completion_tokens=8,
+    )
+    assert req.response_format is not None and req.response_format.type == "json_schema"
+    assert req.response_format.json_schema.schema_ == schema
+    assert req.messages[1].content[1].text == "a"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("temperature", [0, 0.7, 2, 1])
@@ -204,8 +237,11 @@ def test_stream_chunks_are_framed_as_openai_sends_them() -> None:
         "object": "chat.completion.chunk",
         "created": 1,
         "model": "m",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-    }  # no usage unless asked
+        # as OpenAI sends it: logprobs null unless asked, no usage unless asked
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        ],
+    }
     end = ChatCompletionChunk(
         id="c",
         created=1,
@@ -213,7 +249,7 @@ def test_stream_chunks_are_framed_as_openai_sends_them() -> None:
         choices=[ChunkChoice(index=0, delta=ChunkDelta(), finish_reason="stop")],
         usage=None,
     )
-    assert decoded(sse.event(end))["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert decoded(sse.event(end))["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
     assert decoded(sse.event(end))["usage"] is None  # asked for: null until the last chunk
     last = ChatCompletionChunk(id="c", created=1, model="m", choices=[], usage=Usage.of(3, 4))
     assert decoded(sse.event(last))["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}

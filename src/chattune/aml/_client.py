@@ -381,6 +381,7 @@ class OnlineDeploymentOperations:
                 "instance_count": deployment.instance_count,
                 "request_timeout_ms": request.get("request_timeout_ms"),
                 "max_concurrent_requests_per_instance": request.get("max_concurrent_requests_per_instance"),
+                "max_queue_wait_ms": request.get("max_queue_wait_ms"),
                 "liveness_probe": _probe(deployment.liveness_probe),
                 "readiness_probe": _probe(deployment.readiness_probe),
             }

@@ -86,7 +86,7 @@ class OnlineRequestSettings:
 
     request_timeout_ms: int = _DEFAULT.request_timeout_ms
     max_concurrent_requests_per_instance: int = _DEFAULT.max_concurrent_requests_per_instance
-    max_queue_wait_ms: int | None = None
+    max_queue_wait_ms: int = _DEFAULT.max_queue_wait_ms
 
 
 @dataclass

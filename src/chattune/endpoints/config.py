@@ -18,6 +18,8 @@ FLAGS = {
     "instance_count": "--instances",
     "request_timeout_ms": "--request-timeout-ms",
     "max_concurrent_requests_per_instance": "--max-concurrent-requests-per-instance",
+    "max_queue_wait_ms": "--max-queue-wait-ms",
+    "max_queue_length": "--max-queue-length",
     "liveness_probe": "--liveness-probe",
     "readiness_probe": "--readiness-probe",
     "max_batch_size": "--max-batch-size",

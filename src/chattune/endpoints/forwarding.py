@@ -100,10 +100,10 @@ class Forwarder:
         """Send a copy of the request to the shadow deployment ``dep``.
 
         Its answer is read and discarded, its failures never reach the client. Returns the outcome /metrics counts: the
-        status, "skipped" (no room) or "error".
+        status, "skipped" (no free instance: a copy never waits in line) or "error".
         """
         try:
-            async with router.lease(dep) as inst:
+            async with router.lease(dep, queue=False) as inst:
                 response = await self.send(dep, inst, request, body)
                 await response.aread()
                 await response.aclose()

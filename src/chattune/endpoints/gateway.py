@@ -43,12 +43,14 @@ log = logging.getLogger("chattune.gateway")
 class GatewayMetrics:
     """The gateway's Prometheus metrics.
 
-    Answers and mirrored copies are counted by deployment; instance gauges are read from the supervisor at scrape time.
+    Answers and mirrored copies are counted by deployment; instance and queue gauges are read from the supervisor and
+    the router at scrape time.
     """
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, router: Router) -> None:
         self.registry = CollectorRegistry()
-        self.supervisor = supervisor
+        self.router = router
+        self.supervisor = router.supervisor
         labels = ["deployment", "code"]
         self.requests = Counter(
             "chattune_gateway_requests", "Requests by deployment and status", labels, registry=self.registry
@@ -64,6 +66,10 @@ class GatewayMetrics:
             "chattune_gateway_ready_instances", "Instances in rotation", ["deployment"], registry=self.registry
         )
         self._restarts = Gauge("chattune_gateway_instance_restarts", "Instance restarts", registry=self.registry)
+        self._queued = Gauge(
+            "chattune_gateway_queued_requests", "Requests waiting for a free instance", ["deployment"],
+            registry=self.registry,
+        )  # fmt: skip
 
     def count(self, deployment: str | None, response: Response) -> Response:
         """Count an answer under its deployment (None: not counted) and pass it on."""
@@ -76,6 +82,8 @@ class GatewayMetrics:
         for name, insts in self.supervisor.instances.items():
             self._in_flight.labels(name).set(sum(i.in_flight for i in insts))
             self._ready.labels(name).set(sum(i.state == "Ready" for i in insts))
+        for name, line in self.router.lines.items():
+            self._queued.labels(name).set(len(line))
         self._restarts.set(self.supervisor.restarts_total)
         return generate_latest(self.registry)
 
@@ -86,7 +94,7 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
     supervisor = Supervisor(settings, store, endpoint)
     router = Router(store, endpoint, supervisor)
     forwarder = Forwarder(supervisor.token)
-    metrics = GatewayMetrics(supervisor)
+    metrics = GatewayMetrics(router)
     background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
@@ -133,14 +141,17 @@ def create_gateway(settings: Settings, endpoint: str) -> FastAPI:
         except Refusal as refusal:
             return metrics.count(refusal.counted_as, refusal.response())
         dep = target.deployment
-        body: bytes | None = None
+        # Read first: the disconnect watcher below consumes what the client sends next.
+        body = await request.body()
+        mirrored = False
         try:
             for attempt in range(dep.settings.max_instance_count + 1):
                 async with contextlib.AsyncExitStack() as lease:
-                    inst = await lease.enter_async_context(router.lease(dep))
-                    if body is None:
-                        body = await request.body()
+                    # A client that leaves while its request waits in the deployment's line leaves the line.
+                    inst = await unless_disconnected(request, lease.enter_async_context(router.lease(dep)))
+                    if not mirrored:
                         mirror(target, request, body)
+                        mirrored = True
                     try:
                         # A client that leaves closes the call to the instance too, and the instance stops.
                         upstream = await unless_disconnected(request, forwarder.send(dep, inst, request, body))

@@ -1,7 +1,9 @@
 """Where a gateway request goes: which deployment, which instance, held by a lease.
 
 The deployment is the one the header names, else one drawn by the traffic split; the instance is the least busy ready
-one, under the deployment's max concurrency.
+one, under the deployment's max concurrency. When every ready instance is at it, the request waits in the
+deployment's queue, first come first served, for up to ``max_queue_wait_ms`` (with at most ``max_queue_length``
+waiting), as vLLM and TGI queue what they cannot batch yet; only then is the answer a 429 with ``Retry-After``.
 
 A lease counts the request against its instance while it is held and gives the slot back however the request ends
 (answer, error, disconnect, a stream that finishes later), so nobody counts in-flight requests by hand.
@@ -9,6 +11,8 @@ A lease counts the request against its instance while it is held and gives the s
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import itertools
 import random
@@ -32,6 +36,9 @@ from chattune.store.base import Store
 # Azure's header that sends a request to one deployment, whatever the traffic split says.
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 RETRY_AFTER_S = "1"
+# How often a queued request looks for a free instance besides being woken by a finished one (an instance that
+# became ready, a Ray replica added by the autoscaler, a slot whose waiter left).
+QUEUE_POLL_S = 0.25
 
 
 class Refusal(Exception):
@@ -79,6 +86,36 @@ class Target:
     chosen_by_header: bool
 
 
+class WaitingLine:
+    """The requests of one deployment that wait for a free instance, first come first served."""
+
+    def __init__(self) -> None:
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    async def wait(self, timeout_s: float, *, front: bool = False) -> None:
+        """Wait in line until woken or ``timeout_s`` passed (``front``: a request that was woken and lost its turn)."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._line.appendleft if front else self._line.append)(turn)
+        try:
+            await asyncio.wait_for(turn, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self._line.remove(turn)  # still there after a timeout or a cancellation (the client left)
+
+    def wake(self) -> None:
+        """A slot was freed: the first in line looks for it."""
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
+
 def pick_deployment(traffic: dict[str, int], rng: random.Random) -> str | None:
     """A deployment drawn by its traffic percentage; None when no deployment receives traffic."""
     live = {name: pct for name, pct in traffic.items() if pct > 0}
@@ -100,6 +137,7 @@ class Router:
         self.supervisor = supervisor
         self.rng = rng or random.Random()
         self._turn = itertools.count()
+        self.lines: collections.defaultdict[str, WaitingLine] = collections.defaultdict(WaitingLine)
 
     def route(self, wanted: str | None) -> Target:
         """The deployment a request goes to: ``wanted`` (the header), else one drawn by the traffic split.
@@ -144,40 +182,73 @@ class Router:
             and self.rng.random() * 100 < pct
         ]
 
-    def pick(self, dep: Deployment) -> Instance:
-        """A ready instance with room for one more request, least busy first (ties taken in turn).
+    def pick(self, dep: Deployment) -> Instance | None:
+        """A ready instance with room for one more request, least busy first (ties taken in turn); None: all busy.
 
         Raises:
-            Refusal: 429 with Retry-After when every ready instance is at max concurrency, 503 when none is ready.
+            Refusal: 503 when no instance is ready.
         """
         limit = dep.settings.max_concurrent_requests_per_instance
         ready = [i for i in self.supervisor.instances.get(dep.name, []) if i.state == "Ready"]
+        if not ready:
+            raise Refusal(NotReadyError, f"deployment {dep.name!r} has no ready instance ({dep.state})")
         room = [i for i in ready if i.in_flight < limit * i.slots]  # slots: a Ray application's replicas
-        if room:
-            turn = next(self._turn)
-            return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room)))
-        if ready:
-            raise Refusal(
-                TooManyRequestsError,
-                f"deployment {dep.name!r} is at max_concurrent_requests_per_instance={limit} on all "
-                f"{dep.settings.max_instance_count} instance(s); retry",
-                headers={"Retry-After": RETRY_AFTER_S},
-            )
-        raise Refusal(NotReadyError, f"deployment {dep.name!r} has no ready instance ({dep.state})")
+        if not room:
+            return None
+        turn = next(self._turn)
+        return min(room, key=lambda i: (i.in_flight, (i.index - turn) % len(room)))
 
-    @contextlib.asynccontextmanager
-    async def lease(self, dep: Deployment) -> AsyncIterator[Instance]:
-        """Hold one request's slot on a picked instance until the block (or a stream handed the lease) ends.
+    async def admit(self, dep: Deployment) -> Instance:
+        """An instance with a free slot: at once when one is free and nobody waits, else after a wait in line.
 
         Raises:
-            Refusal: as ``pick``.
+            Refusal: 429 with Retry-After when the line is full or the wait exceeded ``max_queue_wait_ms``; 503 when no
+                instance is ready.
         """
-        inst = self.pick(dep)
+        line, settings = self.lines[dep.name], dep.settings
+        if not line and (inst := self.pick(dep)):
+            return inst
+        busy = (
+            f"deployment {dep.name!r} is at max_concurrent_requests_per_instance="
+            f"{settings.max_concurrent_requests_per_instance} on all {settings.max_instance_count} instance(s)"
+        )
+        if len(line) >= settings.max_queue_length:
+            raise self._too_many(f"{busy} and max_queue_length={settings.max_queue_length} requests wait already")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.max_queue_wait_ms / 1000
+        front = False
+        while (remaining := deadline - loop.time()) > 0:
+            await line.wait(min(remaining, QUEUE_POLL_S), front=front)
+            if inst := self.pick(dep):
+                return inst
+            front = True  # woken or polled and still no room: keep the place at the head of the line
+        raise self._too_many(f"{busy}; waited max_queue_wait_ms={settings.max_queue_wait_ms} for a free one")
+
+    @staticmethod
+    def _too_many(message: str) -> Refusal:
+        return Refusal(TooManyRequestsError, f"{message}; retry", headers={"Retry-After": RETRY_AFTER_S})
+
+    @contextlib.asynccontextmanager
+    async def lease(self, dep: Deployment, *, queue: bool = True) -> AsyncIterator[Instance]:
+        """Hold one request's slot on an instance until the block (or a stream handed the lease) ends.
+
+        Args:
+            dep: The deployment.
+            queue: Wait in the deployment's line when every instance is busy (False: a 429 at once, for mirrored
+                copies, which must never delay live traffic).
+
+        Raises:
+            Refusal: as ``admit``.
+        """
+        inst = await self.admit(dep) if queue else self.pick(dep)
+        if inst is None:
+            raise self._too_many(f"deployment {dep.name!r} has no free instance for a mirrored copy")
         inst.in_flight += 1
         try:
             yield inst
         finally:
             inst.in_flight -= 1
+            self.lines[dep.name].wake()
 
     @staticmethod
     def suspect(inst: Instance) -> None:

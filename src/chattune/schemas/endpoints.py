@@ -65,6 +65,8 @@ class DeploymentPublic(Schema):
     instance_count: int
     request_timeout_ms: int
     max_concurrent_requests_per_instance: int
+    max_queue_wait_ms: int | None = None
+    max_queue_length: int | None = None
     port: int | None = None
     pid: int | None = None
     log_path: str | None = None

@@ -115,7 +115,7 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
     @app.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
     async def chat(req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
         if req.stream:
-            return StreamingResponse(service.stream(req), media_type=sse.MEDIA_TYPE)
+            return StreamingResponse(await service.stream(req), media_type=sse.MEDIA_TYPE)
         return await unless_disconnected(request, service.complete(req))
 
     return app

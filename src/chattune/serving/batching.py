@@ -5,7 +5,9 @@ One scheduler thread keeps the running batch and its KV cache (transformers' Dyn
 admits queued requests (prefilled together, their cache left-padded and joined to the running one) and drops the
 rows that are done, so nobody waits for the longest answer in a batch. Each row has its own decoding settings and
 LoRA adapter (PEFT's mixed-adapter batches), streams its own text deltas and ends at its own end-of-sequence,
-``stop`` string or token budget.
+``stop`` string or token budget. A row's sampler also applies OpenAI's ``logit_bias``, presence and frequency
+penalties and, for structured output, the row's grammar mask (chattune.serving.structured), and records the
+log-probabilities a request asked for; they travel with the row's text deltas.
 
 transformers' own continuous batching (``init_continuous_batching``) was checked first: it packs every request
 into one row, so per-request LoRA adapters are impossible there, and it was slower on this CPU (docs/design.md).
@@ -21,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chattune.inference import Generation, GenerationParams
+from chattune.inference import Generation, GenerationParams, TokenLogprob
 from chattune.serving.metrics import InstanceMetrics
+from chattune.serving.structured import RowConstraint
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +34,23 @@ BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 @dataclass
 class Pending:
-    """One sequence to generate: its prompt, settings and the queue its events go to (on the server's loop)."""
+    """One sequence to generate: its prompt, settings and the queue its events go to (on the server's loop).
+
+    Events: ("delta", (text, [TokenLogprob])), then ("done", Generation), or ("error", exception).
+    """
 
     input_ids: list[int]
     params: GenerationParams
     adapter: str | None
     loop: asyncio.AbstractEventLoop
+    constraint: RowConstraint | None = None  # the grammar its answer must follow (response_format)
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     submitted: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per token in ``tokens``, when the request asked
     sent: str = ""
+    logprobs_sent: int = 0
     done: bool = False
 
     def emit(self, kind: str, value: Any) -> None:
@@ -57,8 +66,11 @@ class _RowText:
         self.eos = eos
         self.metrics = metrics
 
-    def accept(self, row: Pending, token: int) -> None:
-        """One new token for ``row``: text delta, or its end (EOS, stop string, token budget)."""
+    def accept(self, row: Pending, token: int, logprob: TokenLogprob | None = None) -> None:
+        """One new token for ``row`` (with its log-probability, if asked): a text delta, or the row's end.
+
+        The end: an end-of-sequence token, a stop string, or the token budget.
+        """
         if row.done:
             return
         if row.cancelled:
@@ -70,6 +82,8 @@ class _RowText:
         if not row.tokens:
             self.metrics.first_token.observe(time.monotonic() - row.submitted)
         row.tokens.append(token)
+        if logprob is not None:
+            row.logprobs.append(logprob)
         self._advance(row)
 
     def _advance(self, row: Pending) -> None:
@@ -96,13 +110,16 @@ class _RowText:
 
     def _send(self, row: Pending, text: str) -> None:
         if len(text) > len(row.sent) and text.startswith(row.sent):
-            row.emit("delta", text[len(row.sent) :])
-            row.sent = text
+            row.emit("delta", (text[len(row.sent) :], row.logprobs[row.logprobs_sent :]))
+            row.sent, row.logprobs_sent = text, len(row.logprobs)
 
     def _finish(self, row: Pending, reason: str) -> None:
         row.done = True
         self.metrics.generated_tokens.inc(len(row.tokens))
-        row.emit("done", Generation(row.sent, reason, len(row.input_ids), len(row.tokens)))
+        logprobs = row.logprobs if row.params.logprobs is not None else None
+        if logprobs and row.logprobs_sent < len(logprobs):  # tokens whose text was held back (trailing whitespace)
+            row.emit("delta", ("", logprobs[row.logprobs_sent :]))
+        row.emit("done", Generation(row.sent, reason, len(row.input_ids), len(row.tokens), logprobs))
 
 
 class BatchScheduler:
@@ -241,7 +258,7 @@ class _Running:
         cache = DynamicCache(config=getattr(self.s.model, "config", None))
         self.s.metrics.prompt_tokens.inc(int(mask.sum()))
         logits = self._forward(new, ids, mask, positions, cache)
-        samplers = [_Sampler(r.params) for r in new]
+        samplers = [_Sampler(r.params, r.constraint) for r in new]
         tokens = torch.tensor([sm.pick(logits[i : i + 1]) for i, sm in enumerate(samplers)], device=device)
         if not self.rows:
             self.rows, self.cache, self.mask, self.samplers = list(new), cache, mask, samplers
@@ -250,8 +267,8 @@ class _Running:
             self._merge(new, cache, mask, samplers)
             self.positions = torch.cat([self.positions, mask.sum(-1)])
             self.last = torch.cat([self.last, tokens])
-        for row, token in zip(new, tokens.tolist(), strict=True):
-            self.s.text.accept(row, token)
+        for row, token, sampler in zip(new, tokens.tolist(), samplers, strict=True):
+            self.s.text.accept(row, token, sampler.last)
         self._drop_finished()
 
     def _merge(self, new: list[Pending], cache: Any, mask: Any, samplers: list[Any]) -> None:
@@ -284,8 +301,8 @@ class _Running:
         tokens = [sm.pick(logits[i : i + 1]) for i, sm in enumerate(self.samplers)]
         self.positions = self.positions + 1
         self.last = torch.tensor(tokens, device=self.last.device)
-        for row, token in zip(self.rows, tokens, strict=True):
-            self.s.text.accept(row, token)
+        for row, token, sampler in zip(self.rows, tokens, self.samplers, strict=True):
+            self.s.text.accept(row, token, sampler.last)
         self._drop_finished()
 
     def _drop_finished(self) -> None:
@@ -316,14 +333,21 @@ class _Running:
 class _Sampler:
     """A row's next-token choice.
 
-    Greedy, or transformers' temperature / top-p warpers with the row's own seeded generator (so a seed reproduces an
-    answer whatever else shares the batch).
+    On the model's logits: the row's ``logit_bias``, then OpenAI's presence and frequency penalties over the tokens
+    it generated so far, then its grammar mask (structured output). Then greedy, or transformers' temperature /
+    top-p warpers with the row's own seeded generator (so a seed reproduces an answer whatever else shares the
+    batch). With ``logprobs`` asked, ``last`` holds the chosen token's log-probability and the most likely ones',
+    taken from the model's own distribution (before bias, penalties and mask), as vLLM reports them by default.
     """
 
-    def __init__(self, params: GenerationParams):
+    def __init__(self, params: GenerationParams, constraint: RowConstraint | None = None):
         import torch
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+        self.params = params
+        self.constraint = constraint
+        self.counts: collections.Counter[int] = collections.Counter()  # generated tokens, for the penalties
+        self.last: TokenLogprob | None = None
         self.sampling = params.do_sample and params.temperature > 0
         self.warpers = LogitsProcessorList()
         self.generator: Any = None
@@ -338,7 +362,41 @@ class _Sampler:
             else:
                 self.generator.seed()
 
+    def _adjusted(self, logits: Any) -> Any:
+        import torch
+
+        p = self.params
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias), device=logits.device)
+            logits = logits.clone()
+            logits[0, ids] += torch.tensor(list(p.logit_bias.values()), dtype=logits.dtype, device=logits.device)
+        if self.counts and (p.presence_penalty or p.frequency_penalty):
+            ids = torch.tensor(list(self.counts), device=logits.device)
+            seen = torch.tensor(list(self.counts.values()), dtype=logits.dtype, device=logits.device)
+            logits = logits.clone()
+            logits[0, ids] -= seen * p.frequency_penalty + p.presence_penalty
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits)
+        return logits
+
+    def _record(self, logits: Any, token: int) -> None:
+        import torch
+
+        logprobs = torch.log_softmax(logits[0].float(), dim=-1)
+        top = torch.topk(logprobs, self.params.logprobs) if self.params.logprobs else None
+        ranked = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else []
+        self.last = (token, float(logprobs[token]), ranked)
+
     def pick(self, logits: Any) -> int:
+        token = self._choose(self._adjusted(logits))
+        if self.params.logprobs is not None:
+            self._record(logits, token)
+        self.counts[token] += 1
+        if self.constraint is not None:
+            self.constraint.consume(token)
+        return token
+
+    def _choose(self, logits: Any) -> int:
         import torch
 
         if not self.sampling:

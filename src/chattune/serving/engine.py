@@ -18,7 +18,7 @@ from typing import Any
 
 from chattune import versions
 from chattune.entities import DeploymentSettings
-from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from chattune.errors import ConflictError, NotFoundError, ServiceUnavailableError, UserError
 from chattune.inference import (
     Generation,
     GenerationParams,
@@ -27,8 +27,10 @@ from chattune.inference import (
     load_tokenizer,
     model_max_length,
 )
+from chattune.serving import tools as tool_calls
 from chattune.serving.batching import BatchScheduler, Pending
 from chattune.serving.metrics import InstanceMetrics
+from chattune.serving.structured import Constraints, RowConstraint
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class Engine:
         self._tokenizer: Any = None
         self._keys: dict[str, str] = {}
         self.max_length = 2048
+        self.vocab_size = 0
+        self.constraints: Constraints | None = None
+        self.reads_tool_calls = False
 
     @property
     def adapter_path(self) -> str | None:
@@ -115,8 +120,10 @@ class Engine:
                 for name, path in items:
                     model.load_adapter(path, adapter_name=self._keys[name])
                 model.eval()
+            self.reads_tool_calls = tool_calls.add_parser(tokenizer)
             self._tokenizer = tokenizer
             self.max_length = model_max_length(model, tokenizer)
+            self.vocab_size = int(model.config.vocab_size)
             self._scheduler = BatchScheduler(
                 model,
                 tokenizer,
@@ -125,6 +132,7 @@ class Engine:
                 max_length=self.max_length,
                 multi_adapter=bool(self.adapters),
             )
+            self.constraints = Constraints(tokenizer, self._scheduler.eos, self.vocab_size)
             self._warm_up()
             self.ready.set()
             log.info("engine ready: %s (adapters: %s)", self.served_name, ", ".join(self.adapters) or "none")
@@ -156,10 +164,13 @@ class Engine:
 
     # requests -------------------------------------------------------------------------------------------------
     def models(self) -> list[tuple[str, str | None]]:
-        """(id, parent) for /v1/models: the base, then each adapter with the base as its parent."""
+        """(id, parent) for /v1/models: the deployment's own model first, its other adapters, then the shared base.
+
+        A client that takes the first model gets the fine-tuned one, not the untuned base.
+        """
         if not self.adapters:  # a full fine-tune: its own weights, no base served beside it
             return [(self.served_name, None)]
-        return [(self.base_name, None), *((name, self.base_name) for name in self.adapters)]
+        return [*((name, self.base_name) for name in self.adapters), (self.base_name, None)]
 
     def resolve(self, model: str | None) -> str | None:
         """The adapter a request's ``model`` names (None: the base model); the deployment's own model by default."""
@@ -178,31 +189,108 @@ class Engine:
         params: GenerationParams,
         adapter: str | None,
         loop: asyncio.AbstractEventLoop,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Pending:
-        ids = self._tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        ids = self._tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True, tokenize=True)
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
+        if params.budget_param is None:  # not asked for: the default, within what the context leaves
+            params.max_new_tokens = max(1, min(params.max_new_tokens, self.max_length - len(ids)))
         params.max_new_tokens = checked_new_tokens(
-            len(ids), params.max_new_tokens, cap=self.max_new_tokens_cap, context=self.max_length
+            len(ids),
+            params.max_new_tokens,
+            cap=self.max_new_tokens_cap,
+            context=self.max_length,
+            param=params.budget_param or "max_tokens",
         )
-        return Pending(list(ids), params, self._keys.get(adapter) if adapter else None, loop)
+        constraint = None
+        if params.grammar is not None and self.constraints is not None:
+            constraint = RowConstraint(self.constraints.matcher(params.grammar), self.vocab_size)
+        return Pending(list(ids), params, self._keys.get(adapter) if adapter else None, loop, constraint)
 
-    def submit(self, conversation: list[dict[str, Any]], params: GenerationParams, adapter: str | None) -> Pending:
+    def check(
+        self,
+        params: GenerationParams,
+        kind: str | None = None,
+        conversation: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        read_calls: bool = False,
+    ) -> None:
+        """Refuse what this model cannot honour, naming the request field; may block (call it off the event loop).
+
+        ``logit_bias`` must name tokens of the vocabulary; a grammar (``kind``: the ``response_format`` type, or
+        ``tool_choice`` for a forced call) must be one llguidance can enforce with this tokenizer (the first check
+        builds its view of the tokenizer); ``tools`` must be rendered by the chat template, and with ``read_calls``
+        the model's calls must be readable back (a response parser for its template).
+
+        Raises:
+            UserError: a 400 naming the field.
+            ServiceUnavailableError: the model is not loaded yet.
+        """
+        if self.constraints is None:
+            raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")
+        outside = [t for t in params.logit_bias if not 0 <= t < self.vocab_size]
+        if outside:
+            raise UserError(
+                f"logit_bias: token ids {outside[:5]} are not in this model's vocabulary (0..{self.vocab_size - 1})",
+                param="logit_bias",
+            )
+        if params.grammar is not None and kind is not None:
+            self.constraints.check(params.grammar, kind)
+        if tools and conversation is not None:
+            tool_calls.check_rendered(self._tokenizer, conversation, tools)
+            if read_calls and not self.reads_tool_calls:
+                raise UserError(
+                    "tools: no response parser is known for this model's chat template, so its tool calls could not "
+                    "be read back",
+                    remedy='Send tool_choice "required" or a named function (the call is then enforced as JSON), '
+                    "or give the tokenizer a response_template (transformers' response parsing).",
+                    param="tools",
+                )
+
+    def read_tool_calls(
+        self, text: str, conversation: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """The content and tool calls of a free answer to ``conversation``, as the model's response parser reads them.
+
+        The parser sees the prompt too: a template may pre-write the start of the answer.
+        """
+        tok = self._tokenizer
+        prompt = tok.apply_chat_template(conversation, tools=tools, add_generation_prompt=True, tokenize=False)
+        return tool_calls.parsed_calls(tok, text, prompt)
+
+    def token_text(self, token: int) -> str:
+        """One token as text (a byte-level piece of a character decodes to U+FFFD; its bytes say the rest)."""
+        return str(self._tokenizer.decode([token]))
+
+    def submit(
+        self,
+        conversation: list[dict[str, Any]],
+        params: GenerationParams,
+        adapter: str | None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Pending:
         """Queue one generation (call from the server's event loop); ``adapter`` from ``resolve``."""
         if not self.ready.is_set() or self._scheduler is None:
             raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")
-        pending = self._encode(conversation, GenerationParams(**vars(params)), adapter, asyncio.get_running_loop())
+        pending = self._encode(
+            conversation, GenerationParams(**vars(params)), adapter, asyncio.get_running_loop(), tools
+        )
         self._scheduler.submit(pending)
         return pending
 
     async def generate(
-        self, conversations: list[list[dict[str, Any]]], params: GenerationParams, adapter: str | None = None
+        self,
+        conversations: list[list[dict[str, Any]]],
+        params: GenerationParams,
+        adapter: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[Generation]:
         """Generate one answer per conversation, together in the running batch.
 
         If the wait ends early (the client went away, or a generation failed), the remaining generations are cancelled.
         """
-        pendings = [self.submit(c, params, adapter) for c in conversations]
+        pendings = [self.submit(c, params, adapter, tools) for c in conversations]
         try:
             return list(await asyncio.gather(*(_final(p) for p in pendings)))
         finally:
@@ -210,7 +298,7 @@ class Engine:
                 p.cancelled = True  # the client went away: stop spending compute on it
 
     async def stream(self, pending: Pending) -> AsyncIterator[tuple[str, Any]]:
-        """("delta", text) events, then ("done", Generation); a failure is raised."""
+        """("delta", (text, token log-probabilities)) events, then ("done", Generation); a failure is raised."""
         try:
             while True:
                 kind, value = await pending.events.get()

@@ -101,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ChattuneError)
     async def _chattune(request: Request, exc: ChattuneError) -> JSONResponse:
-        return error_response(exc.http_status, exc.message, exc.code)
+        return error_response(exc.http_status, exc.message, exc.code, exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class Wire(BaseModel):
@@ -88,6 +95,148 @@ class ScoreOutput(BaseModel):
     usage: Usage
 
 
+class ContentPart(Wire):
+    """One part of a message's content given as an array (OpenAI's shape).
+
+    A text part is read; any other kind (an image, audio, a file) is kept as sent and refused by the service with a
+    400 naming it.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(Wire):
+    """A function a tool call names, with its arguments as JSON text (as OpenAI sends and takes them)."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(Wire):
+    """One tool call of an assistant message."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class _Turn(Wire):
+    """One message of an OpenAI chat request: content as text or as an array of parts (the fields every role has)."""
+
+    content: str | list[ContentPart]
+    name: str | None = None
+    tool_calls: None = None  # only an assistant turn carries calls
+    tool_call_id: None = None  # only a tool turn answers one
+
+
+class SystemTurn(_Turn):
+    """A system message."""
+
+    role: Literal["system"]
+
+
+class DeveloperTurn(_Turn):
+    """A developer message: OpenAI's newer name for a system message, read as one."""
+
+    role: Literal["developer"]
+
+
+class UserTurn(_Turn):
+    """A user message."""
+
+    role: Literal["user"]
+
+
+class AssistantTurn(Wire):
+    """An assistant message of the history: its text, or the tool calls it made (content may then be null)."""
+
+    role: Literal["assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: None = None
+
+
+class ToolTurn(Wire):
+    """A tool's answer to one call."""
+
+    role: Literal["tool"]
+    content: str | list[ContentPart]
+    tool_call_id: str
+    name: None = None
+    tool_calls: None = None
+
+
+# One message, told apart by its role (OpenAI's shape: each role has its own fields).
+ChatTurn = Annotated[SystemTurn | DeveloperTurn | UserTurn | AssistantTurn | ToolTurn, Field(discriminator="role")]
+
+
+class FunctionSpec(Wire):
+    """A function the model may call: its name, what it does and its parameters' JSON schema."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Wire):
+    """One of a request's ``tools``."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(Wire):
+    """The function ``tool_choice`` names."""
+
+    name: str
+
+
+class NamedToolChoice(Wire):
+    """``tool_choice`` naming the one function to call."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(Wire):
+    """``response_format.json_schema``: the schema an answer must follow (held to it with ``strict`` or without)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(Wire):
+    """``response_format`` free text (the default)."""
+
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Wire):
+    """``response_format`` any JSON object."""
+
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(Wire):
+    """``response_format`` JSON following a schema."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+# OpenAI's ``response_format``, told apart by its type.
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")]
+
+
 class StreamOptions(Wire):
     """OpenAI's ``stream_options``: whether the stream ends with a usage chunk."""
 
@@ -98,7 +247,7 @@ class ChatCompletionRequest(Wire):
     """An OpenAI ``/v1/chat/completions`` request body."""
 
     model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatTurn] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: Annotated[int, Field(gt=0), INTEGRAL] | None = None
@@ -109,6 +258,26 @@ class ChatCompletionRequest(Wire):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    # Token ids (as JSON keys: strings) -> a bias from -100 (never) to 100 (only), added to the logits.
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """The tools as chat templates take them (OpenAI's JSON), or None."""
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
+    def forced_tool(self) -> tuple[bool, str | None]:
+        """(whether a call is forced, the function named or None): ``required`` or a named function."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return True, self.tool_choice.function.name
+        return self.tool_choice == "required", None
 
     def stop_list(self) -> list[str] | None:
         """The stop strings as a list (a single string becomes a list of one), or None."""
@@ -118,10 +287,39 @@ class ChatCompletionRequest(Wire):
 
 
 class ChoiceMessage(BaseModel):
-    """The assistant message of a chat completion choice."""
+    """The assistant message of a chat completion choice: its text, or the tool calls it makes (content null)."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self.tool_calls is None:
+            out.pop("tool_calls", None)  # as OpenAI: the key only when calls were made
+        return out
+
+
+class TopLogprob(BaseModel):
+    """A token and its log-probability (with its UTF-8 bytes: a token may be part of a character)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """A generated token's log-probability, with the most likely tokens at its position."""
+
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    """The log-probabilities of a choice's tokens (``logprobs: true``)."""
+
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class Choice(BaseModel):
@@ -130,7 +328,7 @@ class Choice(BaseModel):
     index: int
     message: ChoiceMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -149,6 +347,7 @@ class ChunkDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # each with its ``index``, as OpenAI streams them
 
     @model_serializer(mode="wrap")
     def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -160,6 +359,7 @@ class ChunkChoice(BaseModel):
 
     index: int
     delta: ChunkDelta
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
