@@ -260,5 +260,7 @@ def test_free_answers_are_read_by_the_templates_response_parser(tool_client: tup
     doc = _chat(client, tools=[WEATHER], max_tokens=6)  # auto: noise, no call
     assert doc["choices"][0]["finish_reason"] in ("stop", "length")
     assert "tool_calls" not in doc["choices"][0]["message"]
+    broken = {"type": "function", "function": {"name": "broken", "parameters": {"type": "strin"}}}
+    _refused(client, "tools", tools=[broken], tool_choice="required")  # its schema cannot be enforced: names tools
     unknown = {"type": "function", "function": {"name": "nope"}}
     assert "not one of the tools" in _refused(client, "tool_choice", tools=[WEATHER], tool_choice=unknown)

@@ -64,7 +64,7 @@ def chat_params(req: ChatCompletionRequest) -> GenerationParams:
         if fmt is not None and fmt.type != "text":
             raise UserError("response_format cannot be combined with a forced tool call", param="response_format")
         calls = tool_calls.forced_schema(req.tool_dicts() or [], name, parallel=req.parallel_tool_calls is not False)
-        grammar = structured.grammar_for("json_schema", calls)
+        grammar = structured.grammar_for("tool_choice", calls)
     elif fmt is not None and fmt.type != "text":
         given = fmt.json_schema.schema_ if isinstance(fmt, JsonSchemaResponseFormat) else None
         grammar = structured.grammar_for(fmt.type, given)
@@ -111,11 +111,10 @@ def conversation(req: ChatCompletionRequest) -> list[dict[str, Any]]:
         role = "system" if message.role == "developer" else message.role
         turn: dict[str, Any] = {"role": role, "content": content or ""}
         if message.tool_calls:
-            turn["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": args}}
-                for j, c in enumerate(message.tool_calls)
-                if (args := _arguments(c, i, j)) is not None
-            ]
+            turn["tool_calls"] = []
+            for j, c in enumerate(message.tool_calls):
+                function = {"name": c.function.name, "arguments": _arguments(c, i, j)}
+                turn["tool_calls"].append({"id": c.id, "type": "function", "function": function})
         if message.tool_call_id is not None:
             turn["tool_call_id"] = message.tool_call_id
         turns.append(turn)

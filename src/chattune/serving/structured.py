@@ -38,7 +38,8 @@ def grammar_for(kind: str, schema: dict[str, Any] | None) -> str:
 
 
 def _param(kind: str) -> str:
-    return "response_format.json_schema.schema" if kind == "json_schema" else "response_format"
+    """The request field a grammar comes from: a forced tool call's grammar is built from the tools' schemas."""
+    return {"json_schema": "response_format.json_schema.schema", "tool_choice": "tools"}.get(kind, "response_format")
 
 
 class Constraints:
