@@ -1,19 +1,26 @@
-"""Serving throughput: chattune's batching instance vs a one-request-at-a-time transformers server, same run.
+"""Serving throughput: chattune's batching instance vs two transformers servers, same run.
 
-    python bench/serve_throughput.py [--clients 16] [--requests-per-client 6] [--max-tokens 64] [--quick] [--json]
+    python bench/serve_throughput.py [--clients 16] [--requests-per-client 6] [--max-tokens 64] [--repeats 3]
+                                     [--quick] [--json]
 
-Both servers are real processes on loopback serving SmolLM2-135M-Instruct (the embedded default, imported into
-the workspace once) with greedy decoding, so they generate the same tokens:
+The servers are real processes on loopback serving SmolLM2-135M-Instruct (the embedded default, imported into
+the workspace once) with greedy decoding in the same dtype:
 
-- chattune: `python -m chattune.serving.instance` (the process a deployment runs; dynamic batching);
+- chattune: `python -m chattune.serving.instance` (the process a deployment runs; continuous batching);
+- batched: the strong baseline, HF `generate` over dynamic batches: the requests that arrived while a batch
+  generated are left-padded into the next `generate` call (up to 32, chattune's batch size here);
 - baseline: a FastAPI app that answers each request with one `model.generate` call under a lock, the way MLflow's
   scoring server serves a transformers model (one request at a time).
+
+All three are started first; then each repeat drives each of them in turn (a different one first each time), so
+machine noise hits all of them. Figures are min/median/max over the repeats; ratios are taken run by run.
 
 Each is driven by the same closed loop of `--clients` concurrent clients sending OpenAI chat completions (prompts
 from the demo data, so lengths vary) and, before that, by one client alone (the lone-request latency). Reported:
 generated tokens/s, latency p50/p95, and for chattune the time from process start to ready (loaded and warmed).
-`--json` prints one document with keys `chattune`, `baseline`, `ratio_tokens_per_s` (chattune / baseline tokens/s
-under load) and `p50_ratio` (chattune's p50 under load / its lone-request p50).
+`--json` prints one document with the commit, versions and machine, keys `chattune`, `batched`, `baseline`,
+`ratio_tokens_per_s` (chattune / one-at-a-time tokens/s under load), `ratio_vs_batched` (chattune / batched) and
+`p50_ratio` (chattune's p50 under load / its lone-request p50).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from runinfo import describe, run_info, spread
 
 # The instance answers the bearer of its gateway's token only; here this script stands in for the gateway. The
 # baseline server ignores the header.
@@ -62,6 +70,68 @@ def chat(body: dict):
     n = int((new != tok.eos_token_id).sum())
     return {"choices": [{"message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": int(ids["input_ids"].shape[1]), "completion_tokens": n}}
+
+uvicorn.run(app, fd=int(sys.argv[2]), log_level="warning")
+"""
+
+# The strong baseline: HF `generate` over dynamic batches. Requests that arrive while a batch generates wait; when it
+# ends, every waiting request (up to 32, chattune's batch size here) is left-padded into the next `generate` call.
+BATCHED_APP = """
+import asyncio, sys
+import torch, uvicorn
+from fastapi import FastAPI
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+path = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+tok.pad_token = tok.pad_token or tok.eos_token
+model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, sys.argv[3])).eval()
+eos = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
+          else [model.generation_config.eos_token_id, tok.eos_token_id])
+app = FastAPI()
+waiting = []
+wake = asyncio.Event()
+
+def generate(batch):
+    texts = [tok.apply_chat_template(b["messages"], add_generation_prompt=True, tokenize=False) for b, _ in batch]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max(b["max_tokens"] for b, _ in batch), do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    answers = []
+    for row, (body, _) in zip(out[:, enc["input_ids"].shape[1]:].tolist(), batch):
+        row = row[:body["max_tokens"]]
+        n = next((i for i, t in enumerate(row) if t in eos), len(row))
+        prompt = int(enc["attention_mask"][len(answers)].sum())
+        answers.append((tok.decode(row[:n], skip_special_tokens=True), n, prompt))
+    return answers
+
+async def scheduler():
+    loop = asyncio.get_running_loop()
+    while True:
+        while not waiting:
+            wake.clear()
+            await wake.wait()
+        batch, waiting[:] = waiting[:32], waiting[32:]
+        for (_, fut), answer in zip(batch, await loop.run_in_executor(None, generate, batch)):
+            fut.set_result(answer)
+
+@app.on_event("startup")
+async def start():
+    asyncio.get_running_loop().create_task(scheduler())
+
+@app.get("/health/ready")
+def ready():
+    return {"status": "ready"}
+
+@app.post("/v1/chat/completions")
+async def chat(body: dict):
+    fut = asyncio.get_running_loop().create_future()
+    waiting.append((body, fut))
+    wake.set()
+    text, n, prompt = await fut
+    return {"choices": [{"message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": n}}
 
 uvicorn.run(app, fd=int(sys.argv[2]), log_level="warning")
 """
@@ -128,8 +198,8 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
         env = {INSTANCE_TOKEN_ENV: TOKEN, SETTINGS_ENV: settings.model_dump_json()}
         pid, port = processes.spawn("chattune.serving.instance", args, log, env=env)
     else:
-        script = log.parent / "baseline_app.py"
-        script.write_text(BASELINE_APP)
+        script = log.parent / f"{kind}_app.py"
+        script.write_text(BATCHED_APP if kind == "batched" else BASELINE_APP)
         pid, port = _spawn_script(script, model_path, log, dtype)
     url = f"http://127.0.0.1:{port}"
     processes.wait_until_ready(f"{url}/health/ready", pid, log, 300)
@@ -163,13 +233,17 @@ def _spawn_script(script: Path, model_path: str, log: Path, dtype: str) -> tuple
     return proc.pid, port
 
 
+KINDS = ("chattune", "batched", "baseline")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests-per-client", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--lone-requests", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="fewer requests and tokens: under 3 minutes")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved")
+    parser.add_argument("--quick", action="store_true", help="fewer requests and tokens: about 5 minutes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -177,41 +251,78 @@ def main() -> None:
 
     from chattune import processes
     from chattune.catalog.importer import import_model
+    from chattune.inference import inference_dtype, pick_device
     from chattune.workspace import Workspace
 
     ws = Workspace()
     model_path = import_model(ws.settings, ws.store, "smollm2-135m-instruct").path
     convs = prompts(args.clients * args.requests_per_client)
-    from chattune.inference import inference_dtype, pick_device
-
-    # The baseline gets the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratio is batching's.
+    # The baselines get the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratios are batching's.
     dtype = str(inference_dtype(pick_device())).removeprefix("torch.")
-    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "max_tokens": args.max_tokens, "dtype": dtype}
+    result: dict[str, Any] = {
+        **run_info(),
+        "model": "smollm2-135m-instruct",
+        "clients": args.clients,
+        "requests_per_client": args.requests_per_client,
+        "max_tokens": args.max_tokens,
+        "dtype": dtype,
+        "repeats": args.repeats,
+    }
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("chattune", "baseline"):
-            pid, url, ready_s = start(kind, model_path, Path(tmp) / f"{kind}.log", dtype)
-            try:
-                lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, convs))
-                loaded = asyncio.run(drive(url, args.clients, args.requests_per_client, args.max_tokens, convs))
-                if kind == "chattune":
-                    loaded["mean_batch_size"] = _mean_batch(url)
-            finally:
+        servers = {kind: start(kind, model_path, Path(tmp) / f"{kind}.log", dtype) for kind in KINDS}
+        try:
+            for repeat in range(args.repeats):
+                order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]  # each goes first in turn
+                for kind in order:
+                    url = servers[kind][1]
+                    lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, convs))
+                    loaded = asyncio.run(drive(url, args.clients, args.requests_per_client, args.max_tokens, convs))
+                    runs[kind].append({"lone": lone, "load": loaded})
+            mean_batch = _mean_batch(servers["chattune"][1])
+        finally:
+            for pid, _, _ in servers.values():
                 processes.stop(pid)
-            result[kind] = {"ready_s": round(ready_s, 1), "lone": lone, "load": loaded}
-    chattune, baseline = result["chattune"], result["baseline"]
-    result["ratio_tokens_per_s"] = round(chattune["load"]["tokens_per_s"] / baseline["load"]["tokens_per_s"], 2)
-    result["p50_ratio"] = round(chattune["load"]["p50_s"] / chattune["lone"]["p50_s"], 2)
+    for kind in KINDS:
+        rs = runs[kind]
+        result[kind] = {
+            "ready_s": round(servers[kind][2], 1),
+            "tokens_per_s": spread([r["load"]["tokens_per_s"] for r in rs], 1),
+            "p50_s": spread([r["load"]["p50_s"] for r in rs], 3),
+            "p95_s": spread([r["load"]["p95_s"] for r in rs], 3),
+            "lone_p50_s": spread([r["lone"]["p50_s"] for r in rs], 3),
+            "errors": sum(r["load"]["errors"] + r["lone"]["errors"] for r in rs),
+            "runs": rs,
+        }
+    result["chattune"]["mean_batch_size"] = mean_batch
+
+    def ratio(a: str, b: str) -> dict[str, float]:
+        """a's tokens/s over b's, run by run (the same repeat: the same machine state)."""
+        return spread(
+            [x["load"]["tokens_per_s"] / y["load"]["tokens_per_s"] for x, y in zip(runs[a], runs[b], strict=True)]
+        )
+
+    result["ratio_tokens_per_s"] = ratio("chattune", "baseline")
+    result["ratio_vs_batched"] = ratio("chattune", "batched")
+    result["p50_ratio"] = spread([r["load"]["p50_s"] / r["lone"]["p50_s"] for r in runs["chattune"]])
     if args.json:
         print(json.dumps(result))
         return
-    for kind in ("chattune", "baseline"):
+    print(describe(result))
+    print(f"{args.clients} clients x {args.requests_per_client} requests, max_tokens {args.max_tokens}, {dtype}, "
+          f"{args.repeats} interleaved runs (median [min-max])")  # fmt: skip
+    for kind in KINDS:
         r = result[kind]
+        tps, p50 = r["tokens_per_s"], r["p50_s"]
         print(
-            f"{kind:9} ready {r['ready_s']:5.1f}s | lone p50 {r['lone']['p50_s']:.2f}s | "
-            f"{args.clients} clients: {r['load']['tokens_per_s']:7.1f} tok/s, p50 {r['load']['p50_s']:.2f}s, "
-            f"p95 {r['load']['p95_s']:.2f}s, errors {r['load']['errors']}"
+            f"{kind:9} ready {r['ready_s']:5.1f}s | lone p50 {r['lone_p50_s']['median']:.2f}s | "
+            f"{tps['median']:7.1f} tok/s [{tps['min']}-{tps['max']}], p50 {p50['median']:.2f}s, "
+            f"p95 {r['p95_s']['median']:.2f}s, errors {r['errors']}"
         )
-    print(f"tokens/s ratio {result['ratio_tokens_per_s']}x; p50 under load / lone p50 {result['p50_ratio']}x")
+    print(
+        f"tokens/s: {result['ratio_tokens_per_s']['median']}x one-at-a-time, {result['ratio_vs_batched']['median']}x "
+        f"batched generate; p50 under load / lone p50 {result['p50_ratio']['median']}x"
+    )
 
 
 if __name__ == "__main__":

@@ -251,6 +251,16 @@ MAX_REQUEST_TIMEOUT_MS = 180_000
 MAX_CHOICES = 8
 
 
+# The settings that act in a deployment's instances (how many, how they batch, probe and cap answers); a deployment
+# served from another's instances (``share_base_with``) takes that one's. The others act at the gateway.
+INSTANCE_SETTINGS = frozenset(
+    {
+        "instance_count", "max_concurrent_requests_per_instance", "liveness_probe", "readiness_probe",
+        "max_batch_size", "max_new_tokens_cap", "autoscale", "cpus_per_instance",
+    }
+)  # fmt: skip
+
+
 class DeploymentSettings(BaseModel):
     """How a deployment serves: Azure's names and defaults, stated here once.
 
@@ -352,6 +362,9 @@ class Deployment(Entity):
     instances: list[dict[str, Any]] = field(default_factory=list)
     # More registered LoRA versions of the same base, served from the one loaded base ("model" picks one).
     extra_models: list[str] = field(default_factory=list)
+    # Another deployment of the endpoint whose instances serve this one's LoRA adapter over their loaded base: this
+    # deployment has no instances of its own (`deployments create --share-base-with`).
+    share_base_with: str | None = None
 
     @property
     def settings(self) -> DeploymentSettings:

@@ -335,3 +335,86 @@ def test_a_hung_instance_fails_liveness_and_is_replaced(cli: Any, served: dict[s
         _wait(lambda: closed() == 1, 15, "the gateway to count the request as closed by its client (499)")
     finally:
         os.kill(stopped, signal.SIGCONT)
+
+
+def _tuned_differently(cli: Any, root: Path) -> str:
+    """A second LoRA version of the tiny base, trained on other settings than the quickstart's; registered."""
+    from chattune.data import demo
+
+    demo.write(root / "data", rows=24)
+    job = root / "other.yaml"
+    job.write_text(
+        "model: tiny-test\nexperiment_name: other\ndata:\n  train: data/train_sft.jsonl\n  test: data/test_sft.jsonl\n"
+        "training:\n  per_device_train_batch_size: 4\n  max_seq_length: 96\n  learning_rate: 5.0e-2\n"
+        "optimization:\n  apply_lora: true\n  lora_r: 4\nevaluation:\n  max_rows: 2\n  max_new_tokens: 4\n"
+    )
+    done = parse_json(cli("jobs", "create", "-f", str(job), "--stream", "--json", timeout=240))
+    return str(parse_json(cli("models", "register", "--job", done["id"], "--name", "other", "--json"))["id"])
+
+
+def test_deployments_share_one_base_and_each_answers_as_alone(cli: Any, served: dict[str, Any], tmp_path: Path) -> None:
+    """`--share-base-with`: a LoRA version served from another deployment's instances (no process of its own), in
+    the same batches, each request answered by its own deployment's adapter as that adapter answers served alone."""
+    ep, model = served["endpoint"], served["model"]
+    other = _tuned_differently(cli, tmp_path)
+    prompts = ["Convert this date to ISO 8601: May 1, 2020", "What is 2+2?", "Say hi"]
+
+    def answers(deployment: str) -> list[str]:
+        body = {"input_data": {"input_string": [[{"role": "user", "content": p}] for p in prompts]}}
+        body["input_data"]["parameters"] = {"max_new_tokens": 12}  # type: ignore[index]
+        r = _score(served, deployment=deployment, body=body)
+        assert r.status_code == 200, r.text
+        return [o["output"] for o in r.json()]
+
+    create = ("deployments", "create", "--endpoint", ep)
+    parse_json(cli(*create, "--name", "solo", "--model", other, "--json"))  # `other` alone, on its own instance
+    alone = {"demo": answers("demo"), "guest": answers("solo")}
+    assert alone["demo"] != alone["guest"]  # two adapters that answer differently, so a mix-up would show
+    cli("deployments", "delete", "--endpoint", ep, "--name", "solo")
+
+    guest = exact(
+        DeploymentPublic,
+        parse_json(cli(*create, "--name", "guest", "--model", other, "--share-base-with", "demo", "--json")),
+    )
+    assert guest["state"] == "Succeeded" and guest["share_base_with"] == "demo"
+    assert [i["on"] for i in guest["instances"]] == ["demo"]
+    host = parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]
+    assert host["name"] == "demo" and list(host["instances"][0]["adapters"]) == [other]
+    # one process serves both: the host's own instance, whose pid did not change
+    port = host["instances"][0]["port"]
+    auth = instance_auth(Path(os.environ["CHATTUNE_HOME"]), ep)
+    assert [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=auth).json()["data"]] == [
+        model, other, "tiny-test"
+    ]  # fmt: skip
+
+    # both deployments asked at once, repeatedly: each answer is its own adapter's, token for token
+    with __import__("concurrent.futures").futures.ThreadPoolExecutor(6) as pool:
+        runs = list(pool.map(answers, ["demo", "guest"] * 3))
+    assert runs == [alone["demo"], alone["guest"]] * 3
+    # through the OpenAI route the guest's model is the default, and /v1/models lists it first
+    headers = {**served["headers"], "azureml-model-deployment": "guest"}
+    listed = httpx.get(f"{served['base']}/v1/models", headers=headers, timeout=10).json()["data"]
+    assert listed[0]["id"] == other
+    chat = {"messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 12, "temperature": 0}
+    r = httpx.post(f"{served['base']}/v1/chat/completions", json=chat, headers=headers, timeout=60).json()
+    assert r["model"] == other and r["choices"][0]["message"]["content"] == alone["guest"][0]
+
+    # what does not apply is refused, naming the flag; the host cannot go while it serves the guest
+    bad = cli(*create, "--name", "guest-two", "--model", other, "--share-base-with", "demo", "--instances", "2")
+    assert bad.returncode == 2 and "--instances" in bad.stderr
+    bad = cli(*create, "--name", "guest-two", "--model", other, "--share-base-with", "nope")
+    assert bad.returncode == 2 and "no deployment 'nope'" in bad.stderr
+    bad = cli(*create, "--name", "guest-two", "--model", other, "--share-base-with", "guest")
+    assert bad.returncode == 2 and "itself served from 'demo'" in bad.stderr
+    refused = cli("deployments", "delete", "--endpoint", ep, "--name", "demo")
+    assert refused.returncode != 0 and "serves guest" in refused.stderr
+    # deleting the guest unloads its adapter from the running instance (no restart)
+    cli("deployments", "delete", "--endpoint", ep, "--name", "guest")
+    _wait(
+        lambda: (
+            other not in [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=auth).json()["data"]]
+        ),
+        30,
+        "the guest's adapter to be unloaded",
+    )
+    assert parse_json(cli("deployments", "list", "--endpoint", ep, "--json"))[0]["instances"][0]["port"] == port

@@ -4,18 +4,20 @@ line (first come first served, bounded in length and time), 429 / 503 refusals."
 from __future__ import annotations
 
 import asyncio
+import functools
 import types
 
 import pytest
 
 from chattune.endpoints.routing import Refusal, Router
-from chattune.endpoints.supervisor import Instance
+from chattune.endpoints.supervisor import Instance, Supervisor
 from chattune.entities import Deployment, DeploymentSettings, ProvisioningState
 
 
 def _router(*states: str) -> tuple[Router, list[Instance]]:
     insts = [Instance("blue", i, state=state) for i, state in enumerate(states)]
-    supervisor = types.SimpleNamespace(instances={"blue": insts})
+    supervisor = types.SimpleNamespace(instances={"blue": insts}, hosts={})
+    supervisor.serving = functools.partial(Supervisor.serving, supervisor)  # the real rule, over these instances
     return Router(store=None, endpoint="ep", supervisor=supervisor), insts  # type: ignore[arg-type]
 
 
@@ -168,3 +170,36 @@ def test_a_ray_application_holds_its_replicas_requests_and_serves_own_5xx_is_ret
         ]
 
     assert asyncio.run(check()) == [True, True, False, False, False]
+
+
+def test_a_deployment_sharing_anothers_base_uses_its_instances_that_have_its_adapter_and_waits_in_its_line() -> None:
+    router, insts = _router("Ready", "Ready")
+    host = _dep(1, 2, max_queue_wait_ms=2000)
+    guest = Deployment(
+        "ep", "green", "other", "1", ProvisioningState.SUCCEEDED, 0.0, share_base_with="blue",
+        **DeploymentSettings(max_queue_wait_ms=2000).columns(),
+    )  # fmt: skip
+    router.supervisor.hosts = {"blue": host}
+    insts[1].adapters = {"other:1": "/adapters/other"}  # only instance 1 has loaded green's adapter so far
+
+    async def run() -> None:
+        async with router.lease(guest) as got:
+            assert got.index == 1 and insts[1].in_flight == 1
+            async with router.lease(host) as other:
+                assert other.index == 0  # the host's own requests go anywhere
+            waiting = asyncio.create_task(_hold(router, guest))
+            await asyncio.sleep(0.05)
+            assert len(router.line(host)) == 1 and router.line(guest) is router.line(host)  # one line: the host's
+        assert (await waiting) == 1  # woken when the slot it waited for came free
+        router.supervisor.hosts = {}  # the host is gone: nothing serves the guest
+        with pytest.raises(Refusal) as gone:
+            async with router.lease(guest):
+                pass
+        assert gone.value.status == 503
+
+    asyncio.run(run())
+
+
+async def _hold(router: Router, dep: Deployment) -> int:
+    async with router.lease(dep) as inst:
+        return inst.index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from pydantic import BaseModel
 
@@ -48,6 +50,13 @@ def create(
     compute: str = typer.Option(
         LOCAL_COMPUTE, "--compute", help="where instances run: local, or a Ray target (replicas of a Ray Serve app)"
     ),
+    share_base_with: str = typer.Option(
+        None,
+        "--share-base-with",
+        metavar="DEPLOYMENT",
+        help="serve this LoRA model from DEPLOYMENT's instances, over the base they have loaded (no instances of "
+        "its own; one batch serves both)",
+    ),
     min_instances: int = typer.Option(None, "--min-instances", help=_help("min_instances", AutoscaleSettings)),
     max_instances: int = typer.Option(
         None, "--max-instances", help=_help("max_instances", AutoscaleSettings) + " (turns autoscaling on)"
@@ -62,6 +71,8 @@ def create(
 
     With --compute NAME (a Ray target) the instances are Ray Serve replicas, and --min-instances/--max-instances
     let Serve scale them with the load (aiming at --target-requests-per-instance requests in flight per replica).
+    With --share-base-with DEPLOYMENT, a LoRA version of the same base is served from that deployment's instances:
+    they load its adapter while serving, and N such deployments cost one base and N adapters of memory.
     """
     scale: dict[str, float | None] = {"min_instances": min_instances, "max_instances": max_instances}
     scale["target_requests_per_instance"] = target_requests
@@ -86,7 +97,7 @@ def create(
         }
     )
     dep = Workspace.from_env().endpoints.deploy(
-        endpoint, name, model, settings, extra_models=extra_model, compute=compute
+        endpoint, name, model, settings, extra_models=extra_model, compute=compute, share_base_with=share_base_with
     )
     emit(
         DeploymentPublic.from_deployment(dep),
@@ -121,6 +132,12 @@ def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -
     emit(DeploymentList([DeploymentPublic.from_deployment(d) for d in deps]), json_, _render_deployments)
 
 
+def _instance(record: dict[str, Any]) -> str:
+    if "on" in record:  # an instance of the deployment it shares (--share-base-with)
+        return f"{record['state']}/on {record['on']}"
+    return f"{record['state']}/{record.get('port')}/{record.get('restarts', 0)}"
+
+
 def _render_deployments(deps: DeploymentList) -> None:
     table(
         "deployments",
@@ -130,7 +147,7 @@ def _render_deployments(deps: DeploymentList) -> None:
                 d.name,
                 d.state,
                 f"{d.model_name}:{d.model_version}",
-                " ".join(f"{i['state']}/{i['port']}/{i['restarts']}" for i in d.instances),
+                " ".join(_instance(i) for i in d.instances),
             ]
             for d in deps.root
         ],

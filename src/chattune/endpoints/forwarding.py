@@ -19,6 +19,7 @@ from chattune.entities import Deployment
 from chattune.errors import BadGatewayError
 from chattune.serving import sse
 from chattune.serving.errors import coded_response
+from chattune.serving.protocol import SERVED_MODEL_HEADER
 
 # Errors after which nothing reached the client and the instance is gone or restarting: retried elsewhere.
 REFUSED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
@@ -47,14 +48,14 @@ class Forwarder:
             TimeoutError: the instance did not answer within ``request_timeout_ms``.
             httpx.HTTPError: the instance could not be reached.
         """
+        headers = {
+            "content-type": request.headers.get("content-type", "application/json"),
+            "authorization": f"Bearer {self.token}",  # the client's key stays here
+        }
+        if dep.share_base_with:  # served from another deployment's instances: its own model by default
+            headers[SERVED_MODEL_HEADER] = f"{dep.model_name}:{dep.model_version}"
         upstream = self.client.build_request(
-            request.method,
-            f"{inst.url}{request.url.path}",
-            content=body,
-            headers={
-                "content-type": request.headers.get("content-type", "application/json"),
-                "authorization": f"Bearer {self.token}",  # the client's key stays here
-            },
+            request.method, f"{inst.url}{request.url.path}", content=body, headers=headers
         )
         timeout_s = dep.settings.request_timeout_ms / 1000
         return await asyncio.wait_for(self.client.send(upstream, stream=True), timeout_s)

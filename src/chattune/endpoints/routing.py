@@ -188,8 +188,7 @@ class Router:
         Raises:
             Refusal: 503 when no instance is ready.
         """
-        limit = dep.settings.max_concurrent_requests_per_instance
-        ready = [i for i in self.supervisor.instances.get(dep.name, []) if i.state == "Ready"]
+        ready, limit = self.supervisor.serving(dep)
         if not ready:
             raise Refusal(NotReadyError, f"deployment {dep.name!r} has no ready instance ({dep.state})")
         room = [i for i in ready if i.in_flight < limit * i.slots]  # slots: a Ray application's replicas
@@ -205,7 +204,7 @@ class Router:
             Refusal: 429 with Retry-After when the line is full or the wait exceeded ``max_queue_wait_ms``; 503 when no
                 instance is ready.
         """
-        line, settings = self.lines[dep.name], dep.settings
+        line, settings = self.line(dep), dep.settings
         if not line and (inst := self.pick(dep)):
             return inst
         busy = (
@@ -248,7 +247,14 @@ class Router:
             yield inst
         finally:
             inst.in_flight -= 1
-            self.lines[dep.name].wake()
+            self.line(dep).wake()
+
+    def line(self, dep: Deployment) -> WaitingLine:
+        """The line a request of ``dep`` waits in: its instances'.
+
+        A deployment served from another's instances waits with that one's requests, first come first served.
+        """
+        return self.lines[dep.share_base_with or dep.name]
 
     @staticmethod
     def suspect(inst: Instance) -> None:

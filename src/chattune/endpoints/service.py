@@ -15,9 +15,17 @@ import httpx
 
 from chattune import processes
 from chattune.compute.targets import ComputeTargets
-from chattune.endpoints.config import deployment_settings
+from chattune.endpoints.config import FLAGS, deployment_settings
 from chattune.endpoints.supervisor import remove_ray_app
-from chattune.entities import LOCAL_COMPUTE, Deployment, DeploymentSettings, Endpoint, ModelVersion, ProvisioningState
+from chattune.entities import (
+    INSTANCE_SETTINGS,
+    LOCAL_COMPUTE,
+    Deployment,
+    DeploymentSettings,
+    Endpoint,
+    ModelVersion,
+    ProvisioningState,
+)
 from chattune.errors import (
     ChattuneError,
     ConflictError,
@@ -261,6 +269,7 @@ class EndpointService:
         *,
         extra_models: list[str] | None = None,
         compute: str = LOCAL_COMPUTE,
+        share_base_with: str | None = None,
         wait: bool = True,
     ) -> Deployment:
         """Record the deployment; the endpoint's gateway starts its instances.
@@ -273,6 +282,10 @@ class EndpointService:
             extra_models: More LoRA versions of the same base, served from the one loaded base.
             compute: Where its instances run: ``local`` (processes the gateway supervises) or a Ray compute target
                 (replicas of a Ray Serve application; autoscaling bounds only there).
+            share_base_with: Another deployment of the endpoint, serving a LoRA version of the same base: its
+                instances load this deployment's adapter beside their own, over the base they have loaded already,
+                and serve both in the same batches. This deployment then has no instances of its own (so no
+                instance settings); its traffic, keys, timeouts and queue are its own.
             wait: Return only once every instance is ready (or the deployment failed).
 
         Returns:
@@ -291,6 +304,8 @@ class EndpointService:
         mv = self.registry.get(model_ref)
         self.registry.check_template(mv)
         extras = [self._extra(mv, ref) for ref in extra_models or []]
+        if share_base_with is not None:
+            self._check_sharing(endpoint, mv, share_base_with, settings, extras, compute)
         dep = Deployment(
             endpoint=endpoint,
             name=name,
@@ -298,9 +313,10 @@ class EndpointService:
             model_version=mv.version,
             state=ProvisioningState.CREATING,
             created_at=time.time(),
-            log_path=str(self._dir(endpoint) / f"{name}.log"),
+            log_path=str(self._dir(endpoint) / f"{share_base_with or name}.log"),  # a guest's is its host's
             extra_models=extras,
             compute=compute,
+            share_base_with=share_base_with,
             **settings.columns(),
         )
         self.store.create_deployment(dep)
@@ -327,16 +343,58 @@ class EndpointService:
                 remedy="Deploy with --compute NAME (a Ray target, `chattune compute list`), or give --instances.",
             )
 
-    def _extra(self, main: ModelVersion, ref: str) -> str:
+    def _extra(self, main: ModelVersion, ref: str, flag: str = "--extra-model") -> str:
         """An extra adapter served from the same loaded base: a LoRA version of the same base model."""
         mv = self.registry.get(ref)
         if mv.kind != "lora" or main.kind != "lora" or mv.base_model_hash != main.base_model_hash:
             raise UserError(
-                f"--extra-model {ref}: only LoRA versions of the same base as {main.id} share one loaded base",
+                f"{flag} {ref}: only LoRA versions of the same base as {main.id} share one loaded base",
                 remedy=f"{main.id} is {main.kind} on {main.base_model}; {mv.id} is {mv.kind} on {mv.base_model}.",
             )
         self.registry.check_template(mv)
         return mv.id
+
+    def _check_sharing(
+        self,
+        endpoint: str,
+        mv: ModelVersion,
+        host_name: str,
+        settings: DeploymentSettings,
+        extras: list[str],
+        compute: str,
+    ) -> None:
+        """Check a deployment served from ``host_name``'s instances.
+
+        The host is a local LoRA deployment of the same base that is not itself served from another's instances,
+        and the new deployment gives no instance settings of its own (the instances are the host's).
+
+        Raises:
+            UserError: naming ``--share-base-with`` or the flag that does not apply.
+        """
+        check_name("deployment", host_name)
+        flag = f"--share-base-with {host_name}"
+        try:
+            host = self.store.get_deployment(endpoint, host_name)
+        except NotFoundError:
+            have = ", ".join(d.name for d in self.store.list_deployments(endpoint)) or "none"
+            raise UserError(f"{flag}: no deployment {host_name!r} on endpoint {endpoint!r} (have: {have})") from None
+        if host.share_base_with is not None:
+            raise UserError(
+                f"{flag}: {host_name!r} is itself served from {host.share_base_with!r}'s instances",
+                remedy=f"Share the base with {host.share_base_with!r}, the deployment that has the instances.",
+            )
+        if compute != LOCAL_COMPUTE or host.compute != LOCAL_COMPUTE:
+            raise UserError(f"{flag}: only local deployments share instances (not Ray Serve applications)")
+        host_mv = self.registry.get(f"{host.model_name}:{host.model_version}")
+        self._extra(host_mv, mv.id, flag="--model")
+        instance_side = sorted(set(settings.model_fields_set) & INSTANCE_SETTINGS)
+        if instance_side or extras:
+            flags = {**FLAGS, "autoscale": "--max-instances"}
+            given = [flags[name] for name in instance_side] + ["--extra-model"] * bool(extras)
+            raise UserError(
+                f"{flag}: {', '.join(given)} set how instances run, and this deployment runs on {host_name!r}'s",
+                remedy=f"Leave them out; set them on {host_name!r} (or deploy without {flag}).",
+            )
 
     def wait_deployment(self, endpoint: str, name: str, timeout_s: float | None = None) -> Deployment:
         """Until every instance is ready (Succeeded) or the gateway gives up on them (Failed)."""
@@ -365,6 +423,12 @@ class EndpointService:
         check_name("deployment", name)
         deployment_settings({"instance_count": instance_count})  # the bound, as a user error naming --instances
         dep = self.get_deployment(endpoint, name)
+        if dep.share_base_with:
+            raise UserError(
+                f"deployment {name!r} is served from {dep.share_base_with!r}'s instances; it has none of its own",
+                remedy=f"Scale {dep.share_base_with!r}: `chattune deployments update --endpoint {endpoint} "
+                f"--name {dep.share_base_with} --instances N`.",
+            )
         if dep.autoscale:
             raise UserError(
                 f"deployment {name!r} autoscales between {dep.autoscale['min_instances']} and "
@@ -390,10 +454,17 @@ class EndpointService:
         """Delete a deployment: its gateway stops its instances; without a running gateway they are stopped here.
 
         Raises:
-            ConflictError: The deployment still receives live or mirrored traffic.
+            ConflictError: The deployment still receives live or mirrored traffic, or others are served from its
+                instances.
         """
         dep = self.get_deployment(endpoint, name)
         ep = self.store.get_endpoint(endpoint)
+        guests = [d.name for d in self.store.list_deployments(endpoint) if d.share_base_with == name]
+        if guests:
+            raise ConflictError(
+                f"deployment {name!r} serves {', '.join(guests)} from its instances (--share-base-with {name})",
+                remedy="Delete those deployments first.",
+            )
         if ep.traffic.get(name, 0) > 0:
             raise ConflictError(
                 f"deployment {name!r} still receives {ep.traffic[name]}% of traffic",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from chattune.store.base import Store
 log = logging.getLogger("chattune.supervisor")
 
 STARTUP_POLL_S = 0.5
+# Loading an adapter waits for the running batch's next step.
+ADAPTER_TIMEOUT_S = 60.0
 # An instance that dies before it was ever ready is retried this often before the deployment is marked Failed.
 MAX_START_ATTEMPTS = 3
 
@@ -59,6 +62,8 @@ class Instance:
     slots: int = 1
     config: str | None = None  # the settings it was deployed with (a Ray application is redeployed when they change)
     replicas: dict[str, dict[str, int]] = field(default_factory=dict)  # Serve's: {deployment: {replica state: n}}
+    # The adapters of deployments served from this one's instances (--share-base-with) it has: {model id: path}.
+    adapters: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -70,11 +75,21 @@ class Instance:
         keys = ("index", "pid", "port", "state", "restarts", "started_at", "error")
         if self.prefix:
             return {k: getattr(self, k) for k in (*keys, "host", "prefix", "slots", "replicas")}
+        if self.adapters:
+            return {k: getattr(self, k) for k in (*keys, "adapters")}
         return {k: getattr(self, k) for k in keys}
 
 
-def instance_args(registry: Registry, dep: Deployment) -> list[str]:
-    """The serving process's arguments for a deployment: base weights, its adapter and any extra adapters."""
+def served_models(dep: Deployment) -> set[str]:
+    """The model ids a deployment's own instances serve whatever shares them: its model and extra models."""
+    return {f"{dep.model_name}:{dep.model_version}", *dep.extra_models}
+
+
+def instance_args(registry: Registry, dep: Deployment, guests: dict[str, str] | None = None) -> list[str]:
+    """The serving process's arguments for a deployment: base weights, its adapter and any extra adapters.
+
+    ``guests``: {model id: path} of the adapters of deployments served from its instances, loaded too.
+    """
     mv = registry.get(f"{dep.model_name}:{dep.model_version}")
     # A LoRA version is served over its base model; a full fine-tune is a complete model of its own.
     args = ["--base", mv.base_model_path if mv.kind == "lora" else mv.path, "--name", mv.id]
@@ -86,6 +101,8 @@ def instance_args(registry: Registry, dep: Deployment) -> list[str]:
     for ref in dep.extra_models:
         extra = registry.get(ref)
         args += ["--extra-adapter", f"{extra.id}={extra.path}"]
+    for model, path in (guests or {}).items():
+        args += ["--extra-adapter", f"{model}={path}"]
     return args
 
 
@@ -108,6 +125,11 @@ class Supervisor:
         self.token = instance_token(settings.endpoints_dir / endpoint / INSTANCE_TOKEN_FILE)
         self.instances: dict[str, list[Instance]] = {}
         self.restarts_total = 0
+        # Deployments served from another's instances (--share-base-with): the adapters each host should have
+        # ({host: {model id: path}}), the hosts as last read, and adapters that failed to load ({model id: why}).
+        self.guests: dict[str, dict[str, str]] = {}
+        self.hosts: dict[str, Deployment] = {}
+        self.adapter_errors: dict[str, str] = {}
         self._client = httpx.AsyncClient()
 
     def log_path(self, deployment: str) -> Path:
@@ -130,15 +152,108 @@ class Supervisor:
         for gone in set(self.instances) - set(deployments):
             for inst in self.instances.pop(gone):
                 await _stop(inst.pid)
+        live: dict[str, Deployment] = {}
         for dep in deployments.values():
             if dep.state == ProvisioningState.DELETING:
-                for inst in self.instances.pop(dep.name, self._adopt(dep)):
-                    await _stop(inst.pid)
+                if dep.share_base_with is None:  # a guest has no processes: its host unloads its adapter
+                    for inst in self.instances.pop(dep.name, self._adopt(dep)):
+                        await _stop(inst.pid)
                 if dep.compute != LOCAL_COMPUTE:
                     await asyncio.to_thread(remove_ray_app, self.store, dep)
                 self.store.delete_deployment(self.endpoint, dep.name)
                 continue
+            live[dep.name] = dep
+        hosts = {name: dep for name, dep in live.items() if dep.share_base_with is None}
+        self.hosts, self.guests = hosts, {name: self._guest_adapters(dep, live) for name, dep in hosts.items()}
+        for dep in hosts.values():
             await self._reconcile_deployment(dep)
+        for dep in live.values():
+            if dep.share_base_with is not None:
+                self._reconcile_guest(dep, hosts.get(dep.share_base_with))
+
+    # deployments served from another's instances ------------------------------------------------------------------
+    def _guest_adapters(self, host: Deployment, live: dict[str, Deployment]) -> dict[str, str]:
+        """{model id: adapter path} of the deployments served from ``host``'s instances, but what it serves anyway."""
+        wanted: dict[str, str] = {}
+        for dep in live.values():
+            model = f"{dep.model_name}:{dep.model_version}"
+            if dep.share_base_with != host.name or model in served_models(host) or model in self.adapter_errors:
+                continue
+            try:
+                wanted[model] = self.registry.get(model).path
+            except ChattuneError as exc:
+                self.adapter_errors[model] = exc.message
+        return wanted
+
+    def serving(self, dep: Deployment) -> tuple[list[Instance], int]:
+        """The ready instances that serve ``dep`` and how many of its requests each takes at once.
+
+        A deployment served from another's instances gets those that have its adapter, under that one's limit.
+        """
+        host = self.hosts.get(dep.share_base_with) if dep.share_base_with else dep
+        if host is None:
+            return [], 0
+        model = f"{dep.model_name}:{dep.model_version}"
+        ready = [
+            i
+            for i in self.instances.get(host.name, [])
+            if i.state == "Ready" and (host is dep or model in i.adapters or model in served_models(host))
+        ]
+        return ready, host.settings.max_concurrent_requests_per_instance
+
+    def _reconcile_guest(self, dep: Deployment, host: Deployment | None) -> None:
+        """A deployment served from ``host``'s instances: its state and instances as those have its adapter."""
+        model = f"{dep.model_name}:{dep.model_version}"
+        error = self.adapter_errors.get(model)
+        if host is None:
+            error = f"deployment {dep.share_base_with!r}, whose instances served it, is gone"
+        insts = self.instances.get(host.name, []) if host else []
+        has = {i.index for i in insts if model in i.adapters or (host is not None and model in served_models(host))}
+        records: list[dict[str, Any]] = [
+            {"index": i.index, "state": i.state if i.index in has else "Starting", "on": i.deployment} for i in insts
+        ]
+        state: ProvisioningState = dep.state
+        if error is None and host is not None and host.state == ProvisioningState.FAILED:
+            error = f"deployment {host.name!r}, whose instances serve it, failed"
+        if error:
+            state = ProvisioningState.FAILED
+            records = [{"index": 0, "state": "Failed", "error": error}]
+        elif insts and all(r["state"] == "Ready" for r in records):
+            state = ProvisioningState.SUCCEEDED
+        if records != dep.instances or state != dep.state:
+            self.store.update_deployment(self.endpoint, dep.name, instances=records, state=state)
+
+    async def _sync_adapters(self, dep: Deployment, inst: Instance) -> None:
+        """Load into a ready instance the adapters of the deployments now served from it; unload those gone."""
+        wanted = self.guests.get(dep.name, {})
+        for model in [m for m in inst.adapters if m not in wanted]:
+            if await self._adapter_call(inst, "DELETE", model) is None:
+                del inst.adapters[model]
+        for model, path in wanted.items():
+            if model in inst.adapters:
+                continue
+            failure = await self._adapter_call(inst, "PUT", model, {"path": path})
+            if failure is None:
+                inst.adapters[model] = path
+            elif failure:  # the instance refused it (an unreadable adapter): the deployment that wants it fails
+                self.adapter_errors[model] = failure
+                log.warning("%s/%s instance %d: adapter %s not loaded: %s", self.endpoint, dep.name, inst.index,
+                            model, failure)  # fmt: skip
+
+    async def _adapter_call(self, inst: Instance, method: str, model: str, body: Any = None) -> str | None:
+        """PUT or DELETE /adapters/MODEL on an instance: None when done, the instance's refusal, or "" to retry."""
+        url = f"{inst.url}/adapters/{urllib.parse.quote(model, safe='')}"
+        try:
+            r = await self._client.request(
+                method, url, json=body, headers={"Authorization": f"Bearer {self.token}"}, timeout=ADAPTER_TIMEOUT_S
+            )
+        except httpx.HTTPError:
+            return ""  # unreachable now: the next pass tries again (or the instance is restarted with it)
+        if r.status_code == 204 or (method == "DELETE" and r.status_code == 404):
+            return None  # done (or the adapter was not there to unload)
+        if r.status_code >= 500:
+            return ""  # still loading its model, or failing: the next pass tries again
+        return str(r.json().get("error", {}).get("message", r.text))
 
     def _adopt(self, dep: Deployment) -> list[Instance]:
         """Instances recorded by an earlier gateway: kept when their process is still there."""
@@ -147,6 +262,7 @@ class Supervisor:
             inst = Instance(dep.name, rec["index"], rec.get("pid"), rec.get("port"), "Starting", rec.get("restarts", 0))
             inst.host, inst.prefix, inst.slots = rec.get("host", inst.host), rec.get("prefix", ""), rec.get("slots", 1)
             inst.config = dep.settings.model_dump_json() if inst.prefix else None  # deployed as now recorded
+            inst.adapters = dict(rec.get("adapters", {}))
             if not processes.alive(inst.pid):
                 inst.pid = None
             adopted.append(inst)
@@ -178,6 +294,8 @@ class Supervisor:
                 inst.state = serving
                 continue
             await self._probe(dep, inst, now)
+            if inst.state == "Ready" and not on_ray:
+                await self._sync_adapters(dep, inst)
         failed = [i for i in insts if i.state == "Failed"]
         state: ProvisioningState = dep.state
         if failed and not any(i.ever_ready for i in insts):
@@ -205,7 +323,9 @@ class Supervisor:
                 return
         await _stop(inst.pid)
         try:
-            args = instance_args(self.registry, dep)
+            guests = self.guests.get(dep.name, {})
+            args = instance_args(self.registry, dep, guests)
+            inst.adapters = dict(guests)
             env = {INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()}
             if dep.compute == LOCAL_COMPUTE:
                 log_path = self.log_path(dep.name)

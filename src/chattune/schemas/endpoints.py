@@ -73,6 +73,7 @@ class DeploymentPublic(Schema):
     probes: dict[str, Any] = {}
     instances: list[dict[str, Any]] = []
     extra_models: list[str] = []
+    share_base_with: str | None = None
     max_batch_size: int | None = None
     max_new_tokens_cap: int | None = None
     autoscale: dict[str, Any] | None = None

@@ -26,7 +26,15 @@ from chattune.serving.disconnect import unless_disconnected
 from chattune.serving.engine import Engine
 from chattune.serving.errors import BodyLimit, coded_response, documented_errors, install_error_handlers
 from chattune.serving.keys import hash_key, matches
-from chattune.serving.protocol import ChatCompletion, ChatCompletionRequest, ModelList, ScoreOutput, ScoreRequest
+from chattune.serving.protocol import (
+    SERVED_MODEL_HEADER,
+    AdapterLoad,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelList,
+    ScoreOutput,
+    ScoreRequest,
+)
 
 MAX_BODY_BYTES = 4 * 2**20
 
@@ -105,17 +113,31 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    async def models() -> ModelList:
-        return service.models()
+    async def models(request: Request) -> ModelList:
+        return service.models(request.headers.get(SERVED_MODEL_HEADER))
 
     @app.post("/score", responses=documented_errors(*REQUEST_ERRORS))
     async def score(req: ScoreRequest, request: Request) -> list[ScoreOutput]:
-        return await unless_disconnected(request, service.score(req))
+        return await unless_disconnected(request, service.score(req, request.headers.get(SERVED_MODEL_HEADER)))
 
     @app.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
     async def chat(req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
+        if req.model is None and (served := request.headers.get(SERVED_MODEL_HEADER)):
+            req = req.model_copy(update={"model": served})
         if req.stream:
             return StreamingResponse(await service.stream(req), media_type=sse.MEDIA_TYPE)
         return await unless_disconnected(request, service.complete(req))
+
+    @app.put("/adapters/{name}", status_code=204, responses=documented_errors(400, 404, 409, 422, 503))
+    async def add_adapter(name: str, body: AdapterLoad) -> Response:
+        """Load a LoRA adapter of this base while serving (the gateway's, for a deployment that shares it)."""
+        await engine.add_adapter(name, body.path)
+        return Response(status_code=204)
+
+    @app.delete("/adapters/{name}", status_code=204, responses=documented_errors(404, 409, 503))
+    async def remove_adapter(name: str) -> Response:
+        """Unload an added adapter once its requests are done."""
+        await engine.remove_adapter(name)
+        return Response(status_code=204)
 
     return app

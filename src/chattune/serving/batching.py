@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +158,9 @@ class BatchScheduler:
         self.eos = {t for t in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if t is not None}
         self.text = _RowText(tokenizer, self.eos, metrics)
         self._queue: collections.deque[Pending] = collections.deque()
+        self._calls: collections.deque[tuple[Callable[[list[Pending]], bool], concurrent.futures.Future[None]]] = (
+            collections.deque()
+        )
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
@@ -167,6 +172,32 @@ class BatchScheduler:
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify()
 
+    def call(self, fn: Callable[[list[Pending]], bool]) -> concurrent.futures.Future[None]:
+        """Run ``fn(rows)`` on the scheduler's thread between two decoding steps (it may change the model then).
+
+        ``rows`` are the running and queued requests; ``fn`` answers False to be called again after the next step
+        (it waits for some of them to finish), True when done. The future completes when it is done (or raised).
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._cond:
+            self._calls.append((fn, done))
+            self._cond.notify()
+        return done
+
+    def _run_calls(self, rows: list[Pending]) -> None:
+        with self._cond:
+            calls, waiting = list(self._calls), [*rows, *self._queue]
+            self._calls.clear()
+        for fn, done in calls:
+            try:
+                if fn(waiting):
+                    done.set_result(None)
+                else:
+                    with self._cond:
+                        self._calls.append((fn, done))
+            except Exception as exc:  # the caller hears of it; the scheduler goes on
+                done.set_exception(exc)
+
     def _admit(self, running: int) -> list[Pending]:
         """Queued requests for the free slots; blocks only while nothing runs.
 
@@ -174,7 +205,7 @@ class BatchScheduler:
         """
         with self._cond:
             if not running:
-                while not self._queue:
+                while not self._queue and not self._calls:
                     self._cond.wait()
                 seen = len(self._queue)
                 while len(self._queue) < self.max_batch_size:
@@ -195,6 +226,8 @@ class BatchScheduler:
 
         batch = _Running(self)
         while True:
+            if self._calls:
+                self._run_calls(batch.rows)
             new = self._admit(len(batch.rows))
             try:
                 with torch.inference_mode():

@@ -151,23 +151,29 @@ class ChatService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def models(self) -> ModelList:
-        """The models served: the base, then each adapter with the base as its parent."""
+    def models(self, first: str | None = None) -> ModelList:
+        """The models served: the deployment's own model first, the other adapters, then the base.
+
+        ``first``: the model of a deployment served from this instance, first instead. Adapters have the base as parent.
+        """
         engine = self.engine
         cards = [
             ModelCard(id=name, created=engine.created, root=engine.base_name, parent=parent)
-            for name, parent in engine.models()
+            for name, parent in engine.models(first)
         ]
         return ModelList(data=cards)
 
-    async def score(self, req: ScoreRequest) -> list[ScoreOutput]:
-        """Azure's /score: one answer per conversation, with the deployment's own model."""
+    async def score(self, req: ScoreRequest, model: str | None = None) -> list[ScoreOutput]:
+        """Azure's /score: one answer per conversation, with the deployment's own model.
+
+        ``model``: the model of a deployment served from this instance, instead.
+        """
         p = req.input_data.parameters
         params = GenerationParams(
             max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, do_sample=p.do_sample
         )
         conversations = [[m.model_dump() for m in conv] for conv in req.input_data.conversations()]
-        results = await self.engine.generate(conversations, params, self.engine.resolve(None))
+        results = await self.engine.generate(conversations, params, self.engine.resolve(model))
         return [
             ScoreOutput(
                 output=r.text, finish_reason=r.finish_reason, usage=Usage.of(r.prompt_tokens, r.completion_tokens)

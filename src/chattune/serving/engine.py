@@ -9,6 +9,7 @@ Several LoRA versions of one base share the loaded base; the request's ``model``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -79,6 +80,7 @@ class Engine:
         self._scheduler: BatchScheduler | None = None
         self._tokenizer: Any = None
         self._keys: dict[str, str] = {}
+        self._serial = itertools.count(len(self.adapters))
         self.max_length = 2048
         self.vocab_size = 0
         self.constraints: Constraints | None = None
@@ -163,17 +165,97 @@ class Engine:
             loop.close()
 
     # requests -------------------------------------------------------------------------------------------------
-    def models(self) -> list[tuple[str, str | None]]:
+    def models(self, first: str | None = None) -> list[tuple[str, str | None]]:
         """(id, parent) for /v1/models: the deployment's own model first, its other adapters, then the shared base.
 
-        A client that takes the first model gets the fine-tuned one, not the untuned base.
+        A client that takes the first model gets the fine-tuned one, not the untuned base. ``first``: the model of a
+        deployment that shares this instance, listed first for its clients.
         """
         if not self.adapters:  # a full fine-tune: its own weights, no base served beside it
             return [(self.served_name, None)]
-        return [*((name, self.base_name) for name in self.adapters), (self.base_name, None)]
+        names = sorted(self.adapters, key=lambda name: name != first)  # stable: the own model next
+        return [*((name, self.base_name) for name in names), (self.base_name, None)]
 
-    def resolve(self, model: str | None) -> str | None:
-        """The adapter a request's ``model`` names (None: the base model); the deployment's own model by default."""
+    # adapters added and removed while serving --------------------------------------------------------------------
+    async def add_adapter(self, name: str, path: str) -> None:
+        """Load another LoRA adapter of this base between two decoding steps; requests may name it once it returns.
+
+        Raises:
+            ConflictError: The instance serves a full fine-tune (no base to share) or has ``name`` already from
+                another path.
+            NotFoundError: No adapter at ``path``.
+            UserError: PEFT could not load it on this base.
+            ServiceUnavailableError: The model is not loaded yet.
+        """
+        scheduler = self._loaded()
+        if not self.adapters:
+            raise ConflictError(f"{self.served_name} is a full fine-tune: it has no base to share with an adapter")
+        if name in self.adapters:
+            if self.adapters[name] != path:
+                raise ConflictError(f"adapter {name!r} is served here already, from {self.adapters[name]}")
+            return
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise NotFoundError(f"no LoRA adapter at {path}: adapter_config.json is missing", param="path")
+        key = f"adapter_{next(self._serial)}"
+
+        def load(rows: list[Pending]) -> bool:
+            model = self._scheduler_model()
+            try:
+                model.load_adapter(path, adapter_name=key)
+            except Exception:
+                if key in model.peft_config:  # half loaded: its layers go too
+                    model.delete_adapter(key)
+                raise
+            return True
+
+        try:
+            await asyncio.wrap_future(scheduler.call(load))
+        except Exception as exc:  # PEFT's own words: another base's shapes, an unreadable file
+            raise UserError(f"adapter {name!r} at {path} could not be loaded: {type(exc).__name__}: {exc}") from exc
+        self._keys[name], self.adapters[name] = key, path
+        log.info("adapter added: %s (%s)", name, path)
+
+    async def remove_adapter(self, name: str) -> None:
+        """Stop serving an added adapter: no new request gets it, and it is unloaded once its requests are done.
+
+        Raises:
+            ConflictError: ``name`` is the deployment's own model.
+            NotFoundError: ``name`` is not served here.
+        """
+        scheduler = self._loaded()
+        if name == self.served_name:
+            raise ConflictError(f"{name} is this instance's own model; it is not removed while the instance serves")
+        if name not in self.adapters:
+            raise NotFoundError(f"adapter {name!r} is not served here")
+        key = self._keys[name]
+        del self.adapters[name]  # resolve() refuses it from now on
+
+        def unload(rows: list[Pending]) -> bool:
+            if any(r.adapter == key and not r.done for r in rows):
+                return False  # after the next step
+            self._scheduler_model().delete_adapter(key)
+            return True
+
+        await asyncio.wrap_future(scheduler.call(unload))
+        del self._keys[name]
+        log.info("adapter removed: %s", name)
+
+    def _loaded(self) -> BatchScheduler:
+        if not self.ready.is_set() or self._scheduler is None:
+            raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")
+        return self._scheduler
+
+    def _scheduler_model(self) -> Any:
+        assert self._scheduler is not None
+        return self._scheduler.model
+
+    def resolve(self, model: str | None, default: str | None = None) -> str | None:
+        """The adapter a request's ``model`` names (None: the base model).
+
+        Without ``model``: ``default`` (the model of a deployment that shares this instance, as its gateway says),
+        else the deployment's own model.
+        """
+        model = model or default
         if model is None or model == self.served_name:
             return self.served_name if self.adapters else None
         if model in self.adapters:
@@ -271,12 +353,11 @@ class Engine:
         tools: list[dict[str, Any]] | None = None,
     ) -> Pending:
         """Queue one generation (call from the server's event loop); ``adapter`` from ``resolve``."""
-        if not self.ready.is_set() or self._scheduler is None:
-            raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")
+        scheduler = self._loaded()
         pending = self._encode(
             conversation, GenerationParams(**vars(params)), adapter, asyncio.get_running_loop(), tools
         )
-        self._scheduler.submit(pending)
+        scheduler.submit(pending)
         return pending
 
     async def generate(

@@ -31,6 +31,7 @@ _DESCRIPTIONS = {
     400: "The body is not JSON or not UTF-8, or the prompt and max_tokens exceed the model's context",
     401: "Missing or invalid key",
     404: "Unknown model (or, at a gateway, unknown deployment)",
+    409: "The adapter's name is taken by another adapter, or is the instance's own model",
     408: "The deployment did not answer within request_timeout_ms",
     413: "Request body over the size limit",
     415: "The body is not sent as JSON (Content-Type other than application/json)",

@@ -400,6 +400,17 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+# The gateway names the model of a deployment served from another deployment's instances (`--share-base-with`):
+# the default of a request that names none, and the first in /v1/models. Only the gateway reaches an instance.
+SERVED_MODEL_HEADER = "x-chattune-served-model"
+
+
+class AdapterLoad(Wire):
+    """``PUT /adapters/{name}`` on an instance: where the LoRA adapter to load lies (the gateway's call)."""
+
+    path: str = Field(min_length=1, description="the adapter's directory, readable by the instance")
+
+
 class ErrorDetail(BaseModel):
     """The body of OpenAI's error shape: message, type, and the offending parameter and code where known."""
 

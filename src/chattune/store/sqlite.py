@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     port INTEGER, pid INTEGER, log_path TEXT,
     probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
     autoscale TEXT, compute TEXT NOT NULL DEFAULT 'local', cpus_per_instance REAL,
-    max_queue_wait_ms INTEGER, max_queue_length INTEGER,
+    max_queue_wait_ms INTEGER, max_queue_length INTEGER, share_base_with TEXT,
     PRIMARY KEY (endpoint, name)
 );
 CREATE TABLE IF NOT EXISTS compute_targets (
@@ -108,6 +108,7 @@ _ADDED_COLUMNS = [
     ("deployments", "compute", "TEXT NOT NULL DEFAULT 'local'"),
     ("deployments", "cpus_per_instance", "REAL"),
     ("deployments", "max_queue_wait_ms", "INTEGER"),
+    ("deployments", "share_base_with", "TEXT"),
     ("deployments", "max_queue_length", "INTEGER"),
     ("compute_targets", "serve_port", "INTEGER"),
 ]
