@@ -8,8 +8,10 @@ chattune's LoRA jobs train (r 8 on every linear layer of the blocks; weights do 
 - shared: one real instance process (chattune.serving.instance) with adapter 1, then adapters 2..N added;
 - separate: N instance processes, one adapter each (N deployments without sharing).
 
-Memory is each process's proportional set size (PSS: shared library pages split between the processes that map
-them, so the sum over processes is what they cost together), read after each has answered one request per adapter.
+Memory is each process's proportional set size (PSS: pages that several processes map, shared libraries and the
+base's weights mapped from the same safetensors file, are split between them, so the sum over processes is what they
+cost together), read after each has answered one request per adapter; "1 adapter" is the shared instance before
+the others are added, alone on the machine.
 The shared instance's greedy answers are checked token for token against each adapter's own instance.
 
     .venv/bin/python bench/shared_adapters.py [--adapters 4] [--repeats 3] [--json]
@@ -94,7 +96,6 @@ def one_run(base: str, adapters: list[str], tmp: Path) -> dict[str, Any]:
             urls.append(url)
             alone[name] = answer(url, name)
         result["separate_mb"] = sum(pss_mb(pid) for pid in pids)
-        result["one_adapter_mb"] = pss_mb(pids[0])
         for pid in pids:
             processes.stop(pid)
         pids.clear()
@@ -103,6 +104,7 @@ def one_run(base: str, adapters: list[str], tmp: Path) -> dict[str, Any]:
         pid, url = start(base, adapters[0], names[0], tmp / "shared.log")
         pids.append(pid)
         shared = {names[0]: answer(url, names[0])}
+        result["one_adapter_mb"] = pss_mb(pid)  # alone on the machine: its PSS is all it costs
         for name, path in zip(names[1:], adapters[1:], strict=True):
             started = time.perf_counter()
             r = httpx.put(f"{url}/adapters/{name}", json={"path": path}, headers=AUTH, timeout=120)
