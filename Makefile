@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # Extras: dev (tests, linters) and ray (compute targets on Ray, tested in make test).
 # The CPU wheel of torch 2.13.0 lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# pytest-xdist workers for make test. Whole test files go to one worker (--dist loadfile), so a file's module
+# fixtures (a Ray cluster, a served workspace) are built once; each worker has its own fork server.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-all lint install clean bench-validate bench-load bench-train bench-ray
 
@@ -24,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

@@ -39,10 +39,15 @@ _SESSION_CACHE: list[str] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     """The user-level model cache of the session: a fresh one, never the user's ~/.cache/chattune (set
-    CHATTUNE_CACHE_DIR to reuse a cache across runs and skip the embedded model's download)."""
-    if "CHATTUNE_CACHE_DIR" not in os.environ:
+    CHATTUNE_CACHE_DIR to reuse a cache across runs and skip the embedded model's download).
+
+    Under pytest-xdist each worker gets one of its own (its own fork server: a worker that ends first stops only its
+    own), unless CHATTUNE_CACHE_DIR was given.
+    """
+    ours = os.environ.get("CHATTUNE_TEST_CACHE")
+    if "CHATTUNE_CACHE_DIR" not in os.environ or os.environ["CHATTUNE_CACHE_DIR"] == ours:
         _SESSION_CACHE.append(tempfile.mkdtemp(prefix="chattune-cache-"))
-        os.environ["CHATTUNE_CACHE_DIR"] = _SESSION_CACHE[0]
+        os.environ["CHATTUNE_CACHE_DIR"] = os.environ["CHATTUNE_TEST_CACHE"] = _SESSION_CACHE[0]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
