@@ -41,6 +41,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "not_found": ErrorCode(2, 404, "not_found_error"),
     "conflict": ErrorCode(2, 409, _INVALID),
     "invalid_api_key": ErrorCode(2, 401, "authentication_error"),
+    "cross_site_request": ErrorCode(2, 403, "permission_error"),
     "offline": ErrorCode(2, 503, _UNAVAILABLE),
     # Operational failures (exit 1): the machine, a process or the workspace, not the input.
     "internal_error": ErrorCode(1, 500, _SERVER),
@@ -71,6 +72,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
 HTTP_TYPES: dict[int, str] = {
     400: _INVALID,
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: _INVALID,
     408: "timeout_error",
@@ -164,6 +166,12 @@ class AuthError(UserError):
     """A missing or wrong key."""
 
     code = "invalid_api_key"
+
+
+class CrossSiteError(UserError):
+    """A state-changing request from another site riding on a browser's studio session."""
+
+    code = "cross_site_request"
 
 
 @dataclass(frozen=True)

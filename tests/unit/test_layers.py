@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"endpoints"},
     {"workspace"},
     {"quickstart", "aml"},
+    {"studio"},
     {"cli"},
 ]
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}

@@ -12,7 +12,7 @@ from chattune.endpoints.config import deployment_settings, parse_probe_option
 from chattune.entities import LOCAL_COMPUTE, AutoscaleSettings, DeploymentSettings
 from chattune.errors import UserError
 from chattune.schemas import DeploymentList, DeploymentPublic
-from chattune.workspace import Workspace
+from chattune.workspace import Workspace, documents
 
 app = typer.Typer(help="Deployments of registered models behind an endpoint.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -128,8 +128,7 @@ def update(
 @app.command("list")
 def list_(endpoint: str = typer.Option(..., "--endpoint"), json_: bool = JSON) -> None:
     """An endpoint's deployments with their instances."""
-    deps = Workspace.from_env().endpoints.list_deployments(endpoint)
-    emit(DeploymentList([DeploymentPublic.from_deployment(d) for d in deps]), json_, _render_deployments)
+    emit(documents.deployment_list(Workspace.from_env(), endpoint), json_, _render_deployments)
 
 
 def _instance(record: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import typer
 from chattune.cli.output import emit, out, table
 from chattune.errors import UserError
 from chattune.schemas import EndpointCreated, EndpointKeys, EndpointList, EndpointPublic, ScoreAnswer
-from chattune.workspace import Workspace
+from chattune.workspace import Workspace, documents
 
 app = typer.Typer(help="Online endpoints (key auth, traffic split).", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -49,9 +49,7 @@ def keys(name: str, json_: bool = JSON) -> None:
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     """Endpoints, oldest first."""
-    ws = Workspace.from_env()
-    found = ws.endpoints.list_endpoints()
-    docs = EndpointList([EndpointPublic.model_validate(ws.endpoints.describe(e)) for e in found])
+    docs = documents.endpoint_list(Workspace.from_env())
     emit(
         docs,
         json_,
@@ -66,8 +64,7 @@ def list_(json_: bool = JSON) -> None:
 @app.command("show")
 def show(name: str, json_: bool = JSON) -> None:
     """An endpoint: state, URIs, traffic and deployments."""
-    ws = Workspace.from_env()
-    emit(EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.get(name))), json_)
+    emit(documents.endpoint(Workspace.from_env(), name), json_)
 
 
 @app.command("regenerate-keys")

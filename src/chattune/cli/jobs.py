@@ -8,8 +8,8 @@ import typer
 
 from chattune.cli.output import emit, out, progress, table
 from chattune.pipeline.config import load_spec
-from chattune.schemas import JobList, JobPublic, JobSummary
-from chattune.workspace import Workspace
+from chattune.schemas import JobPublic, JobSummary
+from chattune.workspace import Workspace, documents
 
 app = typer.Typer(help="Fine-tuning pipeline jobs.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -40,10 +40,7 @@ def list_(
     limit: int = typer.Option(20, "--limit"), after: str = typer.Option(None, "--after"), json_: bool = JSON
 ) -> None:
     """Jobs, newest first, a page at a time (``--after`` the last id shown)."""
-    page = Workspace.from_env().jobs.list(limit=limit, after=after)
-    doc = JobList(
-        data=[JobSummary.from_job(j) for j in page.items], has_more=page.has_more, next_cursor=page.next_cursor
-    )
+    doc = documents.job_page(Workspace.from_env(), limit, after)
     emit(
         doc,
         json_,
@@ -58,9 +55,7 @@ def list_(
 @app.command("show")
 def show(job_id: str, json_: bool = JSON) -> None:
     """A job with its steps, checkpoints, metrics and events."""
-    ws = Workspace.from_env()
-    job = ws.jobs.get(job_id)
-    emit(JobPublic.from_job(job, ws.jobs.checkpoints(job_id), ws.jobs.events(job_id)), json_, _render_job)
+    emit(documents.job(Workspace.from_env(), job_id), json_, _render_job)
 
 
 def _render_job(job: JobPublic) -> None:

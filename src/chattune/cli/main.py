@@ -8,7 +8,7 @@ import sys
 import typer
 
 from chattune import versions
-from chattune.cli import cache, compute, data, deployments, endpoints, jobs, models, quickstart
+from chattune.cli import cache, compute, data, deployments, endpoints, jobs, models, quickstart, studio
 from chattune.cli.output import err, show_error
 from chattune.errors import ChattuneError, storage_error
 
@@ -27,6 +27,7 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(cache.app, name="cache")
 app.command("quickstart")(quickstart.quickstart)
+app.command("studio")(studio.studio)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from chattune.cli.output import emit, out, progress, table
 from chattune.errors import UserError
 from chattune.schemas import (
     CatalogEntryPublic,
-    CatalogEntrySummary,
     MemoryEstimatePublic,
     ModelAliasPublic,
     ModelImportPublic,
@@ -19,10 +18,9 @@ from chattune.schemas import (
     ModelTagsPublic,
     ModelVersionDetail,
     ModelVersionPublic,
-    RegisteredModelSummary,
     UserModelImportPublic,
 )
-from chattune.workspace import Workspace
+from chattune.workspace import Workspace, documents
 
 app = typer.Typer(help="Catalog models and registered (fine-tuned) models.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -31,25 +29,7 @@ JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 @app.command("list")
 def list_(json_: bool = JSON) -> None:
     """Catalog entries and registered model versions."""
-    ws = Workspace.from_env()
-    entries = ws.catalog.list()
-    versions = ws.registry.list_versions()
-    aliases: dict[tuple[str, str], list[str]] = {}
-    for name in {v.name for v in versions}:
-        for alias_, version in ws.registry.aliases(name).items():
-            aliases.setdefault((name, version), []).append(alias_)
-    doc = ModelList(
-        catalog=[
-            CatalogEntrySummary.model_validate(
-                {**e.model_dump(), "id": e.id, "source": e.origin, "weights": e.source.kind}
-            )
-            for e in entries
-        ],
-        registered=[
-            RegisteredModelSummary.model_validate({**v.to_dict(), "aliases": aliases.get((v.name, v.version), [])})
-            for v in versions
-        ],
-    )
+    doc = documents.model_list(Workspace.from_env())
     emit(doc, json_, _render_models)
 
 
@@ -72,20 +52,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")
     ws = Workspace.from_env()
     entry = ws.catalog.find(ref)
     doc: CatalogEntryPublic | ModelVersionDetail
-    if entry is not None:
-        doc = _catalog_doc(ws, entry)
-    else:
-        registry = ws.registry
-        mv = registry.get(ref)
-        aliases = registry.aliases(mv.name)
-        doc = ModelVersionDetail.model_validate(
-            {
-                **ModelVersionPublic.from_version(mv).model_dump(),
-                "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
-                "all_aliases": aliases,
-                "versions": [v.version for v in registry.list_versions(mv.name)],
-            }
-        )
+    doc = _catalog_doc(ws, entry) if entry is not None else documents.model_version(ws, ref)
     if isinstance(doc, CatalogEntryPublic):
         emit(doc, json_, _render_entry)
     else:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 _DESCRIPTIONS = {
     400: "The body is not JSON or not UTF-8, or the prompt and max_tokens exceed the model's context",
     401: "Missing or invalid key",
+    403: "A state-changing request from another site on a browser session (the studio)",
     404: "Unknown model (or, at a gateway, unknown deployment)",
     409: "The adapter's name is taken by another adapter, or is the instance's own model",
     408: "The deployment did not answer within request_timeout_ms",

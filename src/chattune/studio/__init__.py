@@ -1,0 +1,1 @@
+"""chattune studio: a REST control plane over the workspace's services (`chattune studio`)."""
