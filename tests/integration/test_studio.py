@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,8 @@ def studio(home: Path) -> Iterator[dict[str, Any]]:
         proc.wait(10)
 
 
-def test_a_job_started_over_rest_streams_its_events_live_and_reads_as_the_cli_does(
-    cli: Any, studio: dict[str, Any], tmp_path: Path
+def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest(
+    cli: Any, home: Path, studio: dict[str, Any], tmp_path: Path
 ) -> None:
     from chattune.data import demo
 
@@ -92,6 +93,42 @@ def test_a_job_started_over_rest_streams_its_events_live_and_reads_as_the_cli_do
     listed = httpx.get(f"{url}/api/v1/jobs", headers=auth, timeout=30).json()
     assert listed == parse_json(cli("jobs", "list", "--json"))
     assert httpx.get(f"{url}/api/v1/jobs", timeout=30).status_code == 401
+
+    # the rest of the model's life over REST: register, an endpoint, a deployment, traffic, keys, logs, delete
+    registered = httpx.post(
+        f"{url}/api/v1/models", json={"job": job_id, "name": "studio-chat"}, headers=auth, timeout=180
+    )
+    assert registered.status_code == 201, registered.text
+    model = registered.json()["id"]
+    created = httpx.post(f"{url}/api/v1/endpoints", json={"name": "studio-ep"}, headers=auth, timeout=60)
+    assert created.status_code == 201, created.text
+    scoring, key = created.json()["scoring_uri"], created.json()["keys"]["primary_key"]
+    deploy = {"name": "blue", "model": model, "settings": {"request_timeout_ms": 60000}}
+    started = httpx.post(f"{url}/api/v1/endpoints/studio-ep/deployments", json=deploy, headers=auth, timeout=60)
+    assert started.status_code == 202 and started.json()["state"] == "Creating", started.text
+    deadline = time.monotonic() + 180
+    while (state := _deployment(url, auth)["state"]) not in ("Succeeded", "Failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state == "Succeeded"
+    split = httpx.put(f"{url}/api/v1/endpoints/studio-ep/traffic", json={"blue": 100}, headers=auth, timeout=30)
+    assert split.json()["traffic"] == {"blue": 100}
+    body = {"input_data": {"input_string": [{"role": "user", "content": "Hi"}], "parameters": {"max_new_tokens": 2}}}
+    assert httpx.post(scoring, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 200
+    new = httpx.post(f"{url}/api/v1/endpoints/studio-ep/keys/primary/regenerate", headers=auth, timeout=30).json()
+    assert new["secondary_key"] is None and new["primary_key"] != key  # only the new key, once
+    assert httpx.post(scoring, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 401
+    shown = httpx.post(f"{url}/api/v1/endpoints/studio-ep/keys/reveal", headers=auth, timeout=30).json()
+    assert shown["primary_key"] == new["primary_key"]
+    audit = [json.loads(line) for line in (home / "studio-audit.jsonl").read_text().splitlines()]
+    assert [(a["event"], a["endpoint"]) for a in audit] == [("endpoint keys revealed", "studio-ep")]
+    assert "engine ready" in httpx.get(f"{url}/api/v1/endpoints/studio-ep/deployments/blue/logs", headers=auth).text
+    assert httpx.delete(f"{url}/api/v1/endpoints/studio-ep", headers=auth, timeout=120).status_code == 204
+    assert httpx.get(f"{url}/api/v1/endpoints/studio-ep", headers=auth, timeout=30).status_code == 404
+
+
+def _deployment(url: str, auth: dict[str, str]) -> dict[str, Any]:
+    listed = httpx.get(f"{url}/api/v1/endpoints/studio-ep/deployments", headers=auth, timeout=30).json()
+    return dict(listed[0])
 
 
 def test_the_token_is_made_once_stored_hashed_and_guards_a_non_loopback_bind(home: Path) -> None:

@@ -85,3 +85,46 @@ def test_the_api_answers_the_clis_documents_and_clear_errors(studio: tuple[TestC
     assert bad.status_code == 400 and "not valid YAML" in bad.json()["error"]["message"]
     typo = client.post("/api/v1/jobs", json={"model": "tiny-test", "trainng": {}}, headers=auth)
     assert typo.status_code == 400 and "trainng" in typo.json()["error"]["message"]
+
+
+def test_a_data_file_is_uploaded_validated_by_line_and_paged(studio: tuple[TestClient, str, Workspace]) -> None:
+    client, token, ws = studio
+    auth = {"Authorization": f"Bearer {token}"}
+    good = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(5)
+    ]
+    text = "\n".join(json.dumps(r) for r in good[:3]) + '\n{"messages": [{"role": "wizard", "content": "x"}]}\n'
+    text += "\n".join(json.dumps(r) for r in good[3:]) + "\n"
+    report = client.put("/api/v1/datasets/chat.jsonl", content=text, headers=auth).json()
+    assert report["valid"] is False and report["files"][0]["rows"] == 6
+    assert [(e["line"], e["code"]) for e in report["files"][0]["errors"]] == [
+        (4, report["files"][0]["errors"][0]["code"])
+    ]
+    assert (ws.settings.home / "datasets" / "chat.jsonl").read_text() == text  # kept as sent
+
+    page = client.get("/api/v1/datasets/chat.jsonl?offset=2&rows=2", headers=auth).json()
+    assert [r["line"] for r in page["rows"]] == [3, 4] and page["errors"] == 1
+    assert page["rows"][0]["messages"][1] == {"role": "assistant", "content": "a2"}
+    assert page == documents.data_preview(
+        ws, ws.settings.home / "datasets" / "chat.jsonl", rows=2, offset=2
+    ).model_dump(mode="json")
+    for bad in ("../escape.jsonl", "x.exe", ".hidden.jsonl"):
+        r = client.put(f"/api/v1/datasets/{bad}", content="{}", headers=auth)
+        assert r.status_code in (400, 404), bad
+    assert client.get("/api/v1/datasets/none.jsonl", headers=auth).status_code == 404
+
+
+def test_revealing_endpoint_keys_is_explicit_and_audited(studio: tuple[TestClient, str, Workspace]) -> None:
+    client, token, ws = studio
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/v1/endpoints/nope/keys/reveal", headers=auth).status_code == 404
+    assert not (ws.settings.home / "studio-audit.jsonl").exists()  # a refused reveal revealed nothing
+    created = client.post("/api/v1/endpoints/nope/deployments", json={"name": "blue", "model": "m:1"}, headers=auth)
+    assert created.status_code == 404
+    bad = client.post(
+        "/api/v1/endpoints/nope/deployments",
+        json={"name": "blue", "model": "m:1", "settings": {"instance_count": 0}},
+        headers=auth,
+    )
+    assert bad.status_code == 400 and "--instances" in bad.json()["error"]["message"]

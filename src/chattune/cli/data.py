@@ -9,9 +9,7 @@ import typer
 from rich.panel import Panel
 
 from chattune.cli.output import emit, out, table
-from chattune.data.chat_formats import ChatFormat, convert, file_format
-from chattune.data.formats import iter_records
-from chattune.data.validate import validate_file
+from chattune.data.chat_formats import ChatFormat
 from chattune.errors import DataError
 from chattune.schemas import (
     DataDemo,
@@ -20,10 +18,9 @@ from chattune.schemas import (
     DataImport,
     DataImported,
     DataPreview,
-    DataRow,
     DataValidation,
 )
-from chattune.workspace import Workspace
+from chattune.workspace import Workspace, documents
 
 app = typer.Typer(help="Chat datasets: download, import, demo, validate, show.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
@@ -120,11 +117,12 @@ def validate(
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
-    ws = Workspace.from_env()
-    counter = ws.data.token_counter(model, max_seq_length)
-    reports = ws.data.validate(files, min_rows=min_rows, counter=counter, fmt=fmt, generation=generation)
-    valid = all(r.valid for r in reports)
-    doc = DataValidation(files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=valid)
+    doc = documents.data_validation(
+        Workspace.from_env(), files, model=model, max_seq_length=max_seq_length, min_rows=min_rows, fmt=fmt,
+        generation=generation,
+    )  # fmt: skip
+    valid = doc.valid
+    reports = doc.files
     emit(doc, json_, _render_validation)
     if not valid:
         raise DataError(
@@ -158,25 +156,7 @@ def show(
     json_: bool = JSON,
 ) -> None:
     """Render a few conversations, as messages, and the file's statistics (the same numbers with --json)."""
-    report = validate_file(file, counter=Workspace.from_env().data.token_counter(model), fmt=fmt)
-    ff = file_format(file, fmt)
-    shown: list[DataRow] = []
-    for rec in iter_records(file):
-        if len(shown) >= rows:
-            break
-        converted = convert(rec.value, ff)[0] if rec.error is None else None
-        messages = converted.messages() if converted else None
-        shown.append(DataRow(line=rec.line, row=rec.value, messages=messages, error=rec.error))
-    doc = DataPreview(
-        path=str(file),
-        format=report.format,
-        format_source=report.format_source,
-        rows=shown,
-        stats=report.stats,
-        valid=report.valid,
-        errors=len(report.errors),
-        warnings=len(report.warnings),
-    )
+    doc = documents.data_preview(Workspace.from_env(), file, rows=rows, model=model, fmt=fmt)
     emit(doc, json_, _render_preview)
 
 

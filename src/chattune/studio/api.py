@@ -8,27 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import yaml
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from chattune import compute as compute_lib
-from chattune.errors import UserError
+from chattune.endpoints.config import deployment_settings
+from chattune.entities import LOCAL_COMPUTE
+from chattune.errors import NotFoundError, UserError
 from chattune.schemas import (
     ComputePublic,
+    DataPreview,
+    DataValidation,
     DeploymentList,
+    DeploymentPublic,
+    EndpointCreated,
+    EndpointKeys,
     EndpointList,
     EndpointPublic,
     JobEvent,
     JobList,
     JobPublic,
     JobSummary,
+    ModelAliasPublic,
     ModelList,
     ModelVersionDetail,
+    ModelVersionPublic,
 )
 from chattune.serving import sse
 from chattune.serving.errors import documented_errors
@@ -39,6 +52,9 @@ from chattune.workspace import Workspace, documents
 
 # How often a job's event stream looks for new events.
 EVENT_POLL_S = 0.5
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.(jsonl|json|csv|parquet)")
+AUDIT_FILE = "studio-audit.jsonl"
+log = logging.getLogger("chattune.studio")
 PREFIX = "/api/v1"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 
@@ -49,6 +65,46 @@ class Login(BaseModel):
     model_config = {"extra": "forbid"}
 
     token: str = Field(min_length=1)
+
+
+class EndpointCreate(BaseModel):
+    """``POST /api/v1/endpoints``."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    description: str = ""
+
+
+class DeploymentCreate(BaseModel):
+    """``POST /api/v1/endpoints/{name}/deployments``: the flags of ``deployments create`` as fields."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    model: str = Field(description="registered NAME:VERSION or NAME@ALIAS")
+    settings: dict[str, Any] = Field(default_factory=dict, description="DeploymentSettings fields")
+    extra_models: list[str] = []
+    compute: str = LOCAL_COMPUTE
+    share_base_with: str | None = None
+
+
+class ModelRegister(BaseModel):
+    """``POST /api/v1/models``: register a succeeded job's model."""
+
+    model_config = {"extra": "forbid"}
+
+    job: str
+    name: str | None = None
+    version: str | None = None
+
+
+class AliasSet(BaseModel):
+    """``PUT /api/v1/models/{name}/aliases/{alias}``."""
+
+    model_config = {"extra": "forbid"}
+
+    version: str
 
 
 def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions) -> None:
@@ -95,6 +151,41 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         """A registered version (NAME:VERSION or NAME@ALIAS) with its lineage."""
         return documents.model_version(ws, ref)
 
+    @app.post(PREFIX + "/models", status_code=201, responses=documented_errors(400, 404, 409, 422))
+    async def register(body: ModelRegister) -> ModelVersionPublic:
+        """Register a succeeded job's trained model (``models register``)."""
+        mv = await asyncio.to_thread(ws.registry.register, body.job, name=body.name, version=body.version)
+        return ModelVersionPublic.from_version(mv)
+
+    @app.put(PREFIX + "/models/{name}/aliases/{alias}", responses=documented_errors(400, 404, 422))
+    async def set_alias(name: str, alias: str, body: AliasSet) -> ModelAliasPublic:
+        """Point NAME@ALIAS at a version (``models alias``)."""
+        return ModelAliasPublic(
+            name=name, alias=alias, version=ws.registry.set_alias(name, alias, body.version).version
+        )
+
+    # data ------------------------------------------------------------------------------------------------------
+    @app.put(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 413))
+    async def upload(filename: str, request: Request) -> DataValidation:
+        """Store a data file in the workspace (``datasets/FILENAME``) and validate it: every error by line and code."""
+        path = _dataset_path(ws, filename)
+        body = await request.body()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+        return await asyncio.to_thread(documents.data_validation, ws, [path])
+
+    @app.get(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 404))
+    async def preview(filename: str, offset: int = 0, rows: int = 10, model: str | None = None) -> DataPreview:
+        """A page of a stored data file's conversations as messages, with its statistics (``data show``)."""
+        path = _dataset_path(ws, filename)
+        if not path.exists():
+            raise NotFoundError(f"no data file {filename!r} in the workspace", remedy="Upload it with PUT first.")
+        if offset < 0 or not 0 <= rows <= 100:
+            raise UserError("offset must be >= 0 and rows between 0 and 100", param="rows")
+        return await asyncio.to_thread(documents.data_preview, ws, path, rows=rows, offset=offset, model=model)
+
     # jobs ------------------------------------------------------------------------------------------------------
     @app.get(PREFIX + "/jobs")
     async def jobs(limit: int = 20, after: str | None = None) -> JobList:
@@ -117,6 +208,11 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     async def cancel(job_id: str) -> JobSummary:
         """Cancel a queued or running job."""
         return JobSummary.from_job(ws.jobs.cancel(job_id))
+
+    @app.post(PREFIX + "/jobs/{job_id}/resume", responses=documented_errors(404, 409))
+    async def resume(job_id: str) -> JobSummary:
+        """Continue a failed or cancelled job from its last checkpoint."""
+        return JobSummary.from_job(await asyncio.to_thread(ws.jobs.resume, job_id))
 
     @app.get(
         PREFIX + "/jobs/{job_id}/events",
@@ -143,6 +239,91 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     async def deployments(name: str) -> DeploymentList:
         """An endpoint's deployments with their instances."""
         return documents.deployment_list(ws, name)
+
+    @app.post(PREFIX + "/endpoints", status_code=201, responses=documented_errors(400, 409, 422))
+    async def create_endpoint(body: EndpointCreate) -> EndpointCreated:
+        """Create an endpoint and start its gateway; its two keys are in this answer only."""
+        ep, keys = await asyncio.to_thread(ws.endpoints.create, body.name, body.description)
+        return EndpointCreated.model_validate({**ws.endpoints.describe(ep), "keys": EndpointKeys.from_key_types(keys)})
+
+    @app.delete(PREFIX + "/endpoints/{name}", status_code=204, responses=documented_errors(404))
+    async def delete_endpoint(name: str) -> Response:
+        """Delete an endpoint, stopping its gateway and instances."""
+        await asyncio.to_thread(ws.endpoints.delete, name)
+        return Response(status_code=204)
+
+    @app.put(PREFIX + "/endpoints/{name}/traffic", responses=documented_errors(400, 404, 422))
+    async def traffic(name: str, split: dict[str, int]) -> EndpointPublic:
+        """Set the traffic split (it must sum to 0 or 100)."""
+        return EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_traffic(name, split)))
+
+    @app.put(PREFIX + "/endpoints/{name}/mirror", responses=documented_errors(400, 404, 422))
+    async def mirror(name: str, split: dict[str, int]) -> EndpointPublic:
+        """Mirror a share of live traffic to a deployment at 0% (at most 50%; 0 stops it)."""
+        return EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_mirror(name, split)))
+
+    @app.post(PREFIX + "/endpoints/{name}/keys/{key_type}/regenerate", responses=documented_errors(400, 404))
+    async def regenerate(name: str, key_type: str) -> EndpointKeys:
+        """Replace one key; the new value is in this answer only (the other key is not shown)."""
+        new = await asyncio.to_thread(ws.endpoints.regenerate_key, name, key_type)
+        return EndpointKeys.from_key_types({key_type: new})
+
+    @app.post(PREFIX + "/endpoints/{name}/keys/reveal", responses=documented_errors(404))
+    async def reveal(name: str, request: Request) -> EndpointKeys:
+        """Both keys as this workspace's client holds them: an explicit reveal, written to the audit log."""
+        keys = ws.endpoints.keys(name)
+        audit(ws, "endpoint keys revealed", endpoint=name, client=request.client.host if request.client else None)
+        return EndpointKeys.from_key_types(keys)
+
+    @app.post(
+        PREFIX + "/endpoints/{name}/deployments", status_code=202, responses=documented_errors(400, 404, 409, 422)
+    )
+    async def deploy(name: str, body: DeploymentCreate) -> DeploymentPublic:
+        """Record a deployment; the gateway starts it (poll the deployment until it is Succeeded or Failed)."""
+        dep = await asyncio.to_thread(
+            ws.endpoints.deploy,
+            name,
+            body.name,
+            body.model,
+            deployment_settings(body.settings),
+            extra_models=body.extra_models,
+            compute=body.compute,
+            share_base_with=body.share_base_with,
+            wait=False,
+        )
+        return DeploymentPublic.from_deployment(dep)
+
+    @app.delete(
+        PREFIX + "/endpoints/{name}/deployments/{deployment}", status_code=204, responses=documented_errors(404, 409)
+    )
+    async def undeploy(name: str, deployment: str) -> Response:
+        """Delete a deployment (it must receive no traffic)."""
+        await asyncio.to_thread(ws.endpoints.delete_deployment, name, deployment)
+        return Response(status_code=204)
+
+    @app.get(PREFIX + "/endpoints/{name}/deployments/{deployment}/logs", response_class=PlainTextResponse)
+    async def logs(name: str, deployment: str, lines: int = 200) -> str:
+        """The last lines of a deployment's log."""
+        return ws.endpoints.logs(name, deployment, max(1, min(lines, 5000)))
+
+
+def _dataset_path(ws: Workspace, filename: str) -> Path:
+    """Where a stored data file lives: ``$CHATTUNE_HOME/datasets/FILENAME``, for a plain file name only."""
+    if not DATASET_NAME.fullmatch(filename):
+        raise UserError(
+            f"data file name {filename!r}: use letters, digits, '.', '_' or '-' and a .jsonl, .json, .csv or "
+            ".parquet suffix",
+            param="filename",
+        )
+    return ws.settings.home / "datasets" / filename
+
+
+def audit(ws: Workspace, what: str, **details: Any) -> None:
+    """One line in the studio's audit log (``$CHATTUNE_HOME/studio-audit.jsonl``) and the server's log."""
+    record = {"at": time.time(), "event": what, **details}
+    log.warning("audit: %s", json.dumps(record))
+    with (ws.settings.home / AUDIT_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
 
 
 async def _job_document(request: Request) -> dict[str, Any]:

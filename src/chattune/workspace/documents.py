@@ -6,10 +6,18 @@ or an endpoint has one wire shape wherever it is read.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chattune.data.chat_formats import ChatFormat, convert, file_format
+from chattune.data.formats import iter_records
+from chattune.data.validate import validate_file
 from chattune.schemas import (
     CatalogEntrySummary,
+    DataFileReport,
+    DataPreview,
+    DataRow,
+    DataValidation,
     DeploymentList,
     DeploymentPublic,
     EndpointList,
@@ -91,3 +99,54 @@ def endpoint(ws: Workspace, name: str) -> EndpointPublic:
 def deployment_list(ws: Workspace, endpoint_name: str) -> DeploymentList:
     """An endpoint's deployments with their instances (``deployments list``)."""
     return DeploymentList([DeploymentPublic.from_deployment(d) for d in ws.endpoints.list_deployments(endpoint_name)])
+
+
+def data_validation(
+    ws: Workspace,
+    files: list[Path],
+    *,
+    model: str | None = None,
+    max_seq_length: int | None = None,
+    min_rows: int = 1,
+    fmt: ChatFormat | None = None,
+    generation: bool = False,
+) -> DataValidation:
+    """Every error and warning of each file, by line, field and code (``data validate``)."""
+    counter = ws.data.token_counter(model, max_seq_length)
+    reports = ws.data.validate(files, min_rows=min_rows, counter=counter, fmt=fmt, generation=generation)
+    return DataValidation(
+        files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=all(r.valid for r in reports)
+    )
+
+
+def data_preview(
+    ws: Workspace,
+    file: Path,
+    *,
+    rows: int = 3,
+    offset: int = 0,
+    model: str | None = None,
+    fmt: ChatFormat | None = None,
+) -> DataPreview:
+    """``rows`` conversations from the ``offset``-th row on, as messages, and the file's statistics (``data show``)."""
+    report = validate_file(file, counter=ws.data.token_counter(model), fmt=fmt)
+    ff = file_format(file, fmt)
+    shown: list[DataRow] = []
+    for index, rec in enumerate(iter_records(file)):
+        if len(shown) >= rows:
+            break
+        if index < offset:
+            continue
+        converted = convert(rec.value, ff)[0] if rec.error is None else None
+        messages = converted.messages() if converted else None
+        shown.append(DataRow(line=rec.line, row=rec.value, messages=messages, error=rec.error))
+    return DataPreview(
+        path=str(file),
+        format=report.format,
+        format_source=report.format_source,
+        rows=shown,
+        stats=report.stats,
+        valid=report.valid,
+        errors=len(report.errors),
+        warnings=len(report.warnings),
+    )
