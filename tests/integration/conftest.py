@@ -14,11 +14,14 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chattune.processes import child_env
 from chattune.schemas import DeploymentPublic, EndpointCreated, QuickstartResult
+from chattune.studio.token import TOKEN_ENV
 from tests.conftest import _stop_leftovers, exact, parse_json
 
 
@@ -65,3 +68,33 @@ def served(cli: Any, trained_workspace: dict[str, Any]) -> Iterator[dict[str, An
         "headers": {"Authorization": f"Bearer {keys['primary_key']}"},
     }
     cli("endpoints", "delete", endpoint)  # what it leaves running, the home fixture stops
+
+
+def start_studio(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
+    """`chattune studio ARGS` on workspace ``home``; the process and the lines it printed up to its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chattune.cli.main", "studio", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(CHATTUNE_HOME=str(home), **(env or {})),
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith("studio: http://"):
+            return proc, lines
+    raise AssertionError(f"studio did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.fixture
+def studio(home: Path) -> Iterator[dict[str, Any]]:
+    token = "studio-test-token-" + os.urandom(8).hex()
+    proc, lines = start_studio(home, env={TOKEN_ENV: token})
+    url = lines[-1].split()[1].removesuffix("/api/v1/")
+    try:
+        yield {"url": url, "auth": {"Authorization": f"Bearer {token}"}, "lines": lines}
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -10,48 +10,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from chattune.processes import child_env
 from chattune.studio.token import TOKEN_ENV, TOKEN_FILE
 from tests.conftest import parse_json
+from tests.integration.conftest import start_studio
 
 pytestmark = pytest.mark.integration
-
-
-def _start(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
-    """`chattune studio ARGS` on workspace ``home``; the process and the lines it printed up to its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chattune.cli.main", "studio", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(CHATTUNE_HOME=str(home), **(env or {})),
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.strip())
-        if line.startswith("studio: http://"):
-            return proc, lines
-    raise AssertionError(f"studio did not start: {lines} {proc.stderr.read() if proc.stderr else ''}")
-
-
-@pytest.fixture
-def studio(home: Path) -> Iterator[dict[str, Any]]:
-    token = "studio-test-token-" + os.urandom(8).hex()
-    proc, lines = _start(home, env={TOKEN_ENV: token})
-    url = lines[-1].split()[1].removesuffix("/api/v1/")
-    try:
-        yield {"url": url, "auth": {"Authorization": f"Bearer {token}"}, "lines": lines}
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest(
@@ -139,7 +108,7 @@ def test_the_token_is_made_once_stored_hashed_and_guards_a_non_loopback_bind(hom
     )  # fmt: skip
     assert refused.returncode == 2 and "no studio token is set up" in refused.stderr
 
-    proc, lines = _start(home)
+    proc, lines = start_studio(home)
     try:
         shown = [line for line in lines if "studio token" in line]
         assert len(shown) == 1
@@ -150,7 +119,7 @@ def test_the_token_is_made_once_stored_hashed_and_guards_a_non_loopback_bind(hom
     finally:
         proc.terminate()
         proc.wait(10)
-    again, lines = _start(home)  # the second start shows no token
+    again, lines = start_studio(home)  # the second start shows no token
     again.terminate()
     again.wait(10)
     assert not any("studio token" in line for line in lines)

@@ -45,8 +45,7 @@ from chattune.schemas import (
 )
 from chattune.serving import sse
 from chattune.serving.errors import documented_errors
-from chattune.serving.keys import hash_key
-from chattune.studio.auth import SESSION_COOKIE, SESSION_TTL_S, Sessions, session_id
+from chattune.studio.auth import Sessions, close_session, open_session
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
 
@@ -117,22 +116,14 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         if not token.accepts(body.token):
             raise UserError("that is not the studio token", remedy="`chattune studio --rotate-token` makes a new one")
         answer = Response(status_code=204)
-        answer.set_cookie(
-            SESSION_COOKIE,
-            sessions.open(hash_key(body.token)),
-            max_age=int(SESSION_TTL_S),
-            httponly=True,
-            samesite="strict",
-            path="/",
-        )
+        open_session(answer, sessions, body.token)
         return answer
 
     @app.delete(PREFIX + "/session", status_code=204)
     async def logout(request: Request) -> Response:
         """End this browser's session."""
-        sessions.close(session_id(request.headers))
         answer = Response(status_code=204)
-        answer.delete_cookie(SESSION_COOKIE, path="/")
+        close_session(answer, sessions, request.headers)
         return answer
 
     # catalog, compute, models ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from chattune.serving.app import MAX_BODY_BYTES
 from chattune.serving.errors import BodyLimit, documented_errors, install_error_handlers
 from chattune.studio.api import add_api
 from chattune.studio.auth import Sessions, StudioAuth
+from chattune.studio.pages import add_pages
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace
 
@@ -39,4 +40,5 @@ def create_studio(ws: Workspace, token: StudioToken | None = None) -> FastAPI:
         return {"status": "ok"}
 
     add_api(app, ws, token, sessions)
+    add_pages(app, ws, token, sessions)
     return app

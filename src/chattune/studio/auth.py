@@ -15,16 +15,18 @@ import time
 from http.cookies import SimpleCookie
 
 from starlette.datastructures import Headers
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chattune.errors import AuthError, ChattuneError, CrossSiteError
 from chattune.serving.errors import coded_response
-from chattune.serving.keys import bearer
+from chattune.serving.keys import bearer, hash_key
 from chattune.studio.token import StudioToken
 
 SESSION_COOKIE = "chattune_studio_session"
 SESSION_TTL_S = 12 * 3600
-PUBLIC_PATHS = frozenset({"/health", "/api/v1/session"})
+PUBLIC_PATHS = frozenset({"/health", "/api/v1/session", "/login"})
+PUBLIC_PREFIXES = ("/static/",)  # the vendored libraries: public code, nothing of the workspace
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -52,6 +54,18 @@ class Sessions:
     def close(self, sid: str | None) -> None:
         """End one session (logout)."""
         self._open.pop(sid or "", None)
+
+
+def open_session(response: Response, sessions: Sessions, token: str) -> None:
+    """Open a browser session for the bearer of ``token``: its HttpOnly, SameSite=Strict cookie on ``response``."""
+    sid = sessions.open(hash_key(token))
+    response.set_cookie(SESSION_COOKIE, sid, max_age=int(SESSION_TTL_S), httponly=True, samesite="strict", path="/")
+
+
+def close_session(response: Response, sessions: Sessions, headers: Headers) -> None:
+    """End the request's browser session and clear its cookie on ``response``."""
+    sessions.close(session_id(headers))
+    response.delete_cookie(SESSION_COOKIE, path="/")
 
 
 def session_id(headers: Headers) -> str | None:
@@ -96,13 +110,20 @@ class StudioAuth:
         refusal: tuple[type[ChattuneError], str] | None = None
         if self.token.accepts(bearer(headers.get("authorization"))):
             pass  # an API client: browsers never add this header on their own, so no cross-site check
-        elif scope["path"] in PUBLIC_PATHS or self.sessions.valid(session_id(headers), self.token.hashes()):
+        elif (
+            scope["path"] in PUBLIC_PATHS
+            or scope["path"].startswith(PUBLIC_PREFIXES)
+            or self.sessions.valid(session_id(headers), self.token.hashes())
+        ):
             if scope["method"] not in SAFE_METHODS and not same_origin(headers):
                 refusal = (CrossSiteError, "a state-changing request must come from the studio's own pages")
         else:
             refusal = (AuthError, "missing or invalid studio token; send `Authorization: Bearer TOKEN` or log in")
         if refusal is None:
             await self.app(scope, receive, send)
+            return
+        if refusal[0] is AuthError and scope["method"] == "GET" and not scope["path"].startswith("/api/"):
+            await RedirectResponse("/login", status_code=303)(scope, receive, send)  # a page: to the login form
             return
         headers_out = {"WWW-Authenticate": "Bearer"} if refusal[0] is AuthError else None
         await coded_response(refusal[0], refusal[1], headers=headers_out)(scope, receive, send)
