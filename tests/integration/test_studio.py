@@ -83,6 +83,20 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     assert split.json()["traffic"] == {"blue": 100}
     body = {"input_data": {"input_string": [{"role": "user", "content": "Hi"}], "parameters": {"max_new_tokens": 2}}}
     assert httpx.post(scoring, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 200
+    # the playground's call: a chat completion through the gateway with the workspace's key, streamed as it comes
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0}
+    whole = httpx.post(f"{url}/api/v1/endpoints/studio-ep/chat", json=chat, headers=auth, timeout=60).json()
+    with httpx.stream(
+        "POST", f"{url}/api/v1/endpoints/studio-ep/chat?deployment=blue", json={**chat, "stream": True}, headers=auth,
+        timeout=60,
+    ) as streamed:  # fmt: skip
+        events = [line.removeprefix("data: ") for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) >= 3, events  # the role, the deltas (the tiny model's may be
+    # empty text), the finish reason
+    text = "".join(
+        json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1] if json.loads(e)["choices"]
+    )
+    assert text == whole["choices"][0]["message"]["content"]
     new = httpx.post(f"{url}/api/v1/endpoints/studio-ep/keys/primary/regenerate", headers=auth, timeout=30).json()
     assert new["secondary_key"] is None and new["primary_key"] != key  # only the new key, once
     assert httpx.post(scoring, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 401

@@ -1,7 +1,9 @@
 """The studio in a real browser: Debian's Chromium driven by Playwright (`executable_path`, never a browser
 download), against `chattune studio` in its own process on the tiny model. Log in with the token, see a job started
 over the API on the dashboard, follow it on its page until it succeeds (the steps update, the loss curve fills from
-the live event stream, the log tail grows), toggle the log scale, log out. Every page: no console error, answered in
+the live event stream, the log tail grows), toggle the log scale, register its model, create an endpoint and a
+deployment, set its traffic (a split not summing to 0 or 100 refused), chat with it in the playground (streamed, the
+base model beside it), regenerate a key, delete the endpoint, log out. Every page: no console error, answered in
 under 300 ms, every control labelled. Screenshots of each page go to the test's output folder."""
 
 from __future__ import annotations
@@ -102,11 +104,63 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     assert errors == []
     page.screenshot(path=str(shots / "job.png"), full_page=True)
 
+    # register the model, create an endpoint and a deployment, send it traffic, chat with it, regenerate a key
+    page.get_by_label("Register as").fill("browser-chat")
+    page.get_by_role("button", name="Register model").click()
+    page.wait_for_url(f"{url}/")
+    assert "browser-chat:1" in page.locator("#models-h + table").inner_text()
+    page.get_by_label("New endpoint name").fill("browser-ep")
+    page.get_by_role("button", name="Create endpoint").click()
+    page.wait_for_url(f"{url}/endpoints/browser-ep", timeout=60_000)
+    page.get_by_label("Name").fill("blue")
+    page.get_by_label("Model").select_option("browser-chat:1")
+    page.get_by_role("button", name="Deploy").click()
+    page.wait_for_url(f"{url}/endpoints/browser-ep")
+    for _ in range(240):  # the deployment loads in the background; the page shows its state when read
+        if page.locator("td[data-deployment=blue]").inner_text() == "Succeeded":
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert page.locator("td[data-deployment=blue]").inner_text() == "Succeeded"
+    page.get_by_label("traffic to blue").fill("50")
+    page.get_by_role("button", name="Set traffic").click()
+    assert "sum" in page.get_by_role("alert").inner_text()  # a split that is not 0 or 100 is refused
+    errors.clear()  # the refusal's 400
+    page.get_by_label("traffic to blue").fill("100")
+    page.get_by_role("button", name="Set traffic").click()
+    page.wait_for_url(f"{url}/endpoints/browser-ep")
+    _checked(page, errors, shots, "endpoint")
+
+    page.get_by_role("link", name="Playground").click()
+    page.get_by_label("Deployment", exact=True).select_option("blue")
+    page.get_by_label("System prompt").fill("You convert dates.")
+    page.get_by_label("Message").fill("Convert this date to ISO 8601: May 1, 2020")
+    page.get_by_label("compare with the base model").check()
+    page.get_by_role("button", name="Send").click()
+    # streamed to its end, from the deployment's model and from the base beside it (the tiny model's text may be empty)
+    page.wait_for_function("document.getElementById('answer-status').textContent.startsWith('done')", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('base-answer-status').textContent.startsWith('done')", timeout=60_000
+    )
+    assert page.locator("#answer-status").inner_text().endswith("browser-chat:1)")
+    assert page.locator("#base-answer-status").inner_text().endswith("tiny-test)")
+    _checked(page, errors, shots, "playground")
+
+    page.goto(f"{url}/endpoints/browser-ep")
+    page.get_by_role("button", name="Regenerate primary key").click()
+    new_key = page.locator("#new-key").inner_text()
+    assert len(new_key) > 20 and new_key not in page.locator("h2:has-text('Keys') + p").inner_text()
+    page.get_by_role("button", name="Delete endpoint browser-ep").click()
+    page.wait_for_url(f"{url}/", timeout=120_000)
+    assert "browser-ep" not in page.locator("#ep-h ~ table").inner_text()
+
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(f"{url}/login")
     page.goto(f"{url}/jobs/{job_id}")
     assert page.url == f"{url}/login"  # the session is over
-    assert sorted(p.name for p in shots.iterdir()) == ["dashboard.png", "job-start.png", "job.png", "login.png"]
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "dashboard.png", "endpoint.png", "job-start.png", "job.png", "login.png", "playground.png"
+    ]  # fmt: skip
     keep = os.environ.get("CHATTUNE_SCREENSHOTS")  # e.g. docs/images: the README's pictures
     if keep:
         for shot in shots.iterdir():

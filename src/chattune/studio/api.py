@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from chattune import compute as compute_lib
 from chattune.endpoints.config import deployment_settings
+from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
 from chattune.errors import NotFoundError, UserError
 from chattune.schemas import (
@@ -291,6 +293,35 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         """Delete a deployment (it must receive no traffic)."""
         await asyncio.to_thread(ws.endpoints.delete_deployment, name, deployment)
         return Response(status_code=204)
+
+    @app.post(PREFIX + "/endpoints/{name}/chat", response_model=None, responses=documented_errors(404))
+    async def chat(name: str, request: Request, deployment: str | None = None) -> Response:
+        """A chat completion through the endpoint's gateway with this workspace's key (the playground's call).
+
+        The body is OpenAI's request, passed on as sent; ``deployment`` pins one (``azureml-model-deployment``). A
+        streamed answer is relayed as it comes.
+        """
+        base = documents.endpoint(ws, name).openai_base_url
+        keys = ws.endpoints.keys(name)
+        headers = {"Authorization": f"Bearer {keys['primary']}", "Content-Type": "application/json"}
+        if deployment:
+            headers[DEPLOYMENT_HEADER] = deployment
+        client = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10))
+        upstream = await client.send(
+            client.build_request("POST", f"{base}/chat/completions", content=await request.body(), headers=headers),
+            stream=True,
+        )
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for part in upstream.aiter_raw():
+                    yield part
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        media = upstream.headers.get("content-type", "application/json")
+        return StreamingResponse(relay(), status_code=upstream.status_code, media_type=media)
 
     @app.get(PREFIX + "/endpoints/{name}/deployments/{deployment}/logs", response_class=PlainTextResponse)
     async def logs(name: str, deployment: str, lines: int = 200) -> str:

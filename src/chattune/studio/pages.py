@@ -7,6 +7,7 @@ licences are listed in ``static/VENDORED.md``.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from chattune.errors import ChattuneError
 from chattune.studio.auth import Sessions, close_session, open_session
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
@@ -37,8 +39,7 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", errors="replace"))
-        presented = (form.get("token") or [""])[0]
+        presented = (await _form(request)).get("token", "")
         if not token.accepts(presented):
             return page("login.html", status=400, error="That is not the studio token.")
         answer = RedirectResponse("/", status_code=303)
@@ -51,14 +52,103 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
         close_session(answer, sessions, request.headers)
         return answer
 
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
+    def dashboard_page(status: int = 200, error: str | None = None) -> HTMLResponse:
         return page(
             "dashboard.html",
+            status,
             title="Dashboard",
             jobs=documents.job_page(ws, 20, None),
+            models=documents.model_list(ws),
             endpoints=documents.endpoint_list(ws),
+            error=error,
         )
+
+    def endpoint_page(name: str, status: int = 200, **context: object) -> HTMLResponse:
+        return page(
+            "endpoint.html",
+            status,
+            title=f"Endpoint {name}",
+            ep=documents.endpoint(ws, name),
+            deployments=documents.deployment_list(ws, name),
+            models=documents.model_list(ws),
+            **{"error": None, "keys": None, **context},
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        return dashboard_page()
+
+    @app.post("/endpoints", include_in_schema=False)
+    async def create_endpoint(request: Request) -> Response:
+        name = (await _form(request)).get("name", "")
+        try:
+            await asyncio.to_thread(ws.endpoints.create, name)
+        except ChattuneError as exc:
+            return dashboard_page(exc.http_status, exc.message)
+        return RedirectResponse(f"/endpoints/{name}", status_code=303)
+
+    @app.get("/endpoints/{name}", include_in_schema=False)
+    async def endpoint(name: str) -> HTMLResponse:
+        return endpoint_page(name)
+
+    @app.post("/endpoints/{name}/traffic", include_in_schema=False)
+    async def traffic(name: str, request: Request) -> Response:
+        try:
+            split = {dep: int(pct or 0) for dep, pct in (await _form(request)).items()}
+            ws.endpoints.set_traffic(name, split)
+        except ValueError:
+            return endpoint_page(name, 400, error="traffic: whole percentages only")
+        except ChattuneError as exc:
+            return endpoint_page(name, exc.http_status, error=exc.message)
+        return RedirectResponse(f"/endpoints/{name}", status_code=303)
+
+    @app.post("/endpoints/{name}/deployments", include_in_schema=False)
+    async def deploy(name: str, request: Request) -> Response:
+        form = await _form(request)
+        try:
+            await asyncio.to_thread(ws.endpoints.deploy, name, form.get("name", ""), form.get("model", ""), wait=False)
+        except ChattuneError as exc:
+            return endpoint_page(name, exc.http_status, error=exc.message)
+        return RedirectResponse(f"/endpoints/{name}", status_code=303)
+
+    @app.post("/endpoints/{name}/keys/{key_type}", include_in_schema=False)
+    async def regenerate(name: str, key_type: str) -> HTMLResponse:
+        try:
+            new = await asyncio.to_thread(ws.endpoints.regenerate_key, name, key_type)
+        except ChattuneError as exc:
+            return endpoint_page(name, exc.http_status, error=exc.message)
+        return endpoint_page(name, keys=new, keys_label=f"{key_type} key")
+
+    @app.post("/endpoints/{name}/delete", include_in_schema=False)
+    async def delete_endpoint(name: str) -> Response:
+        await asyncio.to_thread(ws.endpoints.delete, name)
+        return RedirectResponse("/", status_code=303)
+
+    @app.get("/endpoints/{name}/playground", include_in_schema=False)
+    async def playground(name: str) -> HTMLResponse:
+        deployments = documents.deployment_list(ws, name)
+        base = ""
+        if deployments.root:
+            first = ws.registry.get(f"{deployments.root[0].model_name}:{deployments.root[0].model_version}")
+            base = first.base_model if first.kind == "lora" else ""
+        return page(
+            "playground.html",
+            title=f"Playground {name}",
+            ep=documents.endpoint(ws, name),
+            deployments=deployments,
+            base_model=base,
+        )
+
+    @app.post("/jobs/{job_id}/register", include_in_schema=False)
+    async def register(job_id: str, request: Request) -> Response:
+        name = (await _form(request)).get("name") or None
+        try:
+            await asyncio.to_thread(ws.registry.register, job_id, name=name)
+        except ChattuneError as exc:
+            return page(
+                "job.html", exc.http_status, title=f"Job {job_id}", job=documents.job(ws, job_id), error=exc.message
+            )
+        return RedirectResponse("/", status_code=303)
 
     @app.get("/partials/jobs", include_in_schema=False)
     async def jobs_partial() -> HTMLResponse:
@@ -71,3 +161,9 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
     @app.get("/partials/jobs/{job_id}/steps", include_in_schema=False)
     async def steps_partial(job_id: str) -> HTMLResponse:
         return page("job_steps.html", job=documents.job(ws, job_id))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An HTML form's fields (application/x-www-form-urlencoded), the first value of each."""
+    fields = urllib.parse.parse_qs((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
