@@ -1,10 +1,12 @@
 """The studio in a real browser: Debian's Chromium driven by Playwright (`executable_path`, never a browser
-download), against `chattune studio` in its own process on the tiny model. Log in with the token, see a job started
-over the API on the dashboard, follow it on its page until it succeeds (the steps update, the loss curve fills from
-the live event stream, the log tail grows), toggle the log scale, register its model, create an endpoint and a
-deployment, set its traffic (a split not summing to 0 or 100 refused), chat with it in the playground (streamed, the
-base model beside it), regenerate a key, delete the endpoint, log out. Every page: no console error, answered in
-under 300 ms, every control labelled. Screenshots of each page go to the test's output folder."""
+download), against `chattune studio` in its own process on the tiny model. Log in with the token, upload data
+files (a bad one shows its error row by line), browse one with the trained turns marked, start a job from the form
+(after its YAML view), find it on the dashboard, follow it on its page until it succeeds (the steps update, the
+loss curve fills from the live event stream, the log tail grows), toggle the log scale, register its model, create
+an endpoint and a deployment, set its traffic (a split not summing to 0 or 100 refused), chat with it in the
+playground (streamed, the base model beside it), regenerate a key, delete the endpoint, log out. Every page: no
+console error, answered in under 300 ms, every control labelled. Screenshots of each page go to the test's output
+folder."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -60,18 +61,10 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     shots = tmp_path / "screenshots"
     shots.mkdir()
     paths = demo.write(tmp_path / "data", rows=40)
-    spec = {
-        "model": "tiny-test",
-        "display_name": "browser-run",
-        "data": {"train": str(paths["train_sft"]), "test": str(paths["test_sft"])},
-        "training": {"per_device_train_batch_size": 4, "max_seq_length": 96, "logging_steps": 1, "eval_steps": 2,
-                     "evaluation_strategy": "steps"},
-        "optimization": {"apply_lora": True, "lora_r": 4},
-        "evaluation": {"max_rows": 2, "max_new_tokens": 4},
-    }  # fmt: skip
-    created = httpx.post(f"{url}/api/v1/jobs", json=spec, headers=auth, timeout=60)
-    assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        paths["train_sft"].read_text().splitlines()[0] + '\n{"messages": [{"role": "wizard", "content": "x"}]}\n'
+    )
 
     page = browser.new_page()
     errors: list[str] = []
@@ -89,6 +82,40 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.keyboard.press("Enter")  # keyboard-reachable: the form submits from the field
     page.wait_for_url(f"{url}/")
     _checked(page, errors, shots, "dashboard")
+
+    # data: a bad file shows its error row by line; the good ones validate and can be browsed
+    page.get_by_role("link", name="Data").click()
+    page.get_by_label("Data file").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload and validate").click()
+    page.wait_for_selector("#report-summary")
+    assert "error(s)" in page.locator("#report-summary").inner_text()
+    lines = page.locator("tr.issue td:first-child").all_inner_texts()
+    assert "2" in lines and "1" not in lines  # the bad row's line, and not the good one's
+    for split in ("train_sft", "test_sft"):
+        page.get_by_label("Data file").set_input_files(str(paths[split]))
+        page.get_by_role("button", name="Upload and validate").click()
+        page.wait_for_function(f"document.getElementById('report-summary').textContent.startsWith('{split}.jsonl')")
+        assert "valid" in page.locator("#report-summary").inner_text()
+    page.get_by_role("link", name="Browse test_sft.jsonl").click()
+    page.wait_for_url(f"{url}/data/test_sft.jsonl")
+    assert page.locator("p.trained").count() > 0  # the trained (assistant) tokens are marked
+    _checked(page, errors, shots, "data")
+
+    # a job from the form: its YAML view first, then started
+    page.get_by_role("link", name="New job").click()
+    page.get_by_label("Model").select_option("tiny-test")
+    page.get_by_label("Training file").select_option("train_sft.jsonl")
+    page.get_by_label("Test file").select_option("test_sft.jsonl")
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Log every (steps)").fill("1")
+    page.get_by_label("LoRA r").fill("4")
+    page.get_by_role("button", name="Show as YAML / CLI").click()
+    assert "model: tiny-test" in page.locator("#job-yaml").inner_text()
+    _checked(page, errors, shots, "new-job")
+    page.get_by_role("button", name="Start job").click()
+    page.wait_for_url(f"{url}/jobs/ftjob-*", timeout=60_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    page.goto(f"{url}/")
     page.get_by_role("link", name=job_id).click()
     page.wait_for_url(f"{url}/jobs/{job_id}")
     _checked(page, errors, shots, "job-start")
@@ -159,7 +186,8 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.goto(f"{url}/jobs/{job_id}")
     assert page.url == f"{url}/login"  # the session is over
     assert sorted(p.name for p in shots.iterdir()) == [
-        "dashboard.png", "endpoint.png", "job-start.png", "job.png", "login.png", "playground.png"
+        "dashboard.png", "data.png", "endpoint.png", "job-start.png", "job.png", "login.png", "new-job.png",
+        "playground.png",
     ]  # fmt: skip
     keep = os.environ.get("CHATTUNE_SCREENSHOTS")  # e.g. docs/images: the README's pictures
     if keep:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,12 +46,12 @@ from chattune.schemas import (
 from chattune.serving import sse
 from chattune.serving.errors import documented_errors
 from chattune.studio.auth import Sessions, close_session, open_session
+from chattune.studio.datasets import dataset_path
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
 
 # How often a job's event stream looks for new events.
 EVENT_POLL_S = 0.5
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.(jsonl|json|csv|parquet)")
 AUDIT_FILE = "studio-audit.jsonl"
 log = logging.getLogger("chattune.studio")
 PREFIX = "/api/v1"
@@ -161,7 +159,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.put(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 413))
     async def upload(filename: str, request: Request) -> DataValidation:
         """Store a data file in the workspace (``datasets/FILENAME``) and validate it: every error by line and code."""
-        path = _dataset_path(ws, filename)
+        path = dataset_path(ws, filename)
         body = await request.body()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.part")
@@ -172,7 +170,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.get(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 404))
     async def preview(filename: str, offset: int = 0, rows: int = 10, model: str | None = None) -> DataPreview:
         """A page of a stored data file's conversations as messages, with its statistics (``data show``)."""
-        path = _dataset_path(ws, filename)
+        path = dataset_path(ws, filename)
         if not path.exists():
             raise NotFoundError(f"no data file {filename!r} in the workspace", remedy="Upload it with PUT first.")
         if offset < 0 or not 0 <= rows <= 100:
@@ -327,17 +325,6 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     async def logs(name: str, deployment: str, lines: int = 200) -> str:
         """The last lines of a deployment's log."""
         return ws.endpoints.logs(name, deployment, max(1, min(lines, 5000)))
-
-
-def _dataset_path(ws: Workspace, filename: str) -> Path:
-    """Where a stored data file lives: ``$CHATTUNE_HOME/datasets/FILENAME``, for a plain file name only."""
-    if not DATASET_NAME.fullmatch(filename):
-        raise UserError(
-            f"data file name {filename!r}: use letters, digits, '.', '_' or '-' and a .jsonl, .json, .csv or "
-            ".parquet suffix",
-            param="filename",
-        )
-    return ws.settings.home / "datasets" / filename
 
 
 def audit(ws: Workspace, what: str, **details: Any) -> None:

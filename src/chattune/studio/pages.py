@@ -11,13 +11,15 @@ import asyncio
 import urllib.parse
 from pathlib import Path
 
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from chattune.errors import ChattuneError
+from chattune.errors import ChattuneError, NotFoundError, UserError
 from chattune.studio.auth import Sessions, close_session, open_session
+from chattune.studio.datasets import dataset_path, stored
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
 
@@ -28,8 +30,8 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
     """Add the login, dashboard and job pages (and their partials and static files) to ``app``."""
     env = Environment(loader=PackageLoader("chattune.studio", "pages"), autoescape=select_autoescape(["html"]))
 
-    def page(name: str, status: int = 200, **context: object) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
+    def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
+        return HTMLResponse(env.get_template(template).render(**context), status_code=status)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -154,6 +156,41 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
     async def jobs_partial() -> HTMLResponse:
         return page("jobs_table.html", jobs=documents.job_page(ws, 20, None))
 
+    @app.get("/data", include_in_schema=False)
+    async def data() -> HTMLResponse:
+        return page("data.html", title="Data", files=stored(ws))
+
+    @app.get("/data/{filename}", include_in_schema=False)
+    async def data_file(filename: str, offset: int = 0) -> HTMLResponse:
+        path = dataset_path(ws, filename)
+        if not path.exists():
+            raise NotFoundError(f"no data file {filename!r} in the workspace")
+        rows = 10
+        preview = await asyncio.to_thread(documents.data_preview, ws, path, rows=rows, offset=max(0, offset))
+        return page("data_file.html", title=filename, name=filename, preview=preview, offset=max(0, offset), rows=rows)
+
+    def new_job_page(status: int = 200, **context: object) -> HTMLResponse:
+        context = {"form": {}, "error": None, "yaml": None, **context}
+        return page(
+            "new_job.html", status, title="New job", models=documents.model_list(ws), files=stored(ws), **context
+        )
+
+    @app.get("/jobs/new", include_in_schema=False)
+    async def new_job() -> HTMLResponse:
+        return new_job_page()
+
+    @app.post("/jobs/new", include_in_schema=False)
+    async def start_job(request: Request) -> Response:
+        form = await _form(request)
+        try:
+            spec = job_spec(ws, form)
+            if form.get("action") == "yaml":
+                return new_job_page(form=form, yaml=yaml.safe_dump(spec, sort_keys=False))
+            job, _ = await asyncio.to_thread(ws.jobs.create, spec)
+        except ChattuneError as exc:
+            return new_job_page(exc.http_status, form=form, error=exc.message)
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:
         return page("job.html", title=f"Job {job_id}", job=documents.job(ws, job_id))
@@ -167,3 +204,28 @@ async def _form(request: Request) -> dict[str, str]:
     """An HTML form's fields (application/x-www-form-urlencoded), the first value of each."""
     fields = urllib.parse.parse_qs((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
+
+
+def job_spec(ws: Workspace, form: dict[str, str]) -> dict[str, object]:
+    """The job document the new-job form describes (stored data files by their workspace paths)."""
+
+    def number(field: str, kind: type[int] | type[float]) -> int | float:
+        try:
+            return kind(form.get(field, ""))
+        except ValueError:
+            raise UserError(f"{field}: {form.get(field)!r} is not a number", param=field) from None
+
+    return {
+        "model": form.get("model", ""),
+        "data": {
+            "train": str(dataset_path(ws, form.get("train", ""))),
+            "test": str(dataset_path(ws, form.get("test", ""))),
+        },
+        "training": {
+            "num_train_epochs": number("num_train_epochs", int),
+            "learning_rate": number("learning_rate", float),
+            "per_device_train_batch_size": number("per_device_train_batch_size", int),
+            "logging_steps": number("logging_steps", int),
+        },
+        "optimization": {"apply_lora": True, "lora_r": number("lora_r", int)},
+    }
