@@ -126,6 +126,9 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     assert page.locator("td[data-step=finetune]").inner_text() == "succeeded"
     assert "step finetune: succeeded" in page.locator("#log").inner_text()
     assert page.locator("#curve canvas").count() >= 1
+    page.get_by_text("Resolved config").click()  # every value with where it came from
+    resolved = page.locator("details tr", has_text="learning_rate").inner_text().split("\t")
+    assert resolved[1] == "0.001" and resolved[2], resolved
     page.get_by_label("log scale").check()
     page.wait_for_timeout(200)
     assert errors == []

@@ -193,7 +193,19 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
 
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:
-        return page("job.html", title=f"Job {job_id}", job=documents.job(ws, job_id))
+        return page(
+            "job.html", title=f"Job {job_id}", job=documents.job(ws, job_id), tracking_uri=ws.settings.tracking_uri
+        )
+
+    @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
+    async def cancel(job_id: str) -> Response:
+        await asyncio.to_thread(ws.jobs.cancel, job_id)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    @app.post("/jobs/{job_id}/resume", include_in_schema=False)
+    async def resume(job_id: str) -> Response:
+        await asyncio.to_thread(ws.jobs.resume, job_id)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @app.get("/partials/jobs/{job_id}/steps", include_in_schema=False)
     async def steps_partial(job_id: str) -> HTMLResponse:
