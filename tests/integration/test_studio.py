@@ -137,3 +137,54 @@ def test_the_token_is_made_once_stored_hashed_and_guards_a_non_loopback_bind(hom
     again.terminate()
     again.wait(10)
     assert not any("studio token" in line for line in lines)
+
+
+# Operations that start processes or change the workspace's models and endpoints are not fuzzed (a generated valid
+# request would start gateways or jobs); everything that reads, the session routes and data uploads are.
+FUZZED_WRITES = {"POST /api/v1/session", "DELETE /api/v1/session", "PUT /api/v1/datasets/{filename}"}
+
+
+def test_schemathesis_against_the_studio(studio: dict[str, Any]) -> None:
+    """Generated requests, valid and invalid, against the studio's OpenAPI document: no 5xx, every answer as
+    documented, invalid data refused; the studio still serves afterwards."""
+    import collections
+
+    import requests
+    import schemathesis
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    url, auth = studio["url"], studio["auth"]
+    schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", headers=auth, timeout=30)
+    schema.config.generation.update(with_security_parameters=False)
+    session = requests.Session()
+    counts: collections.Counter[tuple[str, int]] = collections.Counter()
+    operations = [r.ok() for r in schema.get_all_operations()]
+    fuzzed = [op for op in operations if op.method.upper() == "GET" or op.label in FUZZED_WRITES]
+    assert len(fuzzed) >= 10, [op.label for op in operations]
+    for op in fuzzed:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                _studio_case(op, mode, url, auth, session, counts)()
+            except Unsatisfiable:
+                assert mode.is_negative, op.label
+    assert sum(counts.values()) >= 200, counts
+    assert not [k for k in counts if k[1] >= 500], counts
+    assert httpx.get(f"{url}/api/v1/models", headers=auth, timeout=30).status_code == 200
+
+
+def _studio_case(op: Any, mode: Any, url: str, auth: dict[str, str], session: Any, counts: Any) -> Any:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    @given(case=op.as_strategy(generation_mode=mode))
+    @settings(max_examples=15, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    def check(case: Any) -> None:
+        headers = {**auth, "Origin": url}  # the session routes take only same-origin browsers
+        response = case.call(base_url=url, session=session, headers=headers, timeout=60)
+        counts[(op.label, response.status_code)] += 1
+        if op.path.endswith("/events") and response.status_code == 200:
+            return  # an event stream (never reached: generated job ids do not exist)
+        case.validate_response(response, headers=headers)
+
+    return check

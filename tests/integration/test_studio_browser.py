@@ -76,7 +76,7 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.get_by_label("Studio token").fill("wrong")
     page.get_by_role("button", name="Log in").click()
     assert "not the studio token" in page.get_by_role("alert").inner_text()
-    assert errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    assert errors == ["Failed to load resource: the server responded with a status of 401 (Unauthorized)"]
     errors.clear()  # that one was the refused login's
     page.get_by_label("Studio token").fill(token)
     page.keyboard.press("Enter")  # keyboard-reachable: the form submits from the field

@@ -11,11 +11,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import yaml
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -23,7 +24,7 @@ from chattune import compute as compute_lib
 from chattune.endpoints.config import deployment_settings
 from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
-from chattune.errors import NotFoundError, UserError
+from chattune.errors import AuthError, NotFoundError, UserError
 from chattune.schemas import (
     ComputePublic,
     DataPreview,
@@ -46,7 +47,7 @@ from chattune.schemas import (
 from chattune.serving import sse
 from chattune.serving.errors import documented_errors
 from chattune.studio.auth import Sessions, close_session, open_session
-from chattune.studio.datasets import dataset_path
+from chattune.studio.datasets import DATASET_NAME, dataset_path
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
 
@@ -56,6 +57,14 @@ AUDIT_FILE = "studio-audit.jsonl"
 log = logging.getLogger("chattune.studio")
 PREFIX = "/api/v1"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+# What the path parameters may hold, stated in the OpenAPI document (anything else: a 422 naming the parameter).
+REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}([:@][A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$"
+Ref = Annotated[str, PathParam(pattern=REF_PATTERN)]
+JobId = Annotated[str, PathParam(pattern=r"^ftjob-[A-Za-z0-9]{1,64}$")]
+Name = Annotated[str, PathParam(pattern=r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")]
+FileName = Annotated[str, PathParam(pattern=f"^{DATASET_NAME.pattern}$")]
 
 
 class Login(BaseModel):
@@ -110,11 +119,11 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     """Add the ``/api/v1`` routes over workspace ``ws`` to ``app``."""
 
     # session ---------------------------------------------------------------------------------------------------
-    @app.post(PREFIX + "/session", status_code=204, responses=documented_errors(400, 403, 422))
+    @app.post(PREFIX + "/session", status_code=204, responses=documented_errors(400, 401, 403, 415, 422))
     async def login(body: Login, response: Response) -> Response:
         """Open a browser session: an HttpOnly, SameSite=Strict cookie for the studio's pages."""
         if not token.accepts(body.token):
-            raise UserError("that is not the studio token", remedy="`chattune studio --rotate-token` makes a new one")
+            raise AuthError("that is not the studio token", remedy="`chattune studio --rotate-token` makes a new one")
         answer = Response(status_code=204)
         open_session(answer, sessions, body.token)
         return answer
@@ -138,9 +147,14 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         return documents.model_list(ws)
 
     @app.get(PREFIX + "/models/{ref}", responses=documented_errors(404))
-    async def model(ref: str) -> ModelVersionDetail:
+    async def model(ref: Ref) -> ModelVersionDetail:
         """A registered version (NAME:VERSION or NAME@ALIAS) with its lineage."""
-        return documents.model_version(ws, ref)
+        try:
+            return documents.model_version(ws, ref)
+        except NotFoundError:
+            raise
+        except UserError as exc:  # a reference no version can have (``..``, a reserved alias): there is none
+            raise NotFoundError(exc.message, remedy=exc.remedy) from exc
 
     @app.post(PREFIX + "/models", status_code=201, responses=documented_errors(400, 404, 409, 422))
     async def register(body: ModelRegister) -> ModelVersionPublic:
@@ -156,8 +170,8 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         )
 
     # data ------------------------------------------------------------------------------------------------------
-    @app.put(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 413))
-    async def upload(filename: str, request: Request) -> DataValidation:
+    @app.put(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 413, 415))
+    async def upload(filename: FileName, request: Request) -> DataValidation:
         """Store a data file in the workspace (``datasets/FILENAME``) and validate it: every error by line and code."""
         path = dataset_path(ws, filename)
         body = await request.body()
@@ -168,18 +182,24 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         return await asyncio.to_thread(documents.data_validation, ws, [path])
 
     @app.get(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 404))
-    async def preview(filename: str, offset: int = 0, rows: int = 10, model: str | None = None) -> DataPreview:
+    async def preview(
+        filename: FileName,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        rows: Annotated[int, Query(ge=0, le=100)] = 10,
+        model: Annotated[str | None, Query(pattern=REF_PATTERN)] = None,
+    ) -> DataPreview:
         """A page of a stored data file's conversations as messages, with its statistics (``data show``)."""
         path = dataset_path(ws, filename)
         if not path.exists():
             raise NotFoundError(f"no data file {filename!r} in the workspace", remedy="Upload it with PUT first.")
-        if offset < 0 or not 0 <= rows <= 100:
-            raise UserError("offset must be >= 0 and rows between 0 and 100", param="rows")
         return await asyncio.to_thread(documents.data_preview, ws, path, rows=rows, offset=offset, model=model)
 
     # jobs ------------------------------------------------------------------------------------------------------
-    @app.get(PREFIX + "/jobs")
-    async def jobs(limit: int = 20, after: str | None = None) -> JobList:
+    @app.get(PREFIX + "/jobs", responses=documented_errors(404))
+    async def jobs(
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(pattern=r"^ftjob-[A-Za-z0-9]{1,64}$")] = None,
+    ) -> JobList:
         """Jobs, newest first, a page at a time."""
         return documents.job_page(ws, limit, after)
 
@@ -191,26 +211,29 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         return JobSummary.from_job(job)
 
     @app.get(PREFIX + "/jobs/{job_id}", responses=documented_errors(404))
-    async def job(job_id: str) -> JobPublic:
+    async def job(job_id: JobId) -> JobPublic:
         """A job with its steps, checkpoints, metrics and events."""
         return documents.job(ws, job_id)
 
     @app.post(PREFIX + "/jobs/{job_id}/cancel", responses=documented_errors(404, 409))
-    async def cancel(job_id: str) -> JobSummary:
+    async def cancel(job_id: JobId) -> JobSummary:
         """Cancel a queued or running job."""
         return JobSummary.from_job(ws.jobs.cancel(job_id))
 
     @app.post(PREFIX + "/jobs/{job_id}/resume", responses=documented_errors(404, 409))
-    async def resume(job_id: str) -> JobSummary:
+    async def resume(job_id: JobId) -> JobSummary:
         """Continue a failed or cancelled job from its last checkpoint."""
         return JobSummary.from_job(await asyncio.to_thread(ws.jobs.resume, job_id))
 
     @app.get(
         PREFIX + "/jobs/{job_id}/events",
         response_class=StreamingResponse,
-        responses={200: {"content": {sse.MEDIA_TYPE: {}}, "description": "job events, then [DONE]"}},
+        responses={
+            200: {"content": {sse.MEDIA_TYPE: {}}, "description": "job events, then [DONE]"},
+            **documented_errors(404),
+        },
     )
-    async def events(job_id: str) -> StreamingResponse:
+    async def events(job_id: JobId) -> StreamingResponse:
         """The job's events as server-sent events (``fine_tuning.job.event``), live until the job ends."""
         ws.jobs.get(job_id)  # a 404 before the stream starts
         return StreamingResponse(_event_stream(ws, job_id), media_type=sse.MEDIA_TYPE)
@@ -222,12 +245,12 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         return documents.endpoint_list(ws)
 
     @app.get(PREFIX + "/endpoints/{name}", responses=documented_errors(404))
-    async def endpoint(name: str) -> EndpointPublic:
+    async def endpoint(name: Name) -> EndpointPublic:
         """An endpoint: state, URIs, traffic and deployments."""
         return documents.endpoint(ws, name)
 
     @app.get(PREFIX + "/endpoints/{name}/deployments", responses=documented_errors(404))
-    async def deployments(name: str) -> DeploymentList:
+    async def deployments(name: Name) -> DeploymentList:
         """An endpoint's deployments with their instances."""
         return documents.deployment_list(ws, name)
 
@@ -238,29 +261,31 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         return EndpointCreated.model_validate({**ws.endpoints.describe(ep), "keys": EndpointKeys.from_key_types(keys)})
 
     @app.delete(PREFIX + "/endpoints/{name}", status_code=204, responses=documented_errors(404))
-    async def delete_endpoint(name: str) -> Response:
+    async def delete_endpoint(name: Name) -> Response:
         """Delete an endpoint, stopping its gateway and instances."""
         await asyncio.to_thread(ws.endpoints.delete, name)
         return Response(status_code=204)
 
     @app.put(PREFIX + "/endpoints/{name}/traffic", responses=documented_errors(400, 404, 422))
-    async def traffic(name: str, split: dict[str, int]) -> EndpointPublic:
+    async def traffic(name: Name, split: dict[str, int]) -> EndpointPublic:
         """Set the traffic split (it must sum to 0 or 100)."""
         return EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_traffic(name, split)))
 
     @app.put(PREFIX + "/endpoints/{name}/mirror", responses=documented_errors(400, 404, 422))
-    async def mirror(name: str, split: dict[str, int]) -> EndpointPublic:
+    async def mirror(name: Name, split: dict[str, int]) -> EndpointPublic:
         """Mirror a share of live traffic to a deployment at 0% (at most 50%; 0 stops it)."""
         return EndpointPublic.model_validate(ws.endpoints.describe(ws.endpoints.set_mirror(name, split)))
 
     @app.post(PREFIX + "/endpoints/{name}/keys/{key_type}/regenerate", responses=documented_errors(400, 404))
-    async def regenerate(name: str, key_type: str) -> EndpointKeys:
+    async def regenerate(
+        name: Name, key_type: Annotated[str, PathParam(pattern="^(primary|secondary)$")]
+    ) -> EndpointKeys:
         """Replace one key; the new value is in this answer only (the other key is not shown)."""
         new = await asyncio.to_thread(ws.endpoints.regenerate_key, name, key_type)
         return EndpointKeys.from_key_types({key_type: new})
 
     @app.post(PREFIX + "/endpoints/{name}/keys/reveal", responses=documented_errors(404))
-    async def reveal(name: str, request: Request) -> EndpointKeys:
+    async def reveal(name: Name, request: Request) -> EndpointKeys:
         """Both keys as this workspace's client holds them: an explicit reveal, written to the audit log."""
         keys = ws.endpoints.keys(name)
         audit(ws, "endpoint keys revealed", endpoint=name, client=request.client.host if request.client else None)
@@ -269,7 +294,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.post(
         PREFIX + "/endpoints/{name}/deployments", status_code=202, responses=documented_errors(400, 404, 409, 422)
     )
-    async def deploy(name: str, body: DeploymentCreate) -> DeploymentPublic:
+    async def deploy(name: Name, body: DeploymentCreate) -> DeploymentPublic:
         """Record a deployment; the gateway starts it (poll the deployment until it is Succeeded or Failed)."""
         dep = await asyncio.to_thread(
             ws.endpoints.deploy,
@@ -287,13 +312,13 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.delete(
         PREFIX + "/endpoints/{name}/deployments/{deployment}", status_code=204, responses=documented_errors(404, 409)
     )
-    async def undeploy(name: str, deployment: str) -> Response:
+    async def undeploy(name: Name, deployment: Name) -> Response:
         """Delete a deployment (it must receive no traffic)."""
         await asyncio.to_thread(ws.endpoints.delete_deployment, name, deployment)
         return Response(status_code=204)
 
     @app.post(PREFIX + "/endpoints/{name}/chat", response_model=None, responses=documented_errors(404))
-    async def chat(name: str, request: Request, deployment: str | None = None) -> Response:
+    async def chat(name: Name, request: Request, deployment: str | None = None) -> Response:
         """A chat completion through the endpoint's gateway with this workspace's key (the playground's call).
 
         The body is OpenAI's request, passed on as sent; ``deployment`` pins one (``azureml-model-deployment``). A
@@ -321,10 +346,17 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         media = upstream.headers.get("content-type", "application/json")
         return StreamingResponse(relay(), status_code=upstream.status_code, media_type=media)
 
-    @app.get(PREFIX + "/endpoints/{name}/deployments/{deployment}/logs", response_class=PlainTextResponse)
-    async def logs(name: str, deployment: str, lines: int = 200) -> str:
+    @app.get(
+        PREFIX + "/endpoints/{name}/deployments/{deployment}/logs",
+        response_model=None,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "the log's last lines"},
+            **documented_errors(404),
+        },
+    )
+    async def logs(name: Name, deployment: Name, lines: Annotated[int, Query(ge=1, le=5000)] = 200) -> Response:
         """The last lines of a deployment's log."""
-        return ws.endpoints.logs(name, deployment, max(1, min(lines, 5000)))
+        return PlainTextResponse(ws.endpoints.logs(name, deployment, lines))
 
 
 def audit(ws: Workspace, what: str, **details: Any) -> None:

@@ -43,7 +43,7 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
     async def login(request: Request) -> Response:
         presented = (await _form(request)).get("token", "")
         if not token.accepts(presented):
-            return page("login.html", status=400, error="That is not the studio token.")
+            return page("login.html", status=401, error="That is not the studio token.")
         answer = RedirectResponse("/", status_code=303)
         open_session(answer, sessions, presented)
         return answer
