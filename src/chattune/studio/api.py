@@ -21,6 +21,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from chattune import compute as compute_lib
+from chattune import processes
 from chattune.endpoints.config import deployment_settings
 from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
@@ -53,6 +54,8 @@ from chattune.workspace import Workspace, documents
 
 # How often a job's event stream looks for new events.
 EVENT_POLL_S = 0.5
+# How long an ended job's runner may take to write its last events and exit.
+RUNNER_EXIT_S = 10.0
 AUDIT_FILE = "studio-audit.jsonl"
 log = logging.getLogger("chattune.studio")
 PREFIX = "/api/v1"
@@ -384,7 +387,12 @@ async def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
     """Each event once, as it is written; [DONE] after the job has ended and its last events are sent."""
     sent = 0
     while True:
-        ended = (await asyncio.to_thread(ws.jobs.get, job_id)).status.is_terminal
+        job = await asyncio.to_thread(ws.jobs.get, job_id)
+        ended = job.status.is_terminal
+        if ended:  # the runner records the status, then writes its last lines: read them once it has exited
+            deadline = time.monotonic() + RUNNER_EXIT_S
+            while processes.alive(job.pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
         found = await asyncio.to_thread(ws.jobs.events, job_id)
         for event in found[sent:]:
             yield sse.event(JobEvent.model_validate(event))
