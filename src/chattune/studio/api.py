@@ -25,7 +25,7 @@ from chattune import processes
 from chattune.endpoints.config import deployment_settings
 from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
-from chattune.errors import AuthError, NotFoundError, UserError
+from chattune.errors import AuthError, BadGatewayError, NotFoundError, UserError
 from chattune.schemas import (
     ComputePublic,
     DataPreview,
@@ -123,7 +123,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
 
     # session ---------------------------------------------------------------------------------------------------
     @app.post(PREFIX + "/session", status_code=204, responses=documented_errors(400, 401, 403, 415, 422))
-    async def login(body: Login, response: Response) -> Response:
+    async def login(body: Login) -> Response:
         """Open a browser session: an HttpOnly, SameSite=Strict cookie for the studio's pages."""
         if not token.accepts(body.token):
             raise AuthError("that is not the studio token", remedy="`chattune studio --rotate-token` makes a new one")
@@ -320,7 +320,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         await asyncio.to_thread(ws.endpoints.delete_deployment, name, deployment)
         return Response(status_code=204)
 
-    @app.post(PREFIX + "/endpoints/{name}/chat", response_model=None, responses=documented_errors(404))
+    @app.post(PREFIX + "/endpoints/{name}/chat", response_model=None, responses=documented_errors(404, 502))
     async def chat(name: Name, request: Request, deployment: str | None = None) -> Response:
         """A chat completion through the endpoint's gateway with this workspace's key (the playground's call).
 
@@ -333,10 +333,14 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         if deployment:
             headers[DEPLOYMENT_HEADER] = deployment
         client = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10))
-        upstream = await client.send(
-            client.build_request("POST", f"{base}/chat/completions", content=await request.body(), headers=headers),
-            stream=True,
-        )
+        try:
+            upstream = await client.send(
+                client.build_request("POST", f"{base}/chat/completions", content=await request.body(), headers=headers),
+                stream=True,
+            )
+        except httpx.HTTPError as exc:  # the gateway is down or unreachable: a 502 that says so, not a 500
+            await client.aclose()
+            raise BadGatewayError(f"endpoint {name!r} is unreachable: {type(exc).__name__}") from exc
 
         async def relay() -> AsyncIterator[bytes]:
             try:
