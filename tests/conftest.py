@@ -93,7 +93,7 @@ def _stop_leftovers(path: Path, keep: str | None = None) -> None:
         return
     from chattune.processes import stop
 
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         pids = [
             r[0]
             for r in conn.execute("SELECT pid FROM endpoints WHERE name IS NOT ? UNION SELECT pid FROM jobs", (keep,))

@@ -148,14 +148,8 @@ def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *,
     return model
 
 
-def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path) -> None:
-    """Merge a LoRA adapter into its base and save the result as a standalone model (``merge_lora_weights``).
-
-    The adapter is folded into the base's weights (PEFT's merge_and_unload, done in fp32), saved in the base
-    checkpoint's dtype with the adapter's tokenizer and chat template beside it. Loading it needs neither PEFT nor the
-    base model.
-    """
-    import json
+def load_merged(base_path: str | Path, adapter_path: str | Path) -> Any:
+    """A LoRA adapter folded into its base (PEFT's merge_and_unload, done in fp32): a plain transformers model."""
     import warnings
 
     import torch
@@ -163,14 +157,32 @@ def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path) -> N
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    config = json.loads((Path(base_path) / "config.json").read_text())
-    saved = config.get("dtype") or config.get("torch_dtype") or "float32"
-    hf_logging.disable_progress_bar()  # runs inside `models register`: chattune reports the step itself
+    hf_logging.disable_progress_bar()  # runs inside `models register` and `models export`: they report the step
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # transformers 5's renames, met inside PEFT
         model: Any = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
-        merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
-        merged.to(getattr(torch, saved)).save_pretrained(str(out))
+        return PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+
+
+def saved_dtype(model_path: str | Path) -> str:
+    """The dtype a checkpoint's weights are saved in (its config's ``dtype``), ``float32`` when it names none."""
+    import json
+
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def save_merged(base_path: str | Path, adapter_path: str | Path, out: Path, dtype: str | None = None) -> None:
+    """Merge a LoRA adapter into its base and save the result as a standalone model (``merge_lora_weights``).
+
+    The adapter is folded into the base's weights in fp32 and saved in ``dtype`` (a torch dtype name; default: the
+    base checkpoint's), with the adapter's tokenizer and chat template beside it. Loading it needs neither PEFT nor
+    the base model.
+    """
+    import torch
+
+    merged = load_merged(base_path, adapter_path)
+    merged.to(getattr(torch, dtype or saved_dtype(base_path))).save_pretrained(str(out))
     load_tokenizer(adapter_path).save_pretrained(str(out))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion
 from chattune.errors import ConflictError, NotFoundError, UserError
+from chattune.export import Export
 from chattune.pipeline.config import JobSpec
 from chattune.pipeline.outputs import FinetuneOutput, ModelImportOutput, StepOutputs
 from chattune.pipeline.resolved import ResolvedConfig
@@ -321,6 +322,20 @@ class Registry:
         if target.parent == self.settings.registry_dir / mv.name:
             shutil.rmtree(target, ignore_errors=True)
         return mv
+
+    def export(
+        self, ref: str, fmt: str, out: Path, dtype: str | None = None, quant: str | None = None
+    ) -> tuple[ModelVersion, Export]:
+        """Export version ``ref`` (``models export``; chattune.export).
+
+        A merged Hugging Face folder, or a GGUF file with an Ollama Modelfile. The options are checked before the
+        version is looked up or any weight read.
+        """
+        from chattune.export import check_options, export_version
+
+        check_options(fmt, dtype, quant, out)
+        mv = self.get(ref)
+        return mv, export_version(mv, fmt, out, dtype=dtype, quant=quant)
 
     def check_template(self, mv: ModelVersion) -> str | None:
         """Check that a version's stored chat template is the one it was trained with; return its SHA-256.

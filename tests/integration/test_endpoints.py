@@ -5,6 +5,7 @@ gateway brought back by `endpoints up` with the same keys, port and routing."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -134,7 +135,7 @@ def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, se
     import sqlite3
 
     home = Path(os.environ["CHATTUNE_HOME"])
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name=?", (ep,)).fetchone()
     os.kill(gateway_pid, signal.SIGKILL)
     with pytest.raises(httpx.HTTPError):
@@ -153,7 +154,7 @@ def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, se
     assert re.search(r"primary", cli("endpoints", "keys", ep).stdout)
 
     # A reboot: gateway and instances all gone. `endpoints up` brings everything back and returns when it serves.
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name=?", (ep,)).fetchone()
     for pid in [gateway_pid, *(i["pid"] for i in adopted)]:
         os.kill(pid, signal.SIGKILL)

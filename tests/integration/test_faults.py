@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         return {
             "jobs": sorted(db.execute("SELECT id, status FROM jobs").fetchall()),
             "model_versions": sorted(db.execute("SELECT name, version, path FROM model_versions").fetchall()),
@@ -92,7 +92,7 @@ def test_kill_9_of_the_gateway_and_of_a_registering_cli_lose_and_double_nothing(
     served: dict[str, Any],
 ) -> None:
     home = Path(os.environ["CHATTUNE_HOME"])
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     job_id = parse_json(cli("jobs", "list", "--json"))["data"][0]["id"]
     # A registration killed at several moments: each leaves the version whole (row and directory) or absent.
@@ -115,7 +115,7 @@ def test_kill_9_of_the_gateway_and_of_a_registering_cli_lose_and_double_nothing(
     assert {v for v in on_disk if not v.startswith(".")} == versions
     for version in versions:
         assert parse_json(cli("models", "show", f"killed:{version}", "--json"))["version"] == version
-    with sqlite3.connect(home / "mlflow.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "mlflow.db")) as db:
         in_mlflow = {r[0] for r in db.execute("SELECT version FROM model_versions WHERE name='killed'")}
     print(f"registration killed 4 times: kept {sorted(versions)}, in MLflow {sorted(in_mlflow)}")
     # the next registration still works and gets a fresh version
@@ -123,7 +123,7 @@ def test_kill_9_of_the_gateway_and_of_a_registering_cli_lose_and_double_nothing(
     assert fresh["version"] not in versions
 
     before = _rows(home)
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name=?", (served["endpoint"],)).fetchone()
     os.kill(gateway_pid, signal.SIGKILL)
     parse_json(cli("endpoints", "up", "--json"))

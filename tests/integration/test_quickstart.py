@@ -6,6 +6,7 @@ endpoint it kept, and deletes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -40,7 +41,7 @@ def test_quickstart_tiny_end_to_end(cli, home: Path, trained_workspace: dict) ->
         assert {"test_loss", "test_perplexity", "exact_match", "rougeL"} <= set(doc["metrics"][which])
 
     # the registry row, with lineage and the adapter only (no copy of the base weights)
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         row = db.execute(
             "SELECT kind, path, base_model, base_model_hash, job_id, lineage FROM model_versions "
             "WHERE name=? AND version=?",
@@ -138,7 +139,7 @@ def test_quickstart_tiny_end_to_end(cli, home: Path, trained_workspace: dict) ->
     assert codes == {"primary_old": 401, "primary_new": 200, "secondary": 200}
 
     # delete stops every process it started and frees the ports
-    with sqlite3.connect(home / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
         pids_ports = db.execute("SELECT pid, port FROM endpoints WHERE name=?", (endpoint,)).fetchall()
         for (instances,) in db.execute("SELECT instances FROM deployments WHERE endpoint=?", (endpoint,)):
             pids_ports += [(i["pid"], i["port"]) for i in json.loads(instances)]

@@ -298,16 +298,35 @@ def test_a_two_worker_ray_run_matches_a_two_process_torchrun_run(ray_workspace: 
     assert worst < 1e-4
 
 
+def _cluster_tree(cluster: dict[str, Any]) -> list[psutil.Process]:
+    """The processes of the test's own cluster: its daemons and their descendants (never another Ray on the machine).
+    A process that ends while the tree is read is left out, not the whole tree."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid in cluster["pids"] or any(p.pid in cluster["pids"] for p in proc.parents()):
+                found.append(proc)
+    return found
+
+
 def _replicas(cluster: dict[str, Any], app: str) -> list[psutil.Process]:
     """The Serve replica processes of application ``app``: titled ``ray::ServeReplica:APP:chat``."""
     found = []
-    for pid in cluster["pids"]:
+    for proc in _cluster_tree(cluster):
         with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if (proc.cmdline() or [""])[0].startswith(f"ray::ServeReplica:{app}:"):
-                        found.append(proc)
+            if (proc.cmdline() or [""])[0].startswith(f"ray::ServeReplica:{app}:"):
+                found.append(proc)
     return found
+
+
+def _kill_a_replica(cluster: dict[str, Any], app: str, killed: list[int]) -> None:
+    """SIGKILL one replica of ``app`` (waiting for one to be seen); its pid goes to ``killed``."""
+    deadline = time.monotonic() + 30
+    while not (replicas := _replicas(cluster, app)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replicas, f"no replica of {app} to kill"
+    replicas[0].kill()
+    killed.append(replicas[0].pid)
 
 
 def _running(dep: dict[str, Any]) -> int:
@@ -351,8 +370,11 @@ def test_a_deployment_on_ray_serve_answers_scales_survives_a_replica_kill_and_is
 
         # Serve's proxy: loopback only, and the instance token required (an endpoint key is not one)
         serve_port = ray_workspace["target"]["serve_port"]
+        ours = {p.pid for p in _cluster_tree(cluster)}
         listeners = {
-            c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == serve_port
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == "LISTEN" and c.laddr.port == serve_port and c.pid in ours
         }
         assert listeners == {"127.0.0.1"}
         token = (ray_workspace["home"] / "endpoints" / "ray-ep" / INSTANCE_TOKEN_FILE).read_text(encoding="utf-8")
@@ -360,7 +382,9 @@ def test_a_deployment_on_ray_serve_answers_scales_survives_a_replica_kill_and_is
         print(f"Serve proxy: {refused} requests without the gateway's token refused 401")
 
         # a replica killed with SIGKILL under load: Serve replaces it
-        outcomes = _load_while(lambda: _replicas(cluster, app)[0].kill(), base, keys["primary_key"], requests=60)
+        killed: list[int] = []
+        outcomes = _load_while(lambda: _kill_a_replica(cluster, app, killed), base, keys["primary_key"], requests=60)
+        assert len(killed) == 1 and not psutil.pid_exists(killed[0])
         failed = [o for o in outcomes if o != 200]
         gateway_log = (ray_workspace["home"] / "endpoints" / "ray-ep" / "gateway.log").read_text(encoding="utf-8")
         retried = gateway_log.count("Serve failed before the app answered")

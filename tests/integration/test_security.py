@@ -20,6 +20,7 @@ Reproduce: .venv/bin/python -m pytest -m integration tests/integration/test_secu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,7 +90,7 @@ def live(trained_workspace: dict[str, Any], tmp_path_factory: pytest.TempPathFac
             parse_json(cli(*deploy, "--model", trained_workspace["model"], "--json"))
             shown = parse_json(cli("endpoints", "traffic", endpoint, "demo=100", "--json"))
             instance = parse_json(cli("deployments", "list", "--endpoint", endpoint, "--json"))[0]["instances"][0]
-            with sqlite3.connect(home / "chattune.db") as db:
+            with contextlib.closing(sqlite3.connect(home / "chattune.db")) as db:
                 (gateway_pid,) = db.execute("SELECT pid FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
             yield {
                 "cli": cli,
@@ -277,7 +278,7 @@ def test_regenerating_one_key_keeps_the_other_working_and_nothing_leaks(live: di
         assert httpx.get(f"{gateway}/v1/models", headers=_bearer(key), timeout=60).status_code == 200
 
     # only hashes are stored: the workspace database has the SHA-256 of the current keys
-    with sqlite3.connect(live["home"] / "chattune.db") as db:
+    with contextlib.closing(sqlite3.connect(live["home"] / "chattune.db")) as db:
         stored = dict(db.execute("SELECT key_type, key_hash FROM endpoint_keys WHERE endpoint = ?", (endpoint,)))
     assert stored == {t: hashlib.sha256(k.encode()).hexdigest() for t, k in live["keys"].items()}
 
@@ -308,12 +309,14 @@ def test_regenerating_one_key_keeps_the_other_working_and_nothing_leaks(live: di
     assert len(keys) == 6 and len(set(keys.values())) == 6
     credentials = live["credentials"]
     files = [p for p in live["home"].rglob("*") if p.is_file() and p.resolve() != credentials.resolve()]
-    scanned = 0
+    scanned = sum(p.stat().st_size for p in files)
+    # Read by grep, in processes of their own: this process opening and closing the workspace's live SQLite files
+    # would cancel the POSIX locks of any SQLite connection it holds on them (SQLite's "how to corrupt" list, 2.2).
     found = []
-    for path in files:
-        data = path.read_bytes()
-        scanned += len(data)
-        found += [f"{what} in {path}" for what, key in keys.items() if key.encode() in data]
+    for what, key in keys.items():
+        hits = subprocess.run(["grep", "-rlaF", "-e", key, str(live["home"])], capture_output=True, text=True)
+        assert hits.returncode in (0, 1), hits.stderr  # 1: no file holds it
+        found += [f"{what} in {path}" for path in hits.stdout.split()]
     assert not found, found
     assert any(p.suffix == ".db" for p in files) and any("mlflow" in str(p) or "mlruns" in str(p) for p in files)
     assert any(p.name == "gateway.log" for p in files) and any(p.name == "demo.log" for p in files)

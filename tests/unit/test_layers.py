@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"settings", "entities", "versions"},
     {"schemas"},  # the wire shapes of the entities: built from them, so one layer above
     {"processes", "store", "tracking", "templates", "inference"},
-    {"training", "data", "mlflow_model"},
+    {"training", "data", "mlflow_model", "export"},
     {"catalog"},
     {"compute"},
     {"pipeline", "serving"},

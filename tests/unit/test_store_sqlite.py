@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_update_job_fields(store: SqliteStore) -> None:
     assert updated.error == JobError("step_failed", "boom")
     assert store.get_job("ftjob-a") == updated
     # The raw column holds the enum's value, not its repr.
-    with sqlite3.connect(store.path) as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         assert conn.execute("SELECT status FROM jobs").fetchone()[0] == "failed"
 
 
@@ -283,7 +284,7 @@ def test_deployment_crud(store: SqliteStore) -> None:
 
 def test_wal_mode_and_foreign_keys(store: SqliteStore) -> None:
     store.create_job(make_job("ftjob-a", 1.0))
-    with sqlite3.connect(store.path) as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 

@@ -40,6 +40,7 @@ def _render_compute(info: ComputePublic) -> None:
 def check(
     model: str = typer.Option(..., "--model", help="catalog model name (built-in or imported)"),
     job_file: Path = typer.Option(None, "-f", "--file", help="job YAML: use its LoRA, precision, lengths"),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="estimate QLoRA: 4-bit NF4 frozen weights"),
     json_: bool = JSON,
 ) -> None:
     """Allow lists from the catalog tags and a training memory estimate; exit 2 if it cannot run here."""
@@ -58,6 +59,7 @@ def check(
             cpu_bf16=compute_lib.cpu_has_bf16(),
         )
         options = resolved.memory_options()
+    options["load_in_4bit"] = options["load_in_4bit"] or load_in_4bit
     checked = compute_lib.check(entry, info, **options)
     result = ComputeCheckPublic.model_validate(checked.to_dict())
     emit(result, json_, _render_check)

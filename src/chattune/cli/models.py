@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,6 +15,7 @@ from chattune.schemas import (
     CatalogEntryPublic,
     MemoryEstimatePublic,
     ModelAliasPublic,
+    ModelExportPublic,
     ModelImportPublic,
     ModelList,
     ModelTagsPublic,
@@ -237,3 +240,32 @@ def register(
     """Register a job's trained_model as a new version, with lineage."""
     mv = Workspace.from_env().registry.register(job, name=name, version=version)
     emit(ModelVersionPublic.from_version(mv), json_, lambda d: out.print(f"registered {d.id} ({d.kind}) from {job}"))
+
+
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"),
+    format_: str = typer.Option(..., "--format", help="hf (a merged model folder) or gguf (llama.cpp, Ollama)"),
+    out_dir: Path = typer.Option(..., "--out", help="the folder to write (new or empty)"),
+    dtype: str = typer.Option(None, "--dtype", help="f32, f16 or bf16; default: the base's (hf), f16 (gguf)"),
+    quant: str = typer.Option(None, "--quant", help="q8_0 (gguf only): 8-bit blocks for the weight matrices"),
+    json_: bool = JSON,
+) -> None:
+    """Export a registered version; a LoRA version is merged into its base first.
+
+    `--format hf` writes a folder `AutoModelForCausalLM.from_pretrained` loads; `--format gguf` writes a GGUF file
+    (tokenizer and chat template in its metadata) and an Ollama Modelfile beside it (`ollama create NAME -f
+    OUT/Modelfile`).
+    """
+    mv, result = Workspace.from_env().registry.export(ref, format_, out_dir, dtype=dtype, quant=quant)
+    doc = ModelExportPublic.model_validate(dataclasses.asdict(result))
+
+    def render(d: ModelExportPublic) -> None:
+        merged = " (LoRA merged into its base)" if d.merged else ""
+        out.print(f"exported {d.model}{merged} as {d.format} {d.quant or d.dtype} to {d.out}", markup=False)
+        for f in d.files:
+            out.print(f"  {f.path}  {f.bytes / 2**20:.1f} MiB", markup=False)
+        if d.format == "gguf":
+            out.print(f"Ollama: ollama create {mv.name} -f {Path(d.out) / 'Modelfile'}", markup=False)
+
+    emit(doc, json_, render)

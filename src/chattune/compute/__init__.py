@@ -145,7 +145,16 @@ class CheckResult:
 
 # What `compute check --model NAME` assumes without a job file (and `models show` estimates with): LoRA, fp32, one
 # sequence of 512 tokens per device.
-CHECK_DEFAULTS: dict[str, Any] = {"lora": True, "precision": "32", "seq_len": 512, "batch_size": 1}
+CHECK_DEFAULTS: dict[str, Any] = {
+    "lora": True,
+    "load_in_4bit": False,
+    "precision": "32",
+    "seq_len": 512,
+    "batch_size": 1,
+}
+# Bits per frozen weight under QLoRA: NF4's 4 bits plus its block constants after double quantization (one fp8
+# constant per 64 weights, one fp32 per 256 of those): 4 + 8/64 + 32/(64*256) = 4.127 (Dettmers et al., 2023, 2.1).
+NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)
 
 GB = 2**30
 # Headroom for the allocator, CUDA context / framework buffers and temporaries; calibrated in docs/benchmarks.md.
@@ -156,6 +165,7 @@ def estimate_training_memory(
     parameters: int,
     *,
     lora: bool,
+    load_in_4bit: bool = False,
     precision: str = "32",
     seq_len: int = 512,
     batch_size: int = 1,
@@ -175,11 +185,12 @@ def estimate_training_memory(
     ZeRO (Rajbhandari et al.) over ``world_size`` devices: stage 1 partitions the optimizer state, stage 2 also the
     gradients, stage 3 also the weights; ``offload_optimizer`` (Azure's stage-2 config) moves the optimizer state to
     host RAM. Without ZeRO every process holds a full replica (DDP).
+    QLoRA (``load_in_4bit``): the frozen weights take ``NF4_BITS`` each and compute in bf16 (activations at 2 bytes).
     """
-    bytes_per = 2 if precision == "16" else 4
+    bytes_per = 2 if precision == "16" or load_in_4bit else 4
     n = max(1, world_size)
     trainable = parameters * (0.01 if lora else 1.0)
-    weights = parameters * bytes_per / (n if zero_stage >= 3 else 1)
+    weights = (parameters * NF4_BITS / 8 if load_in_4bit else parameters * bytes_per) / (n if zero_stage >= 3 else 1)
     gradients = trainable * 4 / (n if zero_stage >= 2 else 1)  # fp32 gradients
     optimizer = trainable * 8 / (n if zero_stage >= 1 else 1)  # two fp32 Adam moments
     offloaded = 0.0
@@ -216,6 +227,7 @@ def check(
     info: ComputeInfo,
     *,
     lora: bool = True,
+    load_in_4bit: bool = False,
     precision: str = "32",
     seq_len: int = 512,
     batch_size: int = 1,
@@ -245,9 +257,13 @@ def check(
         allow_ok = False
         messages.append(f"{info.size} is an unsupported (K80) size")
     device = "cuda" if info.gpus else "cpu"
+    if load_in_4bit and not info.gpus:
+        allow_ok = False
+        messages.append("QLoRA (load_in_4bit) needs a CUDA GPU: bitsandbytes' 4-bit kernels; this machine has none")
     estimate = estimate_training_memory(
         entry.parameters,
         lora=lora,
+        load_in_4bit=load_in_4bit,
         precision=precision,
         seq_len=seq_len,
         batch_size=batch_size,

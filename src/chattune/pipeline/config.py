@@ -256,6 +256,14 @@ def cross_field_problems(training: Any, optimization: Any, where: Any = lambda p
                 "invalid_combination",
             )
         )
+    if optimization.get("load_in_4bit") and optimization.get("apply_lora") is False:
+        problems.append(
+            Problem(
+                where("optimization.load_in_4bit"),
+                "QLoRA trains LoRA adapters over 4-bit weights; set optimization.apply_lora: true",
+                "invalid_combination",
+            )
+        )
     return problems
 
 

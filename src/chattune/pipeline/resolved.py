@@ -58,7 +58,8 @@ class ResolvedConfig(BaseModel):
             **self.optimization.model_dump(mode="json"),
             **{name: getattr(self, name) for name in DERIVED},
         }
-        return {name: {"value": value, "source": self.sources[name]} for name, value in values.items()}
+        # A job resolved before a parameter existed ran with its default (an older workspace's job read back).
+        return {name: {"value": value, "source": self.sources.get(name, "default")} for name, value in values.items()}
 
     @classmethod
     def from_record(cls, record: dict[str, dict[str, Any]]) -> ResolvedConfig:
@@ -89,6 +90,7 @@ class ResolvedConfig(BaseModel):
         t, o = self.training, self.optimization
         return {
             "lora": o.apply_lora,
+            "load_in_4bit": o.load_in_4bit,
             "precision": o.precision,
             "batch_size": t.per_device_train_batch_size,
             "seq_len": self.max_length(None),
@@ -152,6 +154,8 @@ def resolve(
         warnings.append(f"{name}={resolved[name]['value']!r} ({resolved[name]['source']}) -> {value!r}: {why}")
         resolved[name] = {"value": value, "source": f"downgraded: {why}"}
 
+    if resolved["load_in_4bit"]["value"]:  # never downgraded: 4-bit weights change what is trained
+        problems += qlora_problems(has_cuda, resolved["load_in_4bit"]["source"])
     if not has_cuda:
         if resolved["apply_deepspeed"]["value"]:
             downgrade("apply_deepspeed", False, "DeepSpeed needs a CUDA GPU and none was found")
@@ -191,6 +195,19 @@ def resolve(
         sources=sources,
     )
     return config, warnings
+
+
+def qlora_problems(has_cuda: bool, source: str) -> list[Problem]:
+    """Why ``load_in_4bit`` cannot run here: bitsandbytes' 4-bit kernels need a CUDA GPU (and the package)."""
+    import importlib.util
+
+    where = f"optimization.load_in_4bit (from {source})"
+    if not has_cuda:
+        why = "QLoRA's 4-bit weights (bitsandbytes NF4) need a CUDA GPU and none was found"
+        return [Problem(where, f"{why}; set load_in_4bit: false (LoRA over full weights) or run on a GPU")]
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return [Problem(where, "needs the bitsandbytes package: pip install bitsandbytes", "missing_dependency")]
+    return []
 
 
 def combination_problems(flat: dict[str, Any]) -> list[Problem]:

@@ -168,3 +168,31 @@ class UserModelImportPublic(ModelImportPublic):
     source: EntrySource = "user"
     weights: dict[str, Any]
     derived: dict[str, DerivedValue]
+
+
+class ExportedFilePublic(Schema):
+    """A file ``models export`` wrote, relative to its folder."""
+
+    path: str
+    bytes: int
+
+
+class ModelExportPublic(Schema):
+    """What ``models export`` wrote: a merged Hugging Face folder, or a GGUF file and an Ollama Modelfile.
+
+    Attributes:
+        merged: The version was a LoRA adapter, folded into its base for the export.
+        architecture: The GGUF's ``general.architecture`` (gguf only).
+        template_family: The chat template the Modelfile writes in Ollama's syntax (``chatml``, ``phi3``,
+            ``llama3``); null: Ollama takes it from the GGUF's ``tokenizer.chat_template``.
+    """
+
+    model: str
+    format: Literal["hf", "gguf"]
+    dtype: Literal["f32", "f16", "bf16"]
+    quant: Literal["q8_0"] | None = None
+    out: str
+    merged: bool
+    files: list[ExportedFilePublic]
+    architecture: str | None = None
+    template_family: str | None = None

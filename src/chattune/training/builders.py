@@ -24,6 +24,25 @@ def lora_config(opt: OptimizationParams, target_modules: str | list[str] = "all-
     )
 
 
+def quantization_config(opt: OptimizationParams) -> Any | None:
+    """QLoRA's load-time quantization of the frozen base (``load_in_4bit``), None without it.
+
+    NF4 with double quantization and bf16 compute, the QLoRA paper's recipe (Dettmers et al., 2023), as transformers'
+    ``BitsAndBytesConfig``; the LoRA adapters PEFT adds train in full precision over it.
+    """
+    if not opt.load_in_4bit:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
 def deepspeed_config(opt: OptimizationParams) -> dict[str, Any]:
     """Azure's stage-2 config: ZeRO-2 with the optimizer offloaded to CPU, batch sizes left to the trainer."""
     zero: dict[str, Any] = {"stage": opt.deepspeed_stage, "overlap_comm": True, "contiguous_gradients": True}

@@ -87,6 +87,9 @@ class OptimizationParams(Strict):
     lora_alpha: int = Field(128, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     merge_lora_weights: bool = True
+    # QLoRA (Dettmers et al.): the frozen base weights loaded in 4-bit NF4 with double quantization (bitsandbytes),
+    # computed in bf16; the LoRA adapters train in full precision. Needs apply_lora and a CUDA GPU.
+    load_in_4bit: bool = False
     apply_deepspeed: bool = False
     deepspeed_stage: Literal[2, 3] = 2
     # Your own DeepSpeed JSON instead of the generated ZeRO-2/ZeRO-3 config.

@@ -23,7 +23,7 @@ from chattune.pipeline import checkpoints
 from chattune.pipeline.context import KeyInputs, StepContext
 from chattune.pipeline.outputs import FinetuneOutput
 from chattune.training.attention import use_per_conversation_attention
-from chattune.training.builders import lora_config, sft_config
+from chattune.training.builders import lora_config, quantization_config, sft_config
 from chattune.training.callbacks import ProgressCallback
 from chattune.training.environ import keep_process_environment
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
@@ -176,7 +176,14 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     # always AMP over fp32 weights.
     bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
     dtype = torch.bfloat16 if bf16_weights else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    if (quantized := quantization_config(ctx.optimization)) is not None:
+        # QLoRA: the base in 4-bit on this process's GPU (resolve refused load_in_4bit without one); TRL readies a
+        # 4-bit model when it adds the adapters (input gradients, bf16 adapters as the QLoRA paper has them).
+        model = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=torch.bfloat16, quantization_config=quantized, device_map={"": torch.cuda.current_device()}
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     packing = _packing(ctx, model)
 
     args = sft_config(
