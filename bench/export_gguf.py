@@ -48,7 +48,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     rows = generate()["test_gen"][: args.prompts]
     prompts = [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows]
-    encoded = [
+    encoded: list[Any] = [
         tokenizer.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         for p in prompts
     ]
@@ -63,7 +63,7 @@ def main() -> None:
         return out, logits
 
     reference, reference_logits = answers(model)
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dtype, quant in TYPES:
             file = Path(tmp) / f"smollm2-{quant or dtype}.gguf"
@@ -91,7 +91,7 @@ def main() -> None:
                 }
             )
             del loaded
-    doc = {
+    doc: dict[str, Any] = {
         "run": run_info(),
         "model": "smollm2-135m-instruct",
         "max_new_tokens": args.max_new_tokens,

@@ -20,6 +20,13 @@ else:  # pragma: no cover - Python 3.10
             return str(self.value)
 
 
+class Task(StrEnum):
+    """What a job tunes the model for: chat completion (supervised, Azure's task) or preferences (DPO)."""
+
+    CHAT_COMPLETION = "chat_completion"
+    PREFERENCE = "preference"
+
+
 class JobStatus(StrEnum):
     """OpenAI's fine-tuning job states."""
 

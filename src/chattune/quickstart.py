@@ -20,7 +20,7 @@ import yaml
 from chattune import catalog, compute
 from chattune.data import demo
 from chattune.data.conversations import GenerationCase, generation_case, read_conversations
-from chattune.entities import DeploymentSettings
+from chattune.entities import DeploymentSettings, Task
 from chattune.errors import ComputeError, UserError
 from chattune.pipeline.config import JobSpec, parse_spec
 from chattune.schemas import EndpointKeys
@@ -48,9 +48,13 @@ def recipe_names() -> list[str]:
     return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
 
 
-def load_recipe(model: str) -> Recipe:
-    """The recipe for ``model``, or the default one; its job sections are validated as a job spec."""
-    name = model if model in recipe_names() else "default"
+def load_recipe(model: str, task: Task = Task.CHAT_COMPLETION) -> Recipe:
+    """The recipe for ``model`` and ``task``, or the default one; its job sections are validated as a job spec.
+
+    A preference recipe is ``NAME-preference.yaml`` (``default-preference.yaml``).
+    """
+    suffix = "" if task == Task.CHAT_COMPLETION else f"-{task.value}"
+    name = f"{model}{suffix}" if f"{model}{suffix}" in recipe_names() else f"default{suffix}"
     raw = yaml.safe_load(resources.files("chattune").joinpath(RECIPE_DIR, f"{name}.yaml").read_text(encoding="utf-8"))
     recipe = Recipe(name=name, rows=int(raw["rows"]), job=dict(raw["job"]))
     recipe.spec(model, {"train": "train_sft.jsonl"})  # a bad recipe fails here, every problem listed
@@ -58,29 +62,45 @@ def load_recipe(model: str) -> Recipe:
 
 
 SPLITS = ("train_sft", "test_sft", "test_gen")
+# A preference data set in UltraFeedback-binarized's layout: train_prefs and test_prefs.
+PREFERENCE_SPLITS = demo.PREFERENCE_SPLITS
 
 
-def _dataset_dir(ws: Workspace, dataset: str, rows: int, percent: int) -> Path:
+def _dataset_dir(ws: Workspace, dataset: str, rows: int, percent: int, task: Task) -> Path:
     """'demo', a directory holding the split files, or a dataset to download (hub id or hub-layout directory)."""
+    preference = task == Task.PREFERENCE
+    splits = PREFERENCE_SPLITS if preference else SPLITS
     if dataset == "demo":
-        out = ws.settings.home / "datasets" / f"demo-{rows}"
-        demo.write(out, rows=rows)
+        out = ws.settings.home / "datasets" / (f"demo-preference-{rows}" if preference else f"demo-{rows}")
+        (demo.write_preferences if preference else demo.write)(out, rows=rows)
         return out
     path = Path(dataset).expanduser()
-    if path.is_dir() and any((path / f"{s}.jsonl").exists() for s in SPLITS):
+    if path.is_dir() and any((path / f"{s}.jsonl").exists() for s in splits):
         target = path.resolve()
     else:
         from chattune.data.download import download
 
         target = ws.settings.home / "datasets" / f"{dataset.strip('/').replace('/', '--')}-{percent}pct"
-        download(dataset, target, percent=percent, splits=list(SPLITS))
-    missing = [s for s in SPLITS if not (target / f"{s}.jsonl").exists()]
+        download(dataset, target, percent=percent, splits=list(splits))
+    missing = [s for s in splits if not (target / f"{s}.jsonl").exists()]
     if missing:
+        layout = "UltraFeedback-binarized's" if preference else "ultrachat_200k's"
         raise UserError(
             f"--dataset {dataset}: missing {', '.join(f'{m}.jsonl' for m in missing)}",
-            remedy="Give a directory with the ultrachat_200k split files train_sft, test_sft, test_gen; or use demo.",
+            remedy=f"Give a directory with {layout} split files {', '.join(splits)}; or use demo.",
         )
     return target
+
+
+def _preference_sample(path: Path, seed: int) -> GenerationCase:
+    """One held-out pair's prompt as the request, its preferred answer as the reference."""
+    from chattune.data.preferences import read_pairs
+
+    pairs = read_pairs(path)
+    if not pairs:
+        raise UserError(f"{path}: no preference pair to ask", remedy="Give test_prefs rows with a prompt and answers.")
+    pair = random.Random(seed).choice(pairs)
+    return GenerationCase(line=pair.line, prompt=pair.prompt, reference=pair.chosen[0]["content"])
 
 
 def _sample(path: Path, seed: int) -> GenerationCase:
@@ -107,6 +127,7 @@ def run(
     percent: int = 5,
     max_train_rows: int | None = None,
     keep_endpoint: bool = False,
+    task: Task = Task.CHAT_COMPLETION,
     progress: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Run the seed notebook's steps in this workspace and return what each produced.
@@ -119,14 +140,17 @@ def run(
         percent: The share (in percent) of a downloaded data set that is fetched.
         max_train_rows: Use only the first N training rows (quick runs).
         keep_endpoint: Leave the endpoint running instead of deleting it at the end.
+        task: ``chat_completion`` (supervised, the seed's) or ``preference`` (DPO on preference pairs: the demo's
+            pairs, or a directory / hub data set with train_prefs and test_prefs).
         progress: Called with one line per step.
 
     Returns:
         The job, its metrics, the registered model, the endpoint, the sample request and its response, and warnings.
     """
     timestamp = str(int(time.time()))
-    recipe = load_recipe(model)
-    planned = recipe.spec(model, {"train": "train_sft.jsonl"})
+    recipe = load_recipe(model, task)
+    preference = task == Task.PREFERENCE
+    planned = recipe.spec(model, {"train": "train.jsonl"})
 
     progress("1/9 workspace: " + str(ws.settings.home))
     entry = ws.catalog.get(model)
@@ -138,7 +162,8 @@ def run(
         info,
         lora=True,
         seq_len=planned.training.max_seq_length,
-        batch_size=planned.training.per_device_train_batch_size,
+        # DPO runs each pair's two answers in one batch
+        batch_size=planned.training.per_device_train_batch_size * (2 if preference else 1),
     )
     progress(
         f"3/9 compute: {info.size}, {info.cpu_cores} cores, {info.ram_gb} GB RAM, {len(info.gpus)} GPU(s); "
@@ -147,19 +172,18 @@ def run(
     if not check.ok:
         raise ComputeError("; ".join(check.messages), remedy="See `chattune compute check --model " + model + "`.")
 
-    data_dir = _dataset_dir(ws, dataset, recipe.rows, percent)
+    data_dir = _dataset_dir(ws, dataset, recipe.rows, percent, task)
     progress(f"4/9 data: {data_dir}")
 
-    spec = recipe.spec(
-        model,
-        {
+    if preference:
+        files = {"train": str(data_dir / "train_prefs.jsonl"), "test": str(data_dir / "test_prefs.jsonl")}
+    else:
+        files = {
             "train": str(data_dir / "train_sft.jsonl"),
             "test": str(data_dir / "test_sft.jsonl"),
             "generation_test": str(data_dir / "test_gen.jsonl"),
-            "max_train_rows": max_train_rows,
-        },
-        experiment_name=f"chat_completion_{entry.name}",
-    )
+        }
+    spec = recipe.spec(model, {**files, "max_train_rows": max_train_rows}, experiment_name=f"{task.value}_{entry.name}")
     job, warnings = ws.jobs.create(spec)
     progress(f"5/9 job {job.id}: {job.display_name}")
     job = ws.jobs.stream(job.id, lambda line: progress("    " + line))
@@ -169,10 +193,11 @@ def run(
             remedy=f"See `chattune jobs show {job.id}` and the step logs under {ws.jobs.job_dir(job.id)}.",
         )
 
-    mv = ws.registry.register(job.id, name=f"{entry.name}-demo" if dataset == "demo" else None, version=timestamp)
+    demo_name = f"{entry.name}-{'dpo-' if preference else ''}demo"
+    mv = ws.registry.register(job.id, name=demo_name if dataset == "demo" else None, version=timestamp)
     progress(f"6/9 registered {mv.id} ({mv.kind}, base {mv.base_model})")
 
-    endpoint_name = f"ultrachat-completion-{timestamp}"
+    endpoint_name = f"{'preference' if preference else 'ultrachat'}-completion-{timestamp}"
     ep, keys = ws.endpoints.create(endpoint_name, description=f"Online endpoint for {mv.name}")
     deleted = False
     try:
@@ -180,7 +205,10 @@ def run(
         ep = ws.endpoints.set_traffic(endpoint_name, {"demo": 100})
         progress(f"7/9 endpoint {endpoint_name}: deployment demo, traffic demo=100, {ep.scoring_uri(ws.settings.host)}")
 
-        sample = _sample(data_dir / "test_gen.jsonl", seed=int(timestamp))
+        if preference:
+            sample = _preference_sample(data_dir / "test_prefs.jsonl", seed=int(timestamp))
+        else:
+            sample = _sample(data_dir / "test_gen.jsonl", seed=int(timestamp))
         request = {
             "input_data": {
                 "input_string": [sample.prompt],

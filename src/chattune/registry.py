@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion
+from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion, Task
 from chattune.errors import ConflictError, NotFoundError, UserError
 from chattune.export import Export
 from chattune.pipeline.config import JobSpec
@@ -107,7 +107,8 @@ class Registry:
             check_name("version", version)
         job, produced = self._trained_job(job_id)
         imported, finetune = produced.model_import, produced.finetune
-        data_dir = Path(JobSpec.model_validate(job.spec).data.train).parent.name or "data"
+        spec = JobSpec.model_validate(job.spec)
+        data_dir = Path(spec.data.train).parent.name or "data"
         name = check_name("model", name or f"{imported.name.split('/')[-1]}-{data_dir}")
         if version is not None and (self.settings.registry_dir / name / version).exists():
             raise ConflictError(f"model {name}:{version} already exists", remedy="Pick another --version.")
@@ -133,7 +134,10 @@ class Registry:
             base_model_path=imported.path,
             job_id=job.id,
             description=description,
-            tags={"task": "chat-completion"},
+            # Azure's catalog task tag for a chat model; a preference job's version says how it was tuned.
+            tags={"task": "chat-completion"}
+            if spec.task == Task.CHAT_COMPLETION
+            else {"task": "chat-completion", "tuning": spec.preference.method},
             lineage=_lineage(job, produced, resolved, "merged" if merge else finetune.kind),
             metrics=job.metrics,
             mlflow_version=mlflow_version,

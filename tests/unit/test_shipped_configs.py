@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from chattune import catalog
+from chattune.entities import Task
 from chattune.pipeline.config import load_spec
 from chattune.pipeline.resolved import resolve
 from chattune.quickstart import load_recipe, recipe_names
@@ -24,14 +25,17 @@ def test_example_job_files_validate_and_resolve(path: Path) -> None:
 
 
 def test_quickstart_ships_its_recipes() -> None:
-    assert {"default", "tiny-test"} <= set(recipe_names())
+    assert {"default", "tiny-test", "default-preference", "tiny-test-preference"} <= set(recipe_names())
 
 
 @pytest.mark.parametrize("name", recipe_names())
 def test_quickstart_recipes_are_valid_job_specs(name: str) -> None:
-    model = name if name != "default" else catalog.DEFAULT_MODEL
-    recipe = load_recipe(model)
+    task = Task.PREFERENCE if name.endswith("-preference") else Task.CHAT_COMPLETION
+    model = name.removesuffix("-preference")
+    model = model if model != "default" else catalog.DEFAULT_MODEL
+    recipe = load_recipe(model, task)
     assert recipe.name == name and recipe.rows > 0
+    assert recipe.spec(model, {"train": "t.jsonl"}).task == task
     spec = recipe.spec(model, {"train": "t.jsonl"})
     assert spec.training.model_dump(mode="json", exclude_unset=True) == recipe.job["training"]
     resolved, warnings = resolve(spec, catalog.get_entry(model).model_specific_defaults, has_cuda=False)

@@ -10,6 +10,7 @@ from rich.panel import Panel
 
 from chattune.cli.output import emit, out, table
 from chattune.data.chat_formats import ChatFormat
+from chattune.entities import Task
 from chattune.errors import DataError
 from chattune.schemas import (
     DataDemo,
@@ -83,10 +84,13 @@ def demo_(
     out_dir: Path = typer.Option(..., "--out", help="directory for the four split files"),
     rows: int = typer.Option(400, "--rows", min=10, help="rows in train_sft (the other splits scale with it)"),
     seed: int = typer.Option(0, "--seed"),
+    task: Task = typer.Option(
+        Task.CHAT_COMPLETION, "--task", help="preference: the same task as pairs (train_prefs, test_prefs)"
+    ),
     json_: bool = JSON,
 ) -> None:
-    """Write the built-in demo dataset (ultrachat_200k schema and split names)."""
-    paths = Workspace.from_env().data.demo(out_dir, rows=rows, seed=seed)
+    """Write the built-in demo dataset (ultrachat_200k schema and split names; UltraFeedback's for preference)."""
+    paths = Workspace.from_env().data.demo(out_dir, rows=rows, seed=seed, task=task)
     emit(DataDemo({split: str(p) for split, p in paths.items()}), json_, _render_demo)
 
 
@@ -114,12 +118,15 @@ def validate(
     generation: bool = typer.Option(
         False, "--generation", help="generation test files: rows are prompts, a reference answer is optional"
     ),
+    task: Task = typer.Option(
+        Task.CHAT_COMPLETION, "--task", help="preference: rows are prompt, chosen, rejected (or OpenAI's DPO rows)"
+    ),
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
     doc = documents.data_validation(
         Workspace.from_env(), files, model=model, max_seq_length=max_seq_length, min_rows=min_rows, fmt=fmt,
-        generation=generation,
+        generation=generation, task=task.value,
     )  # fmt: skip
     valid = doc.valid
     reports = doc.files

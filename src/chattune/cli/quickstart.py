@@ -9,6 +9,7 @@ import typer
 from chattune import catalog
 from chattune import quickstart as quickstart_lib
 from chattune.cli.output import emit, progress, table
+from chattune.entities import Task
 from chattune.schemas import QuickstartResult
 from chattune.workspace import Workspace
 
@@ -21,6 +22,11 @@ def quickstart(
     percent: int = typer.Option(5, "--percent", help="with a dataset to download: the first P% of each split"),
     max_train_rows: int = typer.Option(None, "--max-train-rows", min=10),
     keep_endpoint: bool = typer.Option(False, "--keep-endpoint", help="leave the endpoint running"),
+    task: Task = typer.Option(
+        Task.CHAT_COMPLETION,
+        "--task",
+        help="preference: DPO on preference pairs (the demo's, or train_prefs/test_prefs)",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Catalog -> compute check -> data -> job -> evaluate -> register -> endpoint -> invoke -> delete."""
@@ -32,6 +38,7 @@ def quickstart(
         percent=percent,
         max_train_rows=max_train_rows,
         keep_endpoint=keep_endpoint,
+        task=task,
         progress=progress,
     )
     result["wall_time_s"] = round(time.perf_counter() - started, 1)

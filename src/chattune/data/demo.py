@@ -84,11 +84,53 @@ def generate(rows: int = 400, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+PREFERENCE_SPLITS = ("train_prefs", "test_prefs")
+
+
+def generate_preferences(rows: int = 200, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """The demo task as preference pairs, in UltraFeedback's split names.
+
+    The ISO date is preferred over the date echoed back in the style it was asked in (what a base model tends to do:
+    copying the prompt is likely, converting is not). ``rows`` is the size of ``train_prefs``; prompts never repeat
+    across splits.
+    """
+    rng = random.Random(seed + 1_000)
+    seen: set[str] = set()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for split, size in zip(PREFERENCE_SPLITS, (rows, max(10, int(rows * _TEST_FRACTION))), strict=True):
+        pairs: list[dict[str, Any]] = []
+        while len(pairs) < size:
+            day = _date(rng)
+            written = rng.choice(_STYLES)(day)
+            prompt = rng.choice(_ASKS).format(date=written)
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            pairs.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": day.isoformat()}],
+                    "rejected": [{"role": "assistant", "content": written}],
+                }
+            )
+        out[split] = pairs
+    return out
+
+
+def write_preferences(out_dir: Path, rows: int = 200, seed: int = 0) -> dict[str, Path]:
+    """Write the demo preference splits to ``out_dir`` as JSON Lines; return their paths by split."""
+    return _write_splits(out_dir, generate_preferences(rows, seed))
+
+
 def write(out_dir: Path, rows: int = 400, seed: int = 0) -> dict[str, Path]:
     """Write the demo data set's splits to ``out_dir`` as JSON Lines, each atomically; return their paths by split."""
+    return _write_splits(out_dir, generate(rows, seed))
+
+
+def _write_splits(out_dir: Path, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, split_rows in generate(rows, seed).items():
+    for split, split_rows in splits.items():
         path = out_dir / f"{split}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as fh:

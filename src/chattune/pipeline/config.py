@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ModelWrapValidatorHandler, ValidationError, field_serializer, model_validator
 
 from chattune.data.chat_formats import ChatFormat
-from chattune.entities import COMPUTE_NAME_PATTERN, LOCAL_COMPUTE
+from chattune.entities import COMPUTE_NAME_PATTERN, LOCAL_COMPUTE, Task
 from chattune.errors import ConfigError, Problem
 from chattune.training.params import OptimizationParams, Strict, TrainingParams
 
@@ -35,6 +35,14 @@ class DataSpec(Strict):
     # One format for every file of the job, as `chattune data validate --format` takes it; unset, each file's is
     # detected from the keys of its rows (a file may be alpaca and another openai).
     format: ChatFormat | None = Field(None, description="The chat format of every data file; default: detected.")
+
+
+class PreferenceSpec(Strict):
+    """How a ``task: preference`` job tunes on preference pairs (TRL's DPO trainer)."""
+
+    method: Literal["dpo"] = Field("dpo", description="Direct Preference Optimization (Rafailov et al., 2023).")
+    # OpenAI's dpo hyperparameter `beta` and TRL's default: how far the tuned model may move from the reference.
+    beta: float = Field(0.1, gt=0, description="DPO's beta: the weight of the KL penalty to the reference model.")
 
 
 class EvaluationSpec(Strict):
@@ -79,6 +87,8 @@ class JobSpec(Strict):
     """A fine-tuning job as the user gives it (the job YAML): model, data, training and optimization parameters."""
 
     model: str = "smollm2-135m-instruct"
+    # chat_completion: supervised on conversations (Azure's task); preference: DPO on preference pairs.
+    task: Task = Task.CHAT_COMPLETION
     experiment_name: str = "chat_completion_demo"
     display_name: str | None = None
     # A compute target of the workspace (`chattune compute list`); `local` is this machine.
@@ -90,6 +100,7 @@ class JobSpec(Strict):
     training: TrainingParams = Field(default_factory=lambda: TrainingParams())
     optimization: OptimizationParams = Field(default_factory=lambda: OptimizationParams())
     evaluation: EvaluationSpec = Field(default_factory=lambda: EvaluationSpec())
+    preference: PreferenceSpec = Field(default_factory=lambda: PreferenceSpec())
     settings: JobSettings = Field(default_factory=lambda: JobSettings())
 
     @field_serializer("training", "optimization", mode="plain")
@@ -109,6 +120,17 @@ class JobSpec(Strict):
             spec.training.model_dump(include=spec.training.model_fields_set),
             spec.optimization.model_dump(include=spec.optimization.model_fields_set),
         )
+        if spec.task == Task.PREFERENCE:
+            for name in ("generation_test", "format"):
+                if getattr(spec.data, name) is not None:
+                    problems.append(
+                        Problem(
+                            f"data.{name}",
+                            "applies to chat_completion jobs; a preference job reads prompt/chosen/rejected pairs and "
+                            "is evaluated on its held-out pairs",
+                            "invalid_combination",
+                        )
+                    )
         if problems:
             raise ConfigError("job spec", problems)
         return spec

@@ -16,7 +16,7 @@ from chattune.catalog import CatalogEntry
 from chattune.catalog.importer import resolve_model_ref
 from chattune.catalog.lookup import Catalog
 from chattune.compute.targets import ComputeTargets
-from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, StepRun
+from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, StepRun, Task
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, parse_spec
@@ -110,7 +110,10 @@ class JobService:
             if not fit.ok:
                 raise compute.unfit_error(fit)
         gpus_per_node = spec.resources.workers if on_ray else resolved.optimization.number_of_gpu_to_use_finetuning
-        name = spec.display_name or display_name(model_label(spec.model, self.catalog), resolved, gpus_per_node)
+        data = "ultrachat" if spec.task == Task.CHAT_COMPLETION else spec.preference.method
+        name = spec.display_name or display_name(
+            model_label(spec.model, self.catalog), resolved, gpus_per_node, data=data
+        )
         job_id = f"ftjob-{secrets.token_hex(6)}"
         job = Job(
             id=job_id,

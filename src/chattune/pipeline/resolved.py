@@ -231,13 +231,13 @@ def _mixed_precision(precision: str, *, has_cuda: bool, bf16_ok: bool) -> tuple[
     return "fp16", "precision 16; this GPU has no bf16"
 
 
-def display_name(model_name: str, resolved: ResolvedConfig, gpus_per_node: int = 1) -> str:
-    """The seed's pipeline display-name formula."""
+def display_name(model_name: str, resolved: ResolvedConfig, gpus_per_node: int = 1, data: str = "ultrachat") -> str:
+    """The seed's pipeline display-name formula (``data``: its data set's name; a preference job's method)."""
     t, o = resolved.training, resolved.optimization
     batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * gpus_per_node * o.num_nodes_finetune
     ds = f"ds{o.deepspeed_stage}" if o.apply_deepspeed else "nods"
     lora = "lora" if o.apply_lora else "nolora"
     return (
-        f"{model_name}-ultrachat-bs{batch}-{t.lr_scheduler_type}-{ds}-{lora}"
+        f"{model_name}-{data}-bs{batch}-{t.lr_scheduler_type}-{ds}-{lora}"
         f"-save_limit{t.save_total_limit}-seqlen{t.max_seq_length}"
     )

@@ -59,24 +59,20 @@ def deepspeed_config(opt: OptimizationParams) -> dict[str, Any]:
     }
 
 
-def sft_config(
+def trainer_args(
     train: TrainingParams,
     opt: OptimizationParams,
     *,
     output_dir: Path,
-    max_length: int,
     has_cuda: bool,
     has_eval: bool,
     mixed_precision: str = "fp32",
-    padding_free: bool = False,
-) -> Any:
-    """The TRL SFTConfig of a job's training parameters.
+) -> dict[str, Any]:
+    """The arguments TRL's SFTConfig and DPOConfig share, from a job's training parameters.
 
     Evaluation, checkpointing and early stopping are set to agree: early stopping saves a checkpoint at every
     evaluation, so that the best one can be restored.
     """
-    from trl import SFTConfig
-
     eval_strategy = train.evaluation_strategy if has_eval else "no"
     early = train.apply_early_stopping and eval_strategy != "no"
     # Early stopping restores the best checkpoint, so it needs one saved at every evaluation.
@@ -88,7 +84,7 @@ def sft_config(
         and save_strategy == eval_strategy
         and (eval_strategy != "steps" or save_steps % train.eval_steps == 0)
     )
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=train.num_train_epochs,
         max_steps=train.max_steps,
@@ -118,15 +114,11 @@ def sft_config(
         greater_is_better=not train.metric_for_best_model.endswith("loss") if best else None,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         torch_compile=train.torch_compile,
-        padding_free=padding_free,
         gradient_checkpointing=train.gradient_checkpointing,
         # transformers' every_n_layers; left unset (TRL's and transformers' defaults) for every layer
         gradient_checkpointing_kwargs={"every_n_layers": every_n}
         if (every_n := train.gradient_checkpointing_every_n_layers) > 1
         else None,
-        # Preprocess truncated every conversation (TRL enforces max_length only when it tokenizes); packing, when
-        # on, is done before the trainer (chattune.training.packing).
-        max_length=None if padding_free else max_length,
         # The resolved config decided it (chattune.pipeline.resolved): bf16 on a device that computes it natively
         # (a CPU only then, as autocast), fp16 on an older GPU.
         bf16=mixed_precision == "bf16",
@@ -141,4 +133,60 @@ def sft_config(
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,
+    )
+
+
+def sft_config(
+    train: TrainingParams,
+    opt: OptimizationParams,
+    *,
+    output_dir: Path,
+    max_length: int,
+    has_cuda: bool,
+    has_eval: bool,
+    mixed_precision: str = "fp32",
+    padding_free: bool = False,
+) -> Any:
+    """The TRL SFTConfig of a job's training parameters."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **trainer_args(
+            train, opt, output_dir=output_dir, has_cuda=has_cuda, has_eval=has_eval, mixed_precision=mixed_precision
+        ),
+        padding_free=padding_free,
+        # Preprocess truncated every conversation (TRL enforces max_length only when it tokenizes); packing, when
+        # on, is done before the trainer (chattune.training.packing).
+        max_length=None if padding_free else max_length,
+    )
+
+
+def dpo_config(
+    train: TrainingParams,
+    opt: OptimizationParams,
+    *,
+    beta: float,
+    output_dir: Path,
+    max_length: int,
+    has_cuda: bool,
+    has_eval: bool,
+    mixed_precision: str = "fp32",
+) -> Any:
+    """The TRL DPOConfig of a preference job.
+
+    The same training arguments, DPO's beta, and TRL's truncation of each prompt + answer at ``max_length`` (the
+    trainer tokenizes the rows, with the model's chat template).
+    """
+    from trl import DPOConfig
+
+    shared = trainer_args(
+        train, opt, output_dir=output_dir, has_cuda=has_cuda, has_eval=has_eval, mixed_precision=mixed_precision
+    )
+    # TRL's DPO trainer turns checkpointing off and on again around its reference pass, handing these kwargs to
+    # torch.utils.checkpoint, which has no every_n_layers: a preference job checkpoints every layer.
+    shared["gradient_checkpointing_kwargs"] = None
+    return DPOConfig(
+        **shared,
+        beta=beta,
+        max_length=max_length,
     )

@@ -110,10 +110,17 @@ def data_validation(
     min_rows: int = 1,
     fmt: ChatFormat | None = None,
     generation: bool = False,
+    task: str = "chat_completion",
 ) -> DataValidation:
-    """Every error and warning of each file, by line, field and code (``data validate``)."""
+    """Every error and warning of each file, by line, field and code (``data validate``).
+
+    With ``task`` ``preference`` the files are read as preference pairs (chattune.data.preferences).
+    """
     counter = ws.data.token_counter(model, max_seq_length)
-    reports = ws.data.validate(files, min_rows=min_rows, counter=counter, fmt=fmt, generation=generation)
+    if task == "preference":
+        reports = ws.data.validate_preferences(files, min_rows=min_rows, counter=counter)
+    else:
+        reports = ws.data.validate(files, min_rows=min_rows, counter=counter, fmt=fmt, generation=generation)
     return DataValidation(
         files=[DataFileReport.model_validate(r.to_dict()) for r in reports], valid=all(r.valid for r in reports)
     )

@@ -206,6 +206,18 @@ class DataService:
             files, min_rows=min_rows, counter=counter, fmt=fmt, generation_paths=files if generation else ()
         )
 
+    def validate_preferences(
+        self, files: Sequence[Path], *, min_rows: int = 1, counter: TokenCounter | None = None
+    ) -> list[FileReport]:
+        """Check preference files (prompt, preferred and non-preferred answer) row by row.
+
+        With ``counter``, a pair longer than its model's context is an error.
+        """
+        from chattune.data.preferences import validate_preferences
+
+        tokenizer, limit = (counter.tokenizer, counter.max_seq_length) if counter else (None, None)
+        return [validate_preferences(f, min_rows=min_rows, tokenizer=tokenizer, max_length=limit) for f in files]
+
     def import_file(self, path: Path, out_dir: Path, fmt: str | None = None) -> tuple[Path, FileReport]:
         """Validate a local file and write it as canonical JSON Lines under ``out_dir``.
 
@@ -221,10 +233,15 @@ class DataService:
 
         return import_file(path, out_dir, fmt)
 
-    def demo(self, out_dir: Path, *, rows: int = 400, seed: int = 0) -> dict[str, Path]:
-        """Write the built-in demo dataset (ultrachat_200k's schema and split names)."""
+    def demo(self, out_dir: Path, *, rows: int = 400, seed: int = 0, task: str = "chat_completion") -> dict[str, Path]:
+        """Write the built-in demo dataset (ultrachat_200k's schema and split names).
+
+        For ``task`` ``preference``, its pairs (UltraFeedback's split names, train_prefs and test_prefs).
+        """
         from chattune.data import demo
 
+        if task == "preference":
+            return demo.write_preferences(out_dir, rows=rows, seed=seed)
         return demo.write(out_dir, rows=rows, seed=seed)
 
     def download(

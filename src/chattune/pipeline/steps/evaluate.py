@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from chattune.data.conversations import GenerationCase, generation_case, read_conversations
+from chattune.entities import Task
 from chattune.inference import ChatGenerator, GenerationParams, load_model, load_tokenizer, pick_device
 from chattune.pipeline.context import KeyInputs, StepContext
 from chattune.pipeline.outputs import EvaluateOutput
@@ -146,6 +147,12 @@ def run(ctx: StepContext) -> EvaluateOutput:
         else:
             yield load_model(str(tuned.trained_model))
 
+    if ctx.spec.task == Task.PREFERENCE:
+        from chattune.pipeline.preference import evaluate_preferences
+
+        scores, summary = evaluate_preferences(ctx, as_model)
+        _write_table(ctx.step_dir, scores, summary)
+        return EvaluateOutput(metrics=scores, note=summary)
     test_split = ctx.inputs.preprocess.splits.get("test")
     cases: list[GenerationCase] = []
     note = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chattune.entities import LOCAL_COMPUTE
+from chattune.entities import LOCAL_COMPUTE, Task
 from chattune.errors import JobCancelledError, UserError
 from chattune.inference import pick_device
 from chattune.pipeline import checkpoints
@@ -127,6 +127,8 @@ class Finetune:
         other processes (nor the other way round). Which Ray cluster ran it does not change the result.
         """
         key: dict[str, Any] = {"config": given.resolved.to_record()}
+        if given.spec.task == Task.PREFERENCE:
+            key["preference"] = given.spec.preference.model_dump()
         if given.spec.compute != LOCAL_COMPUTE:
             key["ray"] = {"workers": given.spec.resources.workers, "use_gpu": given.spec.resources.use_gpu}
         return key
@@ -158,12 +160,16 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     """
     import torch
     from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
     from chattune.inference import load_tokenizer
 
     hooks = hooks or TrainerHooks()
+    if ctx.spec.task == Task.PREFERENCE:
+        from chattune.pipeline.preference import train_preference
+
+        return train_preference(ctx, hooks)
     pre = ctx.inputs.preprocess
     base_path = ctx.inputs.model_import.path
     has_cuda = pick_device() == "cuda"
@@ -172,18 +178,7 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     train_ds = load_from_disk(pre.train.path)
     eval_ds = load_from_disk(pre.splits["validation"].path) if "validation" in pre.splits else None
     tokenizer = load_tokenizer(base_path)
-    # On a GPU bf16 weights; on a CPU fp32 weights under bf16 autocast (mixed precision, as TRL does); fp16 is
-    # always AMP over fp32 weights.
-    bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
-    dtype = torch.bfloat16 if bf16_weights else torch.float32
-    if (quantized := quantization_config(ctx.optimization)) is not None:
-        # QLoRA: the base in 4-bit on this process's GPU (resolve refused load_in_4bit without one); TRL readies a
-        # 4-bit model when it adds the adapters (input gradients, bf16 adapters as the QLoRA paper has them).
-        model = AutoModelForCausalLM.from_pretrained(
-            base_path, dtype=torch.bfloat16, quantization_config=quantized, device_map={"": torch.cuda.current_device()}
-        )
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    model = load_base(ctx, base_path, has_cuda)
     packing = _packing(ctx, model)
 
     args = sft_config(
@@ -223,6 +218,57 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     if ctx.training.compact_lm_head and needs_compact_head("cuda" if has_cuda else "cpu"):
         applied = compact_lm_head(unwrap_peft(trainer.model))
         ctx.progress(f"  LM head: {'loss positions only' if applied else 'every position (scaled logits)'}")
+    result, wall, out, trainable = run_trainer(ctx, trainer, hooks, has_cuda)
+    epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
+    metrics: dict[str, Any] = {
+        "train_loss": float(result.training_loss),
+        "train_runtime_s": round(wall, 2),
+        "global_steps": int(result.global_step),
+        "trained_tokens": int(loss_tokens * epochs),
+        "input_tokens": int(pre.train.tokens * epochs),
+        "tokens_per_s": round(pre.train.tokens * epochs / wall, 1) if wall > 0 else None,
+        "trainable_parameters": trainable,
+    }
+    if trainer.state.best_model_checkpoint:
+        metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
+    if eval_ds is not None:
+        evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+        final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+        metrics["valid_loss"] = float(final_eval["eval_loss"])
+        metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
+        if "eval_mean_token_accuracy" in final_eval:
+            metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
+    return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
+
+
+def load_base(ctx: StepContext, base_path: str, has_cuda: bool) -> Any:
+    """The base model to train, with ``load_in_4bit`` QLoRA's 4-bit base.
+
+    bf16 weights on a GPU that computes bf16, else fp32 (a CPU trains under bf16 autocast, as TRL does; fp16 is always
+    AMP over fp32 weights).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if (quantized := quantization_config(ctx.optimization)) is not None:
+        # QLoRA: the base in 4-bit on this process's GPU (resolve refused load_in_4bit without one); TRL readies a
+        # 4-bit model when it adds the adapters (input gradients, bf16 adapters as the QLoRA paper has them).
+        return AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=torch.bfloat16, quantization_config=quantized, device_map={"": torch.cuda.current_device()}
+        )
+    bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
+    return AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16 if bf16_weights else torch.float32)
+
+
+def run_trainer(ctx: StepContext, trainer: Any, hooks: TrainerHooks, has_cuda: bool) -> tuple[Any, float, Path, int]:
+    """Train (resuming from the last checkpoint when the job is resumed), stop at a cancel, save the trained model.
+
+    Returns:
+        The trainer's result, the training's wall time (s), the trained model's folder and its trainable parameters.
+
+    Raises:
+        JobCancelledError: The job was cancelled during training.
+    """
     trained: Any = trainer.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
@@ -251,23 +297,4 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is in MLflow
         _plot_losses(trainer.state.log_history, ctx.step_dir / "loss_curve.png")
-    epochs = float(result.metrics.get("epoch", ctx.training.num_train_epochs))
-    metrics: dict[str, Any] = {
-        "train_loss": float(result.training_loss),
-        "train_runtime_s": round(wall, 2),
-        "global_steps": int(result.global_step),
-        "trained_tokens": int(loss_tokens * epochs),
-        "input_tokens": int(pre.train.tokens * epochs),
-        "tokens_per_s": round(pre.train.tokens * epochs / wall, 1) if wall > 0 else None,
-        "trainable_parameters": trainable,
-    }
-    if trainer.state.best_model_checkpoint:
-        metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
-    if eval_ds is not None:
-        evals = [e for e in trainer.state.log_history if "eval_loss" in e]
-        final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
-        metrics["valid_loss"] = float(final_eval["eval_loss"])
-        metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
-        if "eval_mean_token_accuracy" in final_eval:
-            metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
-    return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
+    return result, wall, out, trainable

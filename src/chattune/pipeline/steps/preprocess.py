@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from chattune.data.conversations import read_conversations
+from chattune.entities import Task
 from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer
 from chattune.pipeline.context import KeyInputs, StepContext
@@ -96,6 +97,10 @@ def run(ctx: StepContext) -> PreprocessOutput:
     """
     from datasets import Dataset
 
+    if ctx.spec.task == Task.PREFERENCE:
+        from chattune.pipeline.preference import preprocess_preferences
+
+        return preprocess_preferences(ctx)
     model_path = ctx.inputs.model_import.path
     tokenizer = load_tokenizer(model_path)
     train_template = training_chat_template(tokenizer)

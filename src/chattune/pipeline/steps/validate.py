@@ -6,7 +6,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from chattune.data.preferences import validate_preferences
 from chattune.data.validate import MIN_TRAIN_ROWS, validate_files
+from chattune.entities import Task
 from chattune.errors import DataError
 from chattune.pipeline.context import KeyInputs, StepContext
 from chattune.pipeline.outputs import FileCheck, ValidateOutput
@@ -29,7 +31,7 @@ class Validate:
 
     def cache_key(self, given: KeyInputs) -> dict[str, Any] | None:
         """The content of every data file and the format they are read in."""
-        return {"files": given.file_hashes, "format": given.spec.data.format}
+        return {"files": given.file_hashes, "format": given.spec.data.format, "task": given.spec.task.value}
 
     def run(self, ctx: StepContext) -> ValidateOutput:
         """Validate every data file; a file with errors fails the step."""
@@ -43,14 +45,20 @@ def run(ctx: StepContext) -> ValidateOutput:
     """The validate step: check every data file of the job as ``chattune data validate`` does, together."""
     roles = {r: getattr(ctx.spec.data, r) for r in ("train", "validation", "test", "generation_test")}
     paths = {r: Path(p) for r, p in roles.items() if p}
-    # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
-    # training row is reported).
-    reports = validate_files(
-        list(paths.values()),
-        min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS},
-        fmt=ctx.spec.data.format,
-        generation_paths=[paths["generation_test"]] if "generation_test" in paths else [],
-    )
+    if ctx.spec.task == Task.PREFERENCE:  # the same validator as `chattune data validate --task preference`
+        reports = [
+            validate_preferences(path, min_rows=MIN_TRAIN_ROWS if role == "train" else 1)
+            for role, path in paths.items()
+        ]
+    else:
+        # The same validator as `chattune data validate`, over all files at once (so a test row that is also a
+        # training row is reported).
+        reports = validate_files(
+            list(paths.values()),
+            min_rows_by_path={str(paths["train"]): MIN_TRAIN_ROWS},
+            fmt=ctx.spec.data.format,
+            generation_paths=[paths["generation_test"]] if "generation_test" in paths else [],
+        )
     files: dict[str, FileCheck] = {}
     for (role, path), report in zip(paths.items(), reports, strict=True):
         for w in report.warnings:

@@ -1,0 +1,222 @@
+"""The preference task (``task: preference``): its preprocess, finetune and evaluate bodies, on TRL's DPO trainer.
+
+The pipeline is the chat task's (validate, model_import, preprocess, finetune, evaluate; the same cache, checkpoints,
+resume, MLflow and registry); these are the steps' bodies where the task differs:
+
+- preprocess: the pairs (chattune.data.preferences) in TRL's conversational shape, split (validation: the last 20%
+  of train without a file) and saved as datasets; TRL's trainer applies the model's chat template and truncates.
+- finetune: ``DPOTrainer`` with PEFT's LoRA or on all weights. With LoRA the reference model is the base with the
+  adapter switched off (no second copy in memory); a full fine-tune gets a frozen copy of the base from TRL.
+- evaluate: on the held-out pairs (the test file, else the validation split), for the base and the tuned model, the
+  share of pairs whose preferred answer has the higher log-likelihood (``preference_accuracy``) and the mean
+  log-likelihood margin; for the tuned model also DPO's implicit reward (beta x the log-ratio to the base) accuracy
+  and margin, as TRL reports them while training.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chattune.data.preferences import PreferencePair, read_pairs
+from chattune.errors import DataError
+from chattune.inference import context_length, load_tokenizer, pick_device
+from chattune.pipeline.context import StepContext
+from chattune.pipeline.outputs import FinetuneOutput, PreprocessOutput, SplitStats
+from chattune.templates import fold_system, supports_system_role, template_hash
+
+VALIDATION_FRACTION = 0.2
+HELD_OUT = ("test", "validation")  # the evaluate step's pairs: the test split when the job has one
+
+
+def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
+    """The preference pairs of each split as datasets (prompt, chosen, rejected), with their token counts.
+
+    Raises:
+        DataError: A split has no pair.
+    """
+    from datasets import Dataset
+
+    model_path = ctx.inputs.model_import.path
+    tokenizer = load_tokenizer(model_path)
+    fold = not supports_system_role(tokenizer)
+    max_len = ctx.resolved.max_length(context_length(model_path, tokenizer))
+    data = ctx.spec.data
+    train = read_pairs(data.train)[: data.max_train_rows or None]
+    if data.validation:
+        validation = read_pairs(data.validation)
+    else:
+        cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
+        train, validation = train[:cut], train[cut:]
+        ctx.progress(f"  validation: the last {len(validation)} pairs of train (no validation file given)")
+    splits = {"train": train, "validation": validation}
+    if data.test:
+        splits["test"] = read_pairs(data.test)[: ctx.spec.evaluation.max_rows]
+    stats: dict[str, SplitStats] = {}
+    for name, pairs in splits.items():
+        if not pairs:
+            raise DataError(f"{name}: no preference pair", remedy="Give the split at least one valid pair.")
+        rows = [_row(p, fold) for p in pairs]
+        lengths = [max(_length(tokenizer, r["prompt"] + r[side]) for side in ("chosen", "rejected")) for r in rows]
+        truncated = sum(n > max_len for n in lengths)
+        path = ctx.step_dir / name
+        Dataset.from_list(rows).save_to_disk(str(path))
+        stats[name] = SplitStats(
+            path=str(path),
+            rows=len(pairs),
+            kept=len(pairs),
+            tokens=sum(lengths),
+            truncated=truncated,
+            system_folded=sum(fold and p.prompt[0]["role"] == "system" for p in pairs),
+        )
+        ctx.progress(
+            f"  {name}: {len(pairs)} pairs, {sum(lengths)} tokens (prompt + longer answer), {truncated} truncated at "
+            f"{max_len} by the trainer"
+        )
+    return PreprocessOutput(
+        max_seq_length=max_len,
+        system_folded_into_user=fold,
+        splits=stats,
+        chat_template_sha256=template_hash(tokenizer.chat_template),
+    )
+
+
+def _row(pair: PreferencePair, fold: bool) -> dict[str, Any]:
+    row = pair.to_row()
+    if fold:
+        row["prompt"] = fold_system(row["prompt"])
+    return row
+
+
+def _length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
+    """DPO on the preprocessed pairs (in this process, a torchrun worker or a Ray Train worker, as the chat task)."""
+    import torch
+    from datasets import load_from_disk
+    from trl import DPOTrainer
+
+    from chattune.pipeline import checkpoints
+    from chattune.pipeline.steps.finetune import load_base, run_trainer
+    from chattune.training.builders import dpo_config, lora_config
+    from chattune.training.callbacks import ProgressCallback
+    from chattune.training.environ import keep_process_environment
+
+    pre = ctx.inputs.preprocess
+    base_path = ctx.inputs.model_import.path
+    has_cuda = pick_device() == "cuda"
+    if ctx.training.num_threads:
+        torch.set_num_threads(ctx.training.num_threads)
+    train_ds = load_from_disk(pre.train.path)
+    eval_ds = load_from_disk(pre.splits["validation"].path)
+    tokenizer = load_tokenizer(base_path)
+    model = load_base(ctx, base_path, has_cuda)
+    args = dpo_config(
+        ctx.training,
+        ctx.optimization,
+        beta=ctx.spec.preference.beta,
+        output_dir=ctx.step_dir / checkpoints.DIR,
+        max_length=pre.max_seq_length,
+        has_cuda=has_cuda,
+        has_eval=True,
+        mixed_precision=ctx.resolved.mixed_precision,
+    )
+    ctx.progress(f"  DPO: beta {args.beta}, {'LoRA' if ctx.optimization.apply_lora else 'all weights'}")
+    keep_process_environment()  # before accelerate builds its state (chattune.training.environ says why)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(ctx.optimization, ctx.resolved.lora_target_modules)
+        if ctx.optimization.apply_lora
+        else None,
+        callbacks=[ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics), *hooks.callbacks],
+    )
+    trainer = hooks.prepare(trainer)
+    result, wall, out, trainable = run_trainer(ctx, trainer, hooks, has_cuda)
+    metrics: dict[str, Any] = {
+        "train_loss": float(result.training_loss),
+        "train_runtime_s": round(wall, 2),
+        "global_steps": int(result.global_step),
+        "pairs_per_s": round(pre.train.kept * float(result.metrics.get("epoch", 1)) / wall, 2) if wall > 0 else None,
+        "trainable_parameters": trainable,
+    }
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    final = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+    metrics["valid_loss"] = float(final["eval_loss"])
+    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
+        if f"eval_{key}" in final:
+            metrics[f"valid_{key.replace('/', '_')}"] = float(final[f"eval_{key}"])
+    return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
+
+
+def pair_logps(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Each pair's (chosen, rejected) answer log-likelihood under ``model``.
+
+    The sum of the answer's tokens' log-probabilities after the prompt rendered with the chat template, as DPO scores
+    them.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    scores = []
+    for pair in pairs:
+        prompt_ids = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        scored = []
+        for side in ("chosen", "rejected"):
+            ids = tokenizer.apply_chat_template(pair["prompt"] + pair[side], return_dict=True)["input_ids"]
+            start = len(prompt_ids) if ids[: len(prompt_ids)] == prompt_ids else _common_prefix(ids, prompt_ids)
+            tensor = torch.tensor([ids], device=device)
+            with torch.no_grad():
+                logps = model(tensor).logits[0, :-1].float().log_softmax(-1)
+            token_logps = logps.gather(-1, tensor[0, 1:, None])[:, 0]
+            scored.append(float(token_logps[start - 1 :].sum()))
+        scores.append((scored[0], scored[1]))
+    return scores
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return max(1, n)
+
+
+def evaluate_preferences(ctx: StepContext, as_model: Any) -> tuple[dict[str, dict[str, float]], str]:
+    """Preference accuracy and margins of the base and the tuned model on the held-out pairs.
+
+    Returns:
+        The metrics by model (``base``, ``tuned``) and a note saying on which pairs they were computed.
+    """
+    from datasets import load_from_disk
+
+    split = next(name for name in HELD_OUT if name in ctx.inputs.preprocess.splits)
+    pairs = list(load_from_disk(ctx.inputs.preprocess.splits[split].path))[: ctx.spec.evaluation.max_rows]
+    tokenizer = load_tokenizer(ctx.inputs.model_import.path)
+    logps: dict[str, list[tuple[float, float]]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for which in ("base", "tuned"):
+        started = time.perf_counter()
+        with as_model(which) as model:
+            logps[which] = pair_logps(model, tokenizer, pairs)
+        margins = [c - r for c, r in logps[which]]
+        metrics[which] = {
+            "preference_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "logp_margin": sum(margins) / len(margins),
+        }
+        ctx.progress(
+            f"  {which}: preference accuracy {metrics[which]['preference_accuracy']:.3f}, log-likelihood margin "
+            f"{metrics[which]['logp_margin']:.3f} on {len(pairs)} {split} pairs ({time.perf_counter() - started:.1f}s)"
+        )
+    beta = ctx.spec.preference.beta
+    rewards = [beta * ((tc - bc) - (tr - br)) for (tc, tr), (bc, br) in zip(logps["tuned"], logps["base"], strict=True)]
+    metrics["tuned"]["reward_accuracy"] = sum(r > 0 for r in rewards) / len(rewards)
+    metrics["tuned"]["reward_margin"] = sum(rewards) / len(rewards)
+    note = f"preference metrics on {len(pairs)} held-out pairs ({split} split); rewards: DPO's, beta {beta}, vs base"
+    return metrics, note

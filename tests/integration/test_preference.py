@@ -1,0 +1,118 @@
+"""A `task: preference` job (DPO) through the whole pipeline on the tiny model: real runner process, TRL's DPO
+trainer, preference metrics for base and tuned, the registry; bad pairs and options refused at `jobs create`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chattune.schemas import JobSummary, ModelVersionPublic
+from tests.conftest import exact, parse_json
+
+pytestmark = pytest.mark.integration
+
+
+def _job(tmp_path: Path, data: Path, extra: str = "", lora: bool = True) -> Path:
+    path = tmp_path / f"job-{'lora' if lora else 'full'}.yaml"
+    path.write_text(
+        f"""model: tiny-test
+task: preference
+experiment_name: it_preference
+data:
+  train: {data}/train_prefs.jsonl
+  test: {data}/test_prefs.jsonl
+training:
+  max_steps: 3
+  per_device_train_batch_size: 4
+  learning_rate: 1.0e-3
+  max_seq_length: 128
+  logging_steps: 1
+optimization:
+  apply_lora: {str(lora).lower()}
+preference:
+  beta: 0.2
+evaluation:
+  max_rows: 8
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_dpo_job_trains_evaluates_and_registers(cli: Any, home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "prefs"
+    written = parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "40", "--json"))
+    assert sorted(written) == ["test_prefs", "train_prefs"]
+    result = cli("jobs", "create", "-f", str(_job(tmp_path, data)), "--stream", "--json", timeout=300)
+    job = exact(JobSummary, parse_json(result))
+    assert job["status"] == "succeeded", result.stderr
+    assert "DPO: beta 0.2, LoRA" in result.stderr
+    assert "-dpo-bs4-" in job["display_name"]
+
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    steps = {s["name"]: s for s in shown["steps"]}
+    splits = steps["preprocess"]["outputs"]["splits"]
+    assert (splits["train"]["kept"], splits["validation"]["kept"], splits["test"]["kept"]) == (
+        32,
+        8,
+        8,
+    )  # test: evaluation.max_rows
+    assert steps["validate"]["outputs"]["files"]["train"]["format"] == "preference"
+    trained = steps["finetune"]["outputs"]["metrics"]
+    assert trained["global_steps"] == 3 and 0 <= trained["valid_rewards_accuracies"] <= 1
+    assert "valid_rewards_margins" in trained
+    metrics = steps["evaluate"]["outputs"]["metrics"]
+    assert set(metrics["base"]) == {"preference_accuracy", "logp_margin"}
+    assert set(metrics["tuned"]) == {"preference_accuracy", "logp_margin", "reward_accuracy", "reward_margin"}
+    # The tuned model moved toward the preferred answers: its log-likelihood margin grew over the base's.
+    assert metrics["tuned"]["logp_margin"] > metrics["base"]["logp_margin"]
+    assert Path(shown["outputs"]["trained_model"], "adapter_config.json").exists()
+
+    mv = exact(ModelVersionPublic, parse_json(cli("models", "register", "--job", job["id"], "--json")))
+    assert mv["kind"] == "lora" and mv["tags"] == {"task": "chat-completion", "tuning": "dpo"}
+    assert mv["lineage"]["datasets"]["train"]["format"] == "preference"
+
+    # The same job again: validate and preprocess come from the cache.
+    again = cli("jobs", "create", "-f", str(_job(tmp_path, data)), "--stream", "--json", timeout=300)
+    assert parse_json(again)["status"] == "succeeded"
+    assert "step validate: reused" in again.stderr and "step preprocess: reused" in again.stderr
+
+
+def test_a_full_dpo_job_trains_every_weight(cli: Any, home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "prefs"
+    parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "20", "--json"))
+    result = cli("jobs", "create", "-f", str(_job(tmp_path, data, lora=False)), "--stream", "--json", timeout=300)
+    job = parse_json(result)
+    assert job["status"] == "succeeded", result.stderr
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    assert Path(shown["outputs"]["trained_model"], "model.safetensors").exists()
+    assert "DPO: beta 0.2, all weights" in result.stderr
+
+
+def test_bad_pairs_fail_validation_and_bad_options_are_refused_at_create(cli: Any, home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "prefs"
+    parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "20", "--json"))
+    train = data / "train_prefs.jsonl"
+    rows = train.read_text().splitlines()
+    same = json.loads(rows[2])
+    same["rejected"] = same["chosen"]
+    rows[2] = json.dumps(same)
+    rows[4] = json.dumps({"prompt": "q", "chosen": "a"})
+    train.write_text("\n".join(rows) + "\n")
+    failed = cli("jobs", "create", "-f", str(_job(tmp_path, data)), "--stream", "--json", timeout=120)
+    assert failed.returncode == 1  # the job failed at its validate step, as a chat job's bad rows do
+    shown = parse_json(cli("jobs", "show", json.loads(failed.stdout)["id"], "--json"))
+    steps = {s["name"]: s["status"] for s in shown["steps"]}
+    assert steps["validate"] == "failed" and steps["finetune"] == "skipped"
+    assert f"{train}:3: chosen:" in failed.stderr and "[identical_sides]" in failed.stderr
+    assert f"{train}:5: rejected:" in failed.stderr and "[missing_side]" in failed.stderr
+
+    generation = _job(tmp_path, data, extra="")
+    generation.write_text(
+        generation.read_text().replace("  test:", f"  generation_test: {data}/test_prefs.jsonl\n  test:")
+    )
+    refused = cli("jobs", "create", "-f", str(generation))
+    assert refused.returncode == 2 and "data.generation_test" in refused.stderr
