@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chattune.catalog.importer import registered_version
 from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion, Task
 from chattune.errors import ConflictError, NotFoundError, UserError
 from chattune.export import Export
@@ -138,7 +139,13 @@ class Registry:
             tags={"task": "chat-completion"}
             if spec.task == Task.CHAT_COMPLETION
             else {"task": "chat-completion", "tuning": spec.preference.method},
-            lineage=_lineage(job, produced, resolved, "merged" if merge else finetune.kind),
+            lineage=_lineage(
+                job,
+                produced,
+                resolved,
+                "merged" if merge else finetune.kind,
+                registered_version(imported.name, self.store),
+            ),
             metrics=job.metrics,
             mlflow_version=mlflow_version,
         )
@@ -367,11 +374,19 @@ class Registry:
         return actual
 
 
-def _lineage(job: Job, produced: StepOutputs, resolved: ResolvedConfig, mlflow_model: str) -> dict[str, Any]:
-    """Where a registered model came from: the job, its base model, data files, parameters and template."""
+def _lineage(
+    job: Job, produced: StepOutputs, resolved: ResolvedConfig, mlflow_model: str, parent: ModelVersion | None = None
+) -> dict[str, Any]:
+    """Where a registered model came from: the job, its base model, data files, parameters and template.
+
+    When the job tuned a registered version further (``model: NAME@ALIAS``), also that version and the job that made
+    it.
+    """
     imported = produced.model_import
-    return {
+    spec = JobSpec.model_validate(job.spec)
+    lineage: dict[str, Any] = {
         "job_id": job.id,
+        "task": spec.task.value,
         "job_display_name": job.display_name,
         "mlflow_run_id": job.mlflow_run_id,
         "base_model": {"name": imported.name, "content_hash": imported.content_hash},
@@ -381,6 +396,14 @@ def _lineage(job: Job, produced: StepOutputs, resolved: ResolvedConfig, mlflow_m
         "mlflow_model": mlflow_model,
         "compute": _compute(job, produced, resolved),
     }
+    if parent is not None:
+        lineage["parent_model"] = {
+            "model": parent.id,
+            "job_id": parent.job_id,
+            "task": parent.lineage.get("task", "chat_completion"),
+            "base_model": parent.base_model,
+        }
+    return lineage
 
 
 def _compute(job: Job, produced: StepOutputs, resolved: ResolvedConfig) -> dict[str, Any]:

@@ -116,3 +116,35 @@ def test_bad_pairs_fail_validation_and_bad_options_are_refused_at_create(cli: An
     )
     refused = cli("jobs", "create", "-f", str(generation))
     assert refused.returncode == 2 and "data.generation_test" in refused.stderr
+
+
+def test_a_registered_sft_version_is_tuned_further_and_its_lineage_shows_both_jobs(
+    cli: Any, trained_workspace: dict[str, Any], tmp_path: Path
+) -> None:
+    """The session's quickstart version (SFT, LoRA), named by an alias, is the starting model of a DPO job: its
+    adapter is merged into its base once, and the new version's lineage names the version and the job that made it."""
+    sft = trained_workspace["model"]  # NAME:VERSION
+    name, version = sft.split(":")
+    parse_json(cli("models", "alias", f"{name}@sft", version, "--json"))
+    data = tmp_path / "prefs"
+    parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "20", "--json"))
+    job_file = _job(tmp_path, data)
+    job_file.write_text(job_file.read_text().replace("model: tiny-test", f"model: {name}@sft"))
+    result = cli("jobs", "create", "-f", str(job_file), "--stream", "--json", timeout=300)
+    job = parse_json(result)
+    assert job["status"] == "succeeded", result.stderr
+    assert job["display_name"].startswith(f"{name}-dpo-")
+    shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    imported = next(s for s in shown["steps"] if s["name"] == "model_import")["outputs"]
+    assert imported["name"] == sft and "/models/" in imported["path"]  # merged once, stored by content hash
+
+    mv = parse_json(cli("models", "register", "--job", job["id"], "--name", "sft-then-dpo", "--json"))
+    lineage = mv["lineage"]
+    assert lineage["job_id"] == job["id"] and lineage["task"] == "preference"
+    assert lineage["parent_model"] == {
+        "model": sft,
+        "job_id": trained_workspace["quickstart"]["job"]["id"],
+        "task": "chat_completion",
+        "base_model": "tiny-test",
+    }
+    assert mv["base_model"] == sft

@@ -1,7 +1,7 @@
 """QLoRA (``optimization.load_in_4bit``) as far as a machine without a GPU can take it: the job is refused at
 ``jobs create`` time naming the option, the bitsandbytes config is the paper's recipe, and the memory estimate counts
-4-bit weights. The 4-bit training itself needs CUDA (bitsandbytes' kernels): bench/train_throughput.py's qlora mode
-measures it where a GPU is lent."""
+4-bit weights. The 4-bit training itself needs CUDA (bitsandbytes' kernels), which no machine of this work had: it
+is not run here (docs/qlora.md)."""
 
 from __future__ import annotations
 

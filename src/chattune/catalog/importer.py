@@ -21,9 +21,10 @@ from pathlib import Path
 from chattune.catalog import CatalogEntry, ModelSource, model_cache
 from chattune.catalog.gguf import convert_gguf
 from chattune.catalog.lookup import Catalog
+from chattune.entities import ModelVersion
 from chattune.errors import NotFoundError, OfflineError, UserError
 from chattune.settings import Settings
-from chattune.store.base import Store
+from chattune.store.base import ModelStore, Store
 from chattune.templates import smollm2_chat_template
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,37 @@ def content_hash(path: Path) -> str:
     return outer.hexdigest()
 
 
-def resolve_model_ref(ref: str, catalog: Catalog | None = None) -> CatalogEntry | Path:
-    """A job's ``model`` is a catalog name (built-in, or the workspace's own in ``catalog``) or a local directory."""
+def registered_version(ref: str, versions: ModelStore | None) -> ModelVersion | None:
+    """The registered version ``ref`` names (``NAME:VERSION`` or ``NAME@ALIAS``) in ``versions``, None if none."""
+    if versions is None or not (":" in ref or "@" in ref):
+        return None
+    name, sep, alias = ref.partition("@")
+    if not sep:
+        name, _, version = ref.rpartition(":")
+    else:
+        version = versions.aliases(name).get(alias, "")
+    if not name or not version:
+        return None
+    try:
+        return versions.get_model_version(name, version)
+    except NotFoundError:
+        return None
+
+
+def resolve_model_ref(
+    ref: str, catalog: Catalog | None = None, versions: ModelStore | None = None
+) -> CatalogEntry | Path | ModelVersion:
+    """What a job's ``model`` names.
+
+    A catalog name (built-in, or the workspace's own in ``catalog``), a version registered in ``versions``
+    (``NAME:VERSION`` or ``NAME@ALIAS``: a model a job tuned, to tune further), or a local directory.
+    """
     catalog = catalog or Catalog()
     entry = catalog.find(ref)
     if entry is not None:
         return entry
+    if (registered := registered_version(ref, versions)) is not None:
+        return registered
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -74,7 +100,9 @@ def resolve_model_ref(ref: str, catalog: Catalog | None = None) -> CatalogEntry 
 
 def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
     """Import ``ref`` (catalog name or local directory) unless already imported; return where it lives."""
-    target = resolve_model_ref(ref, Catalog(lambda: store))
+    target = resolve_model_ref(ref, Catalog(lambda: store), versions=store)
+    if isinstance(target, ModelVersion):
+        return _registered_model(settings, store, target)
     if isinstance(target, CatalogEntry) and target.origin == "user":
         return _user_model(target)
     if isinstance(target, Path):
@@ -110,6 +138,35 @@ def import_model(settings: Settings, store: Store, ref: str) -> ImportedModel:
     store.record_import(key, digest, str(final))
     log.info("imported %s -> %s", entry.name, final)
     return ImportedModel(entry.name, str(final), digest, key)
+
+
+def _registered_model(settings: Settings, store: Store, mv: ModelVersion) -> ImportedModel:
+    """A registered version as a base to tune further.
+
+    A full version as it is; a LoRA version merged into its base (PEFT's merge, once: stored by content hash like any
+    import).
+    """
+    key = f"registered:{mv.id}"
+    if mv.kind != "lora":
+        digest = content_hash(Path(mv.path))
+        store.record_import(key, digest, mv.path)
+        return ImportedModel(mv.id, mv.path, digest, key)
+    found = store.find_import(key)
+    if found and Path(found[1]).is_dir():
+        return ImportedModel(mv.id, found[1], found[0], key, reused=True)
+    from chattune.inference import save_merged
+
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.models_dir, prefix=".import-") as tmp:
+        work = Path(tmp) / "model"
+        save_merged(mv.base_model_path, mv.path, work)
+        (work / META_FILE).write_text(json.dumps({"name": mv.id, "source": key}, indent=2))
+        digest = content_hash(work)
+        final = settings.models_dir / digest
+        if not final.exists():
+            os.replace(work, final)
+    store.record_import(key, digest, str(final))
+    return ImportedModel(mv.id, str(final), digest, key)
 
 
 def _user_model(entry: CatalogEntry) -> ImportedModel:

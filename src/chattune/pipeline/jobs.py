@@ -16,7 +16,7 @@ from chattune.catalog import CatalogEntry
 from chattune.catalog.importer import resolve_model_ref
 from chattune.catalog.lookup import Catalog
 from chattune.compute.targets import ComputeTargets
-from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, StepRun, Task
+from chattune.entities import LOCAL_COMPUTE, Job, JobStatus, ModelVersion, StepRun, Task
 from chattune.errors import ConflictError
 from chattune.pipeline import STEPS, checkpoints
 from chattune.pipeline.config import JobSpec, parse_spec
@@ -30,9 +30,12 @@ CANCEL_FLAG = "CANCEL"
 
 
 def model_label(ref: str, catalog: Catalog | None = None) -> str:
-    """A short label for a model reference: its catalog name, else the last part of its path."""
+    """A short label for a model reference: its catalog name, a registered version's name, else its path's end."""
     entry = (catalog or Catalog()).find(ref)
-    return entry.name if entry else Path(ref).name
+    if entry:
+        return entry.name
+    name = ref.partition("@")[0]  # NAME@ALIAS, NAME:VERSION: the registered name
+    return Path(name.rpartition(":")[0] or name).name
 
 
 class JobService:
@@ -70,8 +73,12 @@ class JobService:
         if compute_name is not None:
             raw["compute"] = compute_name
         spec = parse_spec(raw, source="job spec")
-        target = resolve_model_ref(spec.model, self.catalog)  # unknown model: NotFound now, not minutes later
-        entry = target if isinstance(target, CatalogEntry) else None
+        # unknown model: NotFound now, not minutes later
+        target = resolve_model_ref(spec.model, self.catalog, versions=self.store)
+        if isinstance(target, ModelVersion):  # a registered version tuned further: its base's catalog entry
+            entry = self.catalog.find(target.base_model)
+        else:
+            entry = target if isinstance(target, CatalogEntry) else None
         on_ray = spec.compute != LOCAL_COMPUTE
         warnings: list[str] = []
         if on_ray:

@@ -28,7 +28,7 @@ def quantization_config(opt: OptimizationParams) -> Any | None:
     """QLoRA's load-time quantization of the frozen base (``load_in_4bit``), None without it.
 
     NF4 with double quantization and bf16 compute, the QLoRA paper's recipe (Dettmers et al., 2023), as transformers'
-    ``BitsAndBytesConfig``; the LoRA adapters PEFT adds train in full precision over it.
+    ``BitsAndBytesConfig``; the LoRA adapters PEFT adds over it train in bf16 (TRL casts them for a 4-bit model).
     """
     if not opt.load_in_4bit:
         return None

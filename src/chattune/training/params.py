@@ -88,7 +88,7 @@ class OptimizationParams(Strict):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     merge_lora_weights: bool = True
     # QLoRA (Dettmers et al.): the frozen base weights loaded in 4-bit NF4 with double quantization (bitsandbytes),
-    # computed in bf16; the LoRA adapters train in full precision. Needs apply_lora and a CUDA GPU.
+    # computed in bf16; the LoRA adapters train in bf16 (TRL casts them for a 4-bit model). Needs apply_lora and CUDA.
     load_in_4bit: bool = False
     apply_deepspeed: bool = False
     deepspeed_stage: Literal[2, 3] = 2
