@@ -23,9 +23,9 @@ from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer, pick_device
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.outputs import FinetuneOutput, PreprocessOutput, SplitStats
+from chattune.pipeline.steps.preprocess import read_splits
 from chattune.templates import fold_system, supports_system_role, template_hash
 
-VALIDATION_FRACTION = 0.2
 HELD_OUT = ("test", "validation")  # the evaluate step's pairs: the test split when the job has one
 
 
@@ -41,17 +41,7 @@ def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
     tokenizer = load_tokenizer(model_path)
     fold = not supports_system_role(tokenizer)
     max_len = ctx.resolved.max_length(context_length(model_path, tokenizer))
-    data = ctx.spec.data
-    train = read_pairs(data.train)[: data.max_train_rows or None]
-    if data.validation:
-        validation = read_pairs(data.validation)
-    else:
-        cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
-        train, validation = train[:cut], train[cut:]
-        ctx.progress(f"  validation: the last {len(validation)} pairs of train (no validation file given)")
-    splits = {"train": train, "validation": validation}
-    if data.test:
-        splits["test"] = read_pairs(data.test)[: ctx.spec.evaluation.max_rows]
+    splits = read_splits(ctx, read_pairs, "pairs")
     stats: dict[str, SplitStats] = {}
     for name, pairs in splits.items():
         if not pairs:

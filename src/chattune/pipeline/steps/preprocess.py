@@ -10,7 +10,8 @@ rows that lose every assistant token to truncation are counted, and the step fai
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from chattune.data.conversations import read_conversations
 from chattune.entities import Task
@@ -21,6 +22,7 @@ from chattune.pipeline.outputs import PreprocessOutput, SplitStats
 from chattune.templates import encode, supports_system_role, template_hash, training_chat_template
 
 VALIDATION_FRACTION = 0.2
+T = TypeVar("T")
 
 
 def tokenize(
@@ -62,6 +64,26 @@ def tokenize(
         columns["assistant_masks"].append(mask)
         counts["tokens"] += len(ids)
     return columns, counts
+
+
+def read_splits(ctx: StepContext, read: Callable[[str], list[T]], unit: str) -> dict[str, list[T]]:
+    """The job's rows by split, each file read with ``read``.
+
+    Train (its first ``data.max_train_rows``), validation (its file, else the last 20% of train, as Azure does) and
+    test (its first ``evaluation.max_rows``).
+    """
+    data = ctx.spec.data
+    train = read(data.train)[: data.max_train_rows or None]
+    if data.validation:
+        validation = read(data.validation)
+    else:
+        cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
+        train, validation = train[:cut], train[cut:]
+        ctx.progress(f"  validation: the last {len(validation)} {unit} of train (no validation file given)")
+    splits = {"train": train, "validation": validation}
+    if data.test:
+        splits["test"] = read(data.test)[: ctx.spec.evaluation.max_rows]
+    return splits
 
 
 class Preprocess:
@@ -112,19 +134,7 @@ def run(ctx: StepContext) -> PreprocessOutput:
     def read(path: str) -> list[list[dict[str, Any]]]:
         return [c.messages for c in read_conversations(path, data.format)]
 
-    train = read(data.train)
-    if data.max_train_rows:
-        train = train[: data.max_train_rows]
-    if data.validation:
-        validation = read(data.validation)
-    else:
-        cut = len(train) - max(1, int(len(train) * VALIDATION_FRACTION))
-        train, validation = train[:cut], train[cut:]
-        ctx.progress(f"  validation: the last {len(validation)} rows of train (no validation file given)")
-    splits = {"train": train, "validation": validation}
-    if data.test:
-        splits["test"] = read(data.test)[: ctx.spec.evaluation.max_rows]
-
+    splits = read_splits(ctx, read, "rows")
     stats: dict[str, SplitStats] = {}
     for name, conversations in splits.items():
         columns, counts = tokenize(conversations, tokenizer, train_template, max_len, fold)
