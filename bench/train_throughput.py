@@ -22,6 +22,9 @@ GPU variant (`--device cuda`): the Phi-3-mini-4k architecture at full size (3.8B
 with random weights (throughput does not depend on the weights) and the Phi-3 tokenizer of
 ../shared/fixtures/phi3_mini_tokenizer, bf16 weights, LoRA and full fine-tuning (`--modes lora,full`), each beside
 plain TRL; the matmul peak is the GPU's bf16 one, and full fine-tuning counts 6 x parameters FLOPs per token.
+`--modes qlora` (CUDA only, with bitsandbytes installed): LoRA over the base loaded in 4-bit NF4
+(`optimization.load_in_4bit`) beside plain TRL given the same `BitsAndBytesConfig`; its peak GPU memory is the
+figure that matters (docs/qlora.md).
 `--layers N` shrinks the architecture (a smoke run of the same path on a CPU).
 """
 
@@ -132,7 +135,12 @@ def run_chattune(
             "save_strategy": "no",
             "logging_steps": 10,
         },
-        "optimization": {**LORA, "apply_lora": mode == "lora", "precision": PRECISION},
+        "optimization": {
+            **LORA,
+            "apply_lora": mode in ("lora", "qlora"),
+            "load_in_4bit": mode == "qlora",
+            "precision": PRECISION,
+        },
         "evaluation": {"max_rows": 1, "max_new_tokens": 1},
         "settings": {"force_rerun": True},
     }
@@ -168,7 +176,7 @@ def run_trl(
     from chattune.inference import load_tokenizer
     from chattune.pipeline.config import OptimizationParams
     from chattune.templates import training_chat_template
-    from chattune.training.builders import lora_config
+    from chattune.training.builders import lora_config, quantization_config
     from chattune.workspace import Workspace
 
     ws = Workspace()
@@ -193,14 +201,20 @@ def run_trl(
         logging_steps=10,
         disable_tqdm=True,
     )
+    if mode == "qlora":  # what a TRL user writes for QLoRA: the same BitsAndBytesConfig, the model on the GPU
+        quantized = quantization_config(OptimizationParams(**LORA, load_in_4bit=True))
+        base = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.bfloat16, quantization_config=quantized, device_map={"": 0}
+        )
+    else:  # bf16 weights on a GPU, fp32 under bf16 autocast on a CPU (TRL's bf16 default)
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32)
     trainer = SFTTrainer(
-        # What a TRL user writes: bf16 weights on a GPU, fp32 under bf16 autocast on a CPU (TRL's bf16 default).
-        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32),
+        model=base,
         args=args,
         train_dataset=files["train"],
         eval_dataset=files["validation"],
         processing_class=tokenizer,
-        peft_config=lora_config(OptimizationParams(**LORA)) if mode == "lora" else None,
+        peft_config=lora_config(OptimizationParams(**LORA)) if mode in ("lora", "qlora") else None,
     )
     rows: Any = trainer.train_dataset
     tokens = sum(sum(1 for x in row if x != -100) for row in rows["labels"]) * epochs
@@ -293,7 +307,7 @@ def add_flop_figures(section: dict[str, Any], body: int, head: int, mode: str, p
     activation gradients; the frozen weights get none), full fine-tuning 6 x (plus weight gradients): every real
     (non-padding) token through the layers, only the loss tokens through the LM head. Attention's own FLOPs are left
     out, so these are lower bounds."""
-    per_parameter = 4 if mode == "lora" else 6
+    per_parameter = 4 if mode in ("lora", "qlora") else 6
     for key in [k for k in section if k == "baseline" or k.startswith("chattune")]:
         r = section[key]
         achieved = per_parameter * (body * r["input_tokens"] + head * r["trained_tokens"]) / r["train_s"] / 1e9
@@ -323,7 +337,9 @@ def main() -> None:
         choices=["smollm2", "phi3-mini-4k"],
         help="smollm2 (SmolLM2-135M-Instruct; the CPU default) or phi3-mini-4k (random weights; the cuda default)",
     )
-    parser.add_argument("--modes", default=None, help="lora, full or both (lora,full); cpu default lora, cuda both")
+    parser.add_argument(
+        "--modes", default=None, help="lora, full, qlora (cuda) or a list (lora,full); cpu default lora, cuda lora,full"
+    )
     parser.add_argument("--layers", type=int, help="phi3-mini-4k with fewer layers (a smoke run on a CPU)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)  # KIND DATA_DIR VARIANT MODEL MODE
     args = parser.parse_args()
@@ -339,8 +355,10 @@ def main() -> None:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     arch = args.arch or ("phi3-mini-4k" if args.device == "cuda" else "smollm2")
     modes = [m.strip() for m in (args.modes or ("lora,full" if args.device == "cuda" else "lora")).split(",")]
-    if not set(modes) <= {"lora", "full"}:
-        parser.error(f"--modes: {args.modes!r}; use lora, full or lora,full")
+    if not set(modes) <= {"lora", "full", "qlora"}:
+        parser.error(f"--modes: {args.modes!r}; use lora, full, qlora or a list (lora,full)")
+    if "qlora" in modes and args.device != "cuda":
+        parser.error("--modes qlora: bitsandbytes' 4-bit kernels need --device cuda")
     if args.device == "cuda":
         import torch
 

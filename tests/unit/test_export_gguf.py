@@ -40,13 +40,13 @@ def _logits(model: Any, ids: list[int]) -> torch.Tensor:
         return model(torch.tensor([ids])).logits[0]
 
 
-def _round_trip(folder: Path, tmp_path: Path, same_ids: bool = True) -> None:
+def _round_trip(folder: Path, tmp_path: Path, same_ids: bool = True, dtypes: tuple[str, ...] = ("f32", "f16")) -> None:
     """f32: the same model; f16: the same as the source with its 2-D weights rounded to f16. ``same_ids``: the loaded
     tokenizer encodes the chat as the source's does."""
     model, tokenizer = _source(folder)
     prompt = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    for dtype in ("f32", "f16"):
+    for dtype in dtypes:
         file = tmp_path / f"model-{dtype}.gguf"
         write_gguf(folder, file, dtype=dtype)
         loaded, loaded_tokenizer = _load_gguf(file)
@@ -151,8 +151,9 @@ def test_a_phi3_model_with_a_sentencepiece_style_tokenizer(tmp_path: Path) -> No
     Phi3ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     # transformers' GGUF converter re-creates a sentencepiece-style tokenizer in legacy mode (a "▁" after special
-    # tokens) where Phi-3's own is not: the ids differ there, the stored vocabulary (checked) does not.
-    _round_trip(folder, tmp_path, same_ids=False)
+    # tokens) where Phi-3's own is not: the ids differ there, the stored vocabulary (checked) does not. f32 only: f16 is
+    # the same code path as llama's and qwen2's, and each load converts a 32k sentencepiece vocabulary (~15 s).
+    _round_trip(folder, tmp_path, same_ids=False, dtypes=("f32",))
 
 
 def test_an_unsupported_architecture_is_refused_naming_the_way_out(tmp_path: Path) -> None:
