@@ -4,6 +4,8 @@ trainer, preference metrics for base and tuned, the registry; bad pairs and opti
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from chattune.schemas import JobSummary, ModelVersionPublic
 from tests.conftest import exact, parse_json
+from tests.integration.test_job_lifecycle import _wait
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +84,34 @@ def test_a_dpo_job_trains_evaluates_and_registers(cli: Any, home: Path, tmp_path
     assert "step validate: reused" in again.stderr and "step preprocess: reused" in again.stderr
 
 
-def test_a_full_dpo_job_trains_every_weight(cli: Any, home: Path, tmp_path: Path) -> None:
+def test_a_full_dpo_job_killed_mid_training_resumes_from_its_checkpoint(cli: Any, home: Path, tmp_path: Path) -> None:
+    """All weights (TRL keeps a frozen reference copy); the runner killed with SIGKILL after a checkpoint; `jobs
+    resume` continues from it to the last step."""
     data = tmp_path / "prefs"
     parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "20", "--json"))
-    result = cli("jobs", "create", "-f", str(_job(tmp_path, data, lora=False)), "--stream", "--json", timeout=300)
-    job = parse_json(result)
-    assert job["status"] == "succeeded", result.stderr
+    path = _job(tmp_path, data, lora=False)
+    path.write_text(
+        path.read_text().replace(
+            "  max_steps: 3\n",
+            '  max_steps: 30\n  save_strategy: steps\n  save_steps: 4\n  evaluation_strategy: "no"\n',
+        )
+    )
+    job = parse_json(cli("jobs", "create", "-f", str(path), "--json"))
+    checkpoints = home / "jobs" / job["id"] / "steps" / "finetune" / "checkpoints"
+    _wait(
+        lambda: any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")), what="a checkpoint"
+    )
+    os.kill(parse_json(cli("jobs", "show", job["id"], "--json"))["pid"], signal.SIGKILL)
+    _wait(lambda: parse_json(cli("jobs", "show", job["id"], "--json"))["status"] == "failed", what="failed status")
+    killed_at = max(c["step_number"] for c in parse_json(cli("jobs", "show", job["id"], "--json"))["checkpoints"])
+    assert 0 < killed_at < 30
+
+    result = cli("jobs", "resume", job["id"], "--stream", "--json", timeout=300)
+    assert parse_json(result)["status"] == "succeeded", result.stderr
+    assert f"resuming from checkpoint-{killed_at} " in result.stderr and "DPO: beta 0.2, all weights" in result.stderr
     shown = parse_json(cli("jobs", "show", job["id"], "--json"))
+    assert next(s for s in shown["steps"] if s["name"] == "finetune")["outputs"]["metrics"]["global_steps"] == 30
     assert Path(shown["outputs"]["trained_model"], "model.safetensors").exists()
-    assert "DPO: beta 0.2, all weights" in result.stderr
 
 
 def test_bad_pairs_fail_validation_and_bad_options_are_refused_at_create(cli: Any, home: Path, tmp_path: Path) -> None:

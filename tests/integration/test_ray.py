@@ -171,6 +171,30 @@ def test_a_job_trains_on_two_ray_workers_and_registers_with_its_compute(
     assert detail["lineage"]["compute"] == {"target": "dev", "kind": "ray", "workers": 2}
 
 
+def test_a_preference_job_trains_with_dpo_on_two_ray_workers(ray_workspace: dict[str, Any]) -> None:
+    """`task: preference` on the same Ray Train launcher: TRL's DPO trainer in 2 workers (gloo), rank 0's result."""
+    from chattune.data import demo
+
+    run, root = ray_workspace["run"], ray_workspace["root"]
+    demo.write_preferences(root / "prefs", rows=20)
+    path = root / "ray-dpo.yaml"
+    path.write_text(
+        _job_file(root)
+        .read_text()
+        .replace("data/train_sft.jsonl", "prefs/train_prefs.jsonl")
+        .replace("data/test_sft.jsonl", "prefs/test_prefs.jsonl")
+        .replace("experiment_name: ray", "experiment_name: ray_dpo\ntask: preference")
+    )
+    result = run("jobs", "create", "-f", str(path), "--stream", "--json", timeout=400)
+    job = parse_json(result)
+    assert job["status"] == "succeeded", result.stderr
+    assert "launching 2 Ray Train workers on compute dev" in result.stderr and "DPO: beta 0.1, LoRA" in result.stderr
+    steps = {s["name"]: s for s in parse_json(run("jobs", "show", job["id"], "--json"))["steps"]}
+    metrics = steps["finetune"]["outputs"]["metrics"]
+    assert metrics["processes"] == 2 and metrics["global_steps"] == 8 and "valid_rewards_accuracies" in metrics
+    assert set(steps["evaluate"]["outputs"]["metrics"]["tuned"]) >= {"preference_accuracy", "reward_accuracy"}
+
+
 def _train_workers(cluster: dict[str, Any]) -> list[psutil.Process]:
     """The cluster's Ray Train worker processes: descendants of its nodes titled ``ray::RayTrainWorker...``."""
     found = []
