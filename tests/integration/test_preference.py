@@ -49,6 +49,10 @@ def test_a_dpo_job_trains_evaluates_and_registers(cli: Any, home: Path, tmp_path
     data = tmp_path / "prefs"
     written = parse_json(cli("data", "demo", "--task", "preference", "--out", str(data), "--rows", "40", "--json"))
     assert sorted(written) == ["test_prefs", "train_prefs"]
+    # A 41st pair whose prompt alone is longer than max_seq_length (128): left out, named by file and line.
+    train = data / "train_prefs.jsonl"
+    with train.open("a") as fh:
+        fh.write(json.dumps({"prompt": "date " * 200, "chosen": "a", "rejected": "b"}) + "\n")
     result = cli("jobs", "create", "-f", str(_job(tmp_path, data)), "--stream", "--json", timeout=300)
     job = exact(JobSummary, parse_json(result))
     assert job["status"] == "succeeded", result.stderr
@@ -58,11 +62,11 @@ def test_a_dpo_job_trains_evaluates_and_registers(cli: Any, home: Path, tmp_path
     shown = parse_json(cli("jobs", "show", job["id"], "--json"))
     steps = {s["name"]: s for s in shown["steps"]}
     splits = steps["preprocess"]["outputs"]["splits"]
-    assert (splits["train"]["kept"], splits["validation"]["kept"], splits["test"]["kept"]) == (
-        32,
-        8,
-        8,
-    )  # test: evaluation.max_rows
+    # 41 pairs: the last 8 are the validation split; the test file's first evaluation.max_rows (8)
+    assert [splits[n]["rows"] for n in ("train", "validation", "test")] == [33, 8, 8]
+    assert [splits[n]["kept"] for n in ("train", "validation", "test")] == [33, 7, 8]
+    assert splits["validation"]["no_assistant_tokens"] == 1
+    assert f"{train}:41" in result.stderr and "prompt alone is 128 tokens or more left out" in result.stderr
     assert steps["validate"]["outputs"]["files"]["train"]["format"] == "preference"
     trained = steps["finetune"]["outputs"]["metrics"]
     assert trained["global_steps"] == 3 and 0 <= trained["valid_rewards_accuracies"] <= 1

@@ -32,8 +32,12 @@ HELD_OUT = ("test", "validation")  # the evaluate step's pairs: the test split w
 def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
     """The preference pairs of each split as datasets (prompt, chosen, rejected), with their token counts.
 
+    A pair whose prompt alone fills the sequence length (nothing of either answer would be trained on) is left out and
+    named by file and line in the job log, as a chat row that loses every answer token to truncation is; a pair with
+    longer answers is truncated by the trainer (keeping the start) and counted.
+
     Raises:
-        DataError: A split has no pair.
+        DataError: A split has no pair left.
     """
     from datasets import Dataset
 
@@ -41,27 +45,43 @@ def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
     tokenizer = load_tokenizer(model_path)
     fold = not supports_system_role(tokenizer)
     max_len = ctx.resolved.max_length(context_length(model_path, tokenizer))
+    files = {"train": ctx.spec.data.train, "validation": ctx.spec.data.validation or ctx.spec.data.train}
+    files["test"] = ctx.spec.data.test or ""
     splits = read_splits(ctx, read_pairs, "pairs")
     stats: dict[str, SplitStats] = {}
     for name, pairs in splits.items():
-        if not pairs:
-            raise DataError(f"{name}: no preference pair", remedy="Give the split at least one valid pair.")
         rows = [_row(p, fold) for p in pairs]
-        lengths = [max(_length(tokenizer, r["prompt"] + r[side]) for side in ("chosen", "rejected")) for r in rows]
+        prompts = [_length(tokenizer, r["prompt"], add_generation_prompt=True) for r in rows]
+        too_long = [p.line for p, n in zip(pairs, prompts, strict=True) if n >= max_len]
+        if too_long:
+            shown = ", ".join(f"{files[name]}:{line}" for line in too_long[:20])
+            ctx.progress(
+                f"  warning: {name}: {len(too_long)} pair(s) whose prompt alone is {max_len} tokens or more left out "
+                f"(nothing of the answers would be trained on; raise training.max_seq_length or shorten them): {shown}"
+            )
+        kept = [r for r, n in zip(rows, prompts, strict=True) if n < max_len]
+        if not kept:
+            raise DataError(
+                f"{name}: no preference pair left: {len(too_long)} of {len(pairs)} have prompts of {max_len} tokens "
+                "or more",
+                remedy="Raise training.max_seq_length (or shorten the prompts).",
+            )
+        lengths = [max(_length(tokenizer, r["prompt"] + r[side]) for side in ("chosen", "rejected")) for r in kept]
         truncated = sum(n > max_len for n in lengths)
         path = ctx.step_dir / name
-        Dataset.from_list(rows).save_to_disk(str(path))
+        Dataset.from_list(kept).save_to_disk(str(path))
         stats[name] = SplitStats(
             path=str(path),
             rows=len(pairs),
-            kept=len(pairs),
+            kept=len(kept),
             tokens=sum(lengths),
             truncated=truncated,
+            no_assistant_tokens=len(too_long),
             system_folded=sum(fold and p.prompt[0]["role"] == "system" for p in pairs),
         )
         ctx.progress(
-            f"  {name}: {len(pairs)} pairs, {sum(lengths)} tokens (prompt + longer answer), {truncated} truncated at "
-            f"{max_len} by the trainer"
+            f"  {name}: {len(kept)}/{len(pairs)} pairs, {sum(lengths)} tokens (prompt + longer answer), {truncated} "
+            f"truncated at {max_len} by the trainer, {len(too_long)} left out (prompt too long)"
         )
     return PreprocessOutput(
         max_seq_length=max_len,
@@ -78,8 +98,11 @@ def _row(pair: PreferencePair, fold: bool) -> dict[str, Any]:
     return row
 
 
-def _length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
-    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+def _length(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> int:
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    return len(rendered["input_ids"])
 
 
 def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
