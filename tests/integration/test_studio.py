@@ -69,6 +69,12 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     )
     assert registered.status_code == 201, registered.text
     model = registered.json()["id"]
+    # its page: lineage back to the job (linked), its data files, base vs tuned metrics; linked from the dashboard
+    page = httpx.get(f"{url}/models/{model}", headers=auth, timeout=30)
+    assert page.status_code == 200 and f'href="/jobs/{job_id}"' in page.text and "Base vs fine-tuned" in page.text
+    assert paths["train_sft"].name in page.text and "chat_completion" in page.text
+    assert f'href="/models/{model}"' in httpx.get(f"{url}/", headers=auth, timeout=30).text
+    assert httpx.get(f"{url}/models/no-such:1", headers=auth, timeout=30).status_code == 404
     created = httpx.post(f"{url}/api/v1/endpoints", json={"name": "studio-ep"}, headers=auth, timeout=60)
     assert created.status_code == 201, created.text
     scoring, key = created.json()["scoring_uri"], created.json()["keys"]["primary_key"]

@@ -191,6 +191,11 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
             return new_job_page(exc.http_status, form=form, error=exc.message)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
+    @app.get("/models/{ref}", include_in_schema=False)
+    async def model_page(ref: str) -> HTMLResponse:
+        mv = documents.model_version(ws, ref)
+        return page("model.html", title=f"Model {mv.id}", mv=mv)
+
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:
         return page(
