@@ -75,6 +75,18 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     assert paths["train_sft"].name in page.text and "chat_completion" in page.text
     assert f'href="/models/{model}"' in httpx.get(f"{url}/", headers=auth, timeout=30).text
     assert httpx.get(f"{url}/models/no-such:1", headers=auth, timeout=30).status_code == 404
+    # export over REST: the CLI's document; a relative folder is refused, as is a format there is none of
+    exported = httpx.post(
+        f"{url}/api/v1/models/{model}/export",
+        json={"format": "gguf", "out": str(tmp_path / "gguf")},
+        headers=auth,
+        timeout=120,
+    )
+    assert exported.status_code == 201, exported.text
+    assert exported.json()["merged"] and "Modelfile" in [f["path"] for f in exported.json()["files"]]
+    for body, status in (({"format": "hf", "out": "rel"}, 400), ({"format": "onnx", "out": str(tmp_path / "x")}, 422)):
+        refused = httpx.post(f"{url}/api/v1/models/{model}/export", json=body, headers=auth, timeout=30)
+        assert refused.status_code == status, refused.text
     created = httpx.post(f"{url}/api/v1/endpoints", json={"name": "studio-ep"}, headers=auth, timeout=60)
     assert created.status_code == 201, created.text
     scoring, key = created.json()["scoring_uri"], created.json()["keys"]["primary_key"]

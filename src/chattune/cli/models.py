@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +256,7 @@ def export(
     (tokenizer and chat template in its metadata) and an Ollama Modelfile beside it (`ollama create NAME -f
     OUT/Modelfile`).
     """
-    mv, result = Workspace.from_env().registry.export(ref, format_, out_dir, dtype=dtype, quant=quant)
-    doc = ModelExportPublic.model_validate(dataclasses.asdict(result))
+    doc = documents.model_export(Workspace.from_env(), ref, format_, out_dir, dtype=dtype, quant=quant)
 
     def render(d: ModelExportPublic) -> None:
         merged = " (LoRA merged into its base)" if d.merged else ""
@@ -266,6 +264,7 @@ def export(
         for f in d.files:
             out.print(f"  {f.path}  {f.bytes / 2**20:.1f} MiB", markup=False)
         if d.format == "gguf":
-            out.print(f"Ollama: ollama create {mv.name} -f {Path(d.out) / 'Modelfile'}", markup=False)
+            name = d.model.partition(":")[0]
+            out.print(f"Ollama: ollama create {name} -f {Path(d.out) / 'Modelfile'}", markup=False)
 
     emit(doc, json_, render)

@@ -11,7 +11,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import httpx
 import yaml
@@ -41,6 +42,7 @@ from chattune.schemas import (
     JobPublic,
     JobSummary,
     ModelAliasPublic,
+    ModelExportPublic,
     ModelList,
     ModelVersionDetail,
     ModelVersionPublic,
@@ -110,6 +112,17 @@ class ModelRegister(BaseModel):
     version: str | None = None
 
 
+class ModelExport(BaseModel):
+    """``POST /api/v1/models/{ref}/export``: ``models export``'s options; ``out`` a new folder on this machine."""
+
+    model_config = {"extra": "forbid"}
+
+    format: Literal["hf", "gguf"]
+    out: str = Field(min_length=1, description="An absolute path on the studio's machine: a new or empty folder.")
+    dtype: Literal["f32", "f16", "bf16"] | None = None
+    quant: Literal["q8_0"] | None = None
+
+
 class AliasSet(BaseModel):
     """``PUT /api/v1/models/{name}/aliases/{alias}``."""
 
@@ -164,6 +177,19 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         """Register a succeeded job's trained model (``models register``)."""
         mv = await asyncio.to_thread(ws.registry.register, body.job, name=body.name, version=body.version)
         return ModelVersionPublic.from_version(mv)
+
+    @app.post(PREFIX + "/models/{ref}/export", status_code=201, responses=documented_errors(400, 404, 409, 422))
+    async def export(ref: Ref, body: ModelExport) -> ModelExportPublic:
+        """Export a version (``models export``): a merged Hugging Face folder, or a GGUF file and an Ollama Modelfile.
+
+        A LoRA version is merged into its base first.
+        """
+        out = Path(body.out)
+        if not out.is_absolute():
+            raise UserError(f"out {body.out!r} is not an absolute path", remedy="Give the folder's full path.")
+        return await asyncio.to_thread(
+            documents.model_export, ws, ref, body.format, out, dtype=body.dtype, quant=body.quant
+        )
 
     @app.put(PREFIX + "/models/{name}/aliases/{alias}", responses=documented_errors(400, 404, 422))
     async def set_alias(name: str, alias: str, body: AliasSet) -> ModelAliasPublic:

@@ -25,6 +25,7 @@ from chattune.schemas import (
     JobList,
     JobPublic,
     JobSummary,
+    ModelExportPublic,
     ModelList,
     ModelVersionDetail,
     ModelVersionPublic,
@@ -69,6 +70,16 @@ def model_version(ws: Workspace, ref: str) -> ModelVersionDetail:
             "versions": [v.version for v in registry.list_versions(mv.name)],
         }
     )
+
+
+def model_export(
+    ws: Workspace, ref: str, fmt: str, out: Path, dtype: str | None = None, quant: str | None = None
+) -> ModelExportPublic:
+    """Export a registered version (``models export``): what was written, file by file."""
+    import dataclasses
+
+    _, result = ws.registry.export(ref, fmt, out, dtype=dtype, quant=quant)
+    return ModelExportPublic.model_validate(dataclasses.asdict(result))
 
 
 def job_page(ws: Workspace, limit: int, after: str | None) -> JobList:
