@@ -73,7 +73,8 @@ def test_served_workspace_commands_answer_their_schemas(cli: Any, served: dict[s
 
     listed = exact(ModelList, parse_json(cli("models", "list", "--json")))
     assert listed["registered"]
-    exact(ModelVersionDetail, parse_json(cli("models", "show", served["model"], "--json")))
+    shown = exact(ModelVersionDetail, parse_json(cli("models", "show", served["model"], "--json")))
+    assert f"{served['endpoint']}/demo" in shown["deployments"]  # the end of its lineage: who serves it
     # a version of this test's own, from the session's job, so that the shared one stays as it is
     register = ("models", "register", "--job", job["id"], "--name", "schemas", "--json")
     mv = exact(ModelVersionPublic, parse_json(cli(*register)))

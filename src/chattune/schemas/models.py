@@ -100,6 +100,8 @@ class ModelVersionDetail(ModelVersionPublic):
     aliases: list[str] = []
     all_aliases: dict[str, str] = {}
     versions: list[str] = []
+    # The deployments that serve this version now, as ENDPOINT/DEPLOYMENT: the end of its lineage.
+    deployments: list[str] = []
 
 
 class RegisteredModelSummary(Schema):

@@ -68,6 +68,7 @@ def model_version(ws: Workspace, ref: str) -> ModelVersionDetail:
             "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
             "all_aliases": aliases,
             "versions": [v.version for v in registry.list_versions(mv.name)],
+            "deployments": sorted(f"{d.endpoint}/{d.name}" for d in ws.store.deployments_using(mv.name, mv.version)),
         }
     )
 
