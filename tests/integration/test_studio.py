@@ -69,6 +69,11 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     )
     assert registered.status_code == 201, registered.text
     model = registered.json()["id"]
+    # the compare page (the job with itself: the same parameters) and an unknown job's 404
+    same = httpx.get(f"{url}/jobs/compare", params={"a": job_id, "b": job_id}, headers=auth, timeout=30)
+    assert same.status_code == 200 and "The same resolved parameters." in same.text and '"loss": [[1' in same.text
+    missing = httpx.get(f"{url}/jobs/compare", params={"a": job_id, "b": "ftjob-nope"}, headers=auth, timeout=30)
+    assert missing.status_code == 404
     # its page: lineage back to the job (linked), its data files, base vs tuned metrics; linked from the dashboard
     page = httpx.get(f"{url}/models/{model}", headers=auth, timeout=30)
     assert page.status_code == 200 and f'href="/jobs/{job_id}"' in page.text and "Base vs fine-tuned" in page.text

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from chattune.errors import ChattuneError, NotFoundError, UserError
+from chattune.studio import compare
 from chattune.studio.auth import Sessions, close_session, open_session
 from chattune.studio.datasets import dataset_path, stored
 from chattune.studio.token import StudioToken
@@ -196,10 +197,27 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
         mv = documents.model_version(ws, ref)
         return page("model.html", title=f"Model {mv.id}", mv=mv)
 
+    @app.get("/jobs/compare", include_in_schema=False)
+    async def compare_jobs(a: str, b: str) -> HTMLResponse:
+        first, second = documents.job(ws, a), documents.job(ws, b)
+        return page(
+            "jobs_compare.html",
+            title=f"Compare {a} and {b}",
+            a=first,
+            b=second,
+            curves={"a": compare.curves(first), "b": compare.curves(second)},
+            diffs=compare.differences(first, second),
+            metrics=compare.metric_rows(first, second),
+        )
+
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:
         return page(
-            "job.html", title=f"Job {job_id}", job=documents.job(ws, job_id), tracking_uri=ws.settings.tracking_uri
+            "job.html",
+            title=f"Job {job_id}",
+            job=documents.job(ws, job_id),
+            others=[j for j in documents.job_page(ws, 20, None).data if j.id != job_id],
+            tracking_uri=ws.settings.tracking_uri,
         )
 
     @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
