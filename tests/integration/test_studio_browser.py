@@ -133,6 +133,12 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.wait_for_timeout(200)
     assert errors == []
     page.screenshot(path=str(shots / "job.png"), full_page=True)
+    # the compare page draws both jobs' curves in the browser (here the job with itself) without a script error
+    page.goto(f"{url}/jobs/compare?a={job_id}&b={job_id}")
+    page.wait_for_selector("#curve canvas")
+    assert "The same resolved parameters." in page.content()
+    _checked(page, errors, shots, "compare")
+    page.goto(f"{url}/jobs/{job_id}")
 
     # register the model, create an endpoint and a deployment, send it traffic, chat with it, regenerate a key
     page.get_by_label("Register as").fill("browser-chat")
@@ -189,8 +195,8 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.goto(f"{url}/jobs/{job_id}")
     assert page.url == f"{url}/login"  # the session is over
     assert sorted(p.name for p in shots.iterdir()) == [
-        "dashboard.png", "data.png", "endpoint.png", "job-start.png", "job.png", "login.png", "new-job.png",
-        "playground.png",
+        "compare.png", "dashboard.png", "data.png", "endpoint.png", "job-start.png", "job.png", "login.png",
+        "new-job.png", "playground.png",
     ]  # fmt: skip
     keep = os.environ.get("CHATTUNE_SCREENSHOTS")  # e.g. docs/images: the README's pictures
     if keep:
