@@ -112,8 +112,8 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
     from trl import DPOTrainer
 
     from chattune.pipeline import checkpoints
-    from chattune.pipeline.steps.finetune import load_base, run_trainer
-    from chattune.training.builders import dpo_config, lora_config
+    from chattune.pipeline.steps.finetune import adapter_config, load_base, run_trainer
+    from chattune.training.builders import dpo_config
     from chattune.training.callbacks import ProgressCallback
     from chattune.training.environ import keep_process_environment
 
@@ -144,9 +144,7 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=lora_config(ctx.optimization, ctx.resolved.lora_target_modules)
-        if ctx.optimization.apply_lora
-        else None,
+        peft_config=adapter_config(ctx),
         callbacks=[ProgressCallback(ctx.progress, ctx.cancelled, ctx.metrics), *hooks.callbacks],
     )
     trainer = hooks.prepare(trainer)

@@ -209,9 +209,7 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         data_collator=PackedRowsCollator(tokenizer.pad_token_id) if packing else None,
-        peft_config=lora_config(ctx.optimization, ctx.resolved.lora_target_modules)
-        if ctx.optimization.apply_lora
-        else None,
+        peft_config=adapter_config(ctx),
         callbacks=callbacks + hooks.callbacks,
     )
     trainer = hooks.prepare(trainer)
@@ -239,6 +237,11 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
         if "eval_mean_token_accuracy" in final_eval:
             metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
     return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
+
+
+def adapter_config(ctx: StepContext) -> Any | None:
+    """The job's PEFT LoRA config, None for a full fine-tune."""
+    return lora_config(ctx.optimization, ctx.resolved.lora_target_modules) if ctx.optimization.apply_lora else None
 
 
 def load_base(ctx: StepContext, base_path: str, has_cuda: bool) -> Any:
