@@ -102,6 +102,15 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     while (state := _deployment(url, auth)["state"]) not in ("Succeeded", "Failed") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert state == "Succeeded"
+    # scaled over REST: the answer comes when both instances are ready; a bad count is the CLI's refusal, 4xx
+    scaled = httpx.patch(
+        f"{url}/api/v1/endpoints/studio-ep/deployments/blue", json={"instance_count": 2}, headers=auth, timeout=180
+    )
+    assert scaled.status_code == 200 and scaled.json()["instance_count"] == 2, scaled.text
+    assert scaled.json()["state"] == "Succeeded" and len(scaled.json()["instances"]) == 2
+    zero = {"instance_count": 0}
+    bad = httpx.patch(f"{url}/api/v1/endpoints/studio-ep/deployments/blue", json=zero, headers=auth, timeout=30)
+    assert bad.status_code == 422
     split = httpx.put(f"{url}/api/v1/endpoints/studio-ep/traffic", json={"blue": 100}, headers=auth, timeout=30)
     assert split.json()["traffic"] == {"blue": 100}
     body = {"input_data": {"input_string": [{"role": "user", "content": "Hi"}], "parameters": {"max_new_tokens": 2}}}

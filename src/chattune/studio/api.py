@@ -123,6 +123,14 @@ class ModelExport(BaseModel):
     quant: Literal["q8_0"] | None = None
 
 
+class DeploymentScale(BaseModel):
+    """``PATCH /api/v1/endpoints/{name}/deployments/{deployment}``: ``deployments update --instances``."""
+
+    model_config = {"extra": "forbid"}
+
+    instance_count: int = Field(ge=1, description="The new number of instances (the deployment settings bound it).")
+
+
 class AliasSet(BaseModel):
     """``PUT /api/v1/models/{name}/aliases/{alias}``."""
 
@@ -336,6 +344,15 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
             share_base_with=body.share_base_with,
             wait=False,
         )
+        return DeploymentPublic.from_deployment(dep)
+
+    @app.patch(PREFIX + "/endpoints/{name}/deployments/{deployment}", responses=documented_errors(400, 404, 409, 422))
+    async def scale(name: Name, deployment: Name, body: DeploymentScale) -> DeploymentPublic:
+        """Scale a deployment to ``instance_count`` instances (``deployments update --instances``).
+
+        Answers when every instance is ready.
+        """
+        dep = await asyncio.to_thread(ws.endpoints.scale, name, deployment, body.instance_count)
         return DeploymentPublic.from_deployment(dep)
 
     @app.delete(
