@@ -137,6 +137,14 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     audit = [json.loads(line) for line in (home / "studio-audit.jsonl").read_text().splitlines()]
     assert [(a["event"], a["endpoint"]) for a in audit] == [("endpoint keys revealed", "studio-ep")]
     assert "engine ready" in httpx.get(f"{url}/api/v1/endpoints/studio-ep/deployments/blue/logs", headers=auth).text
+    # the endpoint page's request metrics, read from the gateway's /metrics (the /score and chats above: 2xx; the
+    # revoked key's 401s are refused before routing, so counted under no deployment), and the log page
+    shown = httpx.get(f"{url}/endpoints/studio-ep", headers=auth, timeout=30).text
+    row = shown.split('data-requests="blue">', 1)[1].split("</tr>", 1)[0]
+    cells = [c.split("</td>")[0] for c in row.split("<td>")[2:9]]
+    assert int(cells[0]) == 3 and cells[0] == cells[1], cells  # /score and the 2 chats: requests == 2xx
+    logs_page = httpx.get(f"{url}/endpoints/studio-ep/deployments/blue/logs", headers=auth, timeout=30)
+    assert "engine ready" in logs_page.text
     assert httpx.delete(f"{url}/api/v1/endpoints/studio-ep", headers=auth, timeout=120).status_code == 204
     assert httpx.get(f"{url}/api/v1/endpoints/studio-ep", headers=auth, timeout=30).status_code == 404
 

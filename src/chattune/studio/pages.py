@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from chattune.errors import ChattuneError, NotFoundError, UserError
-from chattune.studio import compare
+from chattune.studio import compare, gateway_metrics
 from chattune.studio.auth import Sessions, close_session, open_session
 from chattune.studio.datasets import dataset_path, stored
 from chattune.studio.token import StudioToken
@@ -74,7 +74,7 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
             ep=documents.endpoint(ws, name),
             deployments=documents.deployment_list(ws, name),
             models=documents.model_list(ws),
-            **{"error": None, "keys": None, **context},
+            **{"error": None, "keys": None, "requests": None, **context},
         )
 
     @app.get("/", include_in_schema=False)
@@ -92,7 +92,20 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
 
     @app.get("/endpoints/{name}", include_in_schema=False)
     async def endpoint(name: str) -> HTMLResponse:
-        return endpoint_page(name)
+        ep = documents.endpoint(ws, name)
+        if ep.scoring_uri is None:
+            requests: dict[str, object] = {"error": "the endpoint has no gateway address"}
+        else:
+            gateway = ep.scoring_uri.removesuffix("/score")
+            requests = await gateway_metrics.fetch(gateway, ws.endpoints.keys(name)["primary"])
+        return endpoint_page(name, requests=requests)
+
+    @app.get("/endpoints/{name}/deployments/{deployment}/logs", include_in_schema=False)
+    async def deployment_logs(name: str, deployment: str) -> HTMLResponse:
+        text = await asyncio.to_thread(ws.endpoints.logs, name, deployment, 500)
+        return page(
+            "deployment_logs.html", title=f"Logs of {name}/{deployment}", name=name, deployment=deployment, log=text
+        )
 
     @app.post("/endpoints/{name}/traffic", include_in_schema=False)
     async def traffic(name: str, request: Request) -> Response:
