@@ -91,5 +91,9 @@ def test_data_validate_task_preference_exits_2_listing_the_rows(cli: Any, tmp_pa
     (report,) = json.loads(result.stdout)["files"]
     assert report["format"] == "preference" and report["stats"]["pairs"] == 1
     assert [(e["line"], e["code"]) for e in report["errors"]] == [(2, "missing_side")]
-    ok = cli("data", "validate", str(_write(tmp_path, [good], "ok.jsonl")), "--task", "preference")
+    ok_file = str(_write(tmp_path, [good], "ok.jsonl"))
+    ok = cli("data", "validate", ok_file, "--task", "preference")
     assert ok.returncode == 0 and "1 rows, valid" in ok.stdout
+    for chat_only in (("--format", "openai"), ("--generation",)):  # refused, not ignored
+        refused = cli("data", "validate", ok_file, "--task", "preference", *chat_only)
+        assert refused.returncode == 2 and "apply to chat data" in refused.stderr

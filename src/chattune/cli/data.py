@@ -11,7 +11,7 @@ from rich.panel import Panel
 from chattune.cli.output import emit, out, table
 from chattune.data.chat_formats import ChatFormat
 from chattune.entities import Task
-from chattune.errors import DataError
+from chattune.errors import DataError, UserError
 from chattune.schemas import (
     DataDemo,
     DataDownload,
@@ -124,6 +124,11 @@ def validate(
     json_: bool = JSON,
 ) -> None:
     """Check files and report every error at once (file:line, field, code); exit 2 on any error."""
+    if task == Task.PREFERENCE and (fmt is not None or generation):
+        raise UserError(
+            "--format and --generation apply to chat data; --task preference reads preference pairs",
+            remedy="Drop them: each pair's format is detected from its keys.",
+        )
     doc = documents.data_validation(
         Workspace.from_env(), files, model=model, max_seq_length=max_seq_length, min_rows=min_rows, fmt=fmt,
         generation=generation, task=task.value,
