@@ -97,3 +97,18 @@ def test_data_validate_task_preference_exits_2_listing_the_rows(cli: Any, tmp_pa
     for chat_only in (("--format", "openai"), ("--generation",)):  # refused, not ignored
         refused = cli("data", "validate", ok_file, "--task", "preference", *chat_only)
         assert refused.returncode == 2 and "apply to chat data" in refused.stderr
+
+
+def test_a_preference_section_without_task_preference_is_refused_not_ignored() -> None:
+    import pytest
+
+    from chattune.errors import ConfigError
+    from chattune.pipeline.config import parse_spec
+
+    with pytest.raises(ConfigError) as exc:
+        parse_spec({"data": {"train": "t.jsonl"}, "preference": {"beta": 0.5}})
+    assert [(p.where, p.code) for p in exc.value.problems] == [("preference", "invalid_combination")]
+    assert (
+        parse_spec({"task": "preference", "data": {"train": "t.jsonl"}, "preference": {"beta": 0.5}}).preference.beta
+        == 0.5
+    )

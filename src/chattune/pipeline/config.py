@@ -103,7 +103,7 @@ class JobSpec(Strict):
     preference: PreferenceSpec = Field(default_factory=lambda: PreferenceSpec())
     settings: JobSettings = Field(default_factory=lambda: JobSettings())
 
-    @field_serializer("training", "optimization", mode="plain")
+    @field_serializer("training", "optimization", "preference", mode="plain")
     def _user_given(self, params: Strict) -> dict[str, Any]:
         return params.model_dump(mode="json", exclude_unset=True)
 
@@ -120,6 +120,14 @@ class JobSpec(Strict):
             spec.training.model_dump(include=spec.training.model_fields_set),
             spec.optimization.model_dump(include=spec.optimization.model_fields_set),
         )
+        if spec.task == Task.CHAT_COMPLETION and spec.preference.model_fields_set:
+            problems.append(
+                Problem(
+                    "preference",
+                    "applies to preference jobs; set task: preference to tune on pairs with it",
+                    "invalid_combination",
+                )
+            )
         if spec.task == Task.PREFERENCE:
             for name in ("generation_test", "format"):
                 if getattr(spec.data, name) is not None:
