@@ -69,6 +69,10 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     )
     assert registered.status_code == 201, registered.text
     model = registered.json()["id"]
+    # the catalog page: every entry with its tags and a memory estimate, linked from every page's navigation
+    catalog = httpx.get(f"{url}/catalog", headers=auth, timeout=30).text
+    assert 'data-entry="tiny-test"' in catalog and 'data-entry="smollm2-135m-instruct"' in catalog
+    assert "<code>task=chat-completion</code>" in catalog and 'href="/catalog"' in catalog
     # the compare page (the job with itself: the same parameters) and an unknown job's 404
     same = httpx.get(f"{url}/jobs/compare", params={"a": job_id, "b": job_id}, headers=auth, timeout=30)
     assert same.status_code == 200 and "The same resolved parameters." in same.text and '"loss": [[1' in same.text

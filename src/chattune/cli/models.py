@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from chattune.catalog import CatalogEntry
 from chattune.cli.output import emit, out, progress, table
 from chattune.errors import UserError
 from chattune.schemas import (
     CatalogEntryPublic,
-    MemoryEstimatePublic,
     ModelAliasPublic,
     ModelExportPublic,
     ModelImportPublic,
@@ -54,38 +51,11 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")
     ws = Workspace.from_env()
     entry = ws.catalog.find(ref)
     doc: CatalogEntryPublic | ModelVersionDetail
-    doc = _catalog_doc(ws, entry) if entry is not None else documents.model_version(ws, ref)
+    doc = documents.catalog_entry(ws, entry) if entry is not None else documents.model_version(ws, ref)
     if isinstance(doc, CatalogEntryPublic):
         emit(doc, json_, _render_entry)
     else:
         emit(doc, json_)
-
-
-def _derived(entry: CatalogEntry) -> dict[str, Any]:
-    """A user entry's derived values as shown: ``{name: {"value", "source"}}``."""
-    return entry.derived.model_dump(mode="json") if entry.derived is not None else {}
-
-
-def _catalog_doc(ws: Workspace, entry: CatalogEntry) -> CatalogEntryPublic:
-    """A catalog entry as ``models show`` answers it: its derived values and the memory estimate, with sources."""
-    estimate = MemoryEstimatePublic.model_validate(ws.compute.estimate(entry), from_attributes=True)
-    derived = {
-        **_derived(entry),
-        "memory_estimate": {
-            "value": estimate.model_dump(mode="json"),
-            "source": "chattune compute check's estimate with its defaults (LoRA, precision 32, 512 tokens, batch 1); "
-            f"a job's: `chattune compute check --model {entry.name} -f JOB.yaml`",
-        },
-    }
-    return CatalogEntryPublic.model_validate(
-        {
-            **entry.model_dump(exclude={"derived"}),
-            "id": entry.id,
-            "source": entry.origin,
-            "weights": entry.source.model_dump(exclude_defaults=True),
-            "derived": derived,
-        }
-    )
 
 
 def _render_entry(doc: CatalogEntryPublic) -> None:
@@ -207,7 +177,7 @@ def import_(
         reused=result.reused,
         replaced=result.replaced,
         weights=entry.source.model_dump(exclude_defaults=True),
-        derived=_derived(entry),
+        derived=documents.derived_values(entry),
     )
     emit(user_doc, json_, _render_import)
 

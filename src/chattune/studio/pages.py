@@ -205,6 +205,11 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
             return new_job_page(exc.http_status, form=form, error=exc.message)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
+    @app.get("/catalog", include_in_schema=False)
+    async def catalog_page() -> HTMLResponse:
+        entries = [documents.catalog_entry(ws, entry) for entry in ws.catalog.list()]
+        return page("catalog.html", title="Catalog", entries=entries)
+
     @app.get("/models/{ref}", include_in_schema=False)
     async def model_page(ref: str) -> HTMLResponse:
         mv = documents.model_version(ws, ref)

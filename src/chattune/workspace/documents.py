@@ -7,12 +7,14 @@ or an endpoint has one wire shape wherever it is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from chattune.catalog import CatalogEntry
 from chattune.data.chat_formats import ChatFormat, convert, file_format
 from chattune.data.formats import iter_records
 from chattune.data.validate import validate_file
 from chattune.schemas import (
+    CatalogEntryPublic,
     CatalogEntrySummary,
     DataFileReport,
     DataPreview,
@@ -25,6 +27,7 @@ from chattune.schemas import (
     JobList,
     JobPublic,
     JobSummary,
+    MemoryEstimatePublic,
     ModelExportPublic,
     ModelList,
     ModelVersionDetail,
@@ -54,6 +57,33 @@ def model_list(ws: Workspace) -> ModelList:
             RegisteredModelSummary.model_validate({**v.to_dict(), "aliases": aliases.get((v.name, v.version), [])})
             for v in versions
         ],
+    )
+
+
+def derived_values(entry: CatalogEntry) -> dict[str, Any]:
+    """A user entry's derived values as shown: ``{name: {"value", "source"}}``."""
+    return entry.derived.model_dump(mode="json") if entry.derived is not None else {}
+
+
+def catalog_entry(ws: Workspace, entry: CatalogEntry) -> CatalogEntryPublic:
+    """A catalog entry as ``models show`` answers it: its derived values and the memory estimate, with sources."""
+    estimate = MemoryEstimatePublic.model_validate(ws.compute.estimate(entry), from_attributes=True)
+    derived = {
+        **derived_values(entry),
+        "memory_estimate": {
+            "value": estimate.model_dump(mode="json"),
+            "source": "chattune compute check's estimate with its defaults (LoRA, precision 32, 512 tokens, batch 1); "
+            f"a job's: `chattune compute check --model {entry.name} -f JOB.yaml`",
+        },
+    }
+    return CatalogEntryPublic.model_validate(
+        {
+            **entry.model_dump(exclude={"derived"}),
+            "id": entry.id,
+            "source": entry.origin,
+            "weights": entry.source.model_dump(exclude_defaults=True),
+            "derived": derived,
+        }
     )
 
 
