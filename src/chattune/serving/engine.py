@@ -194,7 +194,11 @@ class Engine:
             if self.adapters[name] != path:
                 raise ConflictError(f"adapter {name!r} is served here already, from {self.adapters[name]}")
             return
-        if not (Path(path) / "adapter_config.json").is_file():
+        try:
+            found = (Path(path) / "adapter_config.json").is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL: no such folder either
+            found = False
+        if not found:
             raise NotFoundError(f"no LoRA adapter at {path}: adapter_config.json is missing", param="path")
         key = f"adapter_{next(self._serial)}"
 
