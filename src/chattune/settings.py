@@ -26,6 +26,8 @@ class Settings(BaseSettings):
         cache_dir: The user-level cache, shared by every workspace of this user on this machine: the embedded
             model fetched from the package index and converted once (``$CHATTUNE_CACHE_DIR``, default
             ``$XDG_CACHE_HOME/chattune``, i.e. ``~/.cache/chattune``). ``chattune cache clear`` empties it.
+        mlflow_ui_url: Where MLflow's own UI over the tracking store answers (``mlflow ui`` listens on
+            ``http://127.0.0.1:5000`` by default); the studio links each job's run and each registered version there.
         ray_storage: Where Ray Train keeps the checkpoints of jobs on a Ray target (``RunConfig.storage_path``): a
             path every node reads, or a URI (``s3://...``). Default: the workspace's jobs folder.
     """
@@ -42,6 +44,7 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=lambda: _xdg_cache_home() / "chattune")
     ray_storage: str | None = None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
     @property
     def db_path(self) -> Path:

@@ -117,6 +117,25 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     assert bad.status_code == 422
     split = httpx.put(f"{url}/api/v1/endpoints/studio-ep/traffic", json={"blue": 100}, headers=auth, timeout=30)
     assert split.json()["traffic"] == {"blue": 100}
+    # the endpoint page's mirror form: a shadow deployment at 0% live traffic gets a copy of 10%; live traffic
+    # cannot be mirrored (the service's refusal, shown on the page as a 400)
+    green = {**deploy, "name": "green"}
+    started = httpx.post(f"{url}/api/v1/endpoints/studio-ep/deployments", json=green, headers=auth, timeout=60)
+    assert started.status_code == 202, started.text
+    form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    mirrored = httpx.post(f"{url}/endpoints/studio-ep/mirror", content="blue=0&green=10", headers=form, timeout=30)
+    assert mirrored.status_code == 303, mirrored.text
+    ep = httpx.get(f"{url}/api/v1/endpoints/studio-ep", headers=auth, timeout=30).json()
+    assert ep["mirror_traffic"] == {"green": 10} and ep["traffic"] == {"blue": 100}
+    assert (
+        'id="mirror-green" name="green" type="number" min="0" max="50" value="10"'
+        in httpx.get(f"{url}/endpoints/studio-ep", headers=auth, timeout=30).text
+    )
+    refused = httpx.post(f"{url}/endpoints/studio-ep/mirror", content="blue=10&green=0", headers=form, timeout=30)
+    assert refused.status_code == 400 and "live traffic" in refused.text.split('role="alert">', 1)[1]
+    stopped = httpx.post(f"{url}/endpoints/studio-ep/mirror", content="blue=0&green=0", headers=form, timeout=30)
+    assert stopped.status_code == 303
+    httpx.delete(f"{url}/api/v1/endpoints/studio-ep/deployments/green", headers=auth, timeout=120).raise_for_status()
     body = {"input_data": {"input_string": [{"role": "user", "content": "Hi"}], "parameters": {"max_new_tokens": 2}}}
     assert httpx.post(scoring, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 200
     # the playground's call: a chat completion through the gateway with the workspace's key, streamed as it comes

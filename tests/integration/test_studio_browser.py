@@ -4,18 +4,29 @@ files (a bad one shows its error row by line), browse one with the trained turns
 (after its YAML view), find it on the dashboard, follow it on its page until it succeeds (the steps update, the
 loss curve fills from the live event stream, the log tail grows), toggle the log scale, register its model, create
 an endpoint and a deployment, set its traffic (a split not summing to 0 or 100 refused), chat with it in the
-playground (streamed, the base model beside it), regenerate a key, delete the endpoint, log out. Every page: no
-console error, answered in under 300 ms, every control labelled. Screenshots of each page go to the test's output
-folder."""
+playground (streamed, the base model beside it), regenerate a key, delete the endpoint, log out. The job's and the
+model's links open MLflow's own UI (a real `mlflow server` over the workspace's tracking store) on that run and that
+registered version. Every page: no console error, answered in under 300 ms, every control labelled. Screenshots of
+each page go to the test's output folder."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from chattune.processes import child_env
+from chattune.studio.token import TOKEN_ENV
+from tests.integration.conftest import start_studio
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path(os.environ.get("CHATTUNE_CHROMIUM", "/usr/bin/chromium"))
@@ -31,6 +42,49 @@ def browser() -> Any:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield b
         b.close()
+
+
+@pytest.fixture
+def mlflow_ui(home: Path) -> Iterator[str]:
+    """MLflow's own UI (`mlflow server`) over the workspace's tracking store, on a free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(), start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+@pytest.fixture
+def studio(home: Path, mlflow_ui: str) -> Iterator[dict[str, Any]]:
+    """The studio, its MLflow links pointed at ``mlflow_ui``."""
+    token = "studio-test-token-" + os.urandom(8).hex()
+    proc, lines = start_studio(home, env={TOKEN_ENV: token, "CHATTUNE_MLFLOW_UI_URL": mlflow_ui})
+    try:
+        yield {"url": lines[-1].split()[1].removesuffix("/api/v1/"), "auth": {"Authorization": f"Bearer {token}"}}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_ready(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"MLflow's server at {url} did not start")
 
 
 def _checked(page: Any, errors: list[str], shots: Path, name: str) -> None:
@@ -52,6 +106,7 @@ def _checked(page: Any, errors: list[str], shots: Path, name: str) -> None:
 def test_log_in_and_follow_a_job_live_to_its_end(
     browser: Any,
     studio: dict[str, Any],
+    mlflow_ui: str,
     tmp_path: Path,
 ) -> None:
     from chattune.data import demo
@@ -112,6 +167,7 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.get_by_role("button", name="Show as YAML / CLI").click()
     assert "model: tiny-test" in page.locator("#job-yaml").inner_text()
     _checked(page, errors, shots, "new-job")
+    _wait_ready(mlflow_ui)  # its store is made before the job writes to it
     page.get_by_role("button", name="Start job").click()
     page.wait_for_url(f"{url}/jobs/ftjob-*", timeout=60_000)
     job_id = page.url.rsplit("/", 1)[1]
@@ -138,6 +194,13 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.wait_for_selector("#curve canvas")
     assert "The same resolved parameters." in page.content()
     _checked(page, errors, shots, "compare")
+    # the job's run in MLflow's own UI: its link finds the run's experiment there
+    page.goto(f"{url}/jobs/{job_id}")
+    run_link = page.locator("a[data-mlflow=run]")
+    run_id = run_link.inner_text().split()[-1]
+    run_link.click()
+    page.wait_for_url(f"{mlflow_ui}/#/experiments/*/runs/{run_id}", timeout=60_000)
+    errors.clear()  # MLflow's own page's console is not ours
     page.goto(f"{url}/jobs/{job_id}")
 
     # register the model, create an endpoint and a deployment, send it traffic, chat with it, regenerate a key
@@ -145,6 +208,14 @@ def test_log_in_and_follow_a_job_live_to_its_end(
     page.get_by_role("button", name="Register model").click()
     page.wait_for_url(f"{url}/")
     assert "browser-chat:1" in page.locator("#models-h + table").inner_text()
+    # its registered version in MLflow's own UI (the version MLflow gave it, which the page links)
+    page.goto(f"{url}/models/browser-chat:1")
+    href = page.locator("a[data-mlflow=model]").get_attribute("href")
+    assert href == f"{mlflow_ui}/#/models/browser-chat/versions/1", href
+    version = {"name": "browser-chat", "version": "1"}
+    got = httpx.get(f"{mlflow_ui}/ajax-api/2.0/mlflow/model-versions/get", params=version, timeout=30)
+    assert got.json()["model_version"]["run_id"] == run_id, got.text
+    page.goto(f"{url}/")
     page.get_by_label("New endpoint name").fill("browser-ep")
     page.get_by_role("button", name="Create endpoint").click()
     page.wait_for_url(f"{url}/endpoints/browser-ep", timeout=60_000)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from chattune.data.formats import Record, iter_records
+from chattune.data.tokens import template_length
 from chattune.data.validate import FileReport, Issue
 
 PREFERENCE_FORMATS = ("openai_preference", "prompt_chosen_rejected")
@@ -206,7 +207,7 @@ def validate_preferences(
             report.errors.append(Issue(rec.line, exc.code, exc.field, str(exc)))
             continue
         if tokenizer is not None and max_length:
-            longest = max(_length(tokenizer, item.prompt + side) for side in (item.chosen, item.rejected))
+            longest = max(template_length(tokenizer, item.prompt + side) for side in (item.chosen, item.rejected))
             if longest > max_length:
                 report.errors.append(
                     Issue(
@@ -225,7 +226,3 @@ def validate_preferences(
         )
     report.stats = {"pairs": pairs, "formats": sorted(formats)}
     return report
-
-
-def _length(tokenizer: Any, messages: Messages) -> int:
-    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])

@@ -8,6 +8,14 @@ from typing import Any
 from chattune.templates import encode, supports_system_role, training_chat_template
 
 
+def template_length(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> int:
+    """How many tokens ``messages`` are when rendered with the tokenizer's own chat template (as DPO renders a pair)."""
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    return len(rendered["input_ids"])
+
+
 @dataclass
 class TokenCount:
     """The token count of one conversation, and how truncation at the limit would affect it."""

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from chattune.data.preferences import PreferencePair, read_pairs
+from chattune.data.tokens import template_length
 from chattune.errors import DataError
 from chattune.inference import context_length, load_tokenizer, pick_device
 from chattune.pipeline.context import StepContext
@@ -51,7 +52,7 @@ def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
     stats: dict[str, SplitStats] = {}
     for name, pairs in splits.items():
         rows = [_row(p, fold) for p in pairs]
-        prompts = [_length(tokenizer, r["prompt"], add_generation_prompt=True) for r in rows]
+        prompts = [template_length(tokenizer, r["prompt"], add_generation_prompt=True) for r in rows]
         too_long = [p.line for p, n in zip(pairs, prompts, strict=True) if n >= max_len]
         if too_long:
             shown = ", ".join(f"{files[name]}:{line}" for line in too_long[:20])
@@ -66,7 +67,9 @@ def preprocess_preferences(ctx: StepContext) -> PreprocessOutput:
                 "or more",
                 remedy="Raise training.max_seq_length (or shorten the prompts).",
             )
-        lengths = [max(_length(tokenizer, r["prompt"] + r[side]) for side in ("chosen", "rejected")) for r in kept]
+        lengths = [
+            max(template_length(tokenizer, r["prompt"] + r[side]) for side in ("chosen", "rejected")) for r in kept
+        ]
         truncated = sum(n > max_len for n in lengths)
         path = ctx.step_dir / name
         Dataset.from_list(kept).save_to_disk(str(path))
@@ -98,13 +101,6 @@ def _row(pair: PreferencePair, fold: bool) -> dict[str, Any]:
     return row
 
 
-def _length(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> int:
-    rendered = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
-    )
-    return len(rendered["input_ids"])
-
-
 def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
     """DPO on the preprocessed pairs (in this process, a torchrun worker or a Ray Train worker, as the chat task)."""
     import torch
@@ -112,7 +108,7 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
     from trl import DPOTrainer
 
     from chattune.pipeline import checkpoints
-    from chattune.pipeline.steps.finetune import adapter_config, load_base, run_trainer
+    from chattune.pipeline.steps.finetune import adapter_config, final_evaluation, load_base, run_trainer
     from chattune.training.builders import dpo_config
     from chattune.training.callbacks import ProgressCallback
     from chattune.training.environ import keep_process_environment
@@ -156,8 +152,7 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
         "pairs_per_s": round(pre.train.kept * float(result.metrics.get("epoch", 1)) / wall, 2) if wall > 0 else None,
         "trainable_parameters": trainable,
     }
-    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
-    final = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+    final = final_evaluation(trainer)
     metrics["valid_loss"] = float(final["eval_loss"])
     for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
         if f"eval_{key}" in final:
@@ -182,7 +177,7 @@ def pair_logps(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> list[
         scored = []
         for side in ("chosen", "rejected"):
             ids = tokenizer.apply_chat_template(pair["prompt"] + pair[side], return_dict=True)["input_ids"]
-            start = len(prompt_ids) if ids[: len(prompt_ids)] == prompt_ids else _common_prefix(ids, prompt_ids)
+            start = _common_prefix(ids, prompt_ids)  # the prompt's tokens, less any the answer's rendering changed
             tensor = torch.tensor([ids], device=device)
             with torch.no_grad():
                 logps = model(tensor).logits[0, :-1].float().log_softmax(-1)

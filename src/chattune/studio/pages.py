@@ -21,6 +21,7 @@ from chattune.errors import ChattuneError, NotFoundError, UserError
 from chattune.studio import compare, gateway_metrics
 from chattune.studio.auth import Sessions, close_session, open_session
 from chattune.studio.datasets import dataset_path, stored
+from chattune.studio.mlflow_links import MlflowLinks
 from chattune.studio.token import StudioToken
 from chattune.workspace import Workspace, documents
 
@@ -30,6 +31,7 @@ STATIC = Path(__file__).parent / "static"
 def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions) -> None:
     """Add the login, dashboard and job pages (and their partials and static files) to ``app``."""
     env = Environment(loader=PackageLoader("chattune.studio", "pages"), autoescape=select_autoescape(["html"]))
+    env.globals["mlflow"] = MlflowLinks.from_settings(ws.settings)
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
         return HTMLResponse(env.get_template(template).render(**context), status_code=status)
@@ -107,16 +109,25 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
             "deployment_logs.html", title=f"Logs of {name}/{deployment}", name=name, deployment=deployment, log=text
         )
 
-    @app.post("/endpoints/{name}/traffic", include_in_schema=False)
-    async def traffic(name: str, request: Request) -> Response:
+    async def set_split(name: str, request: Request, what: str) -> Response:
+        """Set the endpoint's live (``traffic``) or shadow (``mirror``) split from a form of deployment -> percent."""
+        setter = ws.endpoints.set_traffic if what == "traffic" else ws.endpoints.set_mirror
         try:
             split = {dep: int(pct or 0) for dep, pct in (await _form(request)).items()}
-            ws.endpoints.set_traffic(name, split)
+            setter(name, split)
         except ValueError:
-            return endpoint_page(name, 400, error="traffic: whole percentages only")
+            return endpoint_page(name, 400, error=f"{what}: whole percentages only")
         except ChattuneError as exc:
             return endpoint_page(name, exc.http_status, error=exc.message)
         return RedirectResponse(f"/endpoints/{name}", status_code=303)
+
+    @app.post("/endpoints/{name}/traffic", include_in_schema=False)
+    async def traffic(name: str, request: Request) -> Response:
+        return await set_split(name, request, "traffic")
+
+    @app.post("/endpoints/{name}/mirror", include_in_schema=False)
+    async def mirror(name: str, request: Request) -> Response:
+        return await set_split(name, request, "mirror")
 
     @app.post("/endpoints/{name}/deployments", include_in_schema=False)
     async def deploy(name: str, request: Request) -> Response:
@@ -235,7 +246,6 @@ def add_pages(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Session
             title=f"Job {job_id}",
             job=documents.job(ws, job_id),
             others=[j for j in documents.job_page(ws, 20, None).data if j.id != job_id],
-            tracking_uri=ws.settings.tracking_uri,
         )
 
     @app.post("/jobs/{job_id}/cancel", include_in_schema=False)

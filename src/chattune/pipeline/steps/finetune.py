@@ -230,8 +230,7 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
     if trainer.state.best_model_checkpoint:
         metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
     if eval_ds is not None:
-        evals = [e for e in trainer.state.log_history if "eval_loss" in e]
-        final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+        final_eval = final_evaluation(trainer)
         metrics["valid_loss"] = float(final_eval["eval_loss"])
         metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
         if "eval_mean_token_accuracy" in final_eval:
@@ -261,6 +260,12 @@ def load_base(ctx: StepContext, base_path: str, has_cuda: bool) -> Any:
         )
     bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
     return AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16 if bf16_weights else torch.float32)
+
+
+def final_evaluation(trainer: Any) -> dict[str, float]:
+    """The evaluation at the last step: the one the trainer logged there, or a new one if it logged none."""
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    return dict(evals[-1]) if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
 
 
 def run_trainer(ctx: StepContext, trainer: Any, hooks: TrainerHooks, has_cuda: bool) -> tuple[Any, float, Path, int]:
