@@ -12,11 +12,21 @@ demo set; the last 16 of each are held out for the eval loss.
 - (b) plain TRL: `SFTTrainer` with its batching defaults (padded batches, no packing), the same LoRA config and the
   same training chat template (assistant-only loss), on the same rows.
 
-Each runs in its own process (so its peak RSS is its own). Reported for each: trained tokens/s (loss-bearing
-assistant tokens, the same count for both), wall time of the training loop, peak RSS, eval loss on the held-out
-rows; the ratio; and this machine's fp32 matmul throughput (GFLOP/s, measured in the same run) with the achieved
-model FLOP/s as a fraction of it (MFU; LoRA: 4 x parameters FLOPs per token - forward plus activation gradients).
-`--json` prints one document with keys `chattune`, `baseline`, `ratio_tokens_per_s`, `matmul_gflops`, `mfu`.
+- (c) TRL tuned: the same `SFTTrainer` with what TRL offers a user for this model on this device switched on
+  (`--tuned`, each a set of SFTConfig fields from `TUNED`: padding-free batches, BFD packing, gradient
+  checkpointing off; Liger's fused LM head needs Triton, so a GPU); the best of them by median tokens/s is
+  `baseline_tuned`, with the settings it used.
+
+Each runs in its own process (so its peak RSS is its own), `--repeats` times, the contenders interleaved (each
+repeat starts with a different one, so that machine noise hits all). Reported for each, as min/median/max over the
+repeats: trained tokens/s (loss-bearing assistant tokens, the same count for all), wall time of the training loop,
+peak RSS; and the eval loss on the held-out rows. MFU: the model FLOP/s (LoRA: 4 x parameters FLOPs per token -
+forward plus activation gradients) against the matmul peak of the precision the run computes in (bf16 under bf16
+autocast, measured in the same run: warmed-up, repeated 2048^3 GEMMs, the best of 5 timings, its kernel path named),
+and against the fp32 peak as a second figure.
+`--json` prints one document with keys `chattune`, `baseline`, `baseline_tuned` (with its `settings`),
+`ratio_tokens_per_s` (vs plain TRL), `ratio_vs_tuned`, `precision`, `mfu`, `mfu_fp32`, `peaks`, `commit`,
+`versions`, `machine` and `runs` (every run's figures).
 
 GPU variant (`--device cuda`): the Phi-3-mini-4k architecture at full size (3.8B parameters) built from its config
 with random weights (throughput does not depend on the weights) and the Phi-3 tokenizer of
@@ -34,12 +44,16 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import describe, run_info, spread
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 FIXTURE = FIXTURES / "assistant_dialogs_azureml_oai" / "chat_train.jsonl"
@@ -92,6 +106,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "threads_1": {"training": {"num_threads": 1}},
     "torch_compile": {"training": {"torch_compile": True}},
 }
+
+
+# What a TRL user switches on for speed (SFTConfig fields), for the "TRL tuned" contender (`--tuned`). TRL's own
+# defaults are padded batches with gradient checkpointing of every layer and bf16 autocast. Padding-free batches and
+# BFD packing (which implies padding-free) run on SDPA here: transformers reads the conversations' boundaries from
+# position_ids and masks across them. Liger's fused LM head and loss (`use_liger_kernel`) need Triton: GPU only.
+# TRL enforces no max_length on padding-free batches without packing (it refuses one): the padding-free contenders
+# run with max_length None, and `trained_tokens` shows whether that trained on more tokens than 1024-token rows hold.
+TUNED: dict[str, dict[str, Any]] = {
+    "padding_free": {"padding_free": True, "max_length": None},
+    "padding_free_no_checkpointing": {"padding_free": True, "max_length": None, "gradient_checkpointing": False},
+    "packing_bfd": {"packing": True, "packing_strategy": "bfd"},
+    "packing_bfd_no_checkpointing": {"packing": True, "packing_strategy": "bfd", "gradient_checkpointing": False},
+    "no_checkpointing": {"gradient_checkpointing": False},
+}
+DEFAULT_TUNED = "padding_free_no_checkpointing,packing_bfd_no_checkpointing"
 
 
 def build_phi3_mini(out: Path, layers: int | None = None) -> Path:
@@ -165,7 +195,7 @@ def run_chattune(
 
 
 def run_trl(
-    data: dict[str, str], epochs: float, batch: int, model: str = SMOLLM2, mode: str = "lora"
+    data: dict[str, str], epochs: float, batch: int, model: str = SMOLLM2, mode: str = "lora", tuned: str = ""
 ) -> dict[str, Any]:
     import torch
     from datasets import load_dataset
@@ -192,7 +222,6 @@ def run_trl(
         per_device_eval_batch_size=batch,
         learning_rate=HYPER["learning_rate"],
         lr_scheduler_type=HYPER["lr_scheduler_type"],
-        max_length=HYPER["max_seq_length"],
         seed=HYPER["seed"],
         assistant_only_loss=True,
         use_cpu=not cuda,
@@ -200,6 +229,7 @@ def run_trl(
         save_strategy="no",
         logging_steps=10,
         disable_tqdm=True,
+        **({"max_length": HYPER["max_seq_length"]} | TUNED.get(tuned, {})),
     )
     if mode == "qlora":  # what a TRL user writes for QLoRA: the same BitsAndBytesConfig, the model on the GPU
         quantized = quantization_config(OptimizationParams(**LORA, load_in_4bit=True))
@@ -231,22 +261,44 @@ def run_trl(
     }
 
 
-def matmul_gflops(dtype: str = "float32", device: str = "cpu", repeats: int = 10) -> float:
+def matmul_peak(dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
+    """This device's matmul throughput in ``dtype`` (GFLOP/s): warmed up, then the best of 5 timings of repeated
+    GEMMs (8192^3 on a GPU, 2048^3 on a CPU; each timing at least ~0.5 s), and the kernel path that computes it."""
     import torch
 
     kind, size = getattr(torch, dtype), 8192 if device == "cuda" else 2048
     a = torch.randn(size, size, dtype=kind, device=device)
     b = torch.randn(size, size, dtype=kind, device=device)
-    for _ in range(3 if device == "cuda" else 1):
-        torch.mm(a, b)
+
+    def timed(repeats: int) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    once = max(timed(3) / 3, 1e-6)  # the warm-up, which also sizes each timing
+    repeats = max(3, int(0.5 / once))
+    best = min(timed(repeats) for _ in range(5))
+    return {"gflops": round(2 * size**3 * repeats / best / 1e9, 1), "kernel": kernel_path(dtype, device)}
+
+
+def kernel_path(dtype: str, device: str) -> str:
+    """Which hardware path computes a ``dtype`` matmul here (oneDNN picks AMX, then AVX512-BF16, for bf16)."""
+    import torch
+
     if device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return round(2 * size**3 * repeats / (time.perf_counter() - started) / 1e9, 1)
+        return f"CUDA {torch.cuda.get_device_name()} ({dtype} tensor cores)"
+    isa = set(run_info()["machine"]["isa"])
+    capability = torch.backends.cpu.get_cpu_capability()
+    if dtype == "bfloat16":
+        if "amx_bf16" in isa:
+            return "oneDNN AMX-BF16"
+        return "oneDNN AVX512-BF16" if "avx512_bf16" in isa else f"no native bf16 (converted, {capability} fp32)"
+    return f"fp32 {capability}"
 
 
 def flop_counts(model: str = SMOLLM2) -> tuple[int, int]:
@@ -274,7 +326,7 @@ def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str, mod
     if kind == "chattune":
         result = run_chattune(data, epochs, batch, variant, model, mode)
     else:
-        result = run_trl(data, epochs, batch, model, mode)
+        result = run_trl(data, epochs, batch, model, mode, tuned=variant if kind == "baseline_tuned" else "")
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -287,36 +339,82 @@ def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str, mod
 SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
 
-def measure(tmp: str, model: str, mode: str, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Each chattune variant, then plain TRL, one after the other, each in its own process."""
-    result: dict[str, Any] = {}
+def contenders(variants: list[str], tuned: list[str]) -> list[tuple[str, str]]:
+    """(kind, variant) of every contender, and the key its figures go under."""
+    return [("chattune", v) for v in variants] + [("baseline", "trl")] + [("baseline_tuned", t) for t in tuned]
+
+
+def key_of(kind: str, variant: str, variants: list[str]) -> str:
+    if kind == "chattune":
+        return "chattune" if variant == variants[0] else f"chattune_{variant}"
+    return "baseline" if kind == "baseline" else f"baseline_tuned_{variant}"
+
+
+def measure(
+    tmp: str, model: str, mode: str, variants: list[str], tuned: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every contender ``args.repeats`` times, each run in its own process, the order rotated in each repeat."""
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {})}
-    for kind, variant in [("chattune", v) for v in variants] + [("baseline", "trl")]:
-        command = [sys.executable, __file__, "--child", kind, tmp, variant, model, mode]
-        command += ["--epochs", str(args.epochs), "--batch", str(args.batch)]
-        out = subprocess.run(command, capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            raise SystemExit(f"{kind} ({variant}, {mode}) failed:\n{out.stderr[-3000:]}")
-        key = kind if kind == "baseline" or variant == variants[0] else f"chattune_{variant}"
-        result[key] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    order = contenders(variants, tuned)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        shift = repeat % len(order)
+        for kind, variant in order[shift:] + order[:shift]:
+            command = [sys.executable, __file__, "--child", kind, tmp, variant, model, mode]
+            command += ["--epochs", str(args.epochs), "--batch", str(args.batch)]
+            out = subprocess.run(command, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                raise SystemExit(f"{kind} ({variant}, {mode}) failed:\n{out.stderr[-3000:]}")
+            record = json.loads(out.stdout.strip().splitlines()[-1]) | {"repeat": repeat}
+            runs.setdefault(key_of(kind, variant, variants), []).append(record)
+            progress(f"{mode} {key_of(kind, variant, variants)} repeat {repeat + 1}: {record['tokens_per_s']} tokens/s")
+    section: dict[str, Any] = {key: summarize(records) for key, records in runs.items()}
+    if tuned:
+        best = max(tuned, key=lambda t: section[f"baseline_tuned_{t}"]["tokens_per_s"])
+        section["baseline_tuned"] = {**section[f"baseline_tuned_{best}"], "name": best, "settings": TUNED[best]}
+    section["runs"] = [r | {"contender": k} for k, records in runs.items() for r in records]
+    return section
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A contender's figures: the run of median tokens/s (its eval loss and steps), with min/median/max of the
+    speed, the training wall time and the peak memory over every run."""
+    ranked = sorted(records, key=lambda r: r["tokens_per_s"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["tokens_per_s"] = round(statistics.median(r["tokens_per_s"] for r in records), 1)
+    for field in ("tokens_per_s", "train_s", "peak_rss_mb", "peak_gpu_mb"):
+        if field in chosen:
+            chosen[f"{field}_spread"] = spread([r[field] for r in records], 1)
+    chosen["repeats"] = len(records)
+    chosen.pop("repeat", None)
+    return chosen
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def add_flop_figures(section: dict[str, Any], body: int, head: int, mode: str, peaks: dict[str, float]) -> None:
-    """Model FLOP/s and MFU of each run. Per token, LoRA training needs 4 x parameters FLOPs (forward plus
-    activation gradients; the frozen weights get none), full fine-tuning 6 x (plus weight gradients): every real
-    (non-padding) token through the layers, only the loss tokens through the LM head. Attention's own FLOPs are left
-    out, so these are lower bounds."""
+    """Model FLOP/s and MFU of each contender (``peaks``: figure name -> GFLOP/s). Per token, LoRA training needs
+    4 x parameters FLOPs (forward plus activation gradients; the frozen weights get none), full fine-tuning 6 x (plus
+    weight gradients): every real (non-padding) token through the layers, only the loss tokens through the LM head.
+    Attention's own FLOPs are left out, so these are lower bounds."""
     per_parameter = 4 if mode in ("lora", "qlora") else 6
-    for key in [k for k in section if k == "baseline" or k.startswith("chattune")]:
+    contenders_ = [k for k in section if k.startswith(("baseline", "chattune")) and isinstance(section[k], dict)]
+    for key in contenders_:
         r = section[key]
-        achieved = per_parameter * (body * r["input_tokens"] + head * r["trained_tokens"]) / r["train_s"] / 1e9
+        seconds = r["trained_tokens"] / r["tokens_per_s"]  # the median run's speed
+        achieved = per_parameter * (body * r["input_tokens"] + head * r["trained_tokens"]) / seconds / 1e9
         r["model_gflops"] = round(achieved, 1)
         for name, peak in peaks.items():
             r[name] = round(achieved / peak, 3)
         r["ratio_tokens_per_s"] = round(r["tokens_per_s"] / section["baseline"]["tokens_per_s"], 2)
     section["ratio_tokens_per_s"] = section["chattune"]["ratio_tokens_per_s"]
-    section["mfu"] = section["chattune"]["mfu"]
+    if "baseline_tuned" in section:
+        tuned = section["baseline_tuned"]["tokens_per_s"]
+        section["ratio_vs_tuned"] = round(section["chattune"]["tokens_per_s"] / tuned, 2)
+    for name in peaks:
+        section[name] = section["chattune"][name]
 
 
 def main() -> None:
@@ -334,13 +432,21 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--arch",
-        choices=["smollm2", "phi3-mini-4k"],
-        help="smollm2 (SmolLM2-135M-Instruct; the CPU default) or phi3-mini-4k (random weights; the cuda default)",
+        choices=["smollm2", "phi3-mini-4k", "tiny-test"],
+        help="smollm2 (SmolLM2-135M-Instruct; the CPU default), phi3-mini-4k (random weights; the cuda default) or "
+        "tiny-test (the catalog's tiny random model: a dry run of the benchmark's code, not a measurement)",
     )
     parser.add_argument(
         "--modes", default=None, help="lora, full, qlora (cuda) or a list (lora,full); cpu default lora, cuda lora,full"
     )
     parser.add_argument("--layers", type=int, help="phi3-mini-4k with fewer layers (a smoke run on a CPU)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved (default 3)")
+    parser.add_argument(
+        "--tuned",
+        default=DEFAULT_TUNED,
+        help=f"comma-separated TRL settings tried as 'TRL tuned' (the best is baseline_tuned; '' for none): "
+        f"{', '.join(TUNED)}",
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)  # KIND DATA_DIR VARIANT MODEL MODE
     args = parser.parse_args()
     if args.child:
@@ -353,6 +459,11 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    tuned = [t.strip() for t in args.tuned.split(",") if t.strip()]
+    if not set(tuned) <= set(TUNED):
+        parser.error(f"--tuned: unknown {', '.join(sorted(set(tuned) - set(TUNED)))}; choose from {', '.join(TUNED)}")
+    if args.repeats < 1:
+        parser.error("--repeats: at least 1")
     arch = args.arch or ("phi3-mini-4k" if args.device == "cuda" else "smollm2")
     modes = [m.strip() for m in (args.modes or ("lora,full" if args.device == "cuda" else "lora")).split(",")]
     if not set(modes) <= {"lora", "full", "qlora"}:
@@ -365,24 +476,28 @@ def main() -> None:
         if not torch.cuda.is_available():
             parser.error("--device cuda: PyTorch sees no CUDA device here")
 
+    info = run_info()
+    progress(describe(info))
     result: dict[str, Any] = {"device": args.device, "arch": arch, "epochs": args.epochs, "batch": args.batch}
+    result |= {"repeats": args.repeats, "quick": args.quick} | info
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), args.rows)
-        model = str(build_phi3_mini(Path(tmp) / "model", args.layers)) if arch == "phi3-mini-4k" else SMOLLM2
+        model = {"phi3-mini-4k": lambda: str(build_phi3_mini(Path(tmp) / "model", args.layers))}.get(
+            arch, lambda: SMOLLM2 if arch == "smollm2" else arch
+        )()
         body, head = flop_counts(model)
-        sections = {mode: measure(tmp, model, mode, variants, args) for mode in modes}
+        sections = {mode: measure(tmp, model, mode, variants, tuned, args) for mode in modes}
+    result["precision"], measured = precision_and_peaks(args.device)
+    peaks = {"mfu": measured["compute"]["gflops"], "mfu_fp32": measured["fp32"]["gflops"]}
     if args.device == "cuda":
         import torch
 
         name = torch.cuda.get_device_name()
-        peaks = {"mfu": matmul_gflops("bfloat16", "cuda")}
         spec = next((v for k, v in SPEC_BF16_TFLOPS.items() if k in name), None)
         if spec:
             peaks["mfu_of_spec"] = spec * 1000
-        result |= {"gpu": name, "matmul_gflops": peaks["mfu"], "spec_bf16_gflops": spec and spec * 1000}
-    else:
-        peaks = {"mfu": matmul_gflops("float32"), "mfu_of_bf16_peak": matmul_gflops("bfloat16")}
-        result |= {"matmul_gflops": peaks["mfu"], "matmul_gflops_bf16": peaks["mfu_of_bf16_peak"]}
+        result |= {"gpu": name, "spec_bf16_gflops": spec and spec * 1000}
+    result["peaks"] = measured
     for mode, section in sections.items():
         add_flop_figures(section, body, head, mode, peaks)
     first = sections[modes[0]]
@@ -392,19 +507,33 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
+    print(describe(info))
     for mode, section in sections.items():
-        for key in [k for k in section if k == "baseline" or k.startswith("chattune")]:
+        for key in [k for k in section if k.startswith(("baseline", "chattune")) and isinstance(section[k], dict)]:
             r = section[key]
-            label = f"{mode} " + (f"chattune_{variants[0]}" if key == "chattune" else key)
             memory = f"peak RSS {r['peak_rss_mb']:.0f} MB"
             if "peak_gpu_mb" in r:
                 memory = f"peak GPU {r['peak_gpu_mb']:.0f} MB"
             mfu = ", ".join(f"{name} {r[name]:.1%}" for name in peaks)
+            speed = r["tokens_per_s_spread"]
             print(
-                f"{label:40} {r['tokens_per_s']:8.1f} trained tokens/s ({r['ratio_tokens_per_s']}x) | train "
-                f"{r['train_s']:6.1f} s | eval loss {r['eval_loss']:.4f} | {memory} | {mfu}"
+                f"{mode} {key:36} {r['tokens_per_s']:8.1f} trained tokens/s ({speed['min']}-{speed['max']}; "
+                f"{r['ratio_tokens_per_s']}x) | eval loss {r['eval_loss']:.4f} | {memory} | {mfu}"
             )
-    print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v}" for k, v in result.items() if "gflops" in k))
+        if "baseline_tuned" in section:
+            print(f"{mode} TRL tuned = {section['baseline_tuned']['name']}: {section['baseline_tuned']['settings']}")
+    print(f"precision {result['precision']}; matmul peaks (GFLOP/s): {measured}")
+
+
+def precision_and_peaks(device: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The precision the runs compute in (bf16 autocast where the device has native bf16, as chattune's precision
+    "16" and TRL's default do; else fp32) and the matmul peaks: ``compute`` (that precision's) and ``fp32``."""
+    from chattune.compute import cpu_has_bf16
+
+    bf16 = device == "cuda" or cpu_has_bf16()
+    fp32 = matmul_peak("float32", device)
+    compute = matmul_peak("bfloat16", device) if bf16 else fp32
+    return ("bf16" if bf16 else "fp32"), {"compute": compute, "fp32": fp32}
 
 
 if __name__ == "__main__":
