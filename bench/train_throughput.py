@@ -20,10 +20,11 @@ demo set; the last 16 of each are held out for the eval loss.
 Each runs in its own process (so its peak RSS is its own), `--repeats` times, the contenders interleaved (each
 repeat starts with a different one, so that machine noise hits all). Reported for each, as min/median/max over the
 repeats: trained tokens/s (loss-bearing assistant tokens, the same count for all), wall time of the training loop,
-peak RSS; and the eval loss on the held-out rows. MFU: the model FLOP/s (LoRA: 4 x parameters FLOPs per token -
-forward plus activation gradients) against the matmul peak of the precision the run computes in (bf16 under bf16
-autocast, measured in the same run: warmed-up, repeated 2048^3 GEMMs, the best of 5 timings, its kernel path named),
-and against the fp32 peak as a second figure.
+peak RSS up to the end of training and its eval loss (a chattune job's later evaluate step, which loads models to
+generate with, is left out; `peak_rss_mb_process` has the whole process); and the eval loss on the held-out rows.
+MFU: the model FLOP/s (LoRA: 4 x parameters FLOPs per token - forward plus activation gradients) against the matmul
+peak of the precision the run computes in (bf16 under bf16 autocast, measured in the same run: warmed-up, repeated
+2048^3 GEMMs, the best of 5 timings, its kernel path named), and against the fp32 peak as a second figure.
 `--json` prints one document with keys `chattune`, `baseline`, `baseline_tuned` (with its `settings`),
 `ratio_tokens_per_s` (vs plain TRL), `ratio_vs_tuned`, `precision`, `mfu`, `mfu_fp32`, `peaks`, `commit`,
 `versions`, `machine` and `runs` (every run's figures).
@@ -105,6 +106,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "packing": {"training": {"packing": True}},
     "threads_1": {"training": {"num_threads": 1}},
     "torch_compile": {"training": {"torch_compile": True}},
+    "no_bf16_frozen_weights": {"training": {"bf16_frozen_weights": False}},
 }
 
 
@@ -124,7 +126,7 @@ TUNED: dict[str, dict[str, Any]] = {
 DEFAULT_TUNED = "padding_free_no_checkpointing,packing_bfd_no_checkpointing"
 
 
-def build_phi3_mini(out: Path, layers: int | None = None) -> Path:
+def build_phi3_mini(out: Path, layers: int | None = None, hidden: int | None = None) -> Path:
     """Phi-3-mini-4k-instruct's architecture (microsoft/Phi-3-mini-4k-instruct's config.json values) with random
     bf16 weights, built on the GPU when there is one, saved with the real Phi-3 tokenizer."""
     import torch
@@ -132,10 +134,13 @@ def build_phi3_mini(out: Path, layers: int | None = None) -> Path:
 
     if not PHI3_TOKENIZER.exists():
         raise SystemExit(f"{PHI3_TOKENIZER} is missing: the GPU variant needs the shared fixtures beside the checkout")
+    width = hidden or 3072  # shrunk (a CPU dry run): heads of 96 like the real model, MLP 8/3 x wider
+    heads = max(1, width // 96)
     config = Phi3Config(
-        vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=layers or 32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, sliding_window=2047,
-        rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=32000, pad_token_id=32000, tie_word_embeddings=False,
+        vocab_size=32064, hidden_size=heads * 96, intermediate_size=8192 * heads // 32,
+        num_hidden_layers=layers or 32, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=4096, sliding_window=2047, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=32000,
+        pad_token_id=32000, tie_word_embeddings=False,
     )  # fmt: skip
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
@@ -191,6 +196,9 @@ def run_chattune(
         "train_s": metrics["train_runtime_s"],
         "eval_loss": metrics.get("valid_loss"),
         "steps": metrics["global_steps"],
+        # the process's peak up to the end of training and its eval loss, as TRL's process is measured (the job's
+        # evaluate step, which loads models to generate with, runs after it in this process)
+        "peak_rss_mb_training": metrics.get("peak_rss_mb"),
     }
 
 
@@ -327,7 +335,8 @@ def child(kind: str, data_dir: str, epochs: float, batch: int, variant: str, mod
         result = run_chattune(data, epochs, batch, variant, model, mode)
     else:
         result = run_trl(data, epochs, batch, model, mode, tuned=variant if kind == "baseline_tuned" else "")
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = result.pop("peak_rss_mb_training", None) or result["peak_rss_mb_process"]
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     result["tokens_per_s"] = round(result["trained_tokens"] / result["train_s"], 1)
@@ -440,6 +449,7 @@ def main() -> None:
         "--modes", default=None, help="lora, full, qlora (cuda) or a list (lora,full); cpu default lora, cuda lora,full"
     )
     parser.add_argument("--layers", type=int, help="phi3-mini-4k with fewer layers (a smoke run on a CPU)")
+    parser.add_argument("--hidden", type=int, help="phi3-mini-4k narrower (a multiple of 96; a dry run on a CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved (default 3)")
     parser.add_argument(
         "--tuned",
@@ -482,7 +492,7 @@ def main() -> None:
     result |= {"repeats": args.repeats, "quick": args.quick} | info
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), args.rows)
-        model = {"phi3-mini-4k": lambda: str(build_phi3_mini(Path(tmp) / "model", args.layers))}.get(
+        model = {"phi3-mini-4k": lambda: str(build_phi3_mini(Path(tmp) / "model", args.layers, args.hidden))}.get(
             arch, lambda: SMOLLM2 if arch == "smollm2" else arch
         )()
         body, head = flop_counts(model)

@@ -186,6 +186,7 @@ def test_the_best_checkpoint_by_metric_is_the_output(cli, tmp_path: Path) -> Non
     best = min(checkpoints, key=lambda c: c["metrics"]["valid_loss"])
     finetune = next(s for s in shown["steps"] if s["name"] == "finetune")
     assert finetune["outputs"]["metrics"]["best_checkpoint"] == f"checkpoint-{best['step_number']}"
+    assert finetune["outputs"]["metrics"]["peak_rss_mb"] > 100  # the training process's peak memory so far
     from safetensors.torch import load_file
 
     trained = load_file(Path(finetune["outputs"]["trained_model"]) / "adapter_model.safetensors")

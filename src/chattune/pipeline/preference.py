@@ -108,7 +108,13 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
     from trl import DPOTrainer
 
     from chattune.pipeline import checkpoints
-    from chattune.pipeline.steps.finetune import adapter_config, final_evaluation, load_base, run_trainer
+    from chattune.pipeline.steps.finetune import (
+        adapter_config,
+        final_evaluation,
+        load_base,
+        peak_rss_mb,
+        run_trainer,
+    )
     from chattune.training.builders import dpo_config
     from chattune.training.callbacks import ProgressCallback
     from chattune.training.environ import keep_process_environment
@@ -157,6 +163,7 @@ def train_preference(ctx: StepContext, hooks: Any) -> FinetuneOutput:
     for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
         if f"eval_{key}" in final:
             metrics[f"valid_{key.replace('/', '_')}"] = float(final[f"eval_{key}"])
+    metrics["peak_rss_mb"] = peak_rss_mb()
     return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
 
 

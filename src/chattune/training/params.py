@@ -66,6 +66,10 @@ class TrainingParams(Strict):
     # Project through the LM head only the positions that carry a loss (TRL's chunked log-probabilities), where TRL
     # itself would project every position (devices without Triton). Same loss and gradients, less work.
     compact_lm_head: bool = True
+    # Keep the frozen base model's linear weights in bf16 when LoRA trains under bf16 autocast on a CPU
+    # (chattune.training.frozen). Autocast caches its bf16 copy only of weights that train, so it would convert every
+    # frozen fp32 weight again at each call, forward and backward; converted once, the matmuls see the same numbers.
+    bf16_frozen_weights: bool = True
     # Threads for the CPU kernels; null: PyTorch's default (the physical cores; 1 per process under torchrun).
     num_threads: int | None = Field(None, gt=0)
     # Recompute activations in the backward pass instead of keeping them (TRL's default: on), for every n-th decoder

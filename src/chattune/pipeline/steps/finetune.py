@@ -10,6 +10,8 @@ rank 0 reports progress and writes the result.
 from __future__ import annotations
 
 import math
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from chattune.training.attention import use_per_conversation_attention
 from chattune.training.builders import lora_config, quantization_config, sft_config
 from chattune.training.callbacks import ProgressCallback
 from chattune.training.environ import keep_process_environment
+from chattune.training.frozen import linear_weights_to_bf16
 from chattune.training.lm_head import compact_lm_head, needs_compact_head, unwrap_peft
 from chattune.training.packing import PackedRowsCollator, pack, packing_support
 
@@ -235,6 +238,7 @@ def train(ctx: StepContext, hooks: TrainerHooks | None = None) -> FinetuneOutput
         metrics["valid_perplexity"] = math.exp(min(final_eval["eval_loss"], 50))
         if "eval_mean_token_accuracy" in final_eval:
             metrics["valid_mean_token_accuracy"] = float(final_eval["eval_mean_token_accuracy"])
+    metrics["peak_rss_mb"] = peak_rss_mb()
     return FinetuneOutput(trained_model=out, kind="lora" if ctx.optimization.apply_lora else "full", metrics=metrics)
 
 
@@ -247,7 +251,8 @@ def load_base(ctx: StepContext, base_path: str, has_cuda: bool) -> Any:
     """The base model to train, with ``load_in_4bit`` QLoRA's 4-bit base.
 
     bf16 weights on a GPU that computes bf16, else fp32 (a CPU trains under bf16 autocast, as TRL does; fp16 is always
-    AMP over fp32 weights).
+    AMP over fp32 weights). For LoRA under bf16 autocast on a CPU, the frozen linear weights are converted to bf16
+    once (``training.bf16_frozen_weights``; chattune.training.frozen says why).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -259,7 +264,22 @@ def load_base(ctx: StepContext, base_path: str, has_cuda: bool) -> Any:
             base_path, dtype=torch.bfloat16, quantization_config=quantized, device_map={"": torch.cuda.current_device()}
         )
     bf16_weights = has_cuda and ctx.resolved.mixed_precision == "bf16"
-    return AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16 if bf16_weights else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16 if bf16_weights else torch.float32)
+    if (
+        not has_cuda
+        and ctx.optimization.apply_lora
+        and ctx.resolved.mixed_precision == "bf16"
+        and ctx.training.bf16_frozen_weights
+    ):
+        converted = linear_weights_to_bf16(model)
+        ctx.progress(f"  frozen weights: {converted / 1e6:.1f}M linear weights kept in bf16 (autocast computes in it)")
+    return model
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MB): training's, since the steps after it have not run yet."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def final_evaluation(trainer: Any) -> dict[str, float]:
