@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # fixtures (a Ray cluster, a served workspace) are built once; each worker has its own fork server.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-all lint install clean bench-validate bench-load bench-train bench-ray
+.PHONY: demo test test-all lint install clean bench-validate bench-load bench-train bench-ray bench-report bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench-train: $(STAMP)
 
 bench-ray: $(STAMP)
 	$(BIN)/python bench/ray_overhead.py --quick
+
+# docs/benchmarks.md's "Runs on record", regenerated from bench/results/*.json
+bench-report:
+	python3 bench/report.py
+
+# on a machine with a CUDA GPU (bench/gpu_run.sh says what it installs)
+bench-gpu:
+	bench/gpu_run.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
