@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import run_info
 from serve_throughput import drive, prompts
 
 MODEL = "smollm2-135m-instruct"
@@ -131,7 +132,7 @@ def main() -> None:
     from chattune.quickstart import load_recipe
 
     rows = load_recipe(MODEL).rows
-    result: dict[str, Any] = {"model": MODEL, "rows": rows, "steps": args.steps, "cpus": cpus}
+    result: dict[str, Any] = {"model": MODEL, "rows": rows, "steps": args.steps, "cpus": cpus} | run_info()
     demo.write(home / "data", rows=rows)
     started = endpoint = False
     try:

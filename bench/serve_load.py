@@ -60,6 +60,9 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import run_info
+
 MODELS = ("tiny-test", "smollm2-135m-instruct")
 DEPLOYMENT = "load"
 REQUEST_TIMEOUT_MS = 60_000
@@ -438,6 +441,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.copytree(served.tmp / "home" / "endpoints", Path(args.logs), dirs_exist_ok=True)
         leftover = _teardown(served.tmp, served.endpoint) if served.tmp else []
     result: dict[str, Any] = {
+        **run_info(),
         **tally.summary(),
         "memory_mb": {
             "before": before.get("total") if pids else None,

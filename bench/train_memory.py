@@ -19,6 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import run_info
+
 
 def child(mode: str, model_path: str, steps: int, seq_len: int, batch: int) -> None:
     import torch  # noqa: F401 - imported before the baseline reading, as in the training process
@@ -88,6 +91,7 @@ def main() -> None:
     imported = import_model(ws.settings, ws.store, entry.name)
     config = json.loads((Path(imported.path) / "config.json").read_text())
     result: dict[str, Any] = {"model": entry.name, "seq_len": args.seq_len, "batch": args.batch, "modes": {}}
+    result |= run_info()
     for mode in ("lora", "full"):
         out = subprocess.run(
             [
