@@ -59,6 +59,15 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     assert shown["status"] == "succeeded"
     assert shown == parse_json(cli("jobs", "show", job_id, "--json"))  # one shape: the CLI's
     assert [e["id"] for e in shown["events"]] == [e["id"] for e in events]
+    # the job log over server-sent events (what `jobs stream` prints): every line of the log file, then [DONE]
+    with httpx.stream("GET", f"{url}/api/v1/jobs/{job_id}/logs", headers=auth, timeout=60) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        sent = [line.removeprefix("data: ") for line in stream.iter_lines() if line.startswith("data: ")]
+    assert sent[-1] == "[DONE]"
+    logged = [json.loads(chunk)["line"] for chunk in sent[:-1]]
+    assert logged == (home / "jobs" / job_id / "job.log").read_text().splitlines()
+    assert any("finetune" in line for line in logged)
+    assert httpx.get(f"{url}/api/v1/jobs/ftjob-nope/logs", headers=auth, timeout=30).status_code == 404
     listed = httpx.get(f"{url}/api/v1/jobs", headers=auth, timeout=30).json()
     assert listed == parse_json(cli("jobs", "list", "--json"))
     assert httpx.get(f"{url}/api/v1/jobs", timeout=30).status_code == 401
@@ -69,6 +78,13 @@ def test_a_job_started_over_rest_streams_its_events_live_and_is_served_over_rest
     )
     assert registered.status_code == 201, registered.text
     model = registered.json()["id"]
+    # tags over REST: the CLI's `models tag` document; an empty set is a 400, an unknown version a 404
+    tagged = httpx.patch(f"{url}/api/v1/models/{model}/tags", json={"team": "nlp"}, headers=auth, timeout=30)
+    assert tagged.status_code == 200 and tagged.json()["tags"]["team"] == "nlp", tagged.text
+    assert tagged.json() == parse_json(cli("models", "tag", model, "team=nlp", "--json"))
+    assert httpx.patch(f"{url}/api/v1/models/{model}/tags", json={}, headers=auth, timeout=30).status_code == 400
+    missing_model = httpx.patch(f"{url}/api/v1/models/no-such:1/tags", json={"a": "b"}, headers=auth, timeout=30)
+    assert missing_model.status_code == 404
     # the catalog page: every entry with its tags and a memory estimate, linked from every page's navigation
     catalog = httpx.get(f"{url}/catalog", headers=auth, timeout=30).text
     assert 'data-entry="tiny-test"' in catalog and 'data-entry="smollm2-135m-instruct"' in catalog

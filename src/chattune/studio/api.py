@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +27,7 @@ from chattune.endpoints.config import deployment_settings
 from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
 from chattune.errors import AuthError, BadGatewayError, NotFoundError, UserError
+from chattune.pipeline.joblog import JOB_LOG
 from chattune.schemas import (
     ComputePublic,
     DataPreview,
@@ -44,6 +45,7 @@ from chattune.schemas import (
     ModelAliasPublic,
     ModelExportPublic,
     ModelList,
+    ModelTagsPublic,
     ModelVersionDetail,
     ModelVersionPublic,
 )
@@ -206,6 +208,14 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
             name=name, alias=alias, version=ws.registry.set_alias(name, alias, body.version).version
         )
 
+    @app.patch(PREFIX + "/models/{ref}/tags", responses=documented_errors(400, 404, 422))
+    async def set_tags(ref: str, tags: dict[str, str]) -> ModelTagsPublic:
+        """Add or change tags of a registered version (``models tag REF KEY=VALUE ...``)."""
+        if not tags or any(not key for key in tags):
+            raise UserError("tags: give at least one tag, each with a non-empty key", param="tags")
+        mv = await asyncio.to_thread(ws.registry.set_tags, ref, tags)
+        return ModelTagsPublic(id=mv.id, tags=mv.tags)
+
     # data ------------------------------------------------------------------------------------------------------
     @app.put(PREFIX + "/datasets/{filename}", responses=documented_errors(400, 413, 415))
     async def upload(filename: FileName, request: Request) -> DataValidation:
@@ -274,6 +284,19 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
         """The job's events as server-sent events (``fine_tuning.job.event``), live until the job ends."""
         ws.jobs.get(job_id)  # a 404 before the stream starts
         return StreamingResponse(_event_stream(ws, job_id), media_type=sse.MEDIA_TYPE)
+
+    @app.get(
+        PREFIX + "/jobs/{job_id}/logs",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {sse.MEDIA_TYPE: {}}, "description": 'the job log, a line per event ({"line": ...})'},
+            **documented_errors(404),
+        },
+    )
+    async def job_logs(job_id: JobId) -> StreamingResponse:
+        """The job's log as server-sent events, from its first line, live until the job ends (``jobs stream``)."""
+        ws.jobs.get(job_id)  # a 404 before the stream starts
+        return StreamingResponse(_log_stream(ws, job_id), media_type=sse.MEDIA_TYPE)
 
     # endpoints -------------------------------------------------------------------------------------------------
     @app.get(PREFIX + "/endpoints")
@@ -430,9 +453,8 @@ async def _job_document(request: Request) -> dict[str, Any]:
     return doc
 
 
-async def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
-    """Each event once, as it is written; [DONE] after the job has ended and its last events are sent."""
-    sent = 0
+async def _follow(ws: Workspace, job_id: str, new: Callable[[], list[bytes]]) -> AsyncIterator[bytes]:
+    """What ``new`` finds since its last call, until the job has ended and its last lines are read; then [DONE]."""
     while True:
         job = await asyncio.to_thread(ws.jobs.get, job_id)
         ended = job.status.is_terminal
@@ -440,11 +462,43 @@ async def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
             deadline = time.monotonic() + RUNNER_EXIT_S
             while processes.alive(job.pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-        found = await asyncio.to_thread(ws.jobs.events, job_id)
-        for event in found[sent:]:
-            yield sse.event(JobEvent.model_validate(event))
-        sent = len(found)
+        for chunk in await asyncio.to_thread(new):
+            yield chunk
         if ended:
             yield sse.DONE
             return
         await asyncio.sleep(EVENT_POLL_S)
+
+
+def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
+    """Each event once, as it is written."""
+    sent = 0
+
+    def new() -> list[bytes]:
+        nonlocal sent
+        found = ws.jobs.events(job_id)
+        chunks = [sse.event(JobEvent.model_validate(event)) for event in found[sent:]]
+        sent = len(found)
+        return chunks
+
+    return _follow(ws, job_id, new)
+
+
+def _log_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
+    """Each whole line of the job log once, as it is written."""
+    path = ws.jobs.job_dir(job_id) / JOB_LOG
+    position = 0
+
+    def new() -> list[bytes]:
+        nonlocal position
+        if not path.exists():
+            return []
+        with path.open("rb") as fh:
+            fh.seek(position)
+            data = fh.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for its end
+        position += len(complete)
+        lines = complete.decode("utf-8", errors="replace").splitlines()
+        return [sse.event({"line": line}) for line in lines]
+
+    return _follow(ws, job_id, new)
