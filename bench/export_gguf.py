@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run with PYTHONSAFEPATH set
 from runinfo import describe, run_info, spread
 
 TYPES = (("f32", None), ("f16", None), ("bf16", None), ("f16", "q8_0"))

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run with PYTHONSAFEPATH set
 from runinfo import describe, run_info, spread
 
 # The instance answers the bearer of its gateway's token only; here this script stands in for the gateway. The
@@ -251,6 +253,12 @@ def main() -> None:
     parser.add_argument("--lone-requests", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved")
     parser.add_argument("--quick", action="store_true", help="fewer requests and tokens: about 5 minutes")
+    parser.add_argument(
+        "--model",
+        choices=["smollm2-135m-instruct", "tiny-test"],
+        default="smollm2-135m-instruct",
+        help="tiny-test: the catalog's tiny random model, a dry run of the benchmark's code (not a measurement)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -262,13 +270,13 @@ def main() -> None:
     from chattune.workspace import Workspace
 
     ws = Workspace()
-    model_path = import_model(ws.settings, ws.store, "smollm2-135m-instruct").path
+    model_path = import_model(ws.settings, ws.store, args.model).path
     convs = prompts(args.clients * args.requests_per_client)
     # The baselines get the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratios are batching's.
     dtype = str(inference_dtype(pick_device())).removeprefix("torch.")
     result: dict[str, Any] = {
         **run_info(),
-        "model": "smollm2-135m-instruct",
+        "model": args.model,
         "clients": args.clients,
         "requests_per_client": args.requests_per_client,
         "max_tokens": args.max_tokens,
@@ -305,9 +313,8 @@ def main() -> None:
 
     def ratio(a: str, b: str) -> dict[str, float]:
         """a's tokens/s over b's, run by run (the same repeat: the same machine state)."""
-        return spread(
-            [x["load"]["tokens_per_s"] / y["load"]["tokens_per_s"] for x, y in zip(runs[a], runs[b], strict=True)]
-        )
+        pairs = zip(runs[a], runs[b], strict=True)
+        return spread([x["load"]["tokens_per_s"] / max(y["load"]["tokens_per_s"], 1e-9) for x, y in pairs])
 
     result["ratio_tokens_per_s"] = ratio("chattune", "baseline")
     result["ratio_vs_batched"] = ratio("chattune", "batched")

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run with PYTHONSAFEPATH set
 from runinfo import describe, run_info, spread
 
 TOKEN = "bench-token"
