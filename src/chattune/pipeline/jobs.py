@@ -253,21 +253,32 @@ class JobService:
         (self.job_dir(job_id) / CANCEL_FLAG).touch()
         return job
 
+    def read_log(self, job_id: str, position: int = 0, *, final: bool = False) -> tuple[tuple[str, ...], int]:
+        """The whole lines the job log has from byte ``position`` on, and the position after them.
+
+        A line still being written is left for the next read, so a follower never splits one; ``final`` (the job has
+        ended) reads an unterminated last line too.
+        """
+        path = self.job_dir(job_id) / JOB_LOG
+        if not path.exists():
+            return (), position
+        with path.open("rb") as fh:
+            fh.seek(position)
+            data = fh.read()
+        complete = data if final else data[: data.rfind(b"\n") + 1]
+        return tuple(complete.decode("utf-8", errors="replace").splitlines()), position + len(complete)
+
     def stream(
         self, job_id: str, emit: Callable[[str], None], *, poll_s: float = 0.5, timeout_s: float | None = None
     ) -> Job:
         """Emit the job log as it grows until the job ends; return the final job."""
-        path = self.job_dir(job_id) / JOB_LOG
         position = 0
         deadline = time.monotonic() + timeout_s if timeout_s else None
         while True:
             job = self.get(job_id)
-            if path.exists():
-                with path.open("r", encoding="utf-8") as fh:
-                    fh.seek(position)
-                    for line in fh:
-                        emit(line.rstrip("\n"))
-                    position = fh.tell()
+            lines, position = self.read_log(job_id, position, final=job.status.is_terminal)
+            for line in lines:
+                emit(line)
             if job.status.is_terminal:
                 return job
             if deadline and time.monotonic() > deadline:

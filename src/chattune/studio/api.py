@@ -27,7 +27,6 @@ from chattune.endpoints.config import deployment_settings
 from chattune.endpoints.routing import DEPLOYMENT_HEADER
 from chattune.entities import LOCAL_COMPUTE
 from chattune.errors import AuthError, BadGatewayError, NotFoundError, UserError
-from chattune.pipeline.joblog import JOB_LOG
 from chattune.schemas import (
     ComputePublic,
     DataPreview,
@@ -275,10 +274,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.get(
         PREFIX + "/jobs/{job_id}/events",
         response_class=StreamingResponse,
-        responses={
-            200: {"content": {sse.MEDIA_TYPE: {}}, "description": "job events, then [DONE]"},
-            **documented_errors(404),
-        },
+        responses=_sse_responses("job events, then [DONE]"),
     )
     async def events(job_id: JobId) -> StreamingResponse:
         """The job's events as server-sent events (``fine_tuning.job.event``), live until the job ends."""
@@ -288,10 +284,7 @@ def add_api(app: FastAPI, ws: Workspace, token: StudioToken, sessions: Sessions)
     @app.get(
         PREFIX + "/jobs/{job_id}/logs",
         response_class=StreamingResponse,
-        responses={
-            200: {"content": {sse.MEDIA_TYPE: {}}, "description": 'the job log, a line per event ({"line": ...})'},
-            **documented_errors(404),
-        },
+        responses=_sse_responses('the job log, a line per event ({"line": ...}), then [DONE]'),
     )
     async def job_logs(job_id: JobId) -> StreamingResponse:
         """The job's log as server-sent events, from its first line, live until the job ends (``jobs stream``)."""
@@ -453,8 +446,11 @@ async def _job_document(request: Request) -> dict[str, Any]:
     return doc
 
 
-async def _follow(ws: Workspace, job_id: str, new: Callable[[], list[bytes]]) -> AsyncIterator[bytes]:
-    """What ``new`` finds since its last call, until the job has ended and its last lines are read; then [DONE]."""
+async def _follow(ws: Workspace, job_id: str, new: Callable[[bool], list[bytes]]) -> AsyncIterator[bytes]:
+    """What ``new(ended)`` finds since its last call, until the job has ended; then [DONE].
+
+    Once the job's status is final, its runner may still write its last lines: ``new`` reads after it has exited.
+    """
     while True:
         job = await asyncio.to_thread(ws.jobs.get, job_id)
         ended = job.status.is_terminal
@@ -462,7 +458,7 @@ async def _follow(ws: Workspace, job_id: str, new: Callable[[], list[bytes]]) ->
             deadline = time.monotonic() + RUNNER_EXIT_S
             while processes.alive(job.pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-        for chunk in await asyncio.to_thread(new):
+        for chunk in await asyncio.to_thread(new, ended):
             yield chunk
         if ended:
             yield sse.DONE
@@ -474,7 +470,7 @@ def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
     """Each event once, as it is written."""
     sent = 0
 
-    def new() -> list[bytes]:
+    def new(_ended: bool) -> list[bytes]:
         nonlocal sent
         found = ws.jobs.events(job_id)
         chunks = [sse.event(JobEvent.model_validate(event)) for event in found[sent:]]
@@ -485,20 +481,17 @@ def _event_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
 
 
 def _log_stream(ws: Workspace, job_id: str) -> AsyncIterator[bytes]:
-    """Each whole line of the job log once, as it is written."""
-    path = ws.jobs.job_dir(job_id) / JOB_LOG
+    """Each whole line of the job log once, as it is written (what ``jobs stream`` prints)."""
     position = 0
 
-    def new() -> list[bytes]:
+    def new(ended: bool) -> list[bytes]:
         nonlocal position
-        if not path.exists():
-            return []
-        with path.open("rb") as fh:
-            fh.seek(position)
-            data = fh.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for its end
-        position += len(complete)
-        lines = complete.decode("utf-8", errors="replace").splitlines()
+        lines, position = ws.jobs.read_log(job_id, position, final=ended)
         return [sse.event({"line": line}) for line in lines]
 
     return _follow(ws, job_id, new)
+
+
+def _sse_responses(description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answers of a job's server-sent stream: ``description`` as a stream, or a 404."""
+    return {200: {"content": {sse.MEDIA_TYPE: {}}, "description": description}, **documented_errors(404)}

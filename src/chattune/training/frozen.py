@@ -2,11 +2,11 @@
 
 Autocast runs a linear layer in bf16 by converting its input and weight at each call. It keeps the converted copy
 for the rest of the forward only for weights that train (leaf tensors that require grad), so a LoRA base's frozen
-fp32 weights are converted again at every call, forward, recomputation and backward: on SmolLM2 that was 8% of a
-training step's time (``bench/profile_train.py``). Converted once at load, the matmuls compute on the same bf16
-numbers, and the frozen weights take half the memory. The LoRA adapters stay fp32 (PEFT upcasts bf16 adapters,
-its ``autocast_adapter_dtype``), and so do the embeddings and the LM head (tied to them in many chat models), the
-norms and everything autocast computes in fp32.
+fp32 weights are converted again at every call, forward, recomputation and backward. Converting them once at load
+made a profiled SmolLM2 training run 7% shorter (``bench/profile_train.py``, docs/benchmarks.md): the matmuls
+compute on the same bf16 numbers, and the frozen weights take half the memory. The LoRA adapters stay fp32 (PEFT
+upcasts bf16 adapters, its ``autocast_adapter_dtype``), and so do the embeddings and the LM head (tied to them in
+many chat models), the norms and everything autocast computes in fp32.
 """
 
 from __future__ import annotations
