@@ -1,7 +1,7 @@
 """Serving throughput: chattune's batching instance vs two transformers servers, same run.
 
     python bench/serve_throughput.py [--clients 16] [--requests-per-client 6] [--max-tokens 64] [--repeats 3]
-                                     [--quick] [--json]
+                                     [--turns 1] [--quick] [--json]
 
 The servers are real processes on loopback serving SmolLM2-135M-Instruct (the embedded default, imported into
 the workspace once) with greedy decoding in the same dtype:
@@ -12,7 +12,13 @@ the workspace once) with greedy decoding in the same dtype:
 - baseline: a FastAPI app that answers each request with one `model.generate` call, one request at a time in one
   worker thread, the way MLflow's scoring server serves a transformers model.
 
-All three are started first; then each repeat drives each of them in turn (a different one first each time), so
+- chattune_no_prefix_cache: chattune with its prefix cache off (`prefix_cache_mb: 0`), so the cache's worth is
+  measured in the same run.
+
+With `--turns N` (N > 1) the traffic is multi-turn chat: each client holds conversations of N turns and resends the
+history (its questions and the server's answers) with each new question. Each repeat sends conversations of its own.
+
+All the servers are started first; then each repeat drives each of them in turn (a different one first each time), so
 machine noise hits all of them. Figures are min/median/max over the repeats; ratios are taken run by run.
 
 Each is driven by the same closed loop of `--clients` concurrent clients sending OpenAI chat completions (prompts
@@ -20,7 +26,9 @@ from the demo data, so lengths vary) and, before that, by one client alone (the 
 generated tokens/s, latency p50/p95, and for chattune the time from process start to ready (loaded and warmed).
 `--json` prints one document with the commit, versions and machine, keys `chattune`, `batched`, `baseline`,
 `ratio_tokens_per_s` (chattune / one-at-a-time tokens/s under load), `ratio_vs_batched` (chattune / batched) and
-`p50_ratio` (chattune's p50 under load / its lone-request p50).
+`p50_ratio` (chattune's p50 under load / its lone-request p50); chattune's `cached_prompt_share` (prompt tokens
+whose keys and values came from its prefix cache) and `ratio_prefix_cache` (chattune / chattune with the cache
+off).
 """
 
 from __future__ import annotations
@@ -149,22 +157,38 @@ uvicorn.run(app, fd=int(sys.argv[2]), log_level="warning")
 def prompts(n: int) -> list[list[dict[str, str]]]:
     from chattune.data import demo
 
-    rows = demo.generate(rows=max(n, 8))["test_gen"]
-    return [[m for m in row["messages"] if m["role"] != "assistant"][:2] for row in rows][:n]
+    rows = demo.generate(rows=max(5 * n, 50))["test_gen"]  # the held-out split is a fifth of the size asked for
+    convs = [[m for m in row["messages"] if m["role"] != "assistant"][:2] for row in rows][:n]
+    assert len(convs) == n, f"the demo data gave {len(convs)} prompts, not {n}"
+    return convs
 
 
 async def drive(
-    url: str, clients: int, per_client: int, max_tokens: int, convs: list[Any], headers: dict[str, str] = AUTH
+    url: str,
+    clients: int,
+    per_client: int,
+    max_tokens: int,
+    convs: list[Any],
+    headers: dict[str, str] = AUTH,
+    turns: int = 1,
 ) -> dict[str, Any]:
-    """``clients`` concurrent clients, ``per_client`` chat completions each at ``url``: tokens/s and latency."""
+    """``clients`` concurrent clients, ``per_client`` chat completions each at ``url``: tokens/s and latency.
+
+    With ``turns`` > 1 each client holds conversations of that many turns: a request sends the conversation so far
+    (earlier questions and the server's own answers) and the next question, as a chat client does.
+    """
     latencies: list[float] = []
     tokens = 0
     errors = 0
 
     async def client(index: int, http: httpx.AsyncClient) -> None:
         nonlocal tokens, errors
+        history: list[dict[str, str]] = []
         for j in range(per_client):
             messages = convs[(index * per_client + j) % len(convs)]
+            if turns > 1:
+                history = [*(history if j % turns else []), messages[-1]]
+                messages = history
             started = time.perf_counter()
             r = await http.post(
                 f"{url}/v1/chat/completions",
@@ -173,9 +197,12 @@ async def drive(
             )
             if r.status_code != 200:
                 errors += 1
+                history = []
                 continue
             latencies.append(time.perf_counter() - started)
-            tokens += r.json()["usage"]["completion_tokens"]
+            body = r.json()
+            tokens += body["usage"]["completion_tokens"]
+            history = [*history, {"role": "assistant", "content": body["choices"][0]["message"]["content"]}]
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4), headers=headers) as http:
         started = time.perf_counter()
@@ -201,9 +228,11 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
     from chattune.serving.keys import INSTANCE_TOKEN_ENV
 
     started = time.perf_counter()
-    if kind == "chattune":
+    if kind.startswith("chattune"):
         args = ["--base", model_path, "--name", "smollm2", "--base-name", "smollm2"]
         settings = DeploymentSettings(max_new_tokens_cap=4096, max_batch_size=32)
+        if kind == NO_CACHE:
+            settings.prefix_cache_mb = 0
         env = {INSTANCE_TOKEN_ENV: TOKEN, SETTINGS_ENV: settings.model_dump_json()}
         pid, port = processes.spawn("chattune.serving.instance", args, log, env=env)
     else:
@@ -215,11 +244,23 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
     return pid, url, time.perf_counter() - started
 
 
+def _metrics(url: str) -> dict[str, float]:
+    """The instance's own /metrics, sample name -> value (unlabelled samples)."""
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chattune_") and "{" not in line)
+    return {name: float(value) for name, value in pairs}
+
+
 def _mean_batch(url: str) -> float:
     """Sequences per batch over the whole run, from the instance's own /metrics."""
-    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
-    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chattune_batch_size_"))
-    return round(float(values["chattune_batch_size_sum"]) / max(1.0, float(values["chattune_batch_size_count"])), 2)
+    values = _metrics(url)
+    return round(values["chattune_batch_size_sum"] / max(1.0, values["chattune_batch_size_count"]), 2)
+
+
+def _cached_share(url: str) -> float:
+    """The share of prompt tokens whose keys and values came from the prefix cache, over the whole run."""
+    values = _metrics(url)
+    return round(values["chattune_cached_prompt_tokens_total"] / max(1.0, values["chattune_prompt_tokens_total"]), 3)
 
 
 def _spawn_script(script: Path, model_path: str, log: Path, dtype: str) -> tuple[int, int]:
@@ -242,7 +283,8 @@ def _spawn_script(script: Path, model_path: str, log: Path, dtype: str) -> tuple
     return proc.pid, port
 
 
-KINDS = ("chattune", "batched", "baseline")
+NO_CACHE = "chattune_no_prefix_cache"  # chattune with its prefix cache off: what the cache is worth, same run
+KINDS = ("chattune", "batched", "baseline", NO_CACHE)
 
 
 def main() -> None:
@@ -254,6 +296,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved")
     parser.add_argument("--quick", action="store_true", help="fewer requests and tokens: about 5 minutes")
     parser.add_argument(
+        "--turns",
+        type=int,
+        default=1,
+        help="conversations of this many turns per client (each request resends the history); > 1 also runs "
+        "chattune with its prefix cache off",
+    )
+    parser.add_argument(
         "--model",
         choices=["smollm2-135m-instruct", "tiny-test"],
         default="smollm2-135m-instruct",
@@ -263,6 +312,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.requests_per_client, args.max_tokens, args.lone_requests = 2, 32, 3
+    if args.turns < 1:
+        parser.error("--turns: at least 1")
+    args.requests_per_client = max(args.requests_per_client, args.turns)
 
     from chattune import processes
     from chattune.catalog.importer import import_model
@@ -271,7 +323,10 @@ def main() -> None:
 
     ws = Workspace()
     model_path = import_model(ws.settings, ws.store, args.model).path
-    convs = prompts(args.clients * args.requests_per_client)
+    # Each repeat sends conversations of its own (and the lone requests others again), so that no server answers
+    # a prompt it has seen: a prefix cache would otherwise hold whole prompts from the previous repeat.
+    per_run = args.clients * args.requests_per_client
+    convs = prompts((per_run + args.lone_requests) * args.repeats)
     # The baselines get the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratios are batching's.
     dtype = str(inference_dtype(pick_device())).removeprefix("torch.")
     result: dict[str, Any] = {
@@ -280,6 +335,7 @@ def main() -> None:
         "clients": args.clients,
         "requests_per_client": args.requests_per_client,
         "max_tokens": args.max_tokens,
+        "turns": args.turns,
         "dtype": dtype,
         "repeats": args.repeats,
     }
@@ -291,10 +347,14 @@ def main() -> None:
                 order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]  # each goes first in turn
                 for kind in order:
                     url = servers[kind][1]
-                    lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, convs))
-                    loaded = asyncio.run(drive(url, args.clients, args.requests_per_client, args.max_tokens, convs))
+                    mine = convs[repeat * (per_run + args.lone_requests) :][: per_run + args.lone_requests]
+                    lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, mine[per_run:]))
+                    loaded = asyncio.run(
+                        drive(url, args.clients, args.requests_per_client, args.max_tokens, mine, turns=args.turns)
+                    )
                     runs[kind].append({"lone": lone, "load": loaded})
             mean_batch = _mean_batch(servers["chattune"][1])
+            cached = _cached_share(servers["chattune"][1])
         finally:
             for pid, _, _ in servers.values():
                 processes.stop(pid)
@@ -310,6 +370,7 @@ def main() -> None:
             "runs": rs,
         }
     result["chattune"]["mean_batch_size"] = mean_batch
+    result["chattune"]["cached_prompt_share"] = cached
 
     def ratio(a: str, b: str) -> dict[str, float]:
         """a's tokens/s over b's, run by run (the same repeat: the same machine state)."""
@@ -319,6 +380,7 @@ def main() -> None:
     result["ratio_tokens_per_s"] = ratio("chattune", "baseline")
     result["ratio_vs_batched"] = ratio("chattune", "batched")
     result["p50_ratio"] = spread([r["load"]["p50_s"] / r["lone"]["p50_s"] for r in runs["chattune"]])
+    result["ratio_prefix_cache"] = ratio("chattune", NO_CACHE)
     if args.json:
         print(json.dumps(result))
         return

@@ -50,6 +50,39 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["CHATTUNE_CACHE_DIR"] = os.environ["CHATTUNE_TEST_CACHE"] = _SESSION_CACHE[0]
 
 
+# The files that take a minute or more of a 2-core run, slowest first (measured with --durations; docs/benchmarks.md).
+# `make test` gives whole files to its xdist workers in collection order (--dist loadfile --no-loadscope-reorder), so
+# the long ones start first and the short ones fill in around them, instead of one long file ending the run alone.
+SLOWEST_FILES = (
+    "integration/test_ray.py",
+    "integration/test_endpoints.py",
+    "integration/test_benches.py",
+    "integration/test_studio_browser.py",
+    "integration/test_job_lifecycle.py",
+    "integration/test_faults.py",
+    "integration/test_user_models.py",
+    "integration/test_api_fuzz.py",
+    "integration/test_preference.py",
+    "integration/test_model_cache.py",
+    "integration/test_distributed.py",
+    "integration/test_studio.py",
+    "integration/test_seed_notebook.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest files first, then the other integration tests, then the unit tests (a stable sort)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        for i, name in enumerate(SLOWEST_FILES):
+            if path.endswith(f"tests/{name}"):
+                return i
+        return len(SLOWEST_FILES) + ("/tests/unit/" in path)
+
+    items.sort(key=rank)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A fork server for the session's job runners and serving instances when integration tests will run: each then
     starts with torch, transformers and PEFT imported (chattune.preload). CHATTUNE_TEST_PRELOAD=0 runs the suite on

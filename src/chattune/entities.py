@@ -263,7 +263,7 @@ MAX_CHOICES = 8
 INSTANCE_SETTINGS = frozenset(
     {
         "instance_count", "max_concurrent_requests_per_instance", "liveness_probe", "readiness_probe",
-        "max_batch_size", "max_new_tokens_cap", "autoscale", "cpus_per_instance",
+        "max_batch_size", "max_new_tokens_cap", "autoscale", "cpus_per_instance", "prefix_cache_mb",
     }
 )  # fmt: skip
 
@@ -307,6 +307,13 @@ class DeploymentSettings(BaseModel):
         description="sequences sharing one forward pass; unset: max_concurrent_requests_per_instance x MAX_CHOICES",
     )
     max_new_tokens_cap: int = Field(1024, ge=1, description="the server-side cap on tokens generated per answer")
+    # 64 MB: ~2,800 tokens of SmolLM2-135M in bf16 (23 KB each), ~500 of a 7B model with grouped KV heads (128 KB)
+    prefix_cache_mb: int = Field(
+        64,
+        ge=0,
+        description="memory per instance for the keys and values of recent prompts and answers, reused by requests "
+        "that begin the same way (a system prompt, a conversation's earlier turns); 0: off",
+    )
     autoscale: AutoscaleSettings | None = Field(
         None, description="instances between a floor and a ceiling, following the load (Ray compute targets only)"
     )
@@ -357,6 +364,7 @@ class Deployment(Entity):
     max_new_tokens_cap: int | None = None  # None (a deployment recorded before it existed): the default
     autoscale: dict[str, Any] | None = None  # AutoscaleSettings' fields; None: a fixed instance_count
     cpus_per_instance: float | None = None  # None: the default
+    prefix_cache_mb: int | None = None  # None (a deployment recorded before it existed): the default
     # The compute target its instances run on: `local` (processes the gateway supervises) or a Ray target (replicas
     # of a Ray Serve application, chattune.serving.ray_serve).
     compute: str = "local"
@@ -383,7 +391,10 @@ class Deployment(Entity):
             "max_batch_size": self.max_batch_size,
             **{probe: self.probes[probe] for probe in ("liveness_probe", "readiness_probe") if self.probes.get(probe)},
         }
-        optional = ("max_queue_wait_ms", "max_queue_length", "max_new_tokens_cap", "autoscale", "cpus_per_instance")
+        optional = (
+            "max_queue_wait_ms", "max_queue_length", "max_new_tokens_cap", "autoscale", "cpus_per_instance",
+            "prefix_cache_mb",
+        )  # fmt: skip
         given.update({name: getattr(self, name) for name in optional if getattr(self, name) is not None})
         return DeploymentSettings.model_validate(given)
 

@@ -48,17 +48,18 @@ def test_validate_throughput_on_a_clean_file_and_one_with_5_percent_bad_rows(hom
         assert set(doc["clean"][kind]["rows_per_s_spread"]) == {"min", "median", "max"}
 
 
-def test_serve_throughput_dry_runs_its_three_servers_on_the_tiny_model(home: Path) -> None:
-    args = ["--model", "tiny-test", "--clients", "2", "--requests-per-client", "1", "--lone-requests", "1"]
-    args += ["--max-tokens", "4", "--repeats", "1", "--json"]
+def test_serve_throughput_dry_runs_its_four_servers_on_the_tiny_model_with_two_turn_chats(home: Path) -> None:
+    args = ["--model", "tiny-test", "--clients", "2", "--requests-per-client", "2", "--lone-requests", "1"]
+    args += ["--max-tokens", "4", "--repeats", "1", "--turns", "2", "--json"]
     out = _run(home, sys.executable, "bench/serve_throughput.py", *args)
     doc = json.loads(out)
     _has_run_info(doc)
-    assert doc["model"] == "tiny-test" and doc["repeats"] == 1
-    for kind in ("chattune", "batched", "baseline"):
+    assert doc["model"] == "tiny-test" and doc["repeats"] == 1 and doc["turns"] == 2
+    for kind in ("chattune", "batched", "baseline", "chattune_no_prefix_cache"):
         assert doc[kind]["errors"] == 0 and len(doc[kind]["runs"]) == 1, doc[kind]
         assert set(doc[kind]["tokens_per_s"]) == {"min", "median", "max"}
-    assert {"ratio_tokens_per_s", "ratio_vs_batched", "p50_ratio"} <= set(doc)
+    assert {"ratio_tokens_per_s", "ratio_vs_batched", "p50_ratio", "ratio_prefix_cache"} <= set(doc)
+    assert 0 <= doc["chattune"]["cached_prompt_share"] <= 1
 
 
 def test_the_gpu_script_dry_runs_on_a_cpu_with_a_shrunk_phi3(home: Path, tmp_path: Path) -> None:

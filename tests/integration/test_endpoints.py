@@ -176,7 +176,8 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
     # the deployment's own new-token cap (DeploymentSettings.max_new_tokens_cap) reaches its instance; a cap of
     # 1024 tokens took more than the default 5 s request timeout on a 2-core runner, hence the longer timeout
     settings = ("--max-concurrent", "32", "--max-new-tokens-cap", "48", "--request-timeout-ms", "60000")
-    dep = parse_json(cli(*create, "--extra-model", "second:1", *settings, "--json"))
+    dep = parse_json(cli(*create, "--extra-model", "second:1", *settings, "--prefix-cache-mb", "8", "--json"))
+    assert dep["prefix_cache_mb"] == 8
     client = openai.OpenAI(
         base_url=f"{served['base']}/v1",
         api_key=served["headers"]["Authorization"].split()[1],
@@ -240,12 +241,17 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
             )
         )
     assert all(d.choices for d in done)
+    # a conversation's next turn: the prefix cache holds the keys and values of the turn before and its answer
+    answer = {"role": "assistant", "content": plain.choices[0].message.content}
+    history = [*messages, answer, {"role": "user", "content": "And the day after that one, in the same format?"}]
+    assert client.chat.completions.create(model=model, messages=history, max_tokens=4, temperature=0).choices
     port = dep["instances"][0]["port"]
     auth = instance_auth(Path(os.environ["CHATTUNE_HOME"]), ep)  # the instance's own metrics, as the gateway calls it
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=auth, timeout=10).text
     single = float(re.search(r'chattune_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
     batches = float(re.search(r"chattune_batch_size_count (\S+)", text).group(1))
     assert batches > single  # some batches held more than one sequence
+    assert float(re.search(r"chattune_cached_prompt_tokens_total (\S+)", text).group(1)) > 0
     for name in ("chattune_generated_tokens_total", "chattune_queue_depth", "chattune_request_latency_seconds_bucket"):
         assert name in text
 

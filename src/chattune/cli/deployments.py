@@ -44,6 +44,7 @@ def create(
     readiness: str = typer.Option(None, "--readiness-probe", help="e.g. period=2,failure_threshold=3"),
     max_batch_size: int = typer.Option(None, "--max-batch-size", help=_help("max_batch_size")),
     max_new_tokens_cap: int = typer.Option(None, "--max-new-tokens-cap", help=_help("max_new_tokens_cap")),
+    prefix_cache_mb: int = typer.Option(None, "--prefix-cache-mb", help=_help("prefix_cache_mb")),
     extra_model: list[str] = typer.Option(
         [], "--extra-model", help="another LoRA version of the same base, served from the same loaded base"
     ),
@@ -92,6 +93,7 @@ def create(
             "readiness_probe": parse_probe_option("--readiness-probe", readiness),
             "max_batch_size": max_batch_size,
             "max_new_tokens_cap": max_new_tokens_cap,
+            "prefix_cache_mb": prefix_cache_mb,
             "autoscale": {k: v for k, v in scale.items() if v is not None} if max_instances is not None else None,
             "cpus_per_instance": cpus_per_instance,
         }

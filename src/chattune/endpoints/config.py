@@ -26,6 +26,7 @@ FLAGS = {
     "max_new_tokens_cap": "--max-new-tokens-cap",
     "autoscale": "autoscale",
     "cpus_per_instance": "--cpus-per-instance",
+    "prefix_cache_mb": "--prefix-cache-mb",
     "min_instances": "--min-instances",
     "max_instances": "--max-instances",
     "target_requests_per_instance": "--target-requests-per-instance",

@@ -78,6 +78,7 @@ class DeploymentPublic(Schema):
     max_new_tokens_cap: int | None = None
     autoscale: dict[str, Any] | None = None
     cpus_per_instance: float | None = None
+    prefix_cache_mb: int | None = None
     compute: str = "local"
 
     @classmethod

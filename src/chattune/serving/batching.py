@@ -27,6 +27,7 @@ from typing import Any
 
 from chattune.inference import Generation, GenerationParams, TokenLogprob
 from chattune.serving.metrics import InstanceMetrics
+from chattune.serving.prefix_cache import PrefixCache
 from chattune.serving.structured import RowConstraint
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class BatchScheduler:
         max_wait_ms: float = 2.0,
         max_length: int = 2048,
         multi_adapter: bool = False,
+        prefix_cache_bytes: int = 0,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -153,6 +155,9 @@ class BatchScheduler:
         self.max_wait_s = max_wait_ms / 1000
         self.max_length = max_length
         self.multi_adapter = multi_adapter
+        # keys and values of recent prompts; not for sliding-window attention, whose cache keeps the last window only
+        full = _full_attention_cache(model)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes and full else None
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos = {t for t in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if t is not None}
@@ -246,6 +251,15 @@ class BatchScheduler:
             self.metrics.running.set(len(batch.rows))
 
 
+def _full_attention_cache(model: Any) -> bool:
+    """Whether the model's KV cache keeps every position (no sliding-window layer that drops the oldest)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = DynamicCache(config=getattr(model, "config", None)).layers
+    return all(type(layer) is DynamicLayer for layer in layers)
+
+
 class _Running:
     """The running batch: rows, their left-padded attention mask, positions, last tokens and the shared KV cache."""
 
@@ -277,20 +291,34 @@ class _Running:
         return out.logits[:, -1, :].float()
 
     def join(self, new: list[Pending]) -> None:
-        """Prefill the new rows together, then append them (and their cache) to the running batch."""
+        """Prefill the new rows together, then append them (and their cache) to the running batch.
+
+        A row whose prompt begins as a cached one did (chattune.serving.prefix_cache) starts from those keys and
+        values and computes the rest only. The new rows' cache is [cached beginnings, left-padded | the rest,
+        left-padded]: the attention mask marks the padding in both parts, and positions count real tokens only.
+        """
         import torch
         from transformers import DynamicCache
 
         device = self.s.model.device
-        contexts = [r.input_ids for r in new]
-        width = max(len(c) for c in contexts)
+        prefix = self.s.prefix_cache
+        hits = [prefix.lookup(r.adapter, r.input_ids) if prefix is not None else None for r in new]
+        reused = [hit.length if hit else 0 for hit in hits]
+        rest = [r.input_ids[n:] for r, n in zip(new, reused, strict=True)]
+        width = max(len(c) for c in rest)
         pad = self.s.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=device)
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in rest], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in rest], device=device)
         cache = DynamicCache(config=getattr(self.s.model, "config", None))
+        if any(reused):
+            mask = torch.cat([self._cached_beginnings(hits, max(reused), cache), mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
         self.s.metrics.prompt_tokens.inc(int(mask.sum()))
+        self.s.metrics.cached_prompt_tokens.inc(sum(reused))
         logits = self._forward(new, ids, mask, positions, cache)
+        if prefix is not None:
+            for i, row in enumerate(new):
+                prefix.store(row.adapter, row.input_ids, self._row_cache(cache, mask, i))
         samplers = [_Sampler(r.params, r.constraint) for r in new]
         tokens = torch.tensor([sm.pick(logits[i : i + 1]) for i, sm in enumerate(samplers)], device=device)
         if not self.rows:
@@ -303,6 +331,35 @@ class _Running:
         for row, token, sampler in zip(new, tokens.tolist(), samplers, strict=True):
             self.s.text.accept(row, token, sampler.last)
         self._drop_finished()
+
+    @staticmethod
+    def _cached_beginnings(hits: list[Any], width: int, cache: Any) -> Any:
+        """Fill ``cache`` with the rows' cached keys and values, left-padded to ``width``; their attention mask."""
+        import torch
+
+        first = next(hit for hit in hits if hit)
+        for index, (keys, _) in enumerate(first.layers):
+            heads, _, dim = keys.shape
+            layer_kv = []
+            for part in (0, 1):
+                rows = []
+                for hit in hits:
+                    got = hit.layers[index][part] if hit else keys.new_zeros((heads, 0, dim))
+                    rows.append(torch.cat([got.new_zeros((heads, width - got.shape[1], dim)), got], dim=1))
+                layer_kv.append(torch.stack(rows))
+            cache.update(layer_kv[0], layer_kv[1], index)
+        lengths = [hit.length if hit else 0 for hit in hits]
+        return torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=first.layers[0][0].device)
+
+    @staticmethod
+    def _row_cache(cache: Any, mask: Any, row: int) -> Callable[[int], list[tuple[Any, Any]]]:
+        """Row ``row``'s keys and values for its first n real tokens (copies), per layer, to be called later."""
+
+        def fetch(n: int) -> list[tuple[Any, Any]]:
+            columns = mask[row].nonzero()[:n, 0]
+            return [(layer.keys[row][:, columns], layer.values[row][:, columns]) for layer in cache.layers]
+
+        return fetch
 
     def _merge(self, new: list[Pending], cache: Any, mask: Any, samplers: list[Any]) -> None:
         import torch
@@ -344,6 +401,14 @@ class _Running:
         keep = [i for i, r in enumerate(self.rows) if not r.done and not r.cancelled]
         if len(keep) == len(self.rows):
             return
+        prefix = self.s.prefix_cache
+        if prefix is not None:  # the answers too: a conversation's next turn begins with this one and its answer
+            for i, row in enumerate(self.rows):
+                if row.done and not row.cancelled:
+                    fed = int(self.mask[i].sum())  # the last token chosen was never fed to the model
+                    prefix.store(
+                        row.adapter, (row.input_ids + row.tokens)[:fed], self._row_cache(self.cache, self.mask, i)
+                    )
         if not keep:
             self.reset()
             return

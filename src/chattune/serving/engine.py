@@ -72,6 +72,7 @@ class Engine:
         self.adapters.update(extra_adapters or {})
         self.template_sha256 = template_sha256
         self.max_batch_size = settings.engine_batch_size
+        self.prefix_cache_bytes = settings.prefix_cache_mb * 2**20
         self.metrics = metrics or InstanceMetrics()
         self.created = int(time.time())
         self.ready = threading.Event()
@@ -133,6 +134,7 @@ class Engine:
                 max_batch_size=self.max_batch_size,
                 max_length=self.max_length,
                 multi_adapter=bool(self.adapters),
+                prefix_cache_bytes=self.prefix_cache_bytes,
             )
             self.constraints = Constraints(tokenizer, self._scheduler.eos, self.vocab_size)
             self._warm_up()
@@ -238,6 +240,8 @@ class Engine:
             if any(r.adapter == key and not r.done for r in rows):
                 return False  # after the next step
             self._scheduler_model().delete_adapter(key)
+            if scheduler.prefix_cache is not None:
+                scheduler.prefix_cache.forget(key)
             return True
 
         await asyncio.wrap_future(scheduler.call(unload))

@@ -22,6 +22,11 @@ class InstanceMetrics:
             registry=r,
         )  # fmt: skip
         self.prompt_tokens = Counter("chattune_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.cached_prompt_tokens = Counter(
+            "chattune_cached_prompt_tokens",
+            "Prompt tokens whose keys and values came from the prefix cache",
+            registry=r,
+        )
         self.generated_tokens = Counter("chattune_generated_tokens", "Tokens generated", registry=r)
         self.queue_depth = Gauge("chattune_queue_depth", "Requests waiting for a batch slot", registry=r)
         self.running = Gauge("chattune_running_requests", "Requests being generated", registry=r)

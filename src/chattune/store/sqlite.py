@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     port INTEGER, pid INTEGER, log_path TEXT,
     probes TEXT NOT NULL DEFAULT '{}', instances TEXT NOT NULL DEFAULT '[]', extra_models TEXT NOT NULL DEFAULT '[]',
     autoscale TEXT, compute TEXT NOT NULL DEFAULT 'local', cpus_per_instance REAL,
-    max_queue_wait_ms INTEGER, max_queue_length INTEGER, share_base_with TEXT,
+    max_queue_wait_ms INTEGER, max_queue_length INTEGER, share_base_with TEXT, prefix_cache_mb INTEGER,
     PRIMARY KEY (endpoint, name)
 );
 CREATE TABLE IF NOT EXISTS compute_targets (
@@ -110,6 +110,7 @@ _ADDED_COLUMNS = [
     ("deployments", "max_queue_wait_ms", "INTEGER"),
     ("deployments", "share_base_with", "TEXT"),
     ("deployments", "max_queue_length", "INTEGER"),
+    ("deployments", "prefix_cache_mb", "INTEGER"),
     ("compute_targets", "serve_port", "INTEGER"),
 ]
 
