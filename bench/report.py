@@ -33,6 +33,7 @@ COMMANDS = {
     "train_throughput": ".venv/bin/python bench/train_throughput.py --repeats 3 --json",
     "validate_throughput-quick": ".venv/bin/python bench/validate_throughput.py --quick --repeats 3 --json",
     "validate_throughput": ".venv/bin/python bench/validate_throughput.py --size-mb 1024 --repeats 3 --json",
+    "serve_throughput-quick-turns3": ".venv/bin/python bench/serve_throughput.py --quick --turns 3 --repeats 3 --json",
     "serve_throughput-quick": ".venv/bin/python bench/serve_throughput.py --quick --repeats 3 --json",
     "serve_throughput": ".venv/bin/python bench/serve_throughput.py --json",
     "shared_adapters": ".venv/bin/python bench/shared_adapters.py --json",

@@ -251,7 +251,7 @@ def test_openai_streaming_adapters_metrics_and_limits(cli: Any, served: dict[str
     single = float(re.search(r'chattune_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
     batches = float(re.search(r"chattune_batch_size_count (\S+)", text).group(1))
     assert batches > single  # some batches held more than one sequence
-    assert float(re.search(r"chattune_cached_prompt_tokens_total (\S+)", text).group(1)) > 0
+    assert float(re.search(r"^chattune_cached_prompt_tokens_total (\S+)", text, re.M).group(1)) > 0
     for name in ("chattune_generated_tokens_total", "chattune_queue_depth", "chattune_request_latency_seconds_bucket"):
         assert name in text
 
