@@ -31,3 +31,23 @@ def phi3_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(shared_fixture("phi3_mini_tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_tokenizer: Any) -> tuple[Any, Any]:
+    """A tiny random Llama (2 layers, grouped KV heads) with the tiny tokenizer, for the serving engine's tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval(), tiny_tokenizer

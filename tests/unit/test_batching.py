@@ -13,25 +13,6 @@ from chattune.inference import ChatGenerator, GenerationParams
 from chattune.serving.batching import BatchScheduler, Pending
 from chattune.serving.metrics import InstanceMetrics
 
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_tokenizer: Any) -> tuple[Any, Any]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config).eval(), tiny_tokenizer
-
-
 PROMPTS = ["hello there", "convert May 1, 2020 to ISO", "a", "what is the date today? tell me in ISO 8601 please"]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 import torch
 
 from chattune.inference import ChatGenerator, GenerationParams
@@ -108,24 +107,6 @@ def test_nothing_is_kept_when_the_cache_is_off_or_the_sequence_is_shorter_than_a
 
 
 # --- the scheduler with the cache ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_tokenizer: Any) -> tuple[Any, Any]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config).eval(), tiny_tokenizer
 
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant that converts dates to ISO 8601 and nothing else."}

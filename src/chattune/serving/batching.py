@@ -251,6 +251,18 @@ class BatchScheduler:
             self.metrics.running.set(len(batch.rows))
 
 
+def _left_pad(t: Any, to: int, dim: int) -> Any:
+    """``t`` with zeros before it along ``dim``, to length ``to``."""
+    import torch
+
+    missing = to - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
 def _full_attention_cache(model: Any) -> bool:
     """Whether the model's KV cache keeps every position (no sliding-window layer that drops the oldest)."""
     from transformers import DynamicCache
@@ -339,15 +351,12 @@ class _Running:
 
         first = next(hit for hit in hits if hit)
         for index, (keys, _) in enumerate(first.layers):
-            heads, _, dim = keys.shape
-            layer_kv = []
-            for part in (0, 1):
-                rows = []
-                for hit in hits:
-                    got = hit.layers[index][part] if hit else keys.new_zeros((heads, 0, dim))
-                    rows.append(torch.cat([got.new_zeros((heads, width - got.shape[1], dim)), got], dim=1))
-                layer_kv.append(torch.stack(rows))
-            cache.update(layer_kv[0], layer_kv[1], index)
+            none = keys[:, :0]  # a row without a hit: all padding
+            keys, values = (
+                torch.stack([_left_pad(hit.layers[index][part] if hit else none, width, 1) for hit in hits])
+                for part in (0, 1)
+            )
+            cache.update(keys, values, index)
         lengths = [hit.length if hit else 0 for hit in hits]
         return torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=first.layers[0][0].device)
 
@@ -365,19 +374,12 @@ class _Running:
         import torch
 
         width = max(self.mask.shape[1], mask.shape[1])
-
-        def left_pad(t: Any, to: int, dim: int) -> Any:
-            missing = to - t.shape[dim]
-            if missing == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
-
         for old_layer, new_layer in zip(self.cache.layers, cache.layers, strict=True):
-            old_layer.keys = torch.cat([left_pad(old_layer.keys, width, -2), left_pad(new_layer.keys, width, -2)])
-            old_layer.values = torch.cat([left_pad(old_layer.values, width, -2), left_pad(new_layer.values, width, -2)])
-        self.mask = torch.cat([left_pad(self.mask, width, 1), left_pad(mask, width, 1)])
+            old_layer.keys = torch.cat([_left_pad(old_layer.keys, width, -2), _left_pad(new_layer.keys, width, -2)])
+            old_layer.values = torch.cat(
+                [_left_pad(old_layer.values, width, -2), _left_pad(new_layer.values, width, -2)]
+            )
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
         self.rows += new
         self.samplers += samplers
 
