@@ -180,7 +180,10 @@ def main() -> None:
                 cli("endpoints", "delete", "bench-ep", json_doc=False)
         if started:
             subprocess.run(
-                [sys.executable, "-m", "chattune.cli.main", "compute", "stop-ray", "bench"], env=cli.env, check=False
+                [sys.executable, "-m", "chattune.cli.main", "compute", "stop-ray", "bench"],
+                env=cli.env,
+                check=False,
+                stdout=sys.stderr,  # stdout carries the --json document only
             )
         shutil.rmtree(home, ignore_errors=True)
     if args.json:
