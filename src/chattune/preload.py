@@ -46,7 +46,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 # What the server imports before serving: the libraries a runner or an instance spends its start on, and chattune's
 # modules below the entry points (an entry point itself is run fresh as __main__ in the child).
@@ -137,7 +137,12 @@ class Request:
     wait: bool = False  # the server answers the exit status too, once the child has exited
 
 
-def _request(path: Path, request: Request, fds: list[int]) -> tuple[socket.socket, int]:
+def _request(path: Path, request: Request, fds: list[int]) -> tuple[socket.socket, BinaryIO, int]:
+    """Send ``request`` with ``fds``; the connection, its line reader (the server's later lines) and the child's pid.
+
+    The server's answers are JSON lines on one stream: a child that exits at once can have its exit status arrive in
+    the same read as its pid, so every line is read through one buffered reader, never by a bare ``recv``.
+    """
     payload = json.dumps(request.__dict__).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -145,20 +150,18 @@ def _request(path: Path, request: Request, fds: list[int]) -> tuple[socket.socke
         conn.connect(str(path))
         socket.send_fds(conn, [_HEADER.pack(len(payload))], fds)
         conn.sendall(payload)
-        return conn, int(json.loads(_line(conn, path))["pid"])
+        lines = conn.makefile("rb")
+        return conn, lines, int(json.loads(_line(lines, path))["pid"])
     except BaseException:
         conn.close()
         raise
 
 
-def _line(conn: socket.socket, path: Path) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"the fork server at {path} closed the connection")
-        data += chunk
-    return data
+def _line(lines: BinaryIO, path: Path) -> bytes:
+    line = lines.readline()
+    if not line.endswith(b"\n"):
+        raise ConnectionError(f"the fork server at {path} closed the connection")
+    return line
 
 
 def _umask() -> int:
@@ -173,7 +176,8 @@ def fork(path: Path, module: str, args: list[str], env: dict[str, str], log_fd: 
     Raises OSError (the server is not there or did not answer): the caller starts the process itself.
     """
     request = Request(module, list(args), env, os.getcwd(), _umask(), list(pass_fds))
-    conn, pid = _request(path, request, [log_fd, *pass_fds])
+    conn, lines, pid = _request(path, request, [log_fd, *pass_fds])
+    lines.close()
     conn.close()
     return pid
 
@@ -191,7 +195,7 @@ def run(
     err_r, err_w = os.pipe()
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
-        conn, pid = _request(path, request, [devnull, out_w, err_w])
+        conn, lines, pid = _request(path, request, [devnull, out_w, err_w])
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -201,7 +205,7 @@ def run(
             os.close(fd)
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel, conn:
+    with selectors.DefaultSelector() as sel, conn, lines:
         for fd in chunks:
             sel.register(fd, selectors.EVENT_READ)
         while sel.get_map():
@@ -221,7 +225,7 @@ def run(
                     os.close(selected.fd)
         conn.settimeout(max(deadline - time.monotonic(), 1))
         try:
-            returncode = int(json.loads(_line(conn, path))["returncode"])
+            returncode = int(json.loads(_line(lines, path))["returncode"])
         except OSError as exc:  # it ran: not an error to start it again over
             raise RuntimeError(f"the fork server at {path} lost track of process {pid}: {exc}") from exc
     # As run(text=True) decodes: the locale's encoding, universal newlines (a progress bar's \r is a line end).

@@ -168,3 +168,15 @@ def test_run_answers_what_subprocess_run_would(cache: Path, env: dict[str, str],
             time.sleep(0.05)
         preload.stop(path.parent)
         assert napping.result(timeout=30).returncode == 0
+
+
+def test_the_pid_and_the_exit_status_in_one_read_are_two_answers(tmp_path: Path) -> None:
+    """A child that exits at once: the server's two lines can arrive in one segment; neither may be lost."""
+    server, client = socket.socketpair()
+    with server, client, client.makefile("rb") as lines:
+        server.sendall(b'{"pid": 17}\n{"returncode": 7}\n')
+        assert json.loads(preload._line(lines, tmp_path)) == {"pid": 17}
+        assert json.loads(preload._line(lines, tmp_path)) == {"returncode": 7}
+        server.shutdown(socket.SHUT_WR)
+        with pytest.raises(ConnectionError, match="closed the connection"):
+            preload._line(lines, tmp_path)
