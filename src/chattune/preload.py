@@ -145,14 +145,15 @@ def _request(path: Path, request: Request, fds: list[int]) -> tuple[socket.socke
     """
     payload = json.dumps(request.__dict__).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lines = conn.makefile("rb")
     try:
         conn.settimeout(10)
         conn.connect(str(path))
         socket.send_fds(conn, [_HEADER.pack(len(payload))], fds)
         conn.sendall(payload)
-        lines = conn.makefile("rb")
         return conn, lines, int(json.loads(_line(lines, path))["pid"])
     except BaseException:
+        lines.close()  # the socket closes with its last reader
         conn.close()
         raise
 
