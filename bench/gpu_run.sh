@@ -21,8 +21,9 @@ py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
 repeats=${REPEATS:-3}
 
 # 1. what the image lacks: chattune (editable) and whichever of its dependencies are not there (the image's torch
-#    satisfies chattune's torch requirement and is kept)
-if ! "$py" -c "import chattune, trl, datasets, mlflow" 2>/dev/null; then
+#    satisfies chattune's torch requirement and is kept); looked up, not imported: an import costs seconds of CPU
+#    that the run pays again in each of its processes
+if ! "$py" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('chattune', 'trl', 'datasets', 'mlflow')))" 2>/dev/null; then
   echo "installing chattune and what it needs${WHEELS:+ from $WHEELS}" >&2
   "$py" -m pip install --quiet ${WHEELS:+--no-index --find-links "$WHEELS"} -e .
 fi
