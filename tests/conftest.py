@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-# The cores shared out between pytest-xdist's workers, before anything imports torch (its OpenMP runtime reads this at
-# load, and every process a test starts inherits it). Each worker's processes run torch with all cores otherwise:
-# two workers' OpenMP teams then wait at every barrier for a thread the other team has descheduled, and a training-
-# and serving-heavy part of the suite measured 22% longer and used 46% more user CPU (193 s vs 151 s, 2 workers on
-# 2 cores). A value the user set is kept.
-if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+# pytest-xdist's workers share the cores: each worker's torch processes would use all of them, and while they wait at
+# an OpenMP barrier for a thread that the other worker's process has descheduled, GNU OpenMP's threads spin by
+# default. Passive waiting (set before anything imports torch: its OpenMP runtime reads it at load, and every
+# process a test starts inherits it) gives the core back instead. A training- and serving-heavy fifth of the suite on
+# 2 workers and 2 cores: 193 s by default, 151 s with one thread per process (but a process running alone then
+# leaves a core idle, and the whole suite was no faster), 137 s with passive waiting. A value the user set is kept.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib
 import json
