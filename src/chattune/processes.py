@@ -45,6 +45,23 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**CHILD_DEFAULTS, **os.environ, "PYTHONSAFEPATH": "1", **extra}
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def share_cores(processes: int) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for each of ``processes`` torch processes on this machine: the cores, shared out.
+
+    Each torch process otherwise starts a thread per core, and N of them put N threads on every core, whose OpenMP
+    barriers spin while a thread they wait for is descheduled (docs/benchmarks.md measured both training and serving).
+    Empty when the environment already chooses, or for one process (torch's own default is every core).
+    """
+    if processes <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, usable_cores() // processes))}
+
+
 def spawn(
     module: str,
     args: list[str],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from chattune.schemas import DeploymentPublic
@@ -93,6 +94,9 @@ def test_overflow_waits_in_line_then_429_and_a_killed_instance_comes_back(cli: A
     )  # fmt: skip
     assert dep["max_queue_length"] == 2 and dep["max_queue_wait_ms"] == 60000  # the default wait, as stored
     assert len(dep["instances"]) == 2 and all(i["state"] == "Ready" for i in dep["instances"])
+    # the machine's cores shared between the two instances' torch threads (chattune.processes.share_cores)
+    omp = {psutil.Process(i["pid"]).environ().get("OMP_NUM_THREADS") for i in dep["instances"]}
+    assert omp == {os.environ.get("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // 2)))}
     long = {
         "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 150}}
     }

@@ -322,6 +322,40 @@ def test_a_two_worker_ray_run_matches_a_two_process_torchrun_run(ray_workspace: 
     assert worst < 1e-4
 
 
+def test_a_one_worker_ray_run_trains_as_the_local_runner_does(ray_workspace: dict[str, Any]) -> None:
+    """One Ray Train worker leaves Ray's process group of one (chattune.pipeline.ray_launch): no DDP, the local code.
+
+    The same job and seed with one worker on Ray and in the local runner: the same loss at every step, and Ray's
+    checkpoints and report still work without the group. The Ray worker computes on one thread (one CPU per process
+    here) and the local runner on both cores, so the sums may round differently: the same tolerance as above.
+    """
+    run, root = ray_workspace["run"], ray_workspace["root"]
+    one = _job_file(root).read_text().replace("instance_count: 2", "instance_count: 1")
+    ray_file, local_file = root / "ray-one.yaml", root / "local-one.yaml"
+    ray_file.write_text(one.replace("experiment_name: ray", "experiment_name: ray_one"))
+    local_file.write_text(
+        one.replace("compute: dev\n", "")
+        .replace("resources:\n  instance_count: 1\n  processes_per_instance: 1\n", "")
+        .replace("experiment_name: ray", "experiment_name: local_one")
+    )
+
+    def losses(job_file: Path) -> tuple[dict[int, float], str]:
+        result = run("jobs", "create", "-f", str(job_file), "--stream", "--json", timeout=400)
+        job = parse_json(result)
+        assert job["status"] == "succeeded", result.stderr
+        shown = parse_json(run("jobs", "show", job["id"], "--json"))
+        assert [c["step_number"] for c in shown["checkpoints"]] == [4, 8]
+        events = [e["data"] for e in shown["events"] if e["type"] == "metrics" and "loss" in e["data"]]
+        return {e["step"]: e["loss"] for e in events}, result.stderr
+
+    (on_ray, log), (local, _) = losses(ray_file), losses(local_file)
+    assert "launching 1 Ray Train worker on compute dev (" in log and "one process, no process group" in log
+    assert sorted(on_ray) == sorted(local) == list(range(1, 9))
+    worst = max(abs(on_ray[s] - local[s]) / abs(local[s]) for s in on_ray)
+    print(f"1 Ray worker vs the local runner, 8 steps: largest relative loss difference {worst:.2e}")
+    assert worst < 1e-4
+
+
 def _cluster_tree(cluster: dict[str, Any]) -> list[psutil.Process]:
     """The processes of the test's own cluster: its daemons and their descendants (never another Ray on the machine).
     A process that ends while the tree is read is left out, not the whole tree."""

@@ -185,3 +185,16 @@ def test_cpu_processes_share_the_ram() -> None:
     one = check(get_entry("smollm2-135m-instruct"), cpu_box(64.0))
     two = check(get_entry("smollm2-135m-instruct"), cpu_box(64.0), world_size=2)
     assert two.estimated_memory_gb == pytest.approx(2 * one.estimated_memory_gb, abs=0.02)
+
+
+def test_torch_processes_share_the_cores_unless_the_environment_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chattune import processes
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(processes, "usable_cores", lambda: 8)
+    assert processes.share_cores(1) == {}  # one process: torch's own default, every core
+    assert processes.share_cores(2) == {"OMP_NUM_THREADS": "4"}
+    assert processes.share_cores(3) == {"OMP_NUM_THREADS": "2"}
+    assert processes.share_cores(16) == {"OMP_NUM_THREADS": "1"}  # never 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert processes.share_cores(2) == {}  # the user's choice stays (child_env passes it on)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import psutil
 
 from chattune.catalog import CatalogEntry, compute_skus
 from chattune.errors import ComputeError
+from chattune.processes import usable_cores
 
 
 @dataclass
@@ -76,7 +76,7 @@ def detect() -> ComputeInfo:
     vm = psutil.virtual_memory()
     return ComputeInfo(
         size=local_size(gpus),
-        cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        cpu_cores=usable_cores(),
         ram_gb=round(vm.total / 2**30, 1),
         ram_available_gb=round(vm.available / 2**30, 1),
         gpus=gpus,

@@ -328,6 +328,8 @@ class Supervisor:
             inst.adapters = dict(guests)
             env = {INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()}
             if dep.compute == LOCAL_COMPUTE:
+                # this machine's cores shared between the deployment's instances, as Ray shares a node's by CPUs
+                env.update(processes.share_cores(dep.settings.instance_count))
                 log_path = self.log_path(dep.name)
                 inst.pid, inst.port = processes.spawn("chattune.serving.instance", args, log_path, env=env)
             else:

@@ -20,7 +20,7 @@ from typing import Any
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.outputs import FinetuneOutput
-from chattune.processes import child_env, tail
+from chattune.processes import child_env, share_cores, tail
 
 REQUEST = "launch.json"
 RESULT = "result.json"
@@ -74,10 +74,8 @@ def launch(ctx: StepContext, *, nproc_per_node: int) -> FinetuneOutput:
     result.unlink(missing_ok=True)
     request.write_text(json.dumps(worker_request(ctx)), encoding="utf-8")
     log_path = ctx.step_dir / WORKERS_LOG
-    env = child_env(CHATTUNE_HOME=str(ctx.settings.home), PYTHONUNBUFFERED="1")
-    if "OMP_NUM_THREADS" not in os.environ:
-        # Share the cores between the workers instead of oversubscribing them (torchrun would pick 1).
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc_per_node))
+    # the cores shared between the workers instead of oversubscribed (torchrun alone would pick 1 thread each)
+    env = child_env(CHATTUNE_HOME=str(ctx.settings.home), PYTHONUNBUFFERED="1", **share_cores(nproc_per_node))
     ctx.progress(f"  launching {nproc_per_node} training processes with torchrun")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -49,8 +49,32 @@ def _train_loop(request: dict[str, Any]) -> None:  # pragma: no cover - runs in 
         checkpoint = ray.train.get_checkpoint()  # after a worker restart or a resumed job: the last one reported
         return Path(checkpoint.path) / HF_CHECKPOINT if checkpoint else None
 
+    train_context = ray.train.get_context()
+    if train_context.get_world_size() == 1:
+        _leave_world_of_one()
     hooks = TrainerHooks(callbacks=[RayTrainReportCallback()], prepare=prepare_trainer, resume_from=resume_from)
-    run(request, ray.train.get_context().get_world_rank(), hooks)
+    run(request, train_context.get_world_rank(), hooks)
+
+
+# The variables Ray Train sets for torch.distributed in each worker (ray.train.torch.config).
+_DIST_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
+
+
+def _leave_world_of_one() -> None:  # pragma: no cover - a Ray Train worker's (and a subprocess's in the unit test)
+    """Train a 1-worker run as the local runner does: no process group, no ``DistributedDataParallel``.
+
+    Ray Train sets up a process group and ``LOCAL_RANK`` for every run, and Accelerate then wraps the model in DDP
+    over gloo even for a world of one: buffer syncs, broadcasts and all-gathers that change nothing (a 1-worker
+    tiny-test job trained ~20% faster without them, docs/benchmarks.md). With the group destroyed and the variables
+    gone, the HF Trainer sees the single process it is; Ray Train's own calls (report, checkpoints, restarts) do not
+    use the group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name in _DIST_ENV:
+        os.environ.pop(name, None)
 
 
 def worker_env(ctx: StepContext) -> dict[str, str]:
@@ -104,10 +128,11 @@ def launch(ctx: StepContext) -> FinetuneOutput:
             checkpoint_config=CheckpointConfig(num_to_keep=limit if limit > 0 else None),
         ),
     )
-    ctx.progress(
-        f"  launching {resources.workers} Ray Train workers on compute {target.name} ({target.address}), "
-        f"{'NCCL on GPUs' if resources.use_gpu else 'gloo on CPUs'}"
-    )
+    if resources.workers == 1:
+        how = "1 Ray Train worker", "one process, no process group"
+    else:
+        how = f"{resources.workers} Ray Train workers", "NCCL on GPUs" if resources.use_gpu else "gloo on CPUs"
+    ctx.progress(f"  launching {how[0]} on compute {target.name} ({target.address}), {how[1]}")
     ray.init(
         address=target.address,
         runtime_env={"env_vars": worker_env(ctx)},
