@@ -37,6 +37,7 @@ COMMANDS = {
     "serve_throughput-quick": ".venv/bin/python bench/serve_throughput.py --quick --repeats 3 --json",
     "serve_throughput": ".venv/bin/python bench/serve_throughput.py --json",
     "shared_adapters": ".venv/bin/python bench/shared_adapters.py --json",
+    "ray_overhead": ".venv/bin/python bench/ray_overhead.py --repeats 3 --json",
     "ray_overhead-steps20": ".venv/bin/python bench/ray_overhead.py --steps 20 --repeats 2 --json",
     "serve_load-smollm2": ".venv/bin/python bench/serve_load.py --model smollm2-135m-instruct --json",
     "export_gguf": ".venv/bin/python bench/export_gguf.py --json",
