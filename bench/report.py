@@ -26,6 +26,7 @@ SPREAD = {"min", "median", "max"}
 # Context that is not a figure: shown in the heading lines, not the tables.
 SKIP = {"commit", "versions", "machine", "run", "runs", "command", "settings"}
 # How each benchmark's files were made, by the start of the file name, when the file does not say it itself.
+SERVE_LOAD_16 = ".venv/bin/python bench/serve_load.py --model smollm2-135m-instruct --clients 16 --seconds 60"
 COMMANDS = {
     "train_throughput-gpu-dryrun": "DRY_RUN=1 bench/gpu_run.sh",
     "train_throughput-gpu": "bench/gpu_run.sh",
@@ -40,6 +41,9 @@ COMMANDS = {
     "ray_overhead": ".venv/bin/python bench/ray_overhead.py --repeats 3 --json",
     "ray_overhead-steps20": ".venv/bin/python bench/ray_overhead.py --steps 20 --repeats 2 --json",
     "serve_load-smollm2": ".venv/bin/python bench/serve_load.py --model smollm2-135m-instruct --json",
+    "serve_load-smollm2-instances2": f"{SERVE_LOAD_16} --instances 2 --max-concurrent 8 --json",
+    "serve_load-smollm2-instances2-omp2": f"OMP_NUM_THREADS=2 {SERVE_LOAD_16} --instances 2 --max-concurrent 8 --json",
+    "serve_load-smollm2-instances1": f"{SERVE_LOAD_16} --instances 1 --max-concurrent 16 --json",
     "export_gguf": ".venv/bin/python bench/export_gguf.py --json",
 }
 
