@@ -44,6 +44,8 @@ COMMANDS = {
     "serve_load-smollm2-instances2": f"{SERVE_LOAD_16} --instances 2 --max-concurrent 8 --json",
     "serve_load-smollm2-instances2-omp2": f"OMP_NUM_THREADS=2 {SERVE_LOAD_16} --instances 2 --max-concurrent 8 --json",
     "serve_load-smollm2-instances1": f"{SERVE_LOAD_16} --instances 1 --max-concurrent 16 --json",
+    "serve_load-smollm2-bluegreen": f"{SERVE_LOAD_16} --deployments 2 --max-concurrent 8 --json",
+    "serve_load-smollm2-bluegreen-omp2": f"OMP_NUM_THREADS=2 {SERVE_LOAD_16} --deployments 2 --max-concurrent 8 --json",
     "export_gguf": ".venv/bin/python bench/export_gguf.py --json",
 }
 

@@ -14,7 +14,9 @@ endpoint the way a user does, with the real CLI in child processes:
    so that overload happens and is observable: the requests beyond ``C`` wait in the deployment's queue (its
    defaults, or ``--max-queue-wait-ms`` / ``--max-queue-length``), and what the queue cannot hold the gateway must
    answer 429 with ``Retry-After``;
-3. ``chattune endpoints traffic EP load=100`` and ``chattune deployments delete --name demo``;
+3. ``chattune endpoints traffic EP load=100`` and ``chattune deployments delete --name demo``; with
+   ``--deployments N`` (N > 1), N such deployments ``load``, ``load2``... with the traffic split evenly between them
+   (a blue/green pair for 2: several deployments' instances on one machine);
 
 and at the end ``chattune endpoints delete EP`` (every process stopped, checked) and the temp dir removed.
 
@@ -31,10 +33,10 @@ database), then ``--seconds`` of measured load, then the memory again.
 requests), retry_after_on_all_429, queued_max (the most requests seen waiting in the gateway's queue, sampled from its
 /metrics with the memory), errors, stream_errors, latency_s {p50,p95,p99} (successful requests), memory_mb {before,
 after, growth_pct, during (samples every ``--sample-seconds``)}, clients, seconds, model`` and the setup and context
-(``max_concurrent``, ``instances``, ``max_tokens``, ``instance_restarts``, ``statuses``, ``error_kinds``,
-``load_avg_1m`` of the machine, ``leftover_processes``: pids still alive after the teardown, none expected). With
-``--uri`` the setup keys are null, and memory is measured when the endpoint is found in ``$CHATTUNE_HOME``'s
-database by its port.
+(``max_concurrent``, ``instances``, ``deployments``, ``max_tokens``, ``instance_restarts``, ``statuses``,
+``error_kinds``, ``load_avg_1m`` of the machine, ``leftover_processes``: pids still alive after the teardown, none
+expected). With ``--uri`` the setup keys are null, and memory is measured when the endpoint is found in
+``$CHATTUNE_HOME``'s database by its port.
 """
 
 from __future__ import annotations
@@ -300,11 +302,13 @@ def create_endpoint(
     instances: int,
     max_concurrent: int,
     queue: dict[str, int | None],
+    deployments: int = 1,
     max_train_rows: int | None,
     log: Any = None,
     parent: Path | None = None,
 ) -> Served:
-    """The quickstart's endpoint, its traffic moved to a deployment ``load`` with the given limits.
+    """The quickstart's endpoint, its traffic moved to a deployment ``load`` (or split evenly between ``deployments``
+    of them) with the given limits.
 
     Its throwaway workspace is a new folder under ``parent`` (the system's temp dir when None).
     """
@@ -322,16 +326,19 @@ def create_endpoint(
         say(f"  endpoint {endpoint} in {time.perf_counter() - started:.0f}s")
         served = Served(endpoint, "", key, tmp / "home" / "chattune.db", tmp)
         model_ref = f"{doc['model']['name']}:{doc['model']['version']}"
-        served.cli(
-            "deployments", "create", "--endpoint", endpoint, "--name", DEPLOYMENT, "--model", model_ref,
-            "--instances", str(instances), "--max-concurrent", str(max_concurrent),
-            "--request-timeout-ms", str(REQUEST_TIMEOUT_MS),
-            *(arg for flag, value in queue.items() if value is not None for arg in (flag, str(value))),
-        )  # fmt: skip
-        served.cli("endpoints", "traffic", endpoint, f"{DEPLOYMENT}=100")
+        names = [DEPLOYMENT, *(f"{DEPLOYMENT}{n}" for n in range(2, deployments + 1))]
+        for name in names:
+            served.cli(
+                "deployments", "create", "--endpoint", endpoint, "--name", name, "--model", model_ref,
+                "--instances", str(instances), "--max-concurrent", str(max_concurrent),
+                "--request-timeout-ms", str(REQUEST_TIMEOUT_MS),
+                *(arg for flag, value in queue.items() if value is not None for arg in (flag, str(value))),
+            )  # fmt: skip
+        shares = [100 // len(names) + (100 % len(names) if i == 0 else 0) for i in range(len(names))]
+        served.cli("endpoints", "traffic", endpoint, *(f"{n}={share}" for n, share in zip(names, shares, strict=True)))
         _cli_plain(tmp, "deployments", "delete", "--endpoint", endpoint, "--name", "demo")
         served.base = doc["endpoint"]["scoring_uri"].removesuffix("/score")
-        say(f"  deployment {DEPLOYMENT}: {instances} instance(s), max_concurrent {max_concurrent}; {served.base}")
+        say(f"  deployments {names}: {instances} instance(s) each, max_concurrent {max_concurrent}; {served.base}")
         return served
     except BaseException:
         _teardown(tmp, None)
@@ -407,6 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         served = create_endpoint(
             args.model,
             instances=args.instances,
+            deployments=args.deployments,
             max_concurrent=max_concurrent,
             queue={"--max-queue-wait-ms": args.max_queue_wait_ms, "--max-queue-length": args.max_queue_length},
             max_train_rows=args.max_train_rows,
@@ -458,6 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model if not args.uri else None,
         "max_concurrent": max_concurrent if not args.uri else None,
         "instances": args.instances if not args.uri else None,
+        "deployments": args.deployments if not args.uri else None,
         "max_tokens": args.max_tokens,
         "requests_per_s": round(tally.requests / wall, 1),
         "successes_per_s": round(tally.successes / wall, 1),
@@ -477,7 +486,8 @@ def main() -> None:
     parser.add_argument("--warmup-seconds", type=float, default=10.0, help="same load before the first measurement")
     parser.add_argument("--max-tokens", type=int, default=16, help="each request asks for 1..N new tokens")
     parser.add_argument("--max-concurrent", type=int, default=None, help="the deployment's limit; default clients/4")
-    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--instances", type=int, default=1, help="instances of each deployment")
+    parser.add_argument("--deployments", type=int, default=1, help="deployments, traffic split evenly")
     parser.add_argument("--max-queue-wait-ms", type=int, help="the deployment's queue wait (default: chattune's)")
     parser.add_argument("--max-queue-length", type=int, help="the deployment's queue length (default: chattune's)")
     parser.add_argument("--max-train-rows", type=int, default=16, help="the quickstart job's training rows")

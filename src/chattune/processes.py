@@ -50,16 +50,33 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def share_cores(processes: int) -> dict[str, str]:
-    """``OMP_NUM_THREADS`` for each of ``processes`` torch processes on this machine: the cores, shared out.
+def compute_cores() -> int:
+    """The cores torch threads should spread over here: the CPUs this process may run on, one per physical core.
+
+    torch's own default is a thread per physical core (a hyperthread sibling adds little to matrix products).
+    """
+    return max(1, min(usable_cores(), psutil.cpu_count(logical=False) or usable_cores()))
+
+
+def threads_each(processes: int) -> int | None:
+    """Torch threads for each of ``processes`` torch processes on this machine: the cores, shared out.
 
     Each torch process otherwise starts a thread per core, and N of them put N threads on every core, whose OpenMP
     barriers spin while a thread they wait for is descheduled (docs/benchmarks.md measured both training and serving).
+    None when ``OMP_NUM_THREADS`` in the environment already chooses.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, compute_cores() // max(1, processes))
+
+
+def share_cores(processes: int) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for each of ``processes`` torch processes started on this machine (``threads_each``).
+
     Empty when the environment already chooses, or for one process (torch's own default is every core).
     """
-    if processes <= 1 or "OMP_NUM_THREADS" in os.environ:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, usable_cores() // processes))}
+    threads = threads_each(processes)
+    return {"OMP_NUM_THREADS": str(threads)} if processes > 1 and threads is not None else {}
 
 
 def spawn(

@@ -94,9 +94,7 @@ def test_overflow_waits_in_line_then_429_and_a_killed_instance_comes_back(cli: A
     )  # fmt: skip
     assert dep["max_queue_length"] == 2 and dep["max_queue_wait_ms"] == 60000  # the default wait, as stored
     assert len(dep["instances"]) == 2 and all(i["state"] == "Ready" for i in dep["instances"])
-    # the machine's cores shared between the two instances' torch threads (chattune.processes.share_cores)
-    omp = {psutil.Process(i["pid"]).environ().get("OMP_NUM_THREADS") for i in dep["instances"]}
-    assert omp == {os.environ.get("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // 2)))}
+    _check_cores_shared(cli)
     long = {
         "input_data": {"input_string": [[{"role": "user", "content": "Hi"}]], "parameters": {"max_new_tokens": 150}}
     }
@@ -130,6 +128,45 @@ def test_overflow_waits_in_line_then_429_and_a_killed_instance_comes_back(cli: A
 
     _wait(restarted, 30, "the killed instance to be restarted and ready")
     assert _metric(served, "chattune_gateway_instance_restarts") >= 1
+    # the pair gone, "demo" runs on the cores the pair had too
+    assert cli("deployments", "delete", "--endpoint", ep, "--name", "pair").returncode == 0
+    _check_cores_shared(cli)
+
+
+def _check_cores_shared(cli: Any) -> None:
+    """Every local instance of the workspace runs on its share of this machine's cores, as its torch reports.
+
+    The gateways share the cores out between the local instances of all endpoints (a blue/green pair as much as two
+    deployments of one): each instance is told its share once ready, and again when the count changes.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return  # the environment chooses for every instance
+    cores = min(len(os.sched_getaffinity(0)), psutil.cpu_count(logical=False) or 1)
+
+    def local() -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (e["name"], i)
+            for e in parse_json(cli("endpoints", "list", "--json"))
+            for d in parse_json(cli("deployments", "list", "--endpoint", e["name"], "--json"))
+            if d["compute"] == "local" and not d["share_base_with"]
+            for i in d["instances"]
+        ]
+
+    def told() -> bool:
+        insts = local()
+        share = max(1, cores // max(1, len(insts)))
+        return bool(insts) and all(i["state"] == "Ready" and i.get("threads") == share for _, i in insts)
+
+    _wait(told, 30, "every local instance to be told its share of the cores")
+    home = Path(os.environ["CHATTUNE_HOME"])
+    for endpoint, inst in local():
+        url = f"http://127.0.0.1:{inst['port']}/metrics"
+        line = next(
+            x
+            for x in httpx.get(url, headers=instance_auth(home, endpoint), timeout=10).text.splitlines()
+            if x.startswith("chattune_torch_threads")
+        )
+        assert float(line.rsplit(" ", 1)[1]) == inst["threads"], line  # what torch runs the forward passes on
 
 
 def test_a_killed_gateway_comes_back_with_the_same_keys_and_routing(cli: Any, served: dict[str, Any]) -> None:

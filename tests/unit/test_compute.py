@@ -192,9 +192,15 @@ def test_torch_processes_share_the_cores_unless_the_environment_chooses(monkeypa
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(processes, "usable_cores", lambda: 8)
+    monkeypatch.setattr(processes.psutil, "cpu_count", lambda logical=True: 8)
     assert processes.share_cores(1) == {}  # one process: torch's own default, every core
     assert processes.share_cores(2) == {"OMP_NUM_THREADS": "4"}
     assert processes.share_cores(3) == {"OMP_NUM_THREADS": "2"}
     assert processes.share_cores(16) == {"OMP_NUM_THREADS": "1"}  # never 0
+    assert [processes.threads_each(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]  # what a running instance is told
+    # 8 CPUs that are 4 cores with 2 hyperthreads each: a thread per physical core, as torch's own default
+    monkeypatch.setattr(processes.psutil, "cpu_count", lambda logical=True: 8 if logical else 4)
+    assert processes.threads_each(1) == 4 and processes.share_cores(2) == {"OMP_NUM_THREADS": "2"}
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert processes.share_cores(2) == {}  # the user's choice stays (child_env passes it on)
+    assert processes.threads_each(2) is None

@@ -128,6 +128,18 @@ def test_the_instance_routes_add_pin_and_remove_adapters(tiny: dict[str, str], t
         score = {"input_data": {"input_string": _conv(PROMPTS[0]), "parameters": {"max_new_tokens": 8}}}
         assert client.post("/score", json=score, headers=pinned).json()[0]["output"] == text
 
+        # the gateway shares the machine's cores out: the forward passes run on the threads it says from then on
+        def threads() -> float:
+            line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith("chattune_torch_threads"))
+            return float(line.rsplit(" ", 1)[1])
+
+        assert threads() >= 1
+        assert client.put("/threads", json={"threads": 1}).status_code == 204 and threads() == 1
+        again = client.post("/v1/chat/completions", json=body, headers=pinned).json()
+        assert again["choices"][0]["message"]["content"] == text  # the same greedy answer on one thread
+        assert client.put("/threads", json={"threads": 0}).status_code == 422
+        assert threads() == 1
+
         own = client.delete("/adapters/a:1")
         assert own.status_code == 409 and "own model" in own.json()["error"]["message"]
         assert client.delete("/adapters/b:1").status_code == 204

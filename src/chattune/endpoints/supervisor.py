@@ -64,6 +64,7 @@ class Instance:
     replicas: dict[str, dict[str, int]] = field(default_factory=dict)  # Serve's: {deployment: {replica state: n}}
     # The adapters of deployments served from this one's instances (--share-base-with) it has: {model id: path}.
     adapters: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None  # the torch threads a local instance confirmed it runs on (None: not told yet)
 
     @property
     def url(self) -> str:
@@ -75,9 +76,8 @@ class Instance:
         keys = ("index", "pid", "port", "state", "restarts", "started_at", "error")
         if self.prefix:
             return {k: getattr(self, k) for k in (*keys, "host", "prefix", "slots", "replicas")}
-        if self.adapters:
-            return {k: getattr(self, k) for k in (*keys, "adapters")}
-        return {k: getattr(self, k) for k in keys}
+        extra = (("threads",) if self.threads else ()) + (("adapters",) if self.adapters else ())
+        return {k: getattr(self, k) for k in (*keys, *extra)}
 
 
 def served_models(dep: Deployment) -> set[str]:
@@ -130,6 +130,9 @@ class Supervisor:
         self.guests: dict[str, dict[str, str]] = {}
         self.hosts: dict[str, Deployment] = {}
         self.adapter_errors: dict[str, str] = {}
+        # The torch threads each local instance gets: this machine's cores shared out between the local instances
+        # of every endpoint of the workspace (None: OMP_NUM_THREADS in the environment chooses).
+        self.threads: int | None = None
         self._client = httpx.AsyncClient()
 
     def log_path(self, deployment: str) -> Path:
@@ -164,12 +167,45 @@ class Supervisor:
                 continue
             live[dep.name] = dep
         hosts = {name: dep for name, dep in live.items() if dep.share_base_with is None}
+        self.threads = processes.threads_each(self._machine_instances(hosts))
         self.hosts, self.guests = hosts, {name: self._guest_adapters(dep, live) for name, dep in hosts.items()}
         for dep in hosts.values():
             await self._reconcile_deployment(dep)
         for dep in live.values():
             if dep.share_base_with is not None:
                 self._reconcile_guest(dep, hosts.get(dep.share_base_with))
+
+    def _machine_instances(self, own: dict[str, Deployment]) -> int:
+        """How many local instances the deployments of every endpoint of this workspace want (this one's: ``own``).
+
+        They all run on this machine, and torch threads of each on every core would oversubscribe it (a blue/green
+        pair behind one endpoint as much as two endpoints): the supervisor shares the cores out between them.
+        """
+        counted = (ProvisioningState.DELETING, ProvisioningState.FAILED)
+        wanted = 0
+        for endpoint in self.store.list_endpoints():
+            deps = own.values() if endpoint.name == self.endpoint else self.store.list_deployments(endpoint.name)
+            for dep in deps:
+                if dep.compute == LOCAL_COMPUTE and dep.share_base_with is None and dep.state not in counted:
+                    wanted += dep.settings.instance_count
+        return wanted
+
+    async def _sync_threads(self, dep: Deployment, inst: Instance) -> None:
+        """Tell a ready local instance its share of the cores when it differs from what it runs on."""
+        if self.threads is None or inst.threads == self.threads:
+            return
+        try:
+            r = await self._client.put(
+                f"{inst.url}/threads",
+                json={"threads": self.threads},
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=ADAPTER_TIMEOUT_S,
+            )
+        except httpx.HTTPError:
+            return  # the next pass tries again
+        if r.status_code == 204:
+            inst.threads = self.threads
+            log.info("%s/%s instance %d: %d torch threads", self.endpoint, dep.name, inst.index, self.threads)
 
     # deployments served from another's instances ------------------------------------------------------------------
     def _guest_adapters(self, host: Deployment, live: dict[str, Deployment]) -> dict[str, str]:
@@ -263,6 +299,7 @@ class Supervisor:
             inst.host, inst.prefix, inst.slots = rec.get("host", inst.host), rec.get("prefix", ""), rec.get("slots", 1)
             inst.config = dep.settings.model_dump_json() if inst.prefix else None  # deployed as now recorded
             inst.adapters = dict(rec.get("adapters", {}))
+            inst.threads = rec.get("threads")
             if not processes.alive(inst.pid):
                 inst.pid = None
             adopted.append(inst)
@@ -295,6 +332,7 @@ class Supervisor:
                 continue
             await self._probe(dep, inst, now)
             if inst.state == "Ready" and not on_ray:
+                await self._sync_threads(dep, inst)
                 await self._sync_adapters(dep, inst)
         failed = [i for i in insts if i.state == "Failed"]
         state: ProvisioningState = dep.state
@@ -328,8 +366,9 @@ class Supervisor:
             inst.adapters = dict(guests)
             env = {INSTANCE_TOKEN_ENV: self.token, SETTINGS_ENV: dep.settings.model_dump_json()}
             if dep.compute == LOCAL_COMPUTE:
-                # this machine's cores shared between the deployment's instances, as Ray shares a node's by CPUs
-                env.update(processes.share_cores(dep.settings.instance_count))
+                # Its share of this machine's cores comes once it is ready (_sync_threads), as Ray shares a node's by
+                # CPUs: started without OMP_NUM_THREADS, it forks from chattune's preloaded server when one runs.
+                inst.threads = None
                 log_path = self.log_path(dep.name)
                 inst.pid, inst.port = processes.spawn("chattune.serving.instance", args, log_path, env=env)
             else:

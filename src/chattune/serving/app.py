@@ -34,6 +34,7 @@ from chattune.serving.protocol import (
     ModelList,
     ScoreOutput,
     ScoreRequest,
+    ThreadsSetting,
 )
 
 MAX_BODY_BYTES = 4 * 2**20
@@ -138,6 +139,12 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
     async def remove_adapter(name: str) -> Response:
         """Unload an added adapter once its requests are done."""
         await engine.remove_adapter(name)
+        return Response(status_code=204)
+
+    @app.put("/threads", status_code=204, responses=documented_errors(422, 503))
+    async def set_threads(body: ThreadsSetting) -> Response:
+        """Share the machine's cores: the torch threads of this instance's forward passes (the gateway's call)."""
+        await engine.set_threads(body.threads)
         return Response(status_code=204)
 
     return app

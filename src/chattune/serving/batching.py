@@ -229,6 +229,7 @@ class BatchScheduler:
     def _run(self) -> None:
         import torch
 
+        self.metrics.threads.set(torch.get_num_threads())  # as this thread, which runs every forward pass, sees it
         batch = _Running(self)
         while True:
             if self._calls:

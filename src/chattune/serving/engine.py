@@ -248,6 +248,28 @@ class Engine:
         del self._keys[name]
         log.info("adapter removed: %s", name)
 
+    async def set_threads(self, threads: int) -> None:
+        """Run the forward passes on ``threads`` torch threads from the next decoding step.
+
+        The gateway shares the machine's cores out between the local instances of all its deployments
+        (chattune.endpoints.supervisor); torch's thread count belongs to the thread that calls it, so it is set on
+        the scheduler's, which runs every forward pass.
+
+        Raises:
+            ServiceUnavailableError: The model is not loaded yet.
+        """
+        scheduler = self._loaded()
+
+        def apply(rows: list[Pending]) -> bool:
+            import torch
+
+            torch.set_num_threads(threads)
+            self.metrics.threads.set(torch.get_num_threads())
+            return True
+
+        await asyncio.wrap_future(scheduler.call(apply))
+        log.info("torch threads: %d", threads)
+
     def _loaded(self) -> BatchScheduler:
         if not self.ready.is_set() or self._scheduler is None:
             raise ServiceUnavailableError(self.failed or "the model is still loading; retry when /health/ready is 200")

@@ -411,6 +411,12 @@ class AdapterLoad(Wire):
     path: str = Field(min_length=1, description="the adapter's directory, readable by the instance")
 
 
+class ThreadsSetting(Wire):
+    """``PUT /threads`` on an instance: the torch threads its forward passes use (the gateway's call)."""
+
+    threads: int = Field(ge=1, le=4096, description="torch threads, from the next decoding step")
+
+
 class ErrorDetail(BaseModel):
     """The body of OpenAI's error shape: message, type, and the offending parameter and code where known."""
 
