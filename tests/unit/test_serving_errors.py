@@ -210,7 +210,9 @@ def test_an_instance_answers_only_the_bearer_of_its_gateways_token() -> None:
     with TestClient(create_app(engine, token="gateway-token")) as http:  # type: ignore[arg-type]
         wrong = ({}, {"Authorization": "Bearer not-it"}, {"Authorization": "Basic gateway-token"})
         for headers in (*wrong, {"Authorization": "Bearer gateway-tokén".encode("latin-1")}):  # non-ASCII: 401, not 500
-            for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", CHAT)):
+            gateway_only = (("PUT", "/threads"), ("PUT", "/adapters/a:1"), ("DELETE", "/adapters/a:1"))
+            for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", CHAT),
+                                 *gateway_only):  # fmt: skip
                 r = http.request(method, path, headers=headers, json={})
                 assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, headers)
                 assert r.json()["error"]["code"] == "invalid_api_key"
