@@ -60,26 +60,3 @@ def test_a_world_of_one_trains_without_a_process_group_or_ddp(mode: str, tmp_pat
         assert seen["group"] is False
     else:  # what Ray Train's environment alone gives: the model in DDP over a group of one
         assert seen["parallel_mode"] == "ParallelMode.DISTRIBUTED" and seen["wrapped"] == "DistributedDataParallel"
-
-
-def test_ray_train_settings_for_chattunes_runs_unless_the_environment_sets_them() -> None:
-    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
-
-    from chattune.entities import ComputeKind, ComputeTarget, LocalRayCluster
-    from chattune.pipeline.ray_launch import train_env
-
-    cluster = LocalRayCluster(temp_dir="/tmp/x", gcs_port=6390, node_cpus=[2], pids=[11], daemon_pids=[], up_at=5.0)
-    started = ComputeTarget(name="dev", kind=ComputeKind.RAY, address="127.0.0.1:6390", created_at=1.0,
-                            local_cluster=cluster)  # fmt: skip
-    added = ComputeTarget(name="team", kind=ComputeKind.RAY, address="ray://head:10001", created_at=1.0)
-    # a cluster chattune started on this machine has no node to preempt: no watcher; any cluster is polled at 0.5 s
-    assert train_env(started, {}) == {
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    }
-    assert train_env(added, {}) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
-    assert (
-        train_env(started, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}) == {}
-    )
-    # names Ray Train reads in the driver and passes on to its controller (a rename in Ray would fail here)
-    assert set(train_env(started, {})) <= ENV_VARS_TO_PROPAGATE

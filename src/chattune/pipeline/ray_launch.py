@@ -16,12 +16,10 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from chattune.compute.targets import ComputeTargets, driver_env
-from chattune.entities import ComputeTarget
 from chattune.errors import JobCancelledError, StepFailedError
 from chattune.pipeline.context import StepContext
 from chattune.pipeline.launch import RESULT, worker_request
@@ -79,24 +77,6 @@ def _leave_world_of_one() -> None:  # pragma: no cover - a Ray Train worker's (a
         os.environ.pop(name, None)
 
 
-def train_env(target: ComputeTarget, environ: Mapping[str, str]) -> dict[str, str]:
-    """Ray Train's own settings for chattune's runs, where ``environ`` (the driver's environment) sets none.
-
-    Ray Train reads them in the driver and passes them on to its controller:
-
-    - ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` 0.5 (Ray's default: 2): how often the controller polls its workers, so
-      also how late it notices that training ended (or failed) - up to 2 s more of every run with the default, for
-      a poll that costs a small RPC per worker;
-    - on a cluster chattune started (``compute start-ray``, every node a process of this machine, none of which can
-      be preempted), ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` 0: Ray Train's watcher of spot-node preemptions is one
-      more actor process, started while training and taking the cores training runs on.
-    """
-    wanted = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
-    if target.local_cluster is not None:
-        wanted["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-    return {name: value for name, value in wanted.items() if name not in environ}
-
-
 def worker_env(ctx: StepContext) -> dict[str, str]:
     """The environment of the Ray workers: this workspace's ``CHATTUNE_*`` settings and chattune's child defaults."""
     env = {**CHILD_DEFAULTS, **{k: v for k, v in os.environ.items() if k.startswith("CHATTUNE_")}}
@@ -124,7 +104,6 @@ def launch(ctx: StepContext) -> FinetuneOutput:
     # A local cluster's token: in the environment before Ray is imported (it reads its
     # authentication mode once per process).
     os.environ.update(driver_env(target))
-    os.environ.update(train_env(target, os.environ))
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
