@@ -203,3 +203,34 @@ def test_a_deployment_sharing_anothers_base_uses_its_instances_that_have_its_ada
 async def _hold(router: Router, dep: Deployment) -> int:
     async with router.lease(dep) as inst:
         return inst.index
+
+
+def test_the_cores_are_shared_between_the_local_instances_of_every_endpoint_of_the_workspace() -> None:
+    import os
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive, dead = os.getpid(), gone.pid
+
+    def dep(endpoint: str, name: str, count: int = 1, **fields: object) -> Deployment:
+        fields.setdefault("state", ProvisioningState.SUCCEEDED)
+        return Deployment(endpoint, name, "m", "1", created_at=0.0, instance_count=count, **fields)  # type: ignore[arg-type]
+
+    own = {  # this endpoint's: what they want, running yet or not
+        "blue": dep("ep", "blue", 2),
+        "green": dep("ep", "green", 1, state=ProvisioningState.CREATING),
+        "broken": dep("ep", "broken", 3, state=ProvisioningState.FAILED),  # runs nothing
+        "on-ray": dep("ep", "on-ray", 2, compute="dev"),  # Ray's replicas, on Ray's CPUs
+    }
+    others = [  # another endpoint's: the instances whose processes run
+        dep("other", "a", 2, instances=[{"index": 0, "pid": alive}, {"index": 1, "pid": dead}]),
+        dep("other", "guest", 1, share_base_with="a", instances=[{"index": 0, "pid": alive, "on": "a"}]),
+        dep("other", "r", 1, compute="dev", instances=[{"index": 0, "pid": alive}]),
+    ]
+    store = types.SimpleNamespace(
+        list_endpoints=lambda: [types.SimpleNamespace(name="ep"), types.SimpleNamespace(name="other")],
+        list_deployments=lambda endpoint: others if endpoint == "other" else list(own.values()),
+    )
+    supervisor = types.SimpleNamespace(store=store, endpoint="ep")
+    assert Supervisor._machine_instances(supervisor, own) == 2 + 1 + 1  # type: ignore[arg-type]

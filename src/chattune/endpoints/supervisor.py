@@ -176,18 +176,23 @@ class Supervisor:
                 self._reconcile_guest(dep, hosts.get(dep.share_base_with))
 
     def _machine_instances(self, own: dict[str, Deployment]) -> int:
-        """How many local instances the deployments of every endpoint of this workspace want (this one's: ``own``).
+        """The workspace's local instances on this machine: those ``own`` (this endpoint's) want, others' that run.
 
-        They all run on this machine, and torch threads of each on every core would oversubscribe it (a blue/green
-        pair behind one endpoint as much as two endpoints): the supervisor shares the cores out between them.
+        Another endpoint's instances count while their processes live (a stopped endpoint's deployments run nothing).
+        Torch threads of each on every core would oversubscribe the machine (a blue/green pair behind one endpoint as
+        much as two endpoints): the supervisor shares the cores out between them.
         """
-        counted = (ProvisioningState.DELETING, ProvisioningState.FAILED)
-        wanted = 0
+        wanted = sum(
+            dep.settings.instance_count
+            for dep in own.values()
+            if dep.compute == LOCAL_COMPUTE and dep.state != ProvisioningState.FAILED
+        )
         for endpoint in self.store.list_endpoints():
-            deps = own.values() if endpoint.name == self.endpoint else self.store.list_deployments(endpoint.name)
-            for dep in deps:
-                if dep.compute == LOCAL_COMPUTE and dep.share_base_with is None and dep.state not in counted:
-                    wanted += dep.settings.instance_count
+            if endpoint.name == self.endpoint:
+                continue
+            for dep in self.store.list_deployments(endpoint.name):
+                if dep.compute == LOCAL_COMPUTE and dep.share_base_with is None:
+                    wanted += sum(1 for rec in dep.instances if processes.alive(rec.get("pid")))
         return wanted
 
     async def _sync_threads(self, dep: Deployment, inst: Instance) -> None:
