@@ -138,6 +138,8 @@ def test_the_instance_routes_add_pin_and_remove_adapters(tiny: dict[str, str], t
         again = client.post("/v1/chat/completions", json=body, headers=pinned).json()
         assert again["choices"][0]["message"]["content"] == text  # the same greedy answer on one thread
         assert client.put("/threads", json={"threads": 0}).status_code == 422
+        assert client.put("/threads", json={"threads": "1"}).status_code == 422  # strict, as the schema says
+        assert client.put("/threads", json={"threads": 1.0}).status_code == 204  # JSON's 1.0 is an integer
         assert threads() == 1
 
         own = client.delete("/adapters/a:1")

@@ -141,7 +141,7 @@ def create_app(engine: Engine, *, token: str | None, max_body_bytes: int = MAX_B
         await engine.remove_adapter(name)
         return Response(status_code=204)
 
-    @app.put("/threads", status_code=204, responses=documented_errors(422, 503))
+    @app.put("/threads", status_code=204, responses=documented_errors(400, 422, 503))
     async def set_threads(body: ThreadsSetting) -> Response:
         """Share the machine's cores: the torch threads of this instance's forward passes (the gateway's call)."""
         await engine.set_threads(body.threads)

@@ -414,7 +414,7 @@ class AdapterLoad(Wire):
 class ThreadsSetting(Wire):
     """``PUT /threads`` on an instance: the torch threads its forward passes use (the gateway's call)."""
 
-    threads: int = Field(ge=1, le=4096, description="torch threads, from the next decoding step")
+    threads: Annotated[int, Field(ge=1, le=4096, description="torch threads, from the next decoding step"), INTEGRAL]
 
 
 class ErrorDetail(BaseModel):
