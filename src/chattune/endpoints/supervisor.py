@@ -33,6 +33,9 @@ log = logging.getLogger("chattune.supervisor")
 STARTUP_POLL_S = 0.5
 # Loading an adapter waits for the running batch's next step.
 ADAPTER_TIMEOUT_S = 60.0
+# How long a PUT /threads may take: the instance applies it after its current decoding step. A pass that waits
+# longer moves on (the call is repeated on the next pass), so a stuck instance does not hold up the others' probes.
+THREADS_TIMEOUT_S = 5.0
 # An instance that dies before it was ever ready is retried this often before the deployment is marked Failed.
 MAX_START_ATTEMPTS = 3
 
@@ -199,16 +202,8 @@ class Supervisor:
         """Tell a ready local instance its share of the cores when it differs from what it runs on."""
         if self.threads is None or inst.threads == self.threads:
             return
-        try:
-            r = await self._client.put(
-                f"{inst.url}/threads",
-                json={"threads": self.threads},
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=ADAPTER_TIMEOUT_S,
-            )
-        except httpx.HTTPError:
-            return  # the next pass tries again
-        if r.status_code == 204:
+        r = await self._instance_call(inst, "PUT", "/threads", {"threads": self.threads}, THREADS_TIMEOUT_S)
+        if r is not None and r.status_code == 204:  # else the next pass tries again
             inst.threads = self.threads
             log.info("%s/%s instance %d: %d torch threads", self.endpoint, dep.name, inst.index, self.threads)
 
@@ -283,18 +278,25 @@ class Supervisor:
 
     async def _adapter_call(self, inst: Instance, method: str, model: str, body: Any = None) -> str | None:
         """PUT or DELETE /adapters/MODEL on an instance: None when done, the instance's refusal, or "" to retry."""
-        url = f"{inst.url}/adapters/{urllib.parse.quote(model, safe='')}"
-        try:
-            r = await self._client.request(
-                method, url, json=body, headers={"Authorization": f"Bearer {self.token}"}, timeout=ADAPTER_TIMEOUT_S
-            )
-        except httpx.HTTPError:
+        path = f"/adapters/{urllib.parse.quote(model, safe='')}"
+        r = await self._instance_call(inst, method, path, body, ADAPTER_TIMEOUT_S)
+        if r is None:
             return ""  # unreachable now: the next pass tries again (or the instance is restarted with it)
         if r.status_code == 204 or (method == "DELETE" and r.status_code == 404):
             return None  # done (or the adapter was not there to unload)
         if r.status_code >= 500:
             return ""  # still loading its model, or failing: the next pass tries again
         return str(r.json().get("error", {}).get("message", r.text))
+
+    async def _instance_call(
+        self, inst: Instance, method: str, path: str, body: Any, timeout: float
+    ) -> httpx.Response | None:
+        """One of the gateway's own calls on an instance (with the instance token); None when it did not answer."""
+        try:
+            auth = {"Authorization": f"Bearer {self.token}"}
+            return await self._client.request(method, f"{inst.url}{path}", json=body, headers=auth, timeout=timeout)
+        except httpx.HTTPError:
+            return None
 
     def _adopt(self, dep: Deployment) -> list[Instance]:
         """Instances recorded by an earlier gateway: kept when their process is still there."""

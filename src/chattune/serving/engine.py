@@ -251,7 +251,7 @@ class Engine:
     async def set_threads(self, threads: int) -> None:
         """Run the forward passes on ``threads`` torch threads from the next decoding step.
 
-        The gateway shares the machine's cores out between the local instances of all its deployments
+        The gateway shares the machine's cores out between the workspace's local instances on it
         (chattune.endpoints.supervisor); torch's thread count belongs to the thread that calls it, so it is set on
         the scheduler's, which runs every forward pass.
 
