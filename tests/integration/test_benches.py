@@ -62,6 +62,18 @@ def test_serve_throughput_dry_runs_its_four_servers_on_the_tiny_model_with_two_t
     assert 0 <= doc["chattune"]["cached_prompt_share"] <= 1
 
 
+def test_serve_mixed_ab_dry_runs_both_variants_on_the_tiny_model(home: Path) -> None:
+    args = ["--model", "tiny-test", "--clients", "3", "--requests-per-client", "2", "--rounds", "2", "--json"]
+    doc = json.loads(_run(home, sys.executable, "bench/serve_mixed_ab.py", *args))
+    _has_run_info(doc)
+    assert doc["mixed_steps_supported"] and doc["rounds"] == 2
+    for variant in ("mixed", "separate"):
+        assert len(doc[variant]["runs"]) == 2 and set(doc[variant]["tokens_per_s"]) == {"min", "median", "max"}
+    # the variants ran as named: joins went into decoding steps in one, into forward passes of their own in the other
+    assert all("_prefill" not in run["forwards"] or run["forwards"]["_mixed"]["count"] for run in doc["mixed"]["runs"])
+    assert all("_mixed" not in run["forwards"] for run in doc["separate"]["runs"])
+
+
 def test_the_gpu_script_dry_runs_on_a_cpu_with_a_shrunk_phi3(home: Path, tmp_path: Path) -> None:
     shared_fixture("phi3_mini_tokenizer")
     shared_fixture("assistant_dialogs_azureml_oai")

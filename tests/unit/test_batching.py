@@ -109,6 +109,7 @@ def test_requests_joining_a_running_batch_get_the_same_answers(model_and_tokeniz
     sizes = next(s.value for s in samples if s.name.endswith("_sum"))
     steps = next(s.value for s in samples if s.name.endswith("_count"))
     assert sizes / steps > 1  # the late rows shared steps with the first
+    assert metrics.mixed_steps._value.get() >= 1  # and their prompts went into its decoding step
 
 
 def test_a_seed_reproduces_a_sampled_answer_whatever_shares_the_batch(model_and_tokenizer: tuple[Any, Any]) -> None:

@@ -175,3 +175,43 @@ def test_the_cache_is_off_for_a_sliding_window_model(tiny_tokenizer: Any) -> Non
         MistralForCausalLM(config).eval(), tiny_tokenizer, InstanceMetrics(), prefix_cache_bytes=2**20
     )
     assert scheduler.prefix_cache is None
+
+
+def test_a_cached_turn_joining_a_running_batch_in_its_decoding_step_equals_generate(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    """A mixed step (chattune.serving.mixed) whose new row starts from a cached beginning: its queries attend over
+    the cached keys and its own, causally aligned at the end; the running row's answer is unchanged too."""
+    model, tokenizer = model_and_tokenizer
+    reference = ChatGenerator(model, tokenizer)
+    metrics = InstanceMetrics()
+    scheduler = BatchScheduler(model, tokenizer, metrics, max_wait_ms=0.1, prefix_cache_bytes=2**24)
+    assert scheduler.prefix_cache is not None and scheduler.mixed_steps
+    first = [SYSTEM, {"role": "user", "content": QUESTIONS[0]}]
+    (answer,) = asyncio.run(_answer(scheduler, tokenizer, [first]))
+    second = [*first, {"role": "assistant", "content": answer.text}, {"role": "user", "content": QUESTIONS[1]}]
+    long = [{"role": "user", "content": "what is the date today? tell me in ISO 8601 please"}]
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        pendings = []
+        for conversation, budget in ((long, 40), (second, 12)):
+            ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            pendings.append(Pending(list(ids), GenerationParams(max_new_tokens=budget), None, loop))
+        scheduler.submit(pendings[0])
+        assert (await pendings[0].events.get())[0] == "delta"  # running now
+        scheduler.submit(pendings[1])
+        results = []
+        for p in pendings:
+            while (event := await p.events.get())[0] != "done":
+                assert event[0] != "error", event
+            results.append(event[1])
+        return results
+
+    before = scheduler.prefix_cache.reused_tokens
+    results = asyncio.run(scenario())
+    assert scheduler.prefix_cache.reused_tokens > before and metrics.mixed_steps._value.get() >= 1
+    for conversation, budget, got in zip((long, second), (40, 12), results, strict=True):
+        alone = reference.generate([conversation], GenerationParams(max_new_tokens=budget))[0]
+        assert (got.text, got.completion_tokens) == (alone.text, alone.completion_tokens)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chattune.inference import Generation, GenerationParams, TokenLogprob
+from chattune.serving import mixed
 from chattune.serving.metrics import InstanceMetrics
 from chattune.serving.prefix_cache import PrefixCache
 from chattune.serving.structured import RowConstraint
@@ -158,6 +160,8 @@ class BatchScheduler:
         # keys and values of recent prompts; not for sliding-window attention, whose cache keeps the last window only
         full = _full_attention_cache(model)
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes and full else None
+        # new rows' prompts in the running rows' decoding step (chattune.serving.mixed); full attention only
+        self.mixed_steps = full and mixed.use_mixed_steps(getattr(model, "get_base_model", lambda: model)())
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos = {t for t in ([eos] + (gen_eos if isinstance(gen_eos, list) else [gen_eos])) if t is not None}
@@ -237,9 +241,10 @@ class BatchScheduler:
             new = self._admit(len(batch.rows))
             try:
                 with torch.inference_mode():
-                    if new:
-                        batch.join(new)
-                    if batch.rows:
+                    if new and batch.join(new):  # the running rows took their step with the new ones
+                        self.metrics.mixed_steps.inc()
+                        self.metrics.batch_size.observe(len(batch.rows))
+                    elif batch.rows:
                         self.metrics.batch_size.observe(len(batch.rows))
                         batch.step()
             except Exception as exc:  # a failed step fails its requests, never the scheduler
@@ -303,37 +308,36 @@ class _Running:
         )
         return out.logits[:, -1, :].float()
 
-    def join(self, new: list[Pending]) -> None:
-        """Prefill the new rows together, then append them (and their cache) to the running batch.
+    def join(self, new: list[Pending]) -> bool:
+        """Prefill the new rows, then append them (and their cache) to the running batch.
+
+        With rows running (and one adapter among all rows when several are loaded), the new rows' prompts go into
+        the running rows' next decoding step, one forward pass for both (chattune.serving.mixed); True when that
+        step was taken. Else they are prefilled together on their own.
 
         A row whose prompt begins as a cached one did (chattune.serving.prefix_cache) starts from those keys and
         values and computes the rest only. The new rows' cache is [cached beginnings, left-padded | the rest,
         left-padded]: the attention mask marks the padding in both parts, and positions count real tokens only.
         """
         import torch
-        from transformers import DynamicCache
 
-        device = self.s.model.device
         prefix = self.s.prefix_cache
         hits = [prefix.lookup(r.adapter, r.input_ids) if prefix is not None else None for r in new]
         reused = [hit.length if hit else 0 for hit in hits]
         rest = [r.input_ids[n:] for r, n in zip(new, reused, strict=True)]
-        width = max(len(c) for c in rest)
-        pad = self.s.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(c)) + c for c in rest], device=device)
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in rest], device=device)
-        cache = DynamicCache(config=getattr(self.s.model, "config", None))
-        if any(reused):
-            mask = torch.cat([self._cached_beginnings(hits, max(reused), cache), mask], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        adapters = {r.adapter for r in [*self.rows, *new]}
+        mixed_step = bool(self.rows) and self.s.mixed_steps and (not self.s.multi_adapter or len(adapters) == 1)
+        if mixed_step:
+            logits, cache, mask = self._mixed(new, hits, reused, rest)
+        else:
+            logits, cache, mask = self._prefill(new, hits, reused, rest)
         self.s.metrics.prompt_tokens.inc(int(mask.sum()))
         self.s.metrics.cached_prompt_tokens.inc(sum(reused))
-        logits = self._forward(new, ids, mask, positions, cache)
         if prefix is not None:
             for i, row in enumerate(new):
                 prefix.store(row.adapter, row.input_ids, self._row_cache(cache, mask, i))
         samplers = [_Sampler(r.params, r.constraint) for r in new]
-        tokens = torch.tensor([sm.pick(logits[i : i + 1]) for i, sm in enumerate(samplers)], device=device)
+        tokens = torch.tensor([sm.pick(logits[i : i + 1]) for i, sm in enumerate(samplers)], device=mask.device)
         if not self.rows:
             self.rows, self.cache, self.mask, self.samplers = list(new), cache, mask, samplers
             self.positions, self.last = mask.sum(-1), tokens
@@ -344,6 +348,72 @@ class _Running:
         for row, token, sampler in zip(new, tokens.tolist(), samplers, strict=True):
             self.s.text.accept(row, token, sampler.last)
         self._drop_finished()
+        return mixed_step
+
+    def _prefill(self, new: list[Pending], hits: list[Any], reused: list[int], rest: list[list[int]]) -> Any:
+        """The new rows' own forward pass, left-padded: their last logits, their cache and its attention mask."""
+        import torch
+
+        from chattune.serving import kv_cache
+
+        device = self.s.model.device
+        width = max(len(c) for c in rest)
+        pad = self.s.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in rest], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in rest], device=device)
+        cache = kv_cache.new_cache(getattr(self.s.model, "config", None))
+        if any(reused):
+            mask = torch.cat([self._cached_beginnings(hits, max(reused), cache), mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        return self._forward(new, ids, mask, positions, cache), cache, mask
+
+    def _mixed(self, new: list[Pending], hits: list[Any], reused: list[int], rest: list[list[int]]) -> Any:
+        """One forward pass: the running rows' decoding step and the new rows' prompts, in one flattened row.
+
+        The running rows advance by one token here; the new rows' last logits, cache and mask are returned as
+        ``_prefill`` returns them.
+        """
+        import torch
+
+        from chattune.serving import kv_cache
+
+        device = self.s.model.device
+        running = len(self.rows)
+        ones = torch.ones((running, 1), dtype=self.mask.dtype, device=device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        lengths = [len(c) for c in rest]
+        ids = torch.tensor([self.last.tolist() + [t for c in rest for t in c]], device=device)
+        fresh = [p for n, c in zip(reused, rest, strict=True) for p in range(n, n + len(c))]
+        positions = torch.cat([self.positions, torch.tensor(fresh, device=device)])[None]
+        layout = mixed.Layout(
+            running, self.cache, self.mask.bool()[:, None, None, :], lengths, [h.layers if h else None for h in hits]
+        )
+        ends = [running + end - 1 for end in itertools.accumulate(lengths)]
+        kwargs: dict[str, Any] = {}
+        if self.s.multi_adapter:
+            kwargs["adapter_names"] = [new[0].adapter or BASE]
+        with mixed.active(layout):
+            out = self.s.model(
+                input_ids=ids,
+                attention_mask=layout.running_mask,  # 4-D: transformers' mask building is skipped
+                position_ids=positions,
+                cache=mixed.cache(layout),
+                use_cache=True,
+                logits_to_keep=torch.tensor([*range(running), *ends], device=device),
+                **kwargs,
+            )
+        logits = out.logits[0].float()
+        self._advance(logits[:running])
+        widths = [n + c for n, c in zip(reused, lengths, strict=True)]
+        width = max(widths)
+        cache = kv_cache.new_cache(getattr(self.s.model, "config", None))
+        for index in range(len(layout.new_rows)):
+            keys, values = (
+                torch.cat([_left_pad(kv[part], width, 2) for kv in layout.new_rows[index]]) for part in (0, 1)
+            )
+            cache.update(keys, values, index)
+        mask = torch.tensor([[0] * (width - w) + [1] * w for w in widths], device=device)
+        return logits[running:], cache, mask
 
     @staticmethod
     def _cached_beginnings(hits: list[Any], width: int, cache: Any) -> Any:
@@ -390,13 +460,18 @@ class _Running:
 
         ones = torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.mask.device)
         self.mask = torch.cat([self.mask, ones], dim=1)
-        logits = self._forward(self.rows, self.last[:, None], self.mask, self.positions[:, None], self.cache)
+        self._advance(self._forward(self.rows, self.last[:, None], self.mask, self.positions[:, None], self.cache))
+        self._drop_finished()
+
+    def _advance(self, logits: Any) -> None:
+        """Each running row's next token from its logits (the step's mask column is added already)."""
+        import torch
+
         tokens = [sm.pick(logits[i : i + 1]) for i, sm in enumerate(self.samplers)]
         self.positions = self.positions + 1
         self.last = torch.tensor(tokens, device=self.last.device)
         for row, token, sampler in zip(self.rows, tokens, self.samplers, strict=True):
             self.s.text.accept(row, token, sampler.last)
-        self._drop_finished()
 
     def _drop_finished(self) -> None:
         import torch

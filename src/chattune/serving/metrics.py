@@ -31,6 +31,9 @@ class InstanceMetrics:
         self.queue_depth = Gauge("chattune_queue_depth", "Requests waiting for a batch slot", registry=r)
         self.running = Gauge("chattune_running_requests", "Requests being generated", registry=r)
         self.threads = Gauge("chattune_torch_threads", "Torch threads of the forward passes", registry=r)
+        self.mixed_steps = Counter(
+            "chattune_mixed_steps", "Decoding steps that also prefilled newly admitted requests", registry=r
+        )
         self.batch_size = Histogram(
             "chattune_batch_size", "Sequences per forward step", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
         )
