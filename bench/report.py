@@ -47,6 +47,8 @@ COMMANDS = {
     "serve_load-smollm2-bluegreen": f"{SERVE_LOAD_16} --deployments 2 --max-concurrent 8 --json",
     "serve_load-smollm2-bluegreen-omp2": f"OMP_NUM_THREADS=2 {SERVE_LOAD_16} --deployments 2 --max-concurrent 8 --json",
     "export_gguf": ".venv/bin/python bench/export_gguf.py --json",
+    "serve_mixed_ab-join": ".venv/bin/python bench/serve_mixed_ab.py --join-only --rounds 6 --json",
+    "serve_mixed_ab": ".venv/bin/python bench/serve_mixed_ab.py --rounds 4 --json",
 }
 
 

@@ -8,7 +8,10 @@ does that is not in lockstep. The two variants alternate (which goes first chang
 requests in the same round. Reported per variant: generated tokens/s and p50 latency (min/median/max over rounds),
 the joins and the time in forward passes of each kind.
 
-    python bench/serve_mixed_ab.py [--rounds 4] [--requests-per-client 2] [--json]
+With ``--join-only``, the mechanism alone: one join of a 40-token prompt into 16 running rows at 80 tokens of
+context, as one mixed forward pass against the decoding step plus the prompt's own forward pass, alternated.
+
+    python bench/serve_mixed_ab.py [--rounds 4] [--requests-per-client 2] [--join-only] [--json]
 """
 
 from __future__ import annotations
@@ -96,6 +99,62 @@ async def drive(scheduler: Any, tokenizer: Any, work: list[tuple[str, int]], cli
     return {"tokens_per_s": tokens / wall, "p50_s": statistics.median(latencies), "tokens": tokens, "wall_s": wall}
 
 
+def one_join(model: Any, rounds: int, running: int = 16, context: int = 80, prompt: int = 40) -> dict[str, Any]:
+    """Milliseconds of one join into a running batch: a mixed forward pass vs a decoding step plus a prefill."""
+    import copy
+
+    import torch
+
+    from chattune.serving import kv_cache, mixed
+
+    if not mixed.use_mixed_steps(model):
+        raise SystemExit(f"mixed steps need SDPA attention; this model runs {model.config._attn_implementation}")
+    torch.manual_seed(0)
+    vocab = int(model.config.vocab_size)
+    ids, new = torch.randint(0, vocab, (running, context)), torch.randint(0, vocab, (1, prompt))
+    last, positions = torch.randint(0, vocab, (running, 1)), torch.full((running, 1), context)
+    mask = torch.ones(running, context + 1, dtype=torch.long)
+
+    def separate(cache: Any) -> None:
+        model(input_ids=last, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1)
+        model(input_ids=new, cache=kv_cache.new_cache(model.config), logits_to_keep=1)
+
+    def together(cache: Any) -> None:
+        layout = mixed.Layout(running, cache, mask.bool()[:, None, None, :], [prompt], [None])
+        flat = torch.cat([last[:, 0], new[0]])[None]
+        where = torch.cat([positions[:, 0], torch.arange(prompt)])[None]
+        keep = torch.tensor([*range(running), running + prompt - 1])
+        with mixed.active(layout):
+            model(
+                input_ids=flat,
+                attention_mask=layout.running_mask,
+                position_ids=where,
+                cache=mixed.cache(layout),
+                logits_to_keep=keep,
+            )
+
+    times: dict[str, list[float]] = {"mixed_ms": [], "separate_ms": []}
+    with torch.inference_mode():
+        base = kv_cache.new_cache(model.config)
+        model(input_ids=ids, cache=base, logits_to_keep=1)
+        for r in range(2 * rounds + 1):  # the first pair warms up
+            pair = (("mixed_ms", together), ("separate_ms", separate))
+            for name, fn in pair if r % 2 == 0 else pair[::-1]:
+                cache = copy.deepcopy(base)
+                start = time.perf_counter()
+                fn(cache)
+                if r:
+                    times[name].append((time.perf_counter() - start) * 1000)
+    ratio = statistics.median(times["mixed_ms"]) / statistics.median(times["separate_ms"])
+    return {
+        "running_rows": running,
+        "context": context,
+        "prompt": prompt,
+        **{k: spread(v, 1) for k, v in times.items()},
+        "median_ratio": round(ratio, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -104,6 +163,7 @@ def main() -> None:
     parser.add_argument("--min-tokens", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=56)
     parser.add_argument("--model", choices=["smollm2-135m-instruct", "tiny-test"], default="smollm2-135m-instruct")
+    parser.add_argument("--join-only", action="store_true", help="time one join only (see above)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -117,6 +177,11 @@ def main() -> None:
     ws = Workspace()
     path = import_model(ws.settings, ws.store, args.model).path
     model, tokenizer = load_model(path), load_tokenizer(path)
+    if args.join_only:
+        doc = {**run_info(), "model": args.model, "dtype": str(model.dtype).removeprefix("torch.")}
+        doc["one_join"] = one_join(model, args.rounds)
+        print(json.dumps(doc, indent=2) if args.json else f"{describe(doc)}\n{doc['one_join']}")
+        return
     settings = DeploymentSettings()
     scheduler = BatchScheduler(
         model,

@@ -72,6 +72,9 @@ def test_serve_mixed_ab_dry_runs_both_variants_on_the_tiny_model(home: Path) -> 
     # the variants ran as named: joins went into decoding steps in one, into forward passes of their own in the other
     assert all("_prefill" not in run["forwards"] or run["forwards"]["_mixed"]["count"] for run in doc["mixed"]["runs"])
     assert all("_mixed" not in run["forwards"] for run in doc["separate"]["runs"])
+    args = ["--model", "tiny-test", "--join-only", "--rounds", "1", "--json"]
+    join = json.loads(_run(home, sys.executable, "bench/serve_mixed_ab.py", *args))["one_join"]
+    assert set(join["mixed_ms"]) == set(join["separate_ms"]) == {"min", "median", "max"} and join["median_ratio"] > 0
 
 
 def test_the_gpu_script_dry_runs_on_a_cpu_with_a_shrunk_phi3(home: Path, tmp_path: Path) -> None:

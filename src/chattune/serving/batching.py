@@ -2,8 +2,9 @@
 
 Requests are tokenized on arrival (so a prompt too long for the context fails at once, with a 400) and queued.
 One scheduler thread keeps the running batch and its KV cache (transformers' DynamicCache); between steps it
-admits queued requests (prefilled together, their cache left-padded and joined to the running one) and drops the
-rows that are done, so nobody waits for the longest answer in a batch. Each row has its own decoding settings and
+admits queued requests (their prompts computed in the running rows' next decoding step, chattune.serving.mixed, or
+prefilled together when nothing runs; their cache left-padded and joined to the running one) and drops the rows that
+are done, so nobody waits for the longest answer in a batch. Each row has its own decoding settings and
 LoRA adapter (PEFT's mixed-adapter batches), streams its own text deltas and ends at its own end-of-sequence,
 ``stop`` string or token budget. A row's sampler also applies OpenAI's ``logit_bias``, presence and frequency
 penalties and, for structured output, the row's grammar mask (chattune.serving.structured), and records the
