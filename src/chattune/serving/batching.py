@@ -314,7 +314,8 @@ class _Running:
 
         With rows running (and one adapter among all rows when several are loaded), the new rows' prompts go into
         the running rows' next decoding step, one forward pass for both (chattune.serving.mixed); True when that
-        step was taken. Else they are prefilled together on their own.
+        step was taken. Several new rows with nothing running are prefilled in the same flattened form, so that no
+        padding is computed; else (one row, or mixed adapters) they are prefilled left-padded.
 
         A row whose prompt begins as a cached one did (chattune.serving.prefix_cache) starts from those keys and
         values and computes the rest only. The new rows' cache is [cached beginnings, left-padded | the rest,
@@ -327,8 +328,9 @@ class _Running:
         reused = [hit.length if hit else 0 for hit in hits]
         rest = [r.input_ids[n:] for r, n in zip(new, reused, strict=True)]
         adapters = {r.adapter for r in [*self.rows, *new]}
-        mixed_step = bool(self.rows) and self.s.mixed_steps and (not self.s.multi_adapter or len(adapters) == 1)
-        if mixed_step:
+        flattened = self.s.mixed_steps and (not self.s.multi_adapter or len(adapters) == 1)
+        mixed_step = flattened and bool(self.rows)
+        if flattened and (self.rows or len(new) > 1):  # several prompts alone: flattened, so no padding is computed
             logits, cache, mask = self._mixed(new, hits, reused, rest)
         else:
             logits, cache, mask = self._prefill(new, hits, reused, rest)
@@ -369,7 +371,7 @@ class _Running:
         return self._forward(new, ids, mask, positions, cache), cache, mask
 
     def _mixed(self, new: list[Pending], hits: list[Any], reused: list[int], rest: list[list[int]]) -> Any:
-        """One forward pass: the running rows' decoding step and the new rows' prompts, in one flattened row.
+        """One forward pass: the running rows' decoding step (if any) and the new rows' prompts, in one flattened row.
 
         The running rows advance by one token here; the new rows' last logits, cache and mask are returned as
         ``_prefill`` returns them.
@@ -380,15 +382,21 @@ class _Running:
 
         device = self.s.model.device
         running = len(self.rows)
-        ones = torch.ones((running, 1), dtype=self.mask.dtype, device=device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
+        config = getattr(self.s.model, "config", None)
         lengths = [len(c) for c in rest]
-        ids = torch.tensor([self.last.tolist() + [t for c in rest for t in c]], device=device)
         fresh = [p for n, c in zip(reused, rest, strict=True) for p in range(n, n + len(c))]
-        positions = torch.cat([self.positions, torch.tensor(fresh, device=device)])[None]
-        layout = mixed.Layout(
-            running, self.cache, self.mask.bool()[:, None, None, :], lengths, [h.layers if h else None for h in hits]
-        )
+        beginnings = [h.layers if h else None for h in hits]
+        if running:
+            ones = torch.ones((running, 1), dtype=self.mask.dtype, device=device)
+            self.mask = torch.cat([self.mask, ones], dim=1)
+            layout = mixed.Layout(running, self.cache, self.mask.bool()[:, None, None, :], lengths, beginnings)
+            last, positions = self.last.tolist(), torch.cat([self.positions, torch.tensor(fresh, device=device)])
+        else:  # new rows only; the 4-D mask only tells transformers not to build one
+            unused = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=device)
+            layout = mixed.Layout(0, kv_cache.new_cache(config), unused, lengths, beginnings)
+            last, positions = [], torch.tensor(fresh, device=device)
+        ids = torch.tensor([last + [t for c in rest for t in c]], device=device)
+        positions = positions[None]
         ends = [running + end - 1 for end in itertools.accumulate(lengths)]
         kwargs: dict[str, Any] = {}
         if self.s.multi_adapter:
@@ -404,10 +412,11 @@ class _Running:
                 **kwargs,
             )
         logits = out.logits[0].float()
-        self._advance(logits[:running])
+        if running:
+            self._advance(logits[:running])
         widths = [n + c for n, c in zip(reused, lengths, strict=True)]
         width = max(widths)
-        cache = kv_cache.new_cache(getattr(self.s.model, "config", None))
+        cache = kv_cache.new_cache(config)
         for index in range(len(layout.new_rows)):
             keys, values = (
                 torch.cat([_left_pad(kv[part], width, 2) for kv in layout.new_rows[index]]) for part in (0, 1)

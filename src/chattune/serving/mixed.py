@@ -16,6 +16,9 @@ keys and values apart:
 - each new row's keys / values (after its cached beginning, if any) are kept per row, and its queries attend over
   them causally (SDPA's causal flag, or a bottom-right causal mask after a cached beginning).
 
+With no running rows it is a padding-free prefill of several prompts (a burst of requests arriving together):
+a left-padded batch computes every row to the longest prompt's length.
+
 Outside a mixed step (``layout`` unset) the function is transformers' ``sdpa_attention_forward`` and the mask is
 its ``sdpa_mask``: a model switched to it computes what it computed before.
 """
@@ -73,11 +76,13 @@ def _cache_class() -> type:
             import torch
 
             layout, n = self.layout, self.layout.running
-            # (1, kv heads, running + new tokens, dim): the running rows' column -> (running, kv heads, 1, dim)
-            layer: Any = self.layers[layer_idx]
-            keys, values = layer.update(
-                key_states[0, :, :n].transpose(0, 1).unsqueeze(2), value_states[0, :, :n].transpose(0, 1).unsqueeze(2)
-            )
+            keys, values = key_states, value_states  # unused by the attention function when nothing runs
+            if n:  # (1, kv heads, running + new tokens, dim): the running rows' column -> (running, kv heads, 1, dim)
+                layer: Any = self.layers[layer_idx]
+                keys, values = layer.update(
+                    key_states[0, :, :n].transpose(0, 1).unsqueeze(2),
+                    value_states[0, :, :n].transpose(0, 1).unsqueeze(2),
+                )
             rows = []
             splits = zip(
                 key_states[:, :, n:].split(layout.lengths, dim=2),
