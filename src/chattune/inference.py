@@ -132,6 +132,23 @@ def inference_dtype(device: str) -> Any:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
+def use_sdpa_variant(model: Any, name: str, attention: Any) -> bool:
+    """Switch a model on the SDPA path to ``attention``, an SDPA-based function with transformers' signature.
+
+    It is registered with transformers' ``AttentionInterface`` under ``name``, with transformers' own ``sdpa_mask`` as
+    its mask function (so masks are built as for SDPA). False, and the model unchanged, where it runs another kernel.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", name):
+        return False
+    AttentionInterface.register(name, attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+    model.set_attn_implementation(name)
+    return True
+
+
 def load_model(base_path: str | Path, adapter_path: str | Path | None = None, *, device: str | None = None) -> Any:
     """Load a model for inference, with its LoRA adapter if given, on ``device`` (default: the GPU if there is one)."""
     from transformers import AutoModelForCausalLM

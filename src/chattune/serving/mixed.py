@@ -143,19 +143,8 @@ def attention(
     return torch.cat(outputs, dim=1), None
 
 
-def register() -> str:
-    """Register the attention function (and transformers' SDPA mask for it) once; returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(ATTENTION, attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
-    return ATTENTION
-
-
 def use_mixed_steps(model: Any) -> bool:
     """Switch a model on the SDPA path to the mixed-step attention; False (unchanged) for any other kernel."""
-    if getattr(model.config, "_attn_implementation", None) not in ("sdpa", ATTENTION):
-        return False
-    model.set_attn_implementation(register())
-    return True
+    from chattune.inference import use_sdpa_variant
+
+    return use_sdpa_variant(model, ATTENTION, attention)

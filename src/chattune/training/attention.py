@@ -59,23 +59,12 @@ def sdpa_per_conversation(
     return torch.cat(outputs, dim=1), None
 
 
-def register() -> str:
-    """Register the attention function (and transformers' SDPA mask for it) once; returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(ATTENTION, sdpa_per_conversation)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
-    return ATTENTION
-
-
 def use_per_conversation_attention(model: Any) -> bool:
     """Switch a model on the SDPA path to per-conversation attention.
 
     True when switched; False where the model runs another kernel (flash kernels are varlen already, eager has no fused
     kernel to call).
     """
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return False
-    model.set_attn_implementation(register())
-    return True
+    from chattune.inference import use_sdpa_variant
+
+    return use_sdpa_variant(model, ATTENTION, sdpa_per_conversation)
