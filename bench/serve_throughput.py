@@ -1,7 +1,7 @@
 """Serving throughput: chattune's batching instance vs two transformers servers, same run.
 
     python bench/serve_throughput.py [--clients 16] [--requests-per-client 6] [--max-tokens 64] [--repeats 3]
-                                     [--turns 1] [--quick] [--json]
+                                     [--turns 1] [--range-ratio 0] [--quick] [--json]
 
 The servers are real processes on loopback serving SmolLM2-135M-Instruct (the embedded default, imported into
 the workspace once) with greedy decoding in the same dtype:
@@ -14,6 +14,11 @@ the workspace once) with greedy decoding in the same dtype:
 
 - chattune_no_prefix_cache: chattune with its prefix cache off (`prefix_cache_mb: 0`), so the cache's worth is
   measured in the same run.
+
+With `--range-ratio R` (0 <= R < 1) answers vary in length, as in real chat traffic: each request asks for a
+`max_tokens` drawn uniformly from [max_tokens * (1 - R), max_tokens * (1 + R)] (vLLM's `--random-range-ratio`),
+seeded, so every server gets the same requests. With 0 (the default) every request asks for `--max-tokens` and the
+clients move in lockstep.
 
 With `--turns N` (N > 1) the traffic is multi-turn chat: each client holds conversations of N turns and resends the
 history (its questions and the server's answers) with each new question. Each repeat sends conversations of its own.
@@ -163,16 +168,27 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return convs
 
 
+def lengths(n: int, max_tokens: int, range_ratio: float, seed: int = 0) -> list[int]:
+    """``n`` answer lengths to ask for: ``max_tokens`` each, or drawn from max_tokens * [1 - r, 1 + r], seeded."""
+    import random
+
+    draw = random.Random(seed)
+    low, high = round(max_tokens * (1 - range_ratio)), round(max_tokens * (1 + range_ratio))
+    return [draw.randint(max(1, low), max(1, high)) for _ in range(n)]
+
+
 async def drive(
     url: str,
     clients: int,
     per_client: int,
-    max_tokens: int,
+    max_tokens: list[int],
     convs: list[Any],
     headers: dict[str, str] = AUTH,
     turns: int = 1,
 ) -> dict[str, Any]:
     """``clients`` concurrent clients, ``per_client`` chat completions each at ``url``: tokens/s and latency.
+
+    Request ``k`` (client ``k // per_client``) sends ``convs[k]`` asking for ``max_tokens[k]`` tokens.
 
     With ``turns`` > 1 each client holds conversations of that many turns: a request sends the conversation so far
     (earlier questions and the server's own answers) and the next question, as a chat client does.
@@ -185,14 +201,15 @@ async def drive(
         nonlocal tokens, errors
         history: list[dict[str, str]] = []
         for j in range(per_client):
-            messages = convs[(index * per_client + j) % len(convs)]
+            k = index * per_client + j
+            messages = convs[k % len(convs)]
             if turns > 1:
                 history = [*(history if j % turns else []), messages[-1]]
                 messages = history
             started = time.perf_counter()
             r = await http.post(
                 f"{url}/v1/chat/completions",
-                json={"messages": messages, "max_tokens": max_tokens, "temperature": 0},
+                json={"messages": messages, "max_tokens": max_tokens[k % len(max_tokens)], "temperature": 0},
                 timeout=600,
             )
             if r.status_code != 200:
@@ -308,12 +325,20 @@ def main() -> None:
         default="smollm2-135m-instruct",
         help="tiny-test: the catalog's tiny random model, a dry run of the benchmark's code (not a measurement)",
     )
+    parser.add_argument(
+        "--range-ratio",
+        type=float,
+        default=0.0,
+        help="answers of varied lengths: each request's max_tokens drawn from max_tokens * [1 - R, 1 + R]",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.requests_per_client, args.max_tokens, args.lone_requests = 2, 32, 3
     if args.turns < 1:
         parser.error("--turns: at least 1")
+    if not 0 <= args.range_ratio < 1:
+        parser.error(f"--range-ratio: from 0 up to (not including) 1, not {args.range_ratio}")
     args.requests_per_client = max(args.requests_per_client, args.turns)
 
     from chattune import processes
@@ -327,6 +352,7 @@ def main() -> None:
     # a prompt it has seen: a prefix cache would otherwise hold whole prompts from the previous repeat.
     per_run = args.clients * args.requests_per_client
     convs = prompts((per_run + args.lone_requests) * args.repeats)
+    asks = lengths(len(convs), args.max_tokens, args.range_ratio)
     # The baselines get the dtype chattune picks here (bf16 on CPUs with native bf16), so the ratios are batching's.
     dtype = str(inference_dtype(pick_device())).removeprefix("torch.")
     result: dict[str, Any] = {
@@ -336,6 +362,7 @@ def main() -> None:
         "requests_per_client": args.requests_per_client,
         "max_tokens": args.max_tokens,
         "turns": args.turns,
+        "range_ratio": args.range_ratio,
         "dtype": dtype,
         "repeats": args.repeats,
     }
@@ -347,10 +374,12 @@ def main() -> None:
                 order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]  # each goes first in turn
                 for kind in order:
                     url = servers[kind][1]
-                    mine = convs[repeat * (per_run + args.lone_requests) :][: per_run + args.lone_requests]
-                    lone = asyncio.run(drive(url, 1, args.lone_requests, args.max_tokens, mine[per_run:]))
+                    first = repeat * (per_run + args.lone_requests)
+                    mine = convs[first:][: per_run + args.lone_requests]
+                    ask = asks[first:][: per_run + args.lone_requests]
+                    lone = asyncio.run(drive(url, 1, args.lone_requests, ask[per_run:], mine[per_run:]))
                     loaded = asyncio.run(
-                        drive(url, args.clients, args.requests_per_client, args.max_tokens, mine, turns=args.turns)
+                        drive(url, args.clients, args.requests_per_client, ask, mine, turns=args.turns)
                     )
                     runs[kind].append({"lone": lone, "load": loaded})
             mean_batch = _mean_batch(servers["chattune"][1])
@@ -385,8 +414,9 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(describe(result))
-    print(f"{args.clients} clients x {args.requests_per_client} requests, max_tokens {args.max_tokens}, {dtype}, "
-          f"{args.repeats} interleaved runs (median [min-max])")  # fmt: skip
+    varied = f" x [{1 - args.range_ratio:g}, {1 + args.range_ratio:g}]" if args.range_ratio else ""
+    print(f"{args.clients} clients x {args.requests_per_client} requests, max_tokens {args.max_tokens}{varied}, "
+          f"{dtype}, {args.repeats} interleaved runs (median [min-max])")  # fmt: skip
     for kind in KINDS:
         r = result[kind]
         tps, p50 = r["tokens_per_s"], r["p50_s"]

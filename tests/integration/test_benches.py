@@ -50,11 +50,11 @@ def test_validate_throughput_on_a_clean_file_and_one_with_5_percent_bad_rows(hom
 
 def test_serve_throughput_dry_runs_its_four_servers_on_the_tiny_model_with_two_turn_chats(home: Path) -> None:
     args = ["--model", "tiny-test", "--clients", "2", "--requests-per-client", "2", "--lone-requests", "1"]
-    args += ["--max-tokens", "4", "--repeats", "1", "--turns", "2", "--json"]
+    args += ["--max-tokens", "4", "--range-ratio", "0.5", "--repeats", "1", "--turns", "2", "--json"]
     out = _run(home, sys.executable, "bench/serve_throughput.py", *args)
     doc = json.loads(out)
     _has_run_info(doc)
-    assert doc["model"] == "tiny-test" and doc["repeats"] == 1 and doc["turns"] == 2
+    assert doc["model"] == "tiny-test" and doc["repeats"] == 1 and doc["turns"] == 2 and doc["range_ratio"] == 0.5
     for kind in ("chattune", "batched", "baseline", "chattune_no_prefix_cache"):
         assert doc[kind]["errors"] == 0 and len(doc[kind]["runs"]) == 1, doc[kind]
         assert set(doc[kind]["tokens_per_s"]) == {"min", "median", "max"}
