@@ -169,7 +169,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name in ("local", "ray"):
                 headers = {"Authorization": f"Bearer {keys['primary_key']}", "azureml-model-deployment": name}
-                load = drive(base, args.clients, args.requests_per_client, args.max_tokens, convs, headers)
+                load = drive(base, args.clients, args.requests_per_client, [args.max_tokens], convs, headers)
                 serving[name].append(asyncio.run(load))
         tokens = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in serving.items()}
         result["serve"] = {"runs": serving, "median_tokens_per_s": tokens, "clients": args.clients}

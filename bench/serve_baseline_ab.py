@@ -70,8 +70,8 @@ def main() -> None:
     try:
         for round_ in range(3):
             for kind in list(urls) if round_ % 2 == 0 else list(urls)[::-1]:
-                lone = asyncio.run(st.drive(urls[kind], 1, 4, 32, convs))
-                load = asyncio.run(st.drive(urls[kind], 16, 2, 32, convs))
+                lone = asyncio.run(st.drive(urls[kind], 1, 4, [32], convs))
+                load = asyncio.run(st.drive(urls[kind], 16, 2, [32], convs))
                 results[kind].append({"lone": lone["tokens_per_s"], "16_clients": load["tokens_per_s"]})
                 print(kind, round_, results[kind][-1], file=sys.stderr, flush=True)
     finally:

@@ -14,6 +14,8 @@ the workspace once) with greedy decoding in the same dtype:
 
 - chattune_no_prefix_cache: chattune with its prefix cache off (`prefix_cache_mb: 0`), so the cache's worth is
   measured in the same run.
+- chattune_plain_linear (with `--plain-linear`): chattune with transformers' own linear layers
+  (`CHATTUNE_PACKED_LINEAR=0`), so what packing the weights for oneDNN is worth is measured in the same run.
 
 With `--range-ratio R` (0 <= R < 1) answers vary in length, as in real chat traffic: each request asks for a
 `max_tokens` drawn uniformly from [max_tokens * (1 - R), max_tokens * (1 + R)] (vLLM's `--random-range-ratio`),
@@ -33,7 +35,7 @@ generated tokens/s, latency p50/p95, and for chattune the time from process star
 `ratio_tokens_per_s` (chattune / one-at-a-time tokens/s under load), `ratio_vs_batched` (chattune / batched) and
 `p50_ratio` (chattune's p50 under load / its lone-request p50); chattune's `cached_prompt_share` (prompt tokens
 whose keys and values came from its prefix cache) and `ratio_prefix_cache` (chattune / chattune with the cache
-off).
+off); with `--plain-linear`, `ratio_packed_linear` (chattune / chattune_plain_linear).
 """
 
 from __future__ import annotations
@@ -251,6 +253,8 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
         if kind == NO_CACHE:
             settings.prefix_cache_mb = 0
         env = {INSTANCE_TOKEN_ENV: TOKEN, SETTINGS_ENV: settings.model_dump_json()}
+        if kind == PLAIN_LINEAR:
+            env["CHATTUNE_PACKED_LINEAR"] = "0"
         pid, port = processes.spawn("chattune.serving.instance", args, log, env=env)
     else:
         script = log.parent / f"{kind}_app.py"
@@ -301,6 +305,7 @@ def _spawn_script(script: Path, model_path: str, log: Path, dtype: str) -> tuple
 
 
 NO_CACHE = "chattune_no_prefix_cache"  # chattune with its prefix cache off: what the cache is worth, same run
+PLAIN_LINEAR = "chattune_plain_linear"  # chattune with transformers' own linear layers (--plain-linear)
 KINDS = ("chattune", "batched", "baseline", NO_CACHE)
 
 
@@ -330,6 +335,11 @@ def main() -> None:
         type=float,
         default=0.0,
         help="answers of varied lengths: each request's max_tokens drawn from max_tokens * [1 - R, 1 + R]",
+    )
+    parser.add_argument(
+        "--plain-linear",
+        action="store_true",
+        help="also run chattune with transformers' own linear layers (CHATTUNE_PACKED_LINEAR=0)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -366,12 +376,13 @@ def main() -> None:
         "dtype": dtype,
         "repeats": args.repeats,
     }
-    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    kinds = (*KINDS, PLAIN_LINEAR) if args.plain_linear else KINDS
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {kind: start(kind, model_path, Path(tmp) / f"{kind}.log", dtype) for kind in KINDS}
+        servers = {kind: start(kind, model_path, Path(tmp) / f"{kind}.log", dtype) for kind in kinds}
         try:
             for repeat in range(args.repeats):
-                order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]  # each goes first in turn
+                order = kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]  # each goes first in turn
                 for kind in order:
                     url = servers[kind][1]
                     first = repeat * (per_run + args.lone_requests)
@@ -387,7 +398,7 @@ def main() -> None:
         finally:
             for pid, _, _ in servers.values():
                 processes.stop(pid)
-    for kind in KINDS:
+    for kind in kinds:
         rs = runs[kind]
         result[kind] = {
             "ready_s": round(servers[kind][2], 1),
@@ -410,6 +421,8 @@ def main() -> None:
     result["ratio_vs_batched"] = ratio("chattune", "batched")
     result["p50_ratio"] = spread([r["load"]["p50_s"] / r["lone"]["p50_s"] for r in runs["chattune"]])
     result["ratio_prefix_cache"] = ratio("chattune", NO_CACHE)
+    if args.plain_linear:
+        result["ratio_packed_linear"] = ratio("chattune", PLAIN_LINEAR)
     if args.json:
         print(json.dumps(result))
         return
@@ -417,7 +430,7 @@ def main() -> None:
     varied = f" x [{1 - args.range_ratio:g}, {1 + args.range_ratio:g}]" if args.range_ratio else ""
     print(f"{args.clients} clients x {args.requests_per_client} requests, max_tokens {args.max_tokens}{varied}, "
           f"{dtype}, {args.repeats} interleaved runs (median [min-max])")  # fmt: skip
-    for kind in KINDS:
+    for kind in kinds:
         r = result[kind]
         tps, p50 = r["tokens_per_s"], r["p50_s"]
         print(
@@ -429,6 +442,8 @@ def main() -> None:
         f"tokens/s: {result['ratio_tokens_per_s']['median']}x one-at-a-time, {result['ratio_vs_batched']['median']}x "
         f"batched generate; p50 under load / lone p50 {result['p50_ratio']['median']}x"
     )
+    if args.plain_linear:
+        print(f"packed linear layers / transformers' own: {result['ratio_packed_linear']['median']}x tokens/s")
 
 
 if __name__ == "__main__":

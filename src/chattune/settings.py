@@ -20,6 +20,9 @@ class Settings(BaseSettings):
         ready_timeout_s: How long ``deployments create`` waits for an instance to load and warm up.
         inference_dtype: Weights' dtype for evaluation, serving and the MLflow pyfunc: ``auto`` is bf16 where the
             hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.
+        packed_linear: The serving engine, in fp32 on a CPU, multiplies through oneDNN with each linear layer's
+            weight packed once at load time (chattune.packed_linear); ``CHATTUNE_PACKED_LINEAR=0``: transformers'
+            own layers.
         credentials_path: The client's copy of endpoint keys (mode 0600, outside the workspace), written when keys
             are created or regenerated, so `endpoints keys` and `endpoints invoke` find them as Azure's
             `get_keys` does. The workspace database and the gateways hold only hashes. Empty: keep no copy.
@@ -39,6 +42,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     ready_timeout_s: float = 300.0
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    packed_linear: bool = True
     credentials_path: Path | None = Field(
         default_factory=lambda: Path.home() / ".config" / "chattune" / "credentials.json"
     )

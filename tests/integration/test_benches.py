@@ -48,17 +48,19 @@ def test_validate_throughput_on_a_clean_file_and_one_with_5_percent_bad_rows(hom
         assert set(doc["clean"][kind]["rows_per_s_spread"]) == {"min", "median", "max"}
 
 
-def test_serve_throughput_dry_runs_its_four_servers_on_the_tiny_model_with_two_turn_chats(home: Path) -> None:
+def test_serve_throughput_dry_runs_its_five_servers_on_the_tiny_model_with_two_turn_chats(home: Path) -> None:
     args = ["--model", "tiny-test", "--clients", "2", "--requests-per-client", "2", "--lone-requests", "1"]
-    args += ["--max-tokens", "4", "--range-ratio", "0.5", "--repeats", "1", "--turns", "2", "--json"]
+    args += ["--max-tokens", "4", "--range-ratio", "0.5", "--repeats", "1", "--turns", "2", "--plain-linear", "--json"]
     out = _run(home, sys.executable, "bench/serve_throughput.py", *args)
     doc = json.loads(out)
     _has_run_info(doc)
     assert doc["model"] == "tiny-test" and doc["repeats"] == 1 and doc["turns"] == 2 and doc["range_ratio"] == 0.5
-    for kind in ("chattune", "batched", "baseline", "chattune_no_prefix_cache"):
+    for kind in ("chattune", "batched", "baseline", "chattune_no_prefix_cache", "chattune_plain_linear"):
         assert doc[kind]["errors"] == 0 and len(doc[kind]["runs"]) == 1, doc[kind]
         assert set(doc[kind]["tokens_per_s"]) == {"min", "median", "max"}
-    assert {"ratio_tokens_per_s", "ratio_vs_batched", "p50_ratio", "ratio_prefix_cache"} <= set(doc)
+    assert {"ratio_tokens_per_s", "ratio_vs_batched", "p50_ratio", "ratio_prefix_cache", "ratio_packed_linear"} <= set(
+        doc
+    )
     assert 0 <= doc["chattune"]["cached_prompt_share"] <= 1
 
 

@@ -112,6 +112,10 @@ class Engine:
             tokenizer = load_tokenizer(first if first and _has_tokenizer(first) else self.base_path)
             self._check_template(tokenizer)
             model = load_model(self.base_path)
+            from chattune import packed_linear
+
+            if packed_linear.applies(model):  # faster decoding steps on a CPU; inference only from here on
+                packed_linear.pack(model)
             if self.adapters:
                 from peft import PeftModel
 
