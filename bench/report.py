@@ -36,6 +36,12 @@ COMMANDS = {
     "validate_throughput": ".venv/bin/python bench/validate_throughput.py --size-mb 1024 --repeats 3 --json",
     "serve_throughput-quick-turns3": ".venv/bin/python bench/serve_throughput.py --quick --turns 3 --repeats 3 --json",
     "serve_throughput-quick": ".venv/bin/python bench/serve_throughput.py --quick --repeats 3 --json",
+    "serve_throughput-quick-plainlinear": ".venv/bin/python bench/serve_throughput.py --quick --repeats 3 "
+    "--plain-linear --json",
+    "serve_throughput-quick-range05": ".venv/bin/python bench/serve_throughput.py --quick --range-ratio 0.5 "
+    "--repeats 3 --json",
+    "serve_throughput-quick-range05-plainlinear": ".venv/bin/python bench/serve_throughput.py --quick "
+    "--range-ratio 0.5 --repeats 3 --plain-linear --json",
     "serve_throughput": ".venv/bin/python bench/serve_throughput.py --json",
     "shared_adapters": ".venv/bin/python bench/shared_adapters.py --json",
     "ray_overhead": ".venv/bin/python bench/ray_overhead.py --repeats 3 --json",

@@ -67,6 +67,11 @@ def pack(model: nn.Module) -> int:
 
     Returns how many were swapped. Tied output embeddings get a packed copy of their own: the input embedding keeps
     the original.
+
+    transformers maps a checkpoint's weights from its safetensors file, each tensor a view of one mapping of the
+    whole file; while any of them lives (the embedding, the norms), the file's pages stay resident beside the
+    packed copies. So the parameters left unpacked are copied into memory of their own, and the mapping goes with
+    the last view (SmolLM2 in fp32: ~1.5 GB resident without this, ~1.06 GB with it, against ~0.94 GB unpacked).
     """
     swapped = 0
     for name, module in list(model.named_modules()):
@@ -75,4 +80,8 @@ def pack(model: nn.Module) -> int:
                 continue
             setattr(module, child_name, PackedLinear(child))
             swapped += 1
+    if swapped:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.numel() and not tensor.is_mkldnn:
+                tensor.data = tensor.data.clone()
     return swapped

@@ -5,6 +5,8 @@ packing only where it applies."""
 from __future__ import annotations
 
 import copy
+import gc
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +75,25 @@ def test_packing_applies_to_fp32_on_a_cpu_unless_turned_off(
     assert not packed_linear.applies(copy.deepcopy(model).to(torch.bfloat16))
     monkeypatch.setenv("CHATTUNE_PACKED_LINEAR", "0")
     assert not packed_linear.applies(model)
+
+
+def _mapped(path: Any) -> bool:
+    """Whether this process maps the file at ``path`` (Linux's /proc/self/maps)."""
+    return str(path) in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mappings from /proc")
+def test_packing_a_loaded_checkpoint_unmaps_its_file(model_and_tokenizer: tuple[Any, Any], tmp_path: Path) -> None:
+    """transformers maps the checkpoint file and reads each weight out of the mapping; the parameters left unpacked
+    are copied out, so the file's pages are not kept resident beside the packed weights."""
+    from transformers import AutoModelForCausalLM
+
+    model, _ = model_and_tokenizer
+    model.save_pretrained(tmp_path)
+    checkpoint = tmp_path / "model.safetensors"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    if not _mapped(checkpoint):
+        pytest.skip("this transformers copied the weights at load: nothing is mapped")
+    packed_linear.pack(loaded)
+    gc.collect()
+    assert not _mapped(checkpoint)

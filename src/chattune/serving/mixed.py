@@ -26,6 +26,7 @@ its ``sdpa_mask``: a model switched to it computes what it computed before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,7 +63,9 @@ def _layout() -> Layout | None:
     return getattr(_active, "layout", None)
 
 
+@functools.cache
 def _cache_class() -> type:
+    """The ``MixedCache`` class, made once (transformers is imported when the first mixed step runs)."""
     from transformers import Cache
 
     class MixedCache(Cache):  # type: ignore[misc]
