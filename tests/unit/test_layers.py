@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"errors", "preload"},  # preload: the fork server, on the standard library only
     {"settings", "entities", "versions"},
     {"schemas"},  # the wire shapes of the entities: built from them, so one layer above
-    {"processes", "store", "tracking", "templates", "inference"},
+    {"processes", "store", "tracking", "templates", "inference", "packed_linear"},
     {"training", "data", "mlflow_model", "export"},
     {"catalog"},
     {"compute"},
