@@ -36,6 +36,12 @@ generated tokens/s, latency p50/p95, and for chattune the time from process star
 `p50_ratio` (chattune's p50 under load / its lone-request p50); chattune's `cached_prompt_share` (prompt tokens
 whose keys and values came from its prefix cache) and `ratio_prefix_cache` (chattune / chattune with the cache
 off); with `--plain-linear`, `ratio_packed_linear` (chattune / chattune_plain_linear).
+
+What the machine allows, from chattune's own `/metrics` (`chattune_decode_step_seconds` by rows) in each run: its
+1-row decoding steps during the lone requests and its `--clients`-row steps under load give `step_ratio` (the
+`clients`-row step over the 1-row step: the floor of `p50_ratio` from decoding alone) and `batching_bound` (clients
+x the 1-row step over the clients-row step: the most tokens/s that batching can gain over answering one request at
+a time, before any prompt is computed).
 """
 
 from __future__ import annotations
@@ -272,6 +278,50 @@ def _metrics(url: str) -> dict[str, float]:
     return {name: float(value) for name, value in pairs}
 
 
+def _steps(url: str) -> dict[int, tuple[float, float]]:
+    """The instance's decoding steps so far (no prompt in them): rows -> (seconds in all, steps), from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
+    found: dict[int, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "chattune_decode_step_seconds":
+            for sample in family.samples:
+                part = {"chattune_decode_step_seconds_sum": 0, "chattune_decode_step_seconds_count": 1}.get(sample.name)
+                if part is not None:
+                    found.setdefault(int(sample.labels["rows"]), [0.0, 0.0])[part] = sample.value
+    return {rows: (total, count) for rows, (total, count) in found.items()}
+
+
+def step_times(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]) -> dict[int, float]:
+    """Mean decoding-step seconds by rows, over the steps taken between two ``_steps`` readings."""
+    means = {}
+    for rows, (total, count) in after.items():
+        earlier_total, earlier_count = before.get(rows, (0.0, 0.0))
+        if count > earlier_count:
+            means[rows] = (total - earlier_total) / (count - earlier_count)
+    return means
+
+
+def step_bounds(lone: dict[int, float], load: dict[int, float], clients: int) -> dict[str, Any] | None:
+    """What this machine's step costs allow batching, from one run's lone and loaded decoding steps.
+
+    ``step_ratio``: a step of ``rows`` rows (``clients``, else the most seen under load) over a 1-row step, the floor
+    of the p50 ratio from decoding alone; ``batching_bound``: ``rows`` x the 1-row step over the ``rows``-row step,
+    the most tokens/s batching can gain over answering one request at a time, before any prompt is computed.
+    """
+    if 1 not in lone or not load:
+        return None
+    rows = clients if clients in load else max(load)
+    return {
+        "rows": rows,
+        "step_1_ms": round(1000 * lone[1], 1),
+        "step_rows_ms": round(1000 * load[rows], 1),
+        "step_ratio": round(load[rows] / lone[1], 3),
+        "batching_bound": round(rows * lone[1] / load[rows], 2),
+    }
+
+
 def _mean_batch(url: str) -> float:
     """Sequences per batch over the whole run, from the instance's own /metrics."""
     values = _metrics(url)
@@ -388,11 +438,18 @@ def main() -> None:
                     first = repeat * (per_run + args.lone_requests)
                     mine = convs[first:][: per_run + args.lone_requests]
                     ask = asks[first:][: per_run + args.lone_requests]
+                    ours = kind.startswith("chattune")
+                    before = _steps(url) if ours else {}
                     lone = asyncio.run(drive(url, 1, args.lone_requests, ask[per_run:], mine[per_run:]))
+                    between = _steps(url) if ours else {}
                     loaded = asyncio.run(
                         drive(url, args.clients, args.requests_per_client, ask, mine, turns=args.turns)
                     )
-                    runs[kind].append({"lone": lone, "load": loaded})
+                    run: dict[str, Any] = {"lone": lone, "load": loaded}
+                    if ours:
+                        lone_steps, load_steps = step_times(before, between), step_times(between, _steps(url))
+                        run["steps"] = step_bounds(lone_steps, load_steps, args.clients)
+                    runs[kind].append(run)
             mean_batch = _mean_batch(servers["chattune"][1])
             cached = _cached_share(servers["chattune"][1])
         finally:
@@ -410,6 +467,10 @@ def main() -> None:
             "runs": rs,
         }
     result["chattune"]["mean_batch_size"] = mean_batch
+    bounds = [r["steps"] for r in runs["chattune"] if r.get("steps")]
+    if bounds:
+        result["step_ratio"] = spread([b["step_ratio"] for b in bounds], 3)
+        result["batching_bound"] = spread([b["batching_bound"] for b in bounds])
     result["chattune"]["cached_prompt_share"] = cached
 
     def ratio(a: str, b: str) -> dict[str, float]:
@@ -442,6 +503,11 @@ def main() -> None:
         f"tokens/s: {result['ratio_tokens_per_s']['median']}x one-at-a-time, {result['ratio_vs_batched']['median']}x "
         f"batched generate; p50 under load / lone p50 {result['p50_ratio']['median']}x"
     )
+    if bounds:
+        print(
+            f"decoding steps: {bounds[0]['rows']} rows / 1 row {result['step_ratio']['median']}x (the p50 ratio's "
+            f"floor from decoding alone); batching can gain at most {result['batching_bound']['median']}x"
+        )
     if args.plain_linear:
         print(f"packed linear layers / transformers' own: {result['ratio_packed_linear']['median']}x tokens/s")
 

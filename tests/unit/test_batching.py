@@ -110,6 +110,10 @@ def test_requests_joining_a_running_batch_get_the_same_answers(model_and_tokeniz
     steps = next(s.value for s in samples if s.name.endswith("_count"))
     assert sizes / steps > 1  # the late rows shared steps with the first
     assert metrics.mixed_steps._value.get() >= 1  # and their prompts went into its decoding step
+    # every step without a prompt in it is timed, under the rows it advanced
+    timed = [s for s in metrics.decode_step.collect()[0].samples if s.name.endswith("_count")]
+    assert {int(s.labels["rows"]) for s in timed} <= set(range(1, 9))
+    assert sum(s.value for s in timed) == steps - metrics.mixed_steps._value.get()
 
 
 def test_a_seed_reproduces_a_sampled_answer_whatever_shares_the_batch(model_and_tokenizer: tuple[Any, Any]) -> None:

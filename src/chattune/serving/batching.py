@@ -246,8 +246,10 @@ class BatchScheduler:
                         self.metrics.mixed_steps.inc()
                         self.metrics.batch_size.observe(len(batch.rows))
                     elif batch.rows:
-                        self.metrics.batch_size.observe(len(batch.rows))
+                        rows, started = len(batch.rows), time.perf_counter()
+                        self.metrics.batch_size.observe(rows)
                         batch.step()
+                        self.metrics.decode_step.labels(rows=str(rows)).observe(time.perf_counter() - started)
             except Exception as exc:  # a failed step fails its requests, never the scheduler
                 log.exception("batch step failed")
                 for row in [*batch.rows, *new]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -36,4 +36,12 @@ class InstanceMetrics:
         )
         self.batch_size = Histogram(
             "chattune_batch_size", "Sequences per forward step", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        # by the exact number of rows (at most the engine's batch size): what one more row costs a step on this
+        # machine, which bounds what batching can gain (bench/serve_throughput.py reports it)
+        self.decode_step = Summary(
+            "chattune_decode_step_seconds",
+            "Time of a decoding step with no prompt in it, by the rows it advanced",
+            ["rows"],
+            registry=r,
         )
