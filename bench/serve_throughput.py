@@ -20,7 +20,8 @@ the workspace once) with greedy decoding in the same dtype:
 With `--range-ratio R` (0 <= R < 1) answers vary in length, as in real chat traffic: each request asks for a
 `max_tokens` drawn uniformly from [max_tokens * (1 - R), max_tokens * (1 + R)] (vLLM's `--random-range-ratio`),
 seeded, so every server gets the same requests. With 0 (the default) every request asks for `--max-tokens` and the
-clients move in lockstep.
+clients move in lockstep. The lone requests always ask for `--max-tokens` (the middle of the range), so the lone p50
+is that of an answer of the loaded requests' median length.
 
 With `--turns N` (N > 1) the traffic is multi-turn chat: each client holds conversations of N turns and resends the
 history (its questions and the server's answers) with each new question. Each repeat sends conversations of its own.
@@ -437,10 +438,10 @@ def main() -> None:
                     url = servers[kind][1]
                     first = repeat * (per_run + args.lone_requests)
                     mine = convs[first:][: per_run + args.lone_requests]
-                    ask = asks[first:][: per_run + args.lone_requests]
+                    ask = asks[first:][:per_run]
                     ours = kind.startswith("chattune")
                     before = _steps(url) if ours else {}
-                    lone = asyncio.run(drive(url, 1, args.lone_requests, ask[per_run:], mine[per_run:]))
+                    lone = asyncio.run(drive(url, 1, args.lone_requests, [args.max_tokens], mine[per_run:]))
                     between = _steps(url) if ours else {}
                     loaded = asyncio.run(
                         drive(url, args.clients, args.requests_per_client, ask, mine, turns=args.turns)
