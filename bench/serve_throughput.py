@@ -40,7 +40,7 @@ off); with `--plain-linear`, `ratio_packed_linear` (chattune / chattune_plain_li
 
 What the machine allows, from chattune's own `/metrics` (`chattune_decode_step_seconds` by rows) in each run: its
 1-row decoding steps during the lone requests and its `--clients`-row steps under load give `step_ratio` (the
-`clients`-row step over the 1-row step: the floor of `p50_ratio` from decoding alone) and `batching_bound` (clients
+`clients`-row step over the 1-row step: what `p50_ratio` would be from decoding alone) and `batching_bound` (clients
 x the 1-row step over the clients-row step: the most tokens/s that batching can gain over answering one request at
 a time, before any prompt is computed).
 """
@@ -307,8 +307,8 @@ def step_times(before: dict[int, tuple[float, float]], after: dict[int, tuple[fl
 def step_bounds(lone: dict[int, float], load: dict[int, float], clients: int) -> dict[str, Any] | None:
     """What this machine's step costs allow batching, from one run's lone and loaded decoding steps.
 
-    ``step_ratio``: a step of ``rows`` rows (``clients``, else the most seen under load) over a 1-row step, the floor
-    of the p50 ratio from decoding alone; ``batching_bound``: ``rows`` x the 1-row step over the ``rows``-row step,
+    ``step_ratio``: a step of ``rows`` rows (``clients``, else the most seen under load) over a 1-row step, what the
+    p50 ratio would be from decoding alone; ``batching_bound``: ``rows`` x the 1-row step over the ``rows``-row step,
     the most tokens/s batching can gain over answering one request at a time, before any prompt is computed.
     """
     if 1 not in lone or not load:
@@ -506,8 +506,8 @@ def main() -> None:
     )
     if bounds:
         print(
-            f"decoding steps: {bounds[0]['rows']} rows / 1 row {result['step_ratio']['median']}x (the p50 ratio's "
-            f"floor from decoding alone); batching can gain at most {result['batching_bound']['median']}x"
+            f"decoding steps: {bounds[0]['rows']} rows / 1 row {result['step_ratio']['median']}x (the p50 ratio "
+            f"from decoding alone); batching can gain at most {result['batching_bound']['median']}x"
         )
     if args.plain_linear:
         print(f"packed linear layers / transformers' own: {result['ratio_packed_linear']['median']}x tokens/s")
