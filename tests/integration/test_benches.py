@@ -61,9 +61,10 @@ def test_serve_throughput_dry_runs_its_five_servers_on_the_tiny_model_with_two_t
     ratios = {"ratio_tokens_per_s", "ratio_vs_batched", "p50_ratio", "ratio_prefix_cache", "ratio_packed_linear"}
     assert ratios <= set(doc)
     assert 0 <= doc["chattune"]["cached_prompt_share"] <= 1
-    # the step costs read from chattune's /metrics: 1-row steps while alone, 2-row ones under load
+    # the step costs read from chattune's /metrics: 1-row steps while alone, 2-row ones under load (or the most
+    # rows seen, should one client's answers all end before the other's request arrives)
     steps = doc["chattune"]["runs"][0]["steps"]
-    assert steps["rows"] == 2 and steps["step_1_ms"] > 0 and steps["step_rows_ms"] > 0
+    assert steps["rows"] in {1, 2} and steps["step_1_ms"] > 0 and steps["step_rows_ms"] > 0
     assert doc["step_ratio"]["median"] == steps["step_ratio"] and doc["batching_bound"]["median"] > 0
 
 
