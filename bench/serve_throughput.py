@@ -272,26 +272,26 @@ def start(kind: str, model_path: str, log: Path, dtype: str) -> tuple[int, str, 
     return pid, url, time.perf_counter() - started
 
 
+def _samples(url: str) -> list[Any]:
+    """The instance's own /metrics as samples (name, labels, value), read by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
 def _metrics(url: str) -> dict[str, float]:
     """The instance's own /metrics, sample name -> value (unlabelled samples)."""
-    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
-    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chattune_") and "{" not in line)
-    return {name: float(value) for name, value in pairs}
+    return {s.name: s.value for s in _samples(url) if s.name.startswith("chattune_") and not s.labels}
 
 
 def _steps(url: str) -> dict[int, tuple[float, float]]:
     """The instance's decoding steps so far (no prompt in them): rows -> (seconds in all, steps), from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
-    found: dict[int, list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "chattune_decode_step_seconds":
-            for sample in family.samples:
-                part = {"chattune_decode_step_seconds_sum": 0, "chattune_decode_step_seconds_count": 1}.get(sample.name)
-                if part is not None:
-                    found.setdefault(int(sample.labels["rows"]), [0.0, 0.0])[part] = sample.value
-    return {rows: (total, count) for rows, (total, count) in found.items()}
+    found: dict[int, dict[str, float]] = {}
+    for s in _samples(url):
+        if s.name in ("chattune_decode_step_seconds_sum", "chattune_decode_step_seconds_count"):
+            found.setdefault(int(s.labels["rows"]), {})[s.name.rsplit("_", 1)[1]] = s.value
+    return {rows: (parts["sum"], parts["count"]) for rows, parts in found.items()}
 
 
 def step_times(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]) -> dict[int, float]:
